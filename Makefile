@@ -1,0 +1,51 @@
+# civicflow: `make run` starts the whole system on the embedded default; `make test` runs every test tier.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-unit test-integration test-e2e lint typecheck proto proto-check bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/civicflow dev
+
+test: install proto-check lint
+	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/pytest -q tests/integration
+
+test-e2e: install
+	$(BIN)/pytest -q tests/e2e
+
+lint: install
+	$(BIN)/ruff check civicflow services samples tests bench
+	$(BIN)/mypy civicflow services samples
+
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/civicflow/v1/*.proto
+
+# The committed stubs must be exactly what the contracts generate.
+proto-check: install
+	rm -rf build/proto-check && mkdir -p build/proto-check
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=build/proto-check --grpc_python_out=build/proto-check \
+		--pyi_out=build/proto-check proto/civicflow/v1/*.proto
+	diff -r -x __init__.py -x __pycache__ build/proto-check/civicflow/v1 civicflow/v1 \
+		|| (echo "generated gRPC stubs are out of date: run 'make proto' and commit" >&2; exit 1)
+
+bench: install
+	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""civicflow kernel: events, event store, relay, consumers, settings, logging and infrastructure."""

@@ -1,0 +1,212 @@
+"""The civicflow command line: run the system, one service, or act as a call-taker at a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+
+from civicflow.settings import KernelSettings
+
+app = typer.Typer(help="civicflow: an open 311 case-routing platform.", no_args_is_help=True)
+replay_app = typer.Typer(help="Rebuild read models from the event store.", no_args_is_help=True)
+app.add_typer(replay_app, name="replay")
+
+
+def _service_entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="civicflow.services")}
+
+
+def migration_sets() -> list[Any]:
+    from civicflow.migrate import KERNEL, MigrationSet
+
+    services = [
+        MigrationSet.of_package(name, ep.module.rsplit(".", 1)[0]) for name, ep in sorted(_service_entry_points().items())
+    ]
+    return [KERNEL, *services]
+
+
+def _dev_file(settings: KernelSettings) -> Path:
+    return settings.state_dir / "dev.json"
+
+
+@app.command()
+def dev(
+    default_ports: Annotated[bool, typer.Option(help="Use the documented ports (50051 intake, 50052 query…).")] = True,
+) -> None:
+    """Start embedded PostgreSQL and Kafka, migrate, and run every service until Ctrl-C."""
+    from civicflow.infra import provide
+    from civicflow.kafka import ensure_topics
+    from civicflow.launcher import Ports, SystemProcesses
+    from civicflow.logging import configure_logging
+    from civicflow.migrate import migrate
+    from civicflow.pii import load_master_key
+
+    settings = KernelSettings()
+    configure_logging("dev", settings.log_level)
+    state_dir = settings.state_dir.resolve()
+    os.environ.setdefault("CIVICFLOW_USE_TESTCONTAINERS", "no")
+    with provide(state_dir) as infra:
+        typer.echo(f"infrastructure: {infra.kind}; Kafka at {infra.kafka_bootstrap_servers}")
+        asyncio.run(migrate(infra.database_url, migration_sets()))
+        asyncio.run(ensure_topics(settings.model_copy(update={"kafka_bootstrap_servers": infra.kafka_bootstrap_servers})))
+        ports = Ports.defaults() if default_ports else Ports.free()
+        master_key = load_master_key(settings.pii_master_key, state_dir).decode()
+        system = SystemProcesses(infra, state_dir, ports, extra_env={"CIVICFLOW_PII_MASTER_KEY": master_key})
+        try:
+            system.start_all()
+            _dev_file(settings).write_text(
+                json.dumps({"intake": f"127.0.0.1:{ports.intake}", "query": f"127.0.0.1:{ports.query}"})
+            )
+            typer.echo(
+                "\ncivicflow is running (Ctrl-C stops it):\n"
+                f"  intake    gRPC  127.0.0.1:{ports.intake}   (civicflow submit …)\n"
+                f"  query     gRPC  127.0.0.1:{ports.query}   (civicflow track TRACKING-NUMBER)\n"
+                f"  router    gRPC  127.0.0.1:{ports.router}   (health)\n"
+                f"  bridge    gRPC  127.0.0.1:{ports.workorder_bridge}, webhooks http://127.0.0.1:{ports.bridge_http}\n"
+                f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (health)\n"
+                f"  sample department work-order system  http://127.0.0.1:{ports.sample_department}\n"
+                f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
+                f"  logs in {state_dir / 'logs'}\n"
+            )
+            while True:
+                for name, code in system.exited().items():
+                    typer.echo(f"{name} exited with code {code}; restarting it (see its log)", err=True)
+                    system.start(name)
+                time.sleep(1)
+        except KeyboardInterrupt:
+            typer.echo("stopping…")
+        finally:
+            system.stop_all()
+
+
+@app.command()
+def run(service: Annotated[str, typer.Argument(help="intake, router, workorder_bridge, notifier or query")]) -> None:
+    """Run one service against the configured PostgreSQL and Kafka (CIVICFLOW_* settings)."""
+    found = _service_entry_points().get(service)
+    if found is None:
+        raise typer.BadParameter(f"no service {service!r}; choose one of {', '.join(sorted(_service_entry_points()))}")
+    _require_infrastructure()
+    asyncio.run(found.load()())
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Apply every pending schema migration (kernel and services). Safe to repeat."""
+    from civicflow.migrate import migrate
+
+    settings = _require_infrastructure(kafka=False)
+    applied = asyncio.run(migrate(settings.database_url, migration_sets()))
+    typer.echo("\n".join(applied) if applied else "schema is up to date")
+
+
+@replay_app.command("query")
+def replay_query() -> None:
+    """Rebuild the query service's read model from the event store."""
+    from services.query.main import rebuild
+
+    _require_infrastructure(kafka=False)
+    count = asyncio.run(rebuild())
+    typer.echo(f"read model rebuilt from {count} events")
+
+
+def _require_infrastructure(kafka: bool = True) -> KernelSettings:
+    settings = KernelSettings()
+    if not settings.database_url or (kafka and not settings.kafka_bootstrap_servers):
+        raise typer.BadParameter(
+            "set CIVICFLOW_DATABASE_URL and CIVICFLOW_KAFKA_BOOTSTRAP_SERVERS, or use `civicflow dev` to run everything"
+        )
+    return settings
+
+
+def _address(service: str) -> str:
+    configured = os.environ.get(f"CIVICFLOW_{service.upper()}_ADDRESS")
+    if configured:
+        return configured
+    dev_file = _dev_file(KernelSettings())
+    if dev_file.exists():
+        return str(json.loads(dev_file.read_text())[service])
+    return {"intake": "127.0.0.1:50051", "query": "127.0.0.1:50052"}[service]
+
+
+def _fail(error: grpc.RpcError) -> None:
+    from civicflow.grpc_errors import field_violations
+
+    assert isinstance(error, grpc.Call)
+    typer.echo(f"error: {error.details()}", err=True)
+    for field, description in field_violations(error):  # type: ignore[arg-type]
+        typer.echo(f"  - {field}: {description}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def submit(
+    service_code: Annotated[str, typer.Option("--service-code", "-s", help="e.g. POTHOLE, STREETLIGHT")],
+    description: Annotated[str, typer.Option("--description", "-d")],
+    address: Annotated[str, typer.Option(help="Street address of the problem")] = "",
+    lat: Annotated[float | None, typer.Option()] = None,
+    long: Annotated[float | None, typer.Option()] = None,
+    name: Annotated[str, typer.Option(help="Resident's name (kept private)")] = "",
+    email: Annotated[str, typer.Option(help="Resident's email for updates (kept private)")] = "",
+    phone: Annotated[str, typer.Option(help="Resident's phone (kept private)")] = "",
+    channel: Annotated[str, typer.Option(help="phone, web, app or system")] = "phone",
+    idempotency_key: Annotated[str, typer.Option(help="Retrying with the same key never opens a second case")] = "",
+) -> None:
+    """Submit a request as a call-taker would; prints its tracking number."""
+    from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc
+
+    location = common_pb2.Location(address=address)
+    if lat is not None:
+        location.lat = lat
+    if long is not None:
+        location.long = long
+    preferred = intake_pb2.CONTACT_CHANNEL_EMAIL if email else intake_pb2.CONTACT_CHANNEL_UNSPECIFIED
+    request = intake_pb2.SubmitRequestRequest(
+        service_code=service_code,
+        description=description,
+        location=location,
+        contact=intake_pb2.ResidentContact(name=name, email=email, phone=phone, preferred_channel=preferred),
+        idempotency_key=idempotency_key,
+        channel=channel,
+    )
+    with grpc.insecure_channel(_address("intake")) as ch:
+        try:
+            reply = intake_pb2_grpc.IntakeServiceStub(ch).SubmitRequest(request, timeout=10)
+        except grpc.RpcError as error:
+            _fail(error)
+            return
+    typer.echo(f"tracking number: {reply.tracking_number}" + (" (already accepted earlier)" if reply.replayed else ""))
+
+
+@app.command()
+def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")]) -> None:
+    """Show where a request is: status, department, due date and every stage so far."""
+    from civicflow.v1 import query_pb2, query_pb2_grpc
+
+    with grpc.insecure_channel(_address("query")) as ch:
+        try:
+            view = query_pb2_grpc.CaseQueryServiceStub(ch).GetCase(
+                query_pb2.GetCaseRequest(tracking_number=tracking_number), timeout=10
+            )
+        except grpc.RpcError as error:
+            _fail(error)
+            return
+    typer.echo(f"{view.tracking_number}  {view.service_code}  status: {view.status}")
+    if view.department_name:
+        due = f", due {view.due_at.ToDatetime():%Y-%m-%d %H:%M} UTC" if view.HasField("due_at") else ""
+        typer.echo(f"department: {view.department_name}{due}  (rule {view.rule_id or '-'})")
+    if view.work_order_id:
+        typer.echo(f"work order: {view.work_order_id}")
+    for entry in view.timeline:
+        typer.echo(f"  {entry.at.ToDatetime():%Y-%m-%d %H:%M:%S}  {entry.stage:<20} {entry.detail}")
+
+
+if __name__ == "__main__":
+    app()

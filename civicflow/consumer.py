@@ -1,0 +1,136 @@
+"""Idempotent case-event consumers on FastStream: inbox, bounded retries, then the dead-letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from uuid import UUID
+
+import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.events import RecordedEvent
+from civicflow.settings import KernelSettings
+from civicflow.wire import from_message, header_map
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[RecordedEvent], Awaitable[None]]
+Effect = Callable[[AsyncConnection], Awaitable[None]]
+
+
+class Inbox:
+    """The events a service has processed, table <schema>.inbox; a duplicate is caught by its primary key."""
+
+    def __init__(self, engine: AsyncEngine, schema: str) -> None:
+        self._engine = engine
+        self._claim = text(
+            f"INSERT INTO {schema}.inbox (event_id) VALUES (:e) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        )
+
+    async def claim(self, tx: AsyncConnection, event_id: UUID) -> bool:
+        """Mark the event processed within tx; False if it already was (then do nothing)."""
+        return (await tx.execute(self._claim, {"e": event_id})).first() is not None
+
+    async def process_once(self, event: RecordedEvent, effect: Effect) -> bool:
+        """Run effect and the inbox mark in one transaction; a redelivered event is a no-op."""
+        async with self._engine.begin() as tx:
+            if not await self.claim(tx, event.event_id):
+                return False
+            await effect(tx)
+            return True
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error for the dead-letter headers, without echoing the input (it may hold personal data)."""
+    if isinstance(exc, ValidationError):
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+        return f"ValidationError: {fields}"[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+class CaseEventConsumer:
+    """Subscribes one service's group to the case-events topic and dispatches events by type."""
+
+    def __init__(self, service: str, settings: KernelSettings, handlers: Mapping[str, Handler]) -> None:
+        self.service = service
+        self.group_id = f"civicflow.{service}"
+        self._settings = settings
+        self._handlers = dict(handlers)
+        self._broker: KafkaBroker | None = None
+        self.dead_lettered = 0
+
+    def register(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+        subscriber = broker.subscriber(
+            self._settings.case_events_topic,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.ACK,  # commit the offset only after the handler returned
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
+            rebalance_timeout_ms=self._settings.kafka_session_timeout_ms,
+            title=f"{self.service} case events",
+        )
+        subscriber(self._on_message)
+
+    async def _on_message(self, message: KafkaMessage) -> None:
+        record: Any = message.raw_message
+        headers = header_map(record.headers)
+        handler = self._handlers.get(headers.get("ce_type", ""))
+        if handler is None:
+            return
+        try:
+            event = from_message(headers, record.value)
+        except (ValueError, KeyError) as exc:
+            await self._dead_letter(record, exc, attempts=0)
+            return
+        await self.dispatch(event, handler, record)
+
+    async def dispatch(self, event: RecordedEvent, handler: Handler, record: Any = None) -> None:
+        with structlog.contextvars.bound_contextvars(
+            case_id=str(event.case_id),
+            event_id=str(event.event_id),
+            event_type=event.type,
+            correlation_id=str(event.metadata.correlation_id),
+        ):
+            attempts = self._settings.handler_attempts
+            for attempt in range(1, attempts + 1):
+                try:
+                    await handler(event)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if attempt == attempts:
+                        log.error("handler failed; dead-lettering", attempt=attempt, error=describe_error(exc))
+                        if record is not None:
+                            await self._dead_letter(record, exc, attempts=attempt)
+                        return
+                    log.warning("handler failed; retrying", attempt=attempt, error=describe_error(exc))
+                    await asyncio.sleep(self._settings.handler_retry_base_seconds * 2 ** (attempt - 1))
+
+    async def _dead_letter(self, record: Any, exc: BaseException, attempts: int) -> None:
+        assert self._broker is not None
+        headers = header_map(record.headers)
+        headers.update(
+            {
+                "dlq_service": self.service,
+                "dlq_error": describe_error(exc),
+                "dlq_attempts": str(attempts),
+                "dlq_original_topic": record.topic,
+                "dlq_original_partition": str(record.partition),
+                "dlq_original_offset": str(record.offset),
+            }
+        )
+        await self._broker.publish(
+            record.value, topic=self._settings.dead_letter_topic, key=record.key, headers=headers
+        )
+        self.dead_lettered += 1
+        log.error("event dead-lettered", topic=self._settings.dead_letter_topic, error=headers["dlq_error"])

@@ -1,0 +1,192 @@
+"""The event catalogue: every fact civicflow records about a case, with its envelope and upcasters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JsonDict = dict[str, Any]
+Upcaster = Callable[[JsonDict], JsonDict]
+
+
+class CaseEvent(BaseModel):
+    """Base of every event payload. Subclasses name their type and version; older shapes are upcast."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+    # upcasters[n] turns a stored version-n payload into version n+1.
+    upcasters: ClassVar[dict[int, Upcaster]] = {}
+
+
+CATALOGUE: dict[str, type[CaseEvent]] = {}
+E = TypeVar("E", bound=type[CaseEvent])
+
+
+def catalogued(cls: E) -> E:
+    """Register an event class under its type name so stored and wire events can be decoded."""
+    if cls.event_type in CATALOGUE:
+        raise ValueError(f"event type {cls.event_type!r} is registered twice")
+    CATALOGUE[cls.event_type] = cls
+    return cls
+
+
+class UnknownEventType(ValueError):
+    pass
+
+
+def decode_payload(event_type: str, schema_version: int, data: JsonDict) -> CaseEvent:
+    """Load a stored payload of any past version into the current model."""
+    cls = CATALOGUE.get(event_type)
+    if cls is None:
+        raise UnknownEventType(f"no event type {event_type!r} in the catalogue")
+    if schema_version > cls.schema_version:
+        raise ValueError(
+            f"{event_type} v{schema_version} is newer than this code (v{cls.schema_version}); upgrade the service"
+        )
+    for version in range(schema_version, cls.schema_version):
+        data = cls.upcasters[version](data)
+    return cls.model_validate(data)
+
+
+class EventMetadata(BaseModel):
+    """Who and what caused an event; copied from cause to effect so one request can be followed end to end."""
+
+    model_config = ConfigDict(frozen=True)
+
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    actor: str
+    channel: str | None = None
+
+
+class RecordedEvent(BaseModel):
+    """An event as the store holds it: the envelope and its decoded payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    position: int
+    event_id: UUID
+    case_id: UUID
+    version: int
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    recorded_at: datetime
+    metadata: EventMetadata
+    data: CaseEvent
+
+    def caused(self, actor: str) -> EventMetadata:
+        """Metadata for an event decided in reaction to this one."""
+        return EventMetadata(
+            correlation_id=self.metadata.correlation_id,
+            causation_id=self.event_id,
+            actor=actor,
+            channel=self.metadata.channel,
+        )
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    long: float | None = Field(default=None, ge=-180, le=180)
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_find_it(self) -> Location:
+        if (self.lat is None) != (self.long is None):
+            raise ValueError("give both lat and long, or neither")
+        if self.lat is None and not self.address:
+            raise ValueError("give lat and long or an address")
+        return self
+
+
+@catalogued
+class CaseSubmitted(CaseEvent):
+    event_type: ClassVar[str] = "CaseSubmitted"
+
+    tracking_number: str
+    service_code: str
+    description: str
+    location: Location
+    submitted_at: datetime
+    # The resident's contact, sealed with the case's own key (see civicflow.pii); never readable from
+    # the log alone, and forgotten for good when that key is deleted.
+    sealed_contact: str | None = None
+    preferred_channel: str | None = None
+    has_email: bool = False
+
+
+@catalogued
+class CaseRouted(CaseEvent):
+    event_type: ClassVar[str] = "CaseRouted"
+
+    department_id: str
+    department_name: str
+    priority: str
+    due_at: datetime
+    rule_id: str
+    rule_set_version: str
+    explanation: list[str] = []
+
+
+@catalogued
+class CaseNeedsTriage(CaseEvent):
+    event_type: ClassVar[str] = "CaseNeedsTriage"
+
+    queue: str
+    reason: str
+    rule_set_version: str
+
+
+@catalogued
+class WorkOrderOpened(CaseEvent):
+    event_type: ClassVar[str] = "WorkOrderOpened"
+
+    department_id: str
+    system: str
+    external_id: str
+
+
+@catalogued
+class WorkOrderStatusChanged(CaseEvent):
+    event_type: ClassVar[str] = "WorkOrderStatusChanged"
+
+    external_id: str
+    status: str
+    note: str | None = None
+
+
+@catalogued
+class CaseResolved(CaseEvent):
+    event_type: ClassVar[str] = "CaseResolved"
+
+    resolution: str
+    resolved_at: datetime
+
+
+@catalogued
+class NotificationSent(CaseEvent):
+    event_type: ClassVar[str] = "NotificationSent"
+
+    stage: str
+    channel: str
+    message_id: str
+
+
+@catalogued
+class NotificationFailed(CaseEvent):
+    event_type: ClassVar[str] = "NotificationFailed"
+
+    stage: str
+    channel: str
+    reason: str

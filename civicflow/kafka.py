@@ -1,0 +1,50 @@
+"""Kafka plumbing shared by the relay and the consumers: topics, producers, end offsets."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from civicflow.settings import KernelSettings
+
+
+async def ensure_topics(settings: KernelSettings) -> list[str]:
+    """Create the case-events topic and its dead-letter topic if missing; returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.case_events_topic, settings.dead_letter_topic]
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, settings.topic_partitions, settings.topic_replication) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process created it between our look and our create
+        return missing
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: KernelSettings) -> AIOKafkaProducer:
+    # acks=all for durability; idempotence is off because the embedded broker does not support it:
+    # duplicates are harmless, consumers dedupe by event id.
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=2,
+        client_id="civicflow",
+    )
+
+
+async def end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        await consumer._client.force_metadata_update()  # the topic may be new to this client
+        partitions = consumer.partitions_for_topic(topic) or set()
+    offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
+    return {tp.partition: offset for tp, offset in offsets.items()}

@@ -1,0 +1,150 @@
+"""Starts the whole system as separate processes: the five services, the sample department system and
+the SMTP sink. Used by `civicflow dev` and by the end-to-end tests, so both run the same thing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from civicflow.infra import Infrastructure, free_port, wait_for_port
+
+SERVICES = ("intake", "router", "workorder_bridge", "notifier", "query")
+
+
+@dataclass
+class Ports:
+    intake: int
+    query: int
+    router: int
+    workorder_bridge: int
+    notifier: int
+    bridge_http: int
+    sample_department: int
+    smtp: int
+
+    @classmethod
+    def defaults(cls) -> Ports:
+        return cls(50051, 50052, 50053, 50054, 50055, 8081, 8090, 8025)
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*(free_port() for _ in range(8)))
+
+    def grpc(self, service: str) -> int:
+        port: int = getattr(self, service)
+        return port
+
+
+@dataclass
+class SystemProcesses:
+    """The system's processes, each with its log file under <state_dir>/logs."""
+
+    infra: Infrastructure
+    state_dir: Path
+    ports: Ports
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.state_dir / "mail"
+
+    def environment(self) -> dict[str, str]:
+        p = self.ports
+        env = dict(os.environ)
+        env.update(
+            {
+                "CIVICFLOW_DATABASE_URL": self.infra.database_url,
+                "CIVICFLOW_KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap_servers,
+                "CIVICFLOW_STATE_DIR": str(self.state_dir),
+                "CIVICFLOW_INTAKE_GRPC_PORT": str(p.intake),
+                "CIVICFLOW_QUERY_GRPC_PORT": str(p.query),
+                "CIVICFLOW_ROUTER_GRPC_PORT": str(p.router),
+                "CIVICFLOW_BRIDGE_GRPC_PORT": str(p.workorder_bridge),
+                "CIVICFLOW_NOTIFIER_GRPC_PORT": str(p.notifier),
+                "CIVICFLOW_BRIDGE_HTTP_PORT": str(p.bridge_http),
+                "CIVICFLOW_WORKORDER_BASE_URL": f"http://127.0.0.1:{p.sample_department}",
+                "CIVICFLOW_SAMPLE_DEPT_PORT": str(p.sample_department),
+                "CIVICFLOW_SMTP_PORT": str(p.smtp),
+                "CIVICFLOW_MAIL_DIR": str(self.mail_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def command(self, name: str) -> list[str]:
+        if name in SERVICES:
+            return [sys.executable, "-m", "civicflow.cli", "run", name]
+        module = {"sample_department": "samples.department_workorders", "smtp_sink": "samples.smtp_sink"}[name]
+        return [sys.executable, "-m", module]
+
+    def start(self, name: str) -> None:
+        log_path = self.state_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log_file:
+            self.processes[name] = subprocess.Popen(
+                self.command(name), env=self.environment(), stdout=log_file, stderr=subprocess.STDOUT
+            )
+
+    def start_all(self) -> None:
+        for name in ("smtp_sink", "sample_department", *SERVICES):
+            self.start(name)
+        self.wait_ready()
+
+    def wait_ready(self, names: tuple[str, ...] = ("smtp_sink", "sample_department", *SERVICES), timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names:
+            if name == "smtp_sink":
+                wait_for_port("127.0.0.1", self.ports.smtp, timeout)
+            elif name == "sample_department":
+                wait_for_port("127.0.0.1", self.ports.sample_department, timeout)
+            else:
+                wait_serving(f"127.0.0.1:{self.ports.grpc(name)}", deadline, self.processes.get(name))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the process gets no chance to finish anything."""
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self, timeout: float = 10) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    def exited(self) -> dict[str, int]:
+        return {name: code for name, p in self.processes.items() if (code := p.poll()) is not None}
+
+
+def wait_serving(address: str, deadline: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until the gRPC health check at address says SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the service at {address} exited with code {process.returncode}; see its log")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} did not report SERVING in time")
+            time.sleep(0.1)

@@ -1,0 +1,140 @@
+"""The relay: publishes the event store to Kafka in position order, at least once (transactional outbox).
+
+Every service process runs one; a PostgreSQL advisory lock lets exactly one of them publish at a time,
+and the others stand by to take over when it dies. The cursor lives in events.relay_cursor, so a new
+leader resumes where the old one stopped. If the broker comes back empty (the embedded broker keeps
+nothing on restart) the relay notices its end offsets went backwards and republishes from the start;
+consumers drop what they had already processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.db import as_json
+from civicflow.eventstore import PostgresEventStore
+from civicflow.kafka import end_offsets, ensure_topics, make_producer
+from civicflow.settings import KernelSettings
+from civicflow.wire import to_message
+
+log = structlog.get_logger(__name__)
+
+RELAY_LOCK_KEY = 0x311_4E1A
+
+
+class Relay:
+    def __init__(self, engine: AsyncEngine, settings: KernelSettings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._store = PostgresEventStore()
+        self._topic = settings.case_events_topic
+        self.is_leader = False
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stand by until this process holds the relay lock, then publish until stopped."""
+        while not stop.is_set():
+            try:
+                async with self._engine.connect() as lock_conn:
+                    lock_conn = await lock_conn.execution_options(isolation_level="AUTOCOMMIT")
+                    got = await lock_conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK_KEY})
+                    if got:
+                        try:
+                            await self._lead(lock_conn, stop)
+                        finally:
+                            self.is_leader = False
+                            await lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK_KEY})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("relay failed; retrying")
+            await _wait(stop, self._settings.relay_standby_poll_seconds)
+
+    async def _lead(self, lock_conn: AsyncConnection, stop: asyncio.Event) -> None:
+        self.is_leader = True
+        log.info("relay leading", topic=self._topic)
+        await ensure_topics(self._settings)
+        producer = make_producer(self._settings)
+        watcher = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers)
+        await producer.start()
+        await watcher.start()
+        try:
+            await self._check_broker(watcher)
+            last_check = time.monotonic()
+            while not stop.is_set():
+                # the lock connection doubles as our heartbeat: if it died, another relay may lead now
+                await lock_conn.execute(text("SELECT 1"))
+                if time.monotonic() - last_check > 5:
+                    await self._check_broker(watcher)
+                    last_check = time.monotonic()
+                if await self.publish_batch(producer) == 0:
+                    await _wait(stop, self._settings.relay_idle_poll_seconds)
+        finally:
+            await watcher.stop()
+            await producer.stop()
+
+    async def _check_broker(self, watcher: AIOKafkaConsumer) -> None:
+        """Republish from the start if the broker holds fewer messages than we know we published."""
+        now = await end_offsets(watcher, self._topic)
+        async with self._engine.begin() as tx:
+            cursor = await self._cursor(tx)
+            published = {int(p): o for p, o in cursor["end_offsets"].items()}
+            lost = [p for p, offset in published.items() if now.get(p, 0) < offset]
+            if lost and cursor["position"] > 0:
+                log.warning("broker lost published events; republishing the store", partitions=lost)
+                await tx.execute(
+                    text("UPDATE events.relay_cursor SET position = 0, end_offsets = '{}' WHERE topic = :t"),
+                    {"t": self._topic},
+                )
+
+    async def _cursor(self, tx: AsyncConnection) -> dict[str, object]:
+        await tx.execute(
+            text("INSERT INTO events.relay_cursor (topic) VALUES (:t) ON CONFLICT (topic) DO NOTHING"),
+            {"t": self._topic},
+        )
+        row = (
+            await tx.execute(
+                text("SELECT position, end_offsets FROM events.relay_cursor WHERE topic = :t FOR UPDATE"),
+                {"t": self._topic},
+            )
+        ).one()
+        return {"position": row.position, "end_offsets": as_json(row.end_offsets)}
+
+    async def publish_batch(self, producer: AIOKafkaProducer) -> int:
+        """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor."""
+        async with self._engine.begin() as tx:
+            cursor = await self._cursor(tx)
+            events = await self._store.read_all(tx, int(cursor["position"]), self._settings.relay_batch_size)  # type: ignore[call-overload]
+            if not events:
+                return 0
+            pending = []
+            for event in events:
+                key, value, headers = to_message(event)
+                pending.append(await producer.send(self._topic, value=value, key=key, headers=headers))
+            offsets: dict[str, int] = dict(cursor["end_offsets"])  # type: ignore[call-overload]
+            for result in await asyncio.gather(*pending):
+                partition = str(result.partition)
+                offsets[partition] = max(offsets.get(partition, 0), result.offset + 1)
+            await tx.execute(
+                text(
+                    "UPDATE events.relay_cursor SET position = :p, end_offsets = CAST(:o AS jsonb),"
+                    " updated_at = now() WHERE topic = :t"
+                ),
+                {"p": events[-1].position, "o": json.dumps(offsets), "t": self._topic},
+            )
+        self.published += len(events)
+        return len(events)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

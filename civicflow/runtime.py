@@ -1,0 +1,88 @@
+"""How a service process runs: relay, consumer, gRPC server with health and reflection, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from faststream.kafka import KafkaBroker
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from civicflow.consumer import CaseEventConsumer
+from civicflow.relay import Relay
+from civicflow.settings import KernelSettings
+
+log = structlog.get_logger(__name__)
+
+AddServicer = Callable[[grpc.aio.Server], None]
+Task = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class ServiceProcess:
+    """What one service brings to the shared process shape; built by the service's bootstrap."""
+
+    name: str
+    settings: KernelSettings
+    engine: AsyncEngine
+    grpc_port: int
+    consumer: CaseEventConsumer | None = None
+    servicers: list[tuple[str, AddServicer]] = field(default_factory=list)  # (full service name, adder)
+    tasks: list[Task] = field(default_factory=list)
+
+
+async def build_grpc_server(port: int, servicers: list[tuple[str, AddServicer]]) -> grpc.aio.Server:
+    """A gRPC server with the given services plus health checking and reflection, bound to the port."""
+    server = grpc.aio.server()
+    for _, add in servicers:
+        add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [name for name, _ in servicers]
+    for name in [*names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    if bound == 0:
+        raise OSError(f"gRPC port {port} is taken; set another with the service's *_GRPC_PORT setting")
+    return server
+
+
+async def serve(process: ServiceProcess) -> None:
+    """Run until SIGTERM/SIGINT, then stop taking work and shut down in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    relay = Relay(process.engine, process.settings)
+    background = [asyncio.create_task(relay.run(stop), name="relay")]
+    background += [asyncio.create_task(task(stop)) for task in process.tasks]
+
+    broker: KafkaBroker | None = None
+    if process.consumer is not None:
+        broker = KafkaBroker(process.settings.kafka_bootstrap_servers, client_id=f"civicflow-{process.name}")
+        process.consumer.register(broker)
+        await broker.start()
+
+    server = await build_grpc_server(process.grpc_port, process.servicers)
+    await server.start()
+    log.info("service ready", grpc_port=process.grpc_port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("service stopping")
+        stop.set()
+        await server.stop(grace=2)
+        if broker is not None:
+            await broker.stop()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await process.engine.dispose()

@@ -1,0 +1,40 @@
+"""Settings shared by every service, read from the environment with the CIVICFLOW_ prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KernelSettings(BaseSettings):
+    """What every civicflow process needs: where the store and the broker are, and how to talk to them."""
+
+    model_config = SettingsConfigDict(env_prefix="CIVICFLOW_", extra="ignore")
+
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of PostgreSQL; empty means the embedded server under state_dir.",
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="", description="Kafka bootstrap servers; empty means the embedded broker started by `dev`."
+    )
+    state_dir: Path = Field(default=Path(".civicflow"), description="Where embedded data, mail and logs live.")
+    case_events_topic: str = "civicflow.case-events"
+    dead_letter_topic: str = "civicflow.case-events.dlq"
+    topic_partitions: int = 6
+    topic_replication: int = 1
+    # Small group timeouts keep restarts quick on one machine; production raises them.
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
+    handler_attempts: int = 5
+    handler_retry_base_seconds: float = 0.2
+    relay_batch_size: int = 500
+    relay_idle_poll_seconds: float = 0.05
+    relay_standby_poll_seconds: float = 1.0
+    log_level: str = "INFO"
+    pii_master_key: str = Field(
+        default="",
+        description="Key that wraps residents' per-case keys; empty means one generated under state_dir.",
+    )

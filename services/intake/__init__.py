@@ -1,0 +1,1 @@
+"""intake: takes residents' requests, validates them, issues tracking numbers, records CaseSubmitted."""

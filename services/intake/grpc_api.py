@@ -1,0 +1,67 @@
+"""gRPC IntakeService: turns SubmitRequest into a ServiceRequest and hands it to Intake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from civicflow.grpc_errors import abort_with, invalid_argument
+from civicflow.v1 import intake_pb2, intake_pb2_grpc
+from services.intake.domain import IDEMPOTENCY_KEY, validate_request
+from services.intake.handlers import IdempotencyKeyReused, Intake
+
+_PREFERRED = {
+    intake_pb2.CONTACT_CHANNEL_EMAIL: "email",
+    intake_pb2.CONTACT_CHANNEL_SMS: "sms",
+    intake_pb2.CONTACT_CHANNEL_VOICE: "voice",
+    intake_pb2.CONTACT_CHANNEL_NONE: "none",
+}
+
+
+def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
+    """The request as plain fields; unset optional parts are left out so validation names what is missing."""
+    raw: dict[str, Any] = {"service_code": message.service_code, "description": message.description}
+    if message.channel:
+        raw["channel"] = message.channel
+    if message.HasField("location"):
+        loc = message.location
+        raw["location"] = {
+            "lat": loc.lat if loc.HasField("lat") else None,
+            "long": loc.long if loc.HasField("long") else None,
+            "address": loc.address or None,
+        }
+    if message.HasField("contact"):
+        contact = message.contact
+        fields = {"name": contact.name, "email": contact.email, "phone": contact.phone}
+        if any(fields.values()):
+            raw["contact"] = {k: v for k, v in fields.items() if v}
+        if contact.preferred_channel in _PREFERRED:
+            raw["preferred_channel"] = _PREFERRED[contact.preferred_channel]
+    return raw
+
+
+class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+
+    async def SubmitRequest(  # noqa: N802 (gRPC method name)
+        self, request: intake_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
+    ) -> intake_pb2.SubmitRequestResponse:
+        result = validate_request(request_fields(request))
+        violations = result if isinstance(result, list) else []
+        if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
+            violations.append(("idempotency_key", "must be 1 to 128 printable ASCII characters without spaces"))
+        if violations or isinstance(result, list):
+            await abort_with(context, invalid_argument(violations))
+            raise AssertionError("unreachable")  # abort raises
+        try:
+            accepted = await self._intake.submit(result, request.idempotency_key or None)
+        except IdempotencyKeyReused as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+            raise
+        response = intake_pb2.SubmitRequestResponse(
+            tracking_number=accepted.tracking_number, case_id=str(accepted.case_id), replayed=accepted.replayed
+        )
+        response.submitted_at.FromDatetime(accepted.submitted_at)
+        return response

@@ -1,0 +1,89 @@
+"""Accepting a request: one transaction records the key, the sealed contact and CaseSubmitted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from civicflow import tracking
+from civicflow.events import CaseSubmitted, EventMetadata
+from civicflow.eventstore import EventStore
+from civicflow.ids import uuid7
+from civicflow.pii import ContactVault
+from services.intake.domain import ServiceRequest
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    case_id: UUID
+    tracking_number: str
+    submitted_at: datetime
+    replayed: bool
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was already used for a different request."""
+
+
+class Intake:
+    def __init__(self, engine: AsyncEngine, store: EventStore, vault: ContactVault) -> None:
+        self._engine = engine
+        self._store = store
+        self._vault = vault
+
+    async def submit(self, request: ServiceRequest, idempotency_key: str | None) -> Accepted:
+        """Record the request; returns only once CaseSubmitted is committed. A known key replays its answer."""
+        key = idempotency_key or f"generated:{uuid7()}"
+        fingerprint = request.fingerprint(key)
+        async with self._engine.begin() as tx:
+            case_id, submitted_at = uuid7(), datetime.now(UTC)
+            sequence = (await tx.execute(text("SELECT nextval('intake.tracking_sequence')"))).scalar_one()
+            number = tracking.issue(sequence)
+            claimed = (
+                await tx.execute(
+                    text(
+                        "INSERT INTO intake.requests"
+                        " (idempotency_key, request_hash, case_id, tracking_number, submitted_at)"
+                        " VALUES (:k, :h, :c, :t, :s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING case_id"
+                    ),
+                    {"k": key, "h": fingerprint, "c": case_id, "t": number, "s": submitted_at},
+                )
+            ).first()
+            if claimed is None:  # the key was used before (or by a racing retry that committed first)
+                row = (
+                    await tx.execute(
+                        text(
+                            "SELECT request_hash, case_id, tracking_number, submitted_at"
+                            " FROM intake.requests WHERE idempotency_key = :k"
+                        ),
+                        {"k": key},
+                    )
+                ).one()
+                if row.request_hash != fingerprint:
+                    raise IdempotencyKeyReused(
+                        "this idempotency key was already used for a different request; use a new key"
+                    )
+                return Accepted(row.case_id, row.tracking_number, row.submitted_at, replayed=True)
+            contact = request.contact
+            sealed = await self._vault.seal(tx, case_id, contact) if contact else None
+            event = CaseSubmitted(
+                tracking_number=number,
+                service_code=request.service_code,
+                description=request.description,
+                location=request.location,
+                submitted_at=submitted_at,
+                sealed_contact=sealed,
+                preferred_channel=request.preferred_channel,
+                has_email=bool(contact and contact.email),
+            )
+            metadata = EventMetadata(correlation_id=uuid7(), actor="intake", channel=request.channel)
+            await self._store.append(tx, case_id, 0, [event], metadata, occurred_at=submitted_at)
+        log.info("case submitted", case_id=str(case_id), service_code=request.service_code)
+        return Accepted(case_id, number, submitted_at, replayed=False)

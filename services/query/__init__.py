@@ -1,0 +1,1 @@
+"""query: read models rebuilt from events; answers "where is my request?"."""

@@ -1,0 +1,50 @@
+"""query's process: projects every case event into the read model and serves CaseQueryService."""
+
+from __future__ import annotations
+
+from civicflow.consumer import CaseEventConsumer, Inbox
+from civicflow.db import make_engine
+from civicflow.events import CATALOGUE
+from civicflow.eventstore import PostgresEventStore
+from civicflow.logging import configure_logging
+from civicflow.runtime import ServiceProcess, serve
+from civicflow.settings import KernelSettings
+from civicflow.v1 import query_pb2, query_pb2_grpc
+from services.query.grpc_api import CaseQueryServicer
+from services.query.readmodel import Projector, replay
+
+
+class QuerySettings(KernelSettings):
+    query_grpc_port: int = 50052
+
+
+def bootstrap(settings: QuerySettings) -> ServiceProcess:
+    engine = make_engine(settings.database_url, pool_size=20)
+    projector = Projector(Inbox(engine, "query"))
+    consumer = CaseEventConsumer("query", settings, dict.fromkeys(CATALOGUE, projector))
+    servicer = CaseQueryServicer(engine)
+    service_name = query_pb2.DESCRIPTOR.services_by_name["CaseQueryService"].full_name
+    return ServiceProcess(
+        "query",
+        settings,
+        engine,
+        settings.query_grpc_port,
+        consumer=consumer,
+        servicers=[(service_name, lambda server: query_pb2_grpc.add_CaseQueryServiceServicer_to_server(servicer, server))],
+    )
+
+
+async def run() -> None:
+    settings = QuerySettings()
+    configure_logging("query", settings.log_level)
+    await serve(bootstrap(settings))
+
+
+async def rebuild() -> int:
+    """`civicflow replay query`: rebuild the read model from the event store."""
+    settings = QuerySettings()
+    engine = make_engine(settings.database_url)
+    try:
+        return await replay(engine, PostgresEventStore())
+    finally:
+        await engine.dispose()

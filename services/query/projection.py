@@ -1,0 +1,110 @@
+"""The case read model as a fold over a case's events. Pure: the live consumer and replay share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from uuid import UUID
+
+from civicflow.events import (
+    CaseNeedsTriage,
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    NotificationFailed,
+    NotificationSent,
+    RecordedEvent,
+    WorkOrderOpened,
+    WorkOrderStatusChanged,
+)
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One case as the public sees it: never the resident's contact details or description."""
+
+    case_id: UUID
+    status: str
+    last_version: int
+    updated_at: datetime
+    tracking_number: str | None = None
+    service_code: str | None = None
+    department_id: str | None = None
+    department_name: str | None = None
+    priority: str | None = None
+    rule_id: str | None = None
+    submitted_at: datetime | None = None
+    due_at: datetime | None = None
+    work_order_id: str | None = None
+    resolution: str | None = None
+    lat: float | None = None
+    long: float | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    case_id: UUID
+    version: int
+    stage: str
+    at: datetime
+    detail: str
+
+
+_WORK_ORDER_STATUS = {"open": "work_order_open", "in_progress": "in_progress", "done": "work_done"}
+
+
+def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, TimelineEntry | None]:
+    """The record after the event, and the timeline line it adds (None for events residents don't see)."""
+    if record is not None and event.version <= record.last_version:
+        return record, None  # already applied
+    base = record or CaseRecord(case_id=event.case_id, status="unknown", last_version=0, updated_at=event.occurred_at)
+    base = replace(base, last_version=event.version, updated_at=event.occurred_at)
+    data = event.data
+    stage, detail = "", ""
+    if isinstance(data, CaseSubmitted):
+        base = replace(
+            base,
+            status="submitted",
+            tracking_number=data.tracking_number,
+            service_code=data.service_code,
+            submitted_at=data.submitted_at,
+            lat=data.location.lat,
+            long=data.location.long,
+            address=data.location.address,
+        )
+        stage, detail = "submitted", f"request {data.tracking_number} received ({data.service_code})"
+    elif isinstance(data, CaseRouted):
+        base = replace(
+            base,
+            status="routed",
+            department_id=data.department_id,
+            department_name=data.department_name,
+            priority=data.priority,
+            rule_id=data.rule_id,
+            due_at=data.due_at,
+        )
+        stage = "routed"
+        detail = f"routed to {data.department_name}, expected by {data.due_at:%Y-%m-%d %H:%M %Z} (rule {data.rule_id})"
+    elif isinstance(data, CaseNeedsTriage):
+        base = replace(base, status="triage", department_id=data.queue, department_name="311 triage")
+        stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
+    elif isinstance(data, WorkOrderOpened):
+        base = replace(base, status="work_order_open", work_order_id=data.external_id)
+        stage, detail = "work_order_opened", f"work order {data.external_id} opened"
+    elif isinstance(data, WorkOrderStatusChanged):
+        base = replace(base, status=_WORK_ORDER_STATUS.get(data.status, base.status))
+        stage = f"work_order_{data.status}"
+        detail = f"work order {data.external_id} is {data.status.replace('_', ' ')}"
+        if data.note:
+            detail += f": {data.note}"
+    elif isinstance(data, CaseResolved):
+        base = replace(base, status="resolved", resolution=data.resolution)
+        stage, detail = "resolved", f"resolved: {data.resolution}"
+    elif isinstance(data, NotificationSent):
+        stage, detail = "resident_notified", f"resident told of '{data.stage}' by {data.channel}"
+    elif isinstance(data, NotificationFailed):
+        stage, detail = "notification_failed", f"could not tell the resident of '{data.stage}' by {data.channel}"
+    if not stage:
+        return base, None
+    return base, TimelineEntry(event.case_id, event.version, stage, event.occurred_at, detail)

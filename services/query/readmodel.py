@@ -1,0 +1,97 @@
+"""The read model's tables: load and save case records, look one up, rebuild everything from the store."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.consumer import Inbox
+from civicflow.events import RecordedEvent
+from civicflow.eventstore import EventStore
+from services.query.projection import CaseRecord, TimelineEntry, apply
+
+_CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
+_UPSERT = text(
+    f"INSERT INTO query.cases ({', '.join(_CASE_COLUMNS)}) VALUES ({', '.join(':' + c for c in _CASE_COLUMNS)})"
+    f" ON CONFLICT (case_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CASE_COLUMNS if c != "case_id")
+)
+_INSERT_ENTRY = text(
+    "INSERT INTO query.timeline (case_id, version, stage, at, detail)"
+    " VALUES (:case_id, :version, :stage, :at, :detail) ON CONFLICT DO NOTHING"
+)
+
+
+async def load_case(tx: AsyncConnection, case_id: UUID, *, for_update: bool = False) -> CaseRecord | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = (
+        await tx.execute(text(f"SELECT {', '.join(_CASE_COLUMNS)} FROM query.cases WHERE case_id = :c{lock}"), {"c": case_id})
+    ).first()
+    return CaseRecord(**row._mapping) if row else None
+
+
+async def find_by_tracking_number(conn: AsyncConnection, number: str) -> tuple[CaseRecord, list[TimelineEntry]] | None:
+    row = (
+        await conn.execute(
+            text(f"SELECT {', '.join(_CASE_COLUMNS)} FROM query.cases WHERE tracking_number = :t"), {"t": number}
+        )
+    ).first()
+    if row is None:
+        return None
+    record = CaseRecord(**row._mapping)
+    entries = await conn.execute(
+        text("SELECT case_id, version, stage, at, detail FROM query.timeline WHERE case_id = :c ORDER BY version"),
+        {"c": record.case_id},
+    )
+    return record, [TimelineEntry(**e._mapping) for e in entries]
+
+
+async def save(tx: AsyncConnection, record: CaseRecord, entry: TimelineEntry | None) -> None:
+    await tx.execute(_UPSERT, asdict(record))
+    if entry is not None:
+        await tx.execute(_INSERT_ENTRY, asdict(entry))
+
+
+class Projector:
+    """Applies one live event to the read model, at most once."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
+
+    async def __call__(self, event: RecordedEvent) -> None:
+        async def project(tx: AsyncConnection) -> None:
+            before = await load_case(tx, event.case_id, for_update=True)
+            after, entry = apply(before, event)
+            if after is not before:
+                await save(tx, after, entry)
+
+        await self._inbox.process_once(event, project)
+
+
+async def replay(engine: AsyncEngine, store: EventStore, batch_size: int = 2000) -> int:
+    """Rebuild the read model from the store in one transaction; readers see the old or the new, never half."""
+    records: dict[UUID, CaseRecord] = {}
+    entries: list[TimelineEntry] = []
+    count = 0
+    async with engine.begin() as tx:
+        await tx.execute(text("TRUNCATE query.cases, query.timeline, query.inbox"))
+        position = 0
+        while batch := await store.read_all(tx, position, batch_size):
+            for event in batch:
+                record, entry = apply(records.get(event.case_id), event)
+                records[event.case_id] = record
+                if entry is not None:
+                    entries.append(entry)
+            await tx.execute(
+                text("INSERT INTO query.inbox (event_id) VALUES (:e)"), [{"e": e.event_id} for e in batch]
+            )
+            position = batch[-1].position
+            count += len(batch)
+        if records:
+            await tx.execute(_UPSERT, [asdict(r) for r in records.values()])
+        if entries:
+            await tx.execute(_INSERT_ENTRY, [asdict(e) for e in entries])
+    return count

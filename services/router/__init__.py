@@ -1,0 +1,1 @@
+"""router: assigns each case a department and a due date, by the city's rules."""
