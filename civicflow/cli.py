@@ -28,7 +28,8 @@ def migration_sets() -> list[Any]:
     from civicflow.migrate import KERNEL, MigrationSet
 
     services = [
-        MigrationSet.of_package(name, ep.module.rsplit(".", 1)[0]) for name, ep in sorted(_service_entry_points().items())
+        MigrationSet.of_package(name, ep.module.rsplit(".", 1)[0])
+        for name, ep in sorted(_service_entry_points().items())
     ]
     return [KERNEL, *services]
 
@@ -56,7 +57,9 @@ def dev(
     with provide(state_dir) as infra:
         typer.echo(f"infrastructure: {infra.kind}; Kafka at {infra.kafka_bootstrap_servers}")
         asyncio.run(migrate(infra.database_url, migration_sets()))
-        asyncio.run(ensure_topics(settings.model_copy(update={"kafka_bootstrap_servers": infra.kafka_bootstrap_servers})))
+        asyncio.run(
+            ensure_topics(settings.model_copy(update={"kafka_bootstrap_servers": infra.kafka_bootstrap_servers}))
+        )
         ports = Ports.defaults() if default_ports else Ports.free()
         master_key = load_master_key(settings.pii_master_key, state_dir).decode()
         system = SystemProcesses(infra, state_dir, ports, extra_env={"CIVICFLOW_PII_MASTER_KEY": master_key})
@@ -141,7 +144,7 @@ def _fail(error: grpc.RpcError) -> None:
 
     assert isinstance(error, grpc.Call)
     typer.echo(f"error: {error.details()}", err=True)
-    for field, description in field_violations(error):  # type: ignore[arg-type]
+    for field, description in field_violations(error):
         typer.echo(f"  - {field}: {description}", err=True)
     raise typer.Exit(1)
 

@@ -94,7 +94,7 @@ class PostgresEventStore:
         meta_json = metadata.model_dump_json()
         recorded: list[RecordedEvent] = []
         for offset, event in enumerate(events, start=1):
-            params = {
+            params: dict[str, Any] = {
                 "event_id": uuid7(),
                 "case_id": case_id,
                 "version": expected_version + offset,

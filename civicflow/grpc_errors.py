@@ -13,9 +13,7 @@ from grpc_status import rpc_status
 def invalid_argument(violations: Sequence[tuple[str, str]]) -> status_pb2.Status:
     """A status listing each (field, what is wrong); the message sums them up for plain clients."""
     bad_request = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
-        ]
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations]
     )
     detail = any_pb2.Any()
     detail.Pack(bad_request)
@@ -29,7 +27,7 @@ async def abort_with(context: grpc.aio.ServicerContext, status: status_pb2.Statu
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
     """The field violations carried by an error, for clients and tests."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     found: list[tuple[str, str]] = []
     for detail in status.details if status else []:
         bad_request = error_details_pb2.BadRequest()

@@ -1,8 +1,8 @@
-"""Kafka plumbing shared by the relay and the consumers: topics, producers, end offsets."""
+"""Kafka plumbing shared by the relay and the consumers: topics and producers."""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -39,12 +39,3 @@ def make_producer(settings: KernelSettings) -> AIOKafkaProducer:
         linger_ms=2,
         client_id="civicflow",
     )
-
-
-async def end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
-    partitions = consumer.partitions_for_topic(topic)
-    if partitions is None:
-        await consumer._client.force_metadata_update()  # the topic may be new to this client
-        partitions = consumer.partitions_for_topic(topic) or set()
-    offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(partitions)])
-    return {tp.partition: offset for tp, offset in offsets.items()}

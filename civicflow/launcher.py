@@ -100,7 +100,9 @@ class SystemProcesses:
             self.start(name)
         self.wait_ready()
 
-    def wait_ready(self, names: tuple[str, ...] = ("smtp_sink", "sample_department", *SERVICES), timeout: float = 60) -> None:
+    def wait_ready(
+        self, names: tuple[str, ...] = ("smtp_sink", "sample_department", *SERVICES), timeout: float = 60
+    ) -> None:
         deadline = time.monotonic() + timeout
         for name in names:
             if name == "smtp_sink":

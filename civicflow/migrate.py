@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import structlog
 
 from civicflow.db import libpq_url

@@ -67,4 +67,4 @@ class ContactVault:
 
     async def forget(self, tx: AsyncConnection, case_id: UUID) -> bool:
         result = await tx.execute(text("DELETE FROM events.case_keys WHERE case_id = :c"), {"c": case_id})
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)

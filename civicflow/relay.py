@@ -3,8 +3,8 @@
 Every service process runs one; a PostgreSQL advisory lock lets exactly one of them publish at a time,
 and the others stand by to take over when it dies. The cursor lives in events.relay_cursor, so a new
 leader resumes where the old one stopped. If the broker comes back empty (the embedded broker keeps
-nothing on restart) the relay notices its end offsets went backwards and republishes from the start;
-consumers drop what they had already processed.
+nothing on restart) the relay notices that the last event it published is no longer where the broker
+said it was, and republishes from the start; consumers drop what they had already processed.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.db import as_json
 from civicflow.eventstore import PostgresEventStore
-from civicflow.kafka import end_offsets, ensure_topics, make_producer
+from civicflow.kafka import ensure_topics, make_producer
 from civicflow.settings import KernelSettings
 from civicflow.wire import to_message
 
@@ -62,7 +63,7 @@ class Relay:
         log.info("relay leading", topic=self._topic)
         await ensure_topics(self._settings)
         producer = make_producer(self._settings)
-        watcher = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers)
+        watcher = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, enable_auto_commit=False)
         await producer.start()
         await watcher.start()
         try:
@@ -81,18 +82,17 @@ class Relay:
             await producer.stop()
 
     async def _check_broker(self, watcher: AIOKafkaConsumer) -> None:
-        """Republish from the start if the broker holds fewer messages than we know we published."""
-        now = await end_offsets(watcher, self._topic)
+        """Republish from the start if the broker no longer holds the last event we published."""
         async with self._engine.begin() as tx:
             cursor = await self._cursor(tx)
-            published = {int(p): o for p, o in cursor["end_offsets"].items()}
-            lost = [p for p, offset in published.items() if now.get(p, 0) < offset]
-            if lost and cursor["position"] > 0:
-                log.warning("broker lost published events; republishing the store", partitions=lost)
-                await tx.execute(
-                    text("UPDATE events.relay_cursor SET position = 0, end_offsets = '{}' WHERE topic = :t"),
-                    {"t": self._topic},
-                )
+            last = cursor["last_published"]
+            if not last or await _still_there(watcher, self._topic, last):  # type: ignore[arg-type]
+                return
+            log.warning("broker lost published events; republishing the store", since_position=cursor["position"])
+            await tx.execute(
+                text("UPDATE events.relay_cursor SET position = 0, last_published = NULL WHERE topic = :t"),
+                {"t": self._topic},
+            )
 
     async def _cursor(self, tx: AsyncConnection) -> dict[str, object]:
         await tx.execute(
@@ -101,11 +101,11 @@ class Relay:
         )
         row = (
             await tx.execute(
-                text("SELECT position, end_offsets FROM events.relay_cursor WHERE topic = :t FOR UPDATE"),
+                text("SELECT position, last_published FROM events.relay_cursor WHERE topic = :t FOR UPDATE"),
                 {"t": self._topic},
             )
         ).one()
-        return {"position": row.position, "end_offsets": as_json(row.end_offsets)}
+        return {"position": row.position, "last_published": as_json(row.last_published)}
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor."""
@@ -118,19 +118,34 @@ class Relay:
             for event in events:
                 key, value, headers = to_message(event)
                 pending.append(await producer.send(self._topic, value=value, key=key, headers=headers))
-            offsets: dict[str, int] = dict(cursor["end_offsets"])  # type: ignore[call-overload]
-            for result in await asyncio.gather(*pending):
-                partition = str(result.partition)
-                offsets[partition] = max(offsets.get(partition, 0), result.offset + 1)
+            results = await asyncio.gather(*pending)
+            last = {
+                "partition": results[-1].partition,
+                "offset": results[-1].offset,
+                "event_id": str(events[-1].event_id),
+            }
             await tx.execute(
                 text(
-                    "UPDATE events.relay_cursor SET position = :p, end_offsets = CAST(:o AS jsonb),"
+                    "UPDATE events.relay_cursor SET position = :p, last_published = CAST(:l AS jsonb),"
                     " updated_at = now() WHERE topic = :t"
                 ),
-                {"p": events[-1].position, "o": json.dumps(offsets), "t": self._topic},
+                {"p": events[-1].position, "l": json.dumps(last), "t": self._topic},
             )
         self.published += len(events)
         return len(events)
+
+
+async def _still_there(watcher: AIOKafkaConsumer, topic: str, last: dict[str, Any]) -> bool:
+    """Whether the broker still holds the event at the partition and offset it acknowledged."""
+    partition = TopicPartition(topic, int(last["partition"]))
+    watcher.assign([partition])
+    watcher.seek(partition, int(last["offset"]))
+    found = await watcher.getmany(partition, timeout_ms=3000, max_records=1)
+    for record in found.get(partition, []):
+        return bool(
+            record.offset == int(last["offset"]) and dict(record.headers).get("ce_id") == last["event_id"].encode()
+        )
+    return False
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass, field
 
 import grpc
@@ -21,7 +22,7 @@ from civicflow.settings import KernelSettings
 log = structlog.get_logger(__name__)
 
 AddServicer = Callable[[grpc.aio.Server], None]
-Task = Callable[[asyncio.Event], Awaitable[None]]
+Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass

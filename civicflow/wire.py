@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from uuid import UUID
 
 from civicflow.events import EventMetadata, RecordedEvent, decode_payload
 
@@ -48,16 +49,16 @@ def from_message(headers: dict[str, str], value: bytes) -> RecordedEvent:
     """Rebuild the stored event from a message; raises ValueError (or KeyError) on a malformed one."""
     return RecordedEvent(
         position=int(headers["ce_position"]),
-        event_id=headers["ce_id"],
-        case_id=headers["ce_subject"],
+        event_id=UUID(headers["ce_id"]),
+        case_id=UUID(headers["ce_subject"]),
         version=int(headers["ce_caseversion"]),
         type=headers["ce_type"],
         schema_version=int(headers["ce_schemaversion"]),
         occurred_at=datetime.fromisoformat(headers["ce_time"]),
         recorded_at=datetime.fromisoformat(headers["ce_recordedtime"]),
         metadata=EventMetadata(
-            correlation_id=headers["ce_correlationid"],
-            causation_id=headers.get("ce_causationid") or None,
+            correlation_id=UUID(headers["ce_correlationid"]),
+            causation_id=UUID(headers["ce_causationid"]) if headers.get("ce_causationid") else None,
             actor=headers["ce_actor"],
             channel=headers.get("ce_channel") or None,
         ),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 from uuid import uuid4
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import pytest
 
 from civicflow.db import libpq_url

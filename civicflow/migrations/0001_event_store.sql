@@ -19,8 +19,8 @@ CREATE INDEX case_events_type_position ON events.case_events (type, position);
 CREATE TABLE events.relay_cursor (
     topic        text PRIMARY KEY,
     position     bigint NOT NULL DEFAULT 0,
-    -- end offset per partition after our last publish; a broker that reports less has lost data
-    end_offsets  jsonb  NOT NULL DEFAULT '{}'::jsonb,
+    -- where the last published event landed; if the broker no longer holds it there, it lost data
+    last_published jsonb,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 

@@ -45,7 +45,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     def __init__(self, intake: Intake) -> None:
         self._intake = intake
 
-    async def SubmitRequest(  # noqa: N802 (gRPC method name)
+    async def SubmitRequest(
         self, request: intake_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
     ) -> intake_pb2.SubmitRequestResponse:
         result = validate_request(request_fields(request))

@@ -27,7 +27,9 @@ def bootstrap(settings: IntakeSettings) -> ServiceProcess:
         settings,
         engine,
         settings.intake_grpc_port,
-        servicers=[(service_name, lambda server: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server))],
+        servicers=[
+            (service_name, lambda server: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server))
+        ],
     )
 
 

@@ -44,9 +44,7 @@ class CaseQueryServicer(query_pb2_grpc.CaseQueryServiceServicer):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def GetCase(  # noqa: N802 (gRPC method name)
-        self, request: query_pb2.GetCaseRequest, context: grpc.aio.ServicerContext
-    ) -> query_pb2.CaseView:
+    async def GetCase(self, request: query_pb2.GetCaseRequest, context: grpc.aio.ServicerContext) -> query_pb2.CaseView:
         try:
             number = tracking.parse(request.tracking_number)
         except tracking.InvalidTrackingNumber as exc:

@@ -30,7 +30,9 @@ def bootstrap(settings: QuerySettings) -> ServiceProcess:
         engine,
         settings.query_grpc_port,
         consumer=consumer,
-        servicers=[(service_name, lambda server: query_pb2_grpc.add_CaseQueryServiceServicer_to_server(servicer, server))],
+        servicers=[
+            (service_name, lambda server: query_pb2_grpc.add_CaseQueryServiceServicer_to_server(servicer, server))
+        ],
     )
 
 

@@ -16,8 +16,7 @@ from services.query.projection import CaseRecord, TimelineEntry, apply
 _CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
 _UPSERT = text(
     f"INSERT INTO query.cases ({', '.join(_CASE_COLUMNS)}) VALUES ({', '.join(':' + c for c in _CASE_COLUMNS)})"
-    f" ON CONFLICT (case_id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CASE_COLUMNS if c != "case_id")
+    f" ON CONFLICT (case_id) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CASE_COLUMNS if c != "case_id")
 )
 _INSERT_ENTRY = text(
     "INSERT INTO query.timeline (case_id, version, stage, at, detail)"
@@ -28,7 +27,9 @@ _INSERT_ENTRY = text(
 async def load_case(tx: AsyncConnection, case_id: UUID, *, for_update: bool = False) -> CaseRecord | None:
     lock = " FOR UPDATE" if for_update else ""
     row = (
-        await tx.execute(text(f"SELECT {', '.join(_CASE_COLUMNS)} FROM query.cases WHERE case_id = :c{lock}"), {"c": case_id})
+        await tx.execute(
+            text(f"SELECT {', '.join(_CASE_COLUMNS)} FROM query.cases WHERE case_id = :c{lock}"), {"c": case_id}
+        )
     ).first()
     return CaseRecord(**row._mapping) if row else None
 
@@ -85,9 +86,7 @@ async def replay(engine: AsyncEngine, store: EventStore, batch_size: int = 2000)
                 records[event.case_id] = record
                 if entry is not None:
                     entries.append(entry)
-            await tx.execute(
-                text("INSERT INTO query.inbox (event_id) VALUES (:e)"), [{"e": e.event_id} for e in batch]
-            )
+            await tx.execute(text("INSERT INTO query.inbox (event_id) VALUES (:e)"), [{"e": e.event_id} for e in batch])
             position = batch[-1].position
             count += len(batch)
         if records:

@@ -1,0 +1,102 @@
+"""Work-order decisions: what a department is sent and what its reports mean. Pure: no framework, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    RecordedEvent,
+    WorkOrderStatusChanged,
+)
+
+SIGNATURE_HEADER = "X-Civicflow-Signature"
+SIGNATURE_SCHEME = "sha256="
+WorkOrderStatus = Literal["open", "in_progress", "done"]
+
+
+class WorkOrderRequest(BaseModel):
+    """The body sent to a department's system to open a work order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    case_id: str
+    tracking_number: str
+    service_code: str
+    summary: str
+    callback_url: str
+    due_at: datetime
+
+
+class StatusReport(BaseModel):
+    """A department's webhook: its work order changed status."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    external_id: str = Field(min_length=1, max_length=100)
+    department_id: str = Field(min_length=1, max_length=100)
+    status: WorkOrderStatus
+    note: str | None = Field(default=None, max_length=2000)
+    changed_at: AwareDatetime
+
+
+class CaseNotSubmitted(LookupError):
+    """A CaseRouted arrived for a case whose stream holds no CaseSubmitted."""
+
+
+def submission_of(stream: Sequence[RecordedEvent]) -> CaseSubmitted:
+    """The CaseSubmitted of a case's stream: where the tracking number and service code live."""
+    for recorded in stream:
+        if isinstance(recorded.data, CaseSubmitted):
+            return recorded.data
+    case_id = stream[0].case_id if stream else "?"
+    raise CaseNotSubmitted(f"case {case_id} has no CaseSubmitted event; cannot open a work order")
+
+
+def work_order_request(
+    case_id: UUID, submitted: CaseSubmitted, routed: CaseRouted, callback_url: str
+) -> WorkOrderRequest:
+    """What the department needs to schedule the job. The resident's words and contact are not sent:
+    the summary is built from the catalogue only."""
+    return WorkOrderRequest(
+        case_id=str(case_id),
+        tracking_number=submitted.tracking_number,
+        service_code=submitted.service_code,
+        summary=(
+            f"311 case {submitted.tracking_number}: {submitted.service_code} for {routed.department_name},"
+            f" priority {routed.priority}"
+        ),
+        callback_url=callback_url,
+        due_at=routed.due_at,
+    )
+
+
+def events_for_status(report: StatusReport) -> list[CaseEvent]:
+    """The events a status report means: every change is recorded; `done` also resolves the case."""
+    changed = WorkOrderStatusChanged(external_id=report.external_id, status=report.status, note=report.note)
+    if report.status != "done":
+        return [changed]
+    resolution = report.note or f"Work order {report.external_id} completed by the department"
+    return [changed, CaseResolved(resolution=resolution, resolved_at=report.changed_at)]
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header value for a raw webhook body: sha256=<hex HMAC-SHA256>."""
+    return SIGNATURE_SCHEME + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_is_valid(secret: str, body: bytes, header: str | None) -> bool:
+    """True when the header is the HMAC of exactly these bytes (compared in constant time)."""
+    if not header or not header.startswith(SIGNATURE_SCHEME):
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())

@@ -1,0 +1,132 @@
+"""The inbound webhook: departments' systems POST signed status changes here; served by uvicorn in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+from enum import Enum
+from typing import Protocol
+
+import structlog
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services.workorder_bridge.domain import SIGNATURE_HEADER, StatusReport, signature_is_valid
+
+log = structlog.get_logger(__name__)
+
+WEBHOOK_PATH = "/webhooks/work-orders"
+MAX_BODY_BYTES = 64 * 1024
+
+
+class Outcome(Enum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    UNKNOWN_WORK_ORDER = "unknown_work_order"
+
+
+class StatusRecorder(Protocol):
+    async def __call__(self, report: StatusReport) -> Outcome: ...
+
+
+def _error(status_code: int, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
+    body: dict[str, object] = {"error": message}
+    if details:
+        body["details"] = details
+    return JSONResponse(body, status_code=status_code)
+
+
+def create_webhook_app(record: StatusRecorder, secret: str) -> Starlette:
+    async def receive_status(request: Request) -> JSONResponse:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if not signature_is_valid(secret, body, request.headers.get(SIGNATURE_HEADER)):
+            log.warning("webhook signature rejected")
+            return _error(
+                401,
+                f"missing or wrong {SIGNATURE_HEADER}: sign the raw body with HMAC-SHA256 and the shared"
+                " secret",
+            )
+        try:
+            report = StatusReport.model_validate_json(body)
+        except ValidationError as exc:
+            details = [
+                {"field": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
+                for e in exc.errors(include_input=False)
+            ]
+            return _error(400, "the status report is not valid", details)
+        with structlog.contextvars.bound_contextvars(
+            external_id=report.external_id, department_id=report.department_id, status=report.status
+        ):
+            outcome = await record(report)
+            log.info("status report received", outcome=outcome.value)
+        if outcome is Outcome.UNKNOWN_WORK_ORDER:
+            return _error(404, f"no work order {report.external_id!r} of department {report.department_id!r}")
+        return JSONResponse({"outcome": outcome.value})
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, receive_status, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+        ]
+    )
+
+
+class _InProcessServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The service process owns SIGTERM/SIGINT (civicflow.runtime.serve); it stops us via should_exit.
+        yield
+
+
+class WebhookServer:
+    """Runs the webhook app until the process's stop event is set; a task for ServiceProcess.tasks."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+
+    async def __call__(self, stop: asyncio.Event) -> None:
+        # Bind first ourselves: uvicorn would sys.exit() on a taken port, taking the whole process down
+        # without saying which setting to change.
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._host, self._port))
+        except OSError as exc:
+            sock.close()
+            log.error(
+                "webhook port unavailable; set CIVICFLOW_BRIDGE_HTTP_PORT", port=self._port, error=str(exc)
+            )
+            stop.set()
+            raise
+        config = uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off")
+        server = _InProcessServer(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="webhook-http")
+        log.info("webhook server listening", host=self._host, port=self._port, path=WEBHOOK_PATH)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            server.should_exit = True
+            stopping.cancel()
+            try:
+                await serving
+            except Exception:
+                log.exception("webhook server failed")
+            finally:
+                sock.close()
+        if not stop.is_set():  # the server ended on its own: the process cannot take webhooks any more
+            log.error("webhook server stopped unexpectedly; stopping the service")
+            stop.set()

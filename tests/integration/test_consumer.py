@@ -1,0 +1,155 @@
+"""Consumers against real Kafka and PostgreSQL: redelivered events are no-ops, poison goes to the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from uuid import UUID, uuid4
+
+import pytest
+from faststream.kafka import KafkaBroker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.consumer import CaseEventConsumer, Inbox
+from civicflow.db import make_engine
+from civicflow.events import EventMetadata, RecordedEvent, WorkOrderStatusChanged
+from civicflow.eventstore import PostgresEventStore
+from civicflow.ids import uuid7
+from civicflow.relay import Relay
+from civicflow.settings import KernelSettings
+from civicflow.wire import header_map
+from tests.conftest import eventually
+from tests.integration.kafka_helpers import read_topic
+
+pytestmark = pytest.mark.integration
+META = EventMetadata(correlation_id=uuid7(), actor="test")
+
+
+@pytest.fixture
+async def schema(settings: KernelSettings) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    """A throwaway service schema with the inbox the kernel expects and an effects table."""
+    engine = make_engine(settings.database_url)
+    name = f"svc_{uuid4().hex[:8]}"
+    async with engine.begin() as tx:
+        await tx.execute(text(f"CREATE SCHEMA {name}"))
+        await tx.execute(
+            text(f"CREATE TABLE {name}.inbox (event_id uuid PRIMARY KEY, processed_at timestamptz DEFAULT now())")
+        )
+        await tx.execute(text(f"CREATE TABLE {name}.effects (id bigserial PRIMARY KEY, event_id uuid, case_id uuid)"))
+    yield engine, name
+    await engine.dispose()
+
+
+async def append(engine: AsyncEngine, case_id: UUID, statuses: list[str]) -> None:
+    async with engine.begin() as tx:
+        await PostgresEventStore().append(
+            tx, case_id, None, [WorkOrderStatusChanged(external_id="WO", status=s) for s in statuses], META
+        )
+
+
+async def effects(engine: AsyncEngine, schema: str, case_ids: set[UUID]) -> list[tuple[UUID, UUID]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text(f"SELECT event_id, case_id FROM {schema}.effects ORDER BY id"))
+        return [(r.event_id, r.case_id) for r in rows if r.case_id in case_ids]
+
+
+async def start_consumer(settings: KernelSettings, consumer: CaseEventConsumer) -> KafkaBroker:
+    broker = KafkaBroker(settings.kafka_bootstrap_servers)
+    consumer.register(broker)
+    await broker.start()
+    return broker
+
+
+async def test_a_redelivered_event_changes_nothing(settings: KernelSettings, schema: tuple[AsyncEngine, str]) -> None:
+    engine, name = schema
+    inbox = Inbox(engine, name)
+    case_ids = {uuid7(), uuid7()}
+    deliveries: list[UUID] = []
+
+    async def handler(event: RecordedEvent) -> None:
+        if event.case_id in case_ids:
+            deliveries.append(event.event_id)
+
+        async def effect(tx: AsyncConnection) -> None:
+            await tx.execute(
+                text(f"INSERT INTO {name}.effects (event_id, case_id) VALUES (:e, :c)"),
+                {"e": event.event_id, "c": event.case_id},
+            )
+
+        await inbox.process_once(event, effect)
+
+    for case_id in case_ids:
+        await append(engine, case_id, ["open", "in_progress", "done"])
+    relay, stop = Relay(engine, settings), asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    broker = await start_consumer(settings, CaseEventConsumer(name, settings, {"WorkOrderStatusChanged": handler}))
+    try:
+        await eventually(lambda: _count(effects(engine, name, case_ids), 6), what="six effects")
+        # Redeliver everything: rewind the relay so the whole store is published a second time.
+        async with engine.begin() as tx:
+            await tx.execute(
+                text("UPDATE events.relay_cursor SET position = 0 WHERE topic = :t"), {"t": settings.case_events_topic}
+            )
+        await eventually(lambda: _at_least(relay, 12), what="the store republished")
+        await eventually(lambda: _delivered(deliveries, 12), what="every event delivered twice")
+        done = await effects(engine, name, case_ids)
+        assert len(done) == 6 and len({e for e, _ in done}) == 6
+    finally:
+        await broker.stop()
+        stop.set()
+        await relay_task
+
+
+async def test_a_poison_event_is_dead_lettered_and_does_not_block_its_case(
+    settings: KernelSettings, schema: tuple[AsyncEngine, str]
+) -> None:
+    engine, name = schema
+    inbox = Inbox(engine, name)
+    attempts: list[str] = []
+
+    async def handler(event: RecordedEvent) -> None:
+        assert isinstance(event.data, WorkOrderStatusChanged)
+        if event.data.status == "poison":
+            attempts.append(str(event.event_id))
+            raise RuntimeError("the department system rejected this work order")
+
+        async def effect(tx: AsyncConnection) -> None:
+            await tx.execute(
+                text(f"INSERT INTO {name}.effects (event_id, case_id) VALUES (:e, :c)"),
+                {"e": event.event_id, "c": event.case_id},
+            )
+
+        await inbox.process_once(event, effect)
+
+    case_id = uuid7()
+    await append(engine, case_id, ["open", "poison", "done"])
+    relay, stop = Relay(engine, settings), asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    broker = await start_consumer(settings, CaseEventConsumer(name, settings, {"WorkOrderStatusChanged": handler}))
+    try:
+        await eventually(lambda: _count(effects(engine, name, {case_id}), 2), what="the events around the poison one")
+        dead = await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, 1)
+        assert len(dead) == 1
+        headers = header_map(dead[0].headers)
+        assert headers["ce_subject"] == str(case_id) and headers["ce_caseversion"] == "2"
+        assert headers["dlq_error"] == "RuntimeError: the department system rejected this work order"
+        assert headers["dlq_attempts"] == str(settings.handler_attempts)
+        assert headers["dlq_original_topic"] == settings.case_events_topic
+        assert len(attempts) == settings.handler_attempts
+    finally:
+        await broker.stop()
+        stop.set()
+        await relay_task
+
+
+async def _count(rows: object, n: int) -> bool:
+    return len(await rows) == n  # type: ignore[misc, arg-type]
+
+
+async def _at_least(relay: Relay, n: int) -> bool:
+    return relay.published >= n
+
+
+async def _delivered(deliveries: list[UUID], n: int) -> bool:
+    return len(deliveries) >= n

@@ -1,0 +1,155 @@
+"""The relay against real PostgreSQL and Kafka: order, headers, resuming, one leader, lost-broker catch-up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable
+
+import pytest
+from sqlalchemy import text
+
+from civicflow.db import make_engine
+from civicflow.events import EventMetadata, WorkOrderStatusChanged
+from civicflow.eventstore import PostgresEventStore
+from civicflow.ids import uuid7
+from civicflow.relay import Relay
+from civicflow.settings import KernelSettings
+from civicflow.wire import from_message, header_map
+from tests.conftest import eventually
+from tests.integration.kafka_helpers import read_topic
+
+pytestmark = pytest.mark.integration
+META = EventMetadata(correlation_id=uuid7(), actor="test", channel="web")
+
+
+async def append_cases(settings: KernelSettings, cases: int, per_case: int) -> set[str]:
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    ids = [uuid7() for _ in range(cases)]
+    for n in range(per_case):  # interleave cases so order per case is really tested
+        for case_id in ids:
+            async with engine.begin() as tx:
+                await store.append(tx, case_id, n, [WorkOrderStatusChanged(external_id="WO", status=f"s{n}")], META)
+    await engine.dispose()
+    return {str(i) for i in ids}
+
+
+async def cursor(settings: KernelSettings) -> int:
+    engine = make_engine(settings.database_url)
+    async with engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT position FROM events.relay_cursor WHERE topic = :t"), {"t": settings.case_events_topic}
+            )
+        ).scalar_one_or_none()
+    await engine.dispose()
+    return int(value or 0)
+
+
+async def store_end(settings: KernelSettings) -> int:
+    engine = make_engine(settings.database_url)
+    async with engine.connect() as conn:
+        value = (await conn.execute(text("SELECT max(position) FROM events.case_events"))).scalar_one()
+    await engine.dispose()
+    return int(value)
+
+
+async def run_relay_until_caught_up(settings: KernelSettings) -> None:
+    engine = make_engine(settings.database_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(Relay(engine, settings).run(stop))
+    target = await store_end(settings)
+    try:
+        await eventually(lambda: _at_least(settings, target), what="relay to catch up")
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def _at_least(settings: KernelSettings, target: int) -> bool:
+    return await cursor(settings) >= target
+
+
+async def test_relay_publishes_each_case_in_order_with_cloudevents_headers(settings: KernelSettings) -> None:
+    ours = await append_cases(settings, cases=5, per_case=6)
+    await run_relay_until_caught_up(settings)
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=30)
+    versions: dict[str, list[int]] = defaultdict(list)
+    partitions: dict[str, set[int]] = defaultdict(set)
+    for record in records:
+        headers = header_map(record.headers)
+        if headers["ce_subject"] in ours:
+            event = from_message(headers, record.value)
+            assert record.key.decode() == headers["ce_subject"]
+            assert headers["ce_specversion"] == "1.0" and headers["ce_source"] == "urn:civicflow:test"
+            versions[str(event.case_id)].append(event.version)
+            partitions[str(event.case_id)].add(record.partition)
+    assert set(versions) == ours
+    assert all(v == [1, 2, 3, 4, 5, 6] for v in versions.values()), versions
+    assert all(len(p) == 1 for p in partitions.values())
+
+
+async def test_a_new_relay_resumes_from_the_durable_cursor(settings: KernelSettings) -> None:
+    first = await append_cases(settings, cases=2, per_case=3)
+    await run_relay_until_caught_up(settings)
+    published_before = len(await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, 6, 5))
+    second = await append_cases(settings, cases=2, per_case=2)
+    await run_relay_until_caught_up(settings)  # a fresh Relay object, as after a crash
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, published_before + 4, 10)
+    subjects = [header_map(r.headers)["ce_subject"] for r in records]
+    assert len(records) == published_before + 4, "the second relay republished what the first had sent"
+    assert sum(s in first for s in subjects) == 6 and sum(s in second for s in subjects) == 4
+
+
+async def test_only_one_relay_leads_at_a_time(settings: KernelSettings) -> None:
+    engines = [make_engine(settings.database_url) for _ in range(3)]
+    relays = [Relay(e, settings) for e in engines]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in relays]
+    try:
+        await eventually(lambda: _one_leader(relays), what="a leader")
+        for _ in range(20):
+            assert sum(r.is_leader for r in relays) <= 1
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        for engine in engines:
+            await engine.dispose()
+
+
+async def _one_leader(relays: list[Relay]) -> bool:
+    return sum(r.is_leader for r in relays) == 1
+
+
+async def test_relay_republishes_when_the_broker_lost_what_it_had(settings: KernelSettings) -> None:
+    ours = await append_cases(settings, cases=1, per_case=2)
+    await run_relay_until_caught_up(settings)
+    # Pretend the broker once held far more than it does now, as after an in-memory broker restarts.
+    engine = make_engine(settings.database_url)
+    async with engine.begin() as tx:
+        await tx.execute(
+            text(
+                "UPDATE events.relay_cursor SET last_published = jsonb_set(last_published, '{offset}', '999999')"
+                " WHERE topic = :t"
+            ),
+            {"t": settings.case_events_topic},
+        )
+    stop = asyncio.Event()
+    task = asyncio.create_task(Relay(engine, settings).run(stop))
+
+    async def ours_on_topic() -> int:
+        records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, 4, 2)
+        return sum(header_map(r.headers)["ce_subject"] in ours for r in records)
+
+    try:
+        await eventually(lambda: _equals(ours_on_topic(), 4), what="the store republished")  # each event twice
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected

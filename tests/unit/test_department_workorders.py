@@ -1,0 +1,243 @@
+"""The sample department work-order system, driven over HTTP in process (httpx.ASGITransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from samples.department_workorders.app import SampleDepartmentSettings, create_app
+
+SECRET = "test-secret"
+
+
+@dataclass
+class FakeCallbackReceiver:
+    """Captures callbacks; answers with the scripted outcomes first (a status code or an exception)."""
+
+    script: list[int | Exception] = field(default_factory=list)
+    received: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    attempts: int = 0
+
+    async def __call__(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        self.attempts += 1
+        if self.script:
+            outcome = self.script.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            if outcome >= 300:
+                return outcome
+        self.received.append((url, body, dict(headers)))
+        return 204
+
+    def changes(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body, _ in self.received]
+
+
+def settings(attempts: int = 3) -> SampleDepartmentSettings:
+    return SampleDepartmentSettings(
+        sample_dept_step_seconds=0.001,
+        sample_dept_callback_attempts=attempts,
+        sample_dept_callback_retry_seconds=0.001,
+        webhook_secret=SECRET,
+    )
+
+
+def work_order_body(**changes: Any) -> dict[str, Any]:
+    body = {
+        "case_id": str(uuid.uuid4()),
+        "tracking_number": "SC-2026-000042",
+        "service_code": "POTHOLE",
+        "summary": "311 case SC-2026-000042: POTHOLE for Public Works - Streets, priority normal",
+        "callback_url": "http://bridge.test/webhooks/work-orders",
+        "due_at": "2026-12-01T17:00:00+00:00",
+    }
+    body.update(changes)
+    return body
+
+
+async def client_for(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://department.test")
+
+
+@pytest.fixture
+def receiver() -> FakeCallbackReceiver:
+    return FakeCallbackReceiver()
+
+
+@pytest.fixture
+async def app(receiver: FakeCallbackReceiver) -> AsyncIterator[Starlette]:
+    app = create_app(settings(), send=receiver)
+    yield app
+    await app.state.crews.stop()
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with await client_for(app) as client:
+        yield client
+
+
+async def crews_finished(app: Starlette) -> None:
+    await asyncio.wait_for(app.state.crews.idle(), timeout=5)
+
+
+def key() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+async def test_missing_idempotency_key_is_refused_and_opens_nothing(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    response = await client.post("/departments/streets/work-orders", json=work_order_body())
+
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["error"]
+    assert len(app.state.store) == 0
+
+
+async def test_same_key_returns_the_same_work_order(client: httpx.AsyncClient, app: Starlette) -> None:
+    headers, body = key(), work_order_body()
+
+    first = await client.post("/departments/streets/work-orders", json=body, headers=headers)
+    again = await client.post("/departments/streets/work-orders", json=body, headers=headers)
+
+    assert first.status_code == 201
+    assert first.json()["id"].startswith("WO-")
+    assert first.json()["status"] == "open"
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert len(app.state.store) == 1
+
+
+async def test_a_new_key_opens_a_new_work_order(client: httpx.AsyncClient, app: Starlette) -> None:
+    body = work_order_body()
+
+    first = await client.post("/departments/streets/work-orders", json=body, headers=key())
+    second = await client.post("/departments/streets/work-orders", json=body, headers=key())
+
+    assert second.status_code == 201
+    assert second.json()["id"] != first.json()["id"]
+    assert len(app.state.store) == 2
+
+
+async def test_reusing_a_key_for_a_different_work_order_is_a_conflict(client: httpx.AsyncClient) -> None:
+    headers = key()
+    await client.post("/departments/streets/work-orders", json=work_order_body(), headers=headers)
+
+    response = await client.post(
+        "/departments/streets/work-orders", json=work_order_body(service_code="GRAFFITI"), headers=headers
+    )
+
+    assert response.status_code == 409
+    assert "already used" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "bad_field"),
+    [
+        ({"due_at": "next tuesday"}, "due_at"),
+        ({"due_at": "2026-12-01T17:00:00"}, "due_at"),  # no time zone
+        ({"callback_url": "not a url"}, "callback_url"),
+        ({"tracking_number": ""}, "tracking_number"),
+        ({"priority": "high"}, "priority"),  # unknown field
+    ],
+)
+async def test_invalid_bodies_get_a_specific_error(
+    client: httpx.AsyncClient, app: Starlette, changes: dict[str, Any], bad_field: str
+) -> None:
+    response = await client.post(
+        "/departments/streets/work-orders", json=work_order_body(**changes), headers=key()
+    )
+
+    assert response.status_code == 400
+    assert [d["field"] for d in response.json()["details"]] == [bad_field]
+    assert len(app.state.store) == 0
+
+
+async def test_a_missing_field_is_named(client: httpx.AsyncClient) -> None:
+    body = work_order_body()
+    del body["service_code"]
+
+    response = await client.post("/departments/streets/work-orders", json=body, headers=key())
+
+    assert response.status_code == 400
+    assert response.json()["details"] == [{"field": "service_code", "message": "Field required"}]
+
+
+async def test_a_body_that_is_not_json_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post("/departments/streets/work-orders", content=b"{oops", headers=key())
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "the work order is not valid"
+
+
+async def test_get_shows_a_work_order_only_in_its_department(client: httpx.AsyncClient) -> None:
+    body = work_order_body()
+    opened = (await client.post("/departments/streets/work-orders", json=body, headers=key())).json()
+
+    shown = await client.get(f"/departments/streets/work-orders/{opened['id']}")
+    elsewhere = await client.get(f"/departments/parks/work-orders/{opened['id']}")
+    unknown = await client.get("/departments/streets/work-orders/WO-999999")
+
+    assert shown.status_code == 200
+    assert shown.json()["case_id"] == body["case_id"]
+    assert shown.json()["tracking_number"] == body["tracking_number"]
+    assert elsewhere.status_code == 404
+    assert unknown.status_code == 404
+
+
+async def test_the_crew_moves_the_work_order_along_and_calls_back_signed(
+    client: httpx.AsyncClient, app: Starlette, receiver: FakeCallbackReceiver
+) -> None:
+    opened = (
+        await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())
+    ).json()
+
+    await crews_finished(app)
+
+    changes = receiver.changes()
+    assert [c["status"] for c in changes] == ["in_progress", "done"]
+    assert all(c["external_id"] == opened["id"] and c["department_id"] == "streets" for c in changes)
+    assert changes[-1]["note"].startswith("Repaired by crew ")
+    for url, body, headers in receiver.received:
+        assert url == "http://bridge.test/webhooks/work-orders"
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Civicflow-Signature"] == expected
+    shown = (await client.get(f"/departments/streets/work-orders/{opened['id']}")).json()
+    assert shown["status"] == "done"
+
+
+async def test_a_failing_callback_is_retried_until_it_is_accepted() -> None:
+    receiver = FakeCallbackReceiver(script=[503, httpx.ConnectError("refused")])
+    app = create_app(settings(attempts=3), send=receiver)
+    async with await client_for(app) as client:
+        await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())
+        await crews_finished(app)
+
+    assert [c["status"] for c in receiver.changes()] == ["in_progress", "done"]
+    assert receiver.attempts == 4  # in_progress took three tries, done one
+
+
+async def test_callback_retries_are_bounded() -> None:
+    receiver = FakeCallbackReceiver(script=[500] * 100)
+    app = create_app(settings(attempts=3), send=receiver)
+    async with await client_for(app) as client:
+        opened = (
+            await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())
+        ).json()
+        await crews_finished(app)
+        shown = (await client.get(f"/departments/streets/work-orders/{opened['id']}")).json()
+
+    assert receiver.attempts == 6  # three per change, then given up
+    assert receiver.received == []
+    assert shown["status"] == "done"  # the crew's work does not wait on the caller

@@ -1,0 +1,362 @@
+"""workorder_bridge without a database: domain rules, the webhook endpoint, the REST connector."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from civicflow.events import (
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    EventMetadata,
+    Location,
+    RecordedEvent,
+    WorkOrderStatusChanged,
+)
+from samples.department_workorders.app import SampleDepartmentSettings, create_app
+from services.workorder_bridge.connector import (
+    DepartmentUnavailable,
+    RestWorkOrderConnector,
+    WorkOrderRefused,
+)
+from services.workorder_bridge.domain import (
+    CaseNotSubmitted,
+    StatusReport,
+    WorkOrderRequest,
+    events_for_status,
+    sign,
+    signature_is_valid,
+    submission_of,
+    work_order_request,
+)
+from services.workorder_bridge.main import BridgeSettings
+from services.workorder_bridge.webhook import Outcome, create_webhook_app
+
+SECRET = "test-secret"
+NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+
+
+def submitted() -> CaseSubmitted:
+    return CaseSubmitted(
+        tracking_number="SC-2026-000042",
+        service_code="POTHOLE",
+        description="Deep pothole outside my house, call me on 555-0100",
+        location=Location(address="12 Elm Street"),
+        submitted_at=NOW,
+        sealed_contact="sealed",
+        has_email=True,
+    )
+
+
+def routed() -> CaseRouted:
+    return CaseRouted(
+        department_id="streets",
+        department_name="Public Works - Streets",
+        priority="normal",
+        due_at=NOW + timedelta(days=5),
+        rule_id="service:POTHOLE",
+        rule_set_version="2026-11-23.1",
+    )
+
+
+def recorded(case_id: uuid.UUID, version: int, data: Any) -> RecordedEvent:
+    return RecordedEvent(
+        position=version,
+        event_id=uuid.uuid4(),
+        case_id=case_id,
+        version=version,
+        type=data.event_type,
+        schema_version=1,
+        occurred_at=NOW,
+        recorded_at=NOW,
+        metadata=EventMetadata(correlation_id=uuid.uuid4(), actor="test"),
+        data=data,
+    )
+
+
+def report(**changes: Any) -> dict[str, Any]:
+    body = {
+        "external_id": "WO-000001",
+        "department_id": "streets",
+        "status": "in_progress",
+        "note": "Crew 2 on site",
+        "changed_at": NOW.isoformat(),
+    }
+    body.update(changes)
+    return body
+
+
+# --- signatures --------------------------------------------------------------------------------
+
+
+def test_a_signature_made_with_the_secret_is_valid() -> None:
+    body = b'{"status": "done"}'
+    assert signature_is_valid(SECRET, body, sign(SECRET, body))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        sign("another-secret", b'{"status": "done"}'),
+        sign(SECRET, b'{"status": "open"}'),  # signed a different body
+        sign(SECRET, b'{"status": "done"}').removeprefix("sha256="),  # no scheme
+        sign(SECRET, b'{"status": "done"}').replace("sha256=", "sha1="),
+    ],
+)
+def test_anything_else_is_not_a_valid_signature(header: str | None) -> None:
+    assert not signature_is_valid(SECRET, b'{"status": "done"}', header)
+
+
+# --- status mapping ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["open", "in_progress"])
+def test_an_open_or_in_progress_report_is_a_status_change_only(status: str) -> None:
+    events = events_for_status(StatusReport.model_validate(report(status=status)))
+
+    assert events == [WorkOrderStatusChanged(external_id="WO-000001", status=status, note="Crew 2 on site")]
+
+
+def test_done_changes_the_status_and_resolves_the_case_with_the_crews_note() -> None:
+    events = events_for_status(StatusReport.model_validate(report(status="done", note="Repaired by crew 4")))
+
+    assert events == [
+        WorkOrderStatusChanged(external_id="WO-000001", status="done", note="Repaired by crew 4"),
+        CaseResolved(resolution="Repaired by crew 4", resolved_at=NOW),
+    ]
+
+
+def test_done_without_a_note_still_resolves_the_case() -> None:
+    events = events_for_status(StatusReport.model_validate(report(status="done", note=None)))
+
+    assert isinstance(events[-1], CaseResolved)
+    assert "WO-000001" in events[-1].resolution
+
+
+@pytest.mark.parametrize(
+    ("changes", "bad_field"),
+    [
+        ({"status": "scheduled"}, "status"),
+        ({"changed_at": "2026-11-24T09:30:00"}, "changed_at"),  # no time zone
+        ({"external_id": ""}, "external_id"),
+        ({"department_id": None}, "department_id"),
+    ],
+)
+def test_a_malformed_status_report_is_refused(changes: dict[str, Any], bad_field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        StatusReport.model_validate(report(**changes))
+    assert [e["loc"][0] for e in caught.value.errors()] == [bad_field]
+
+
+# --- what the department is sent ---------------------------------------------------------------
+
+
+def test_the_work_order_carries_the_tracking_number_and_no_resident_data() -> None:
+    case_id = uuid.uuid4()
+    stream = [recorded(case_id, 1, submitted()), recorded(case_id, 2, routed())]
+
+    request = work_order_request(
+        case_id, submission_of(stream), routed(), "http://bridge/webhooks/work-orders"
+    )
+
+    assert request.case_id == str(case_id)
+    assert request.tracking_number == "SC-2026-000042"
+    assert request.service_code == "POTHOLE"
+    assert request.due_at == NOW + timedelta(days=5)
+    sent = request.model_dump_json()
+    for personal in ("pothole outside my house", "555-0100", "12 Elm Street", "sealed"):
+        assert personal not in sent
+
+
+def test_a_stream_without_submission_cannot_open_a_work_order() -> None:
+    case_id = uuid.uuid4()
+    with pytest.raises(CaseNotSubmitted):
+        submission_of([recorded(case_id, 1, routed())])
+
+
+def test_callbacks_go_to_the_public_url_when_one_is_set() -> None:
+    assert BridgeSettings(bridge_http_port=9001).callback_url == "http://127.0.0.1:9001/webhooks/work-orders"
+    public = BridgeSettings(bridge_public_url="https://bridge.city.example/")
+    assert public.callback_url == "https://bridge.city.example/webhooks/work-orders"
+
+
+# --- the webhook endpoint ----------------------------------------------------------------------
+
+
+class FakeRecorder:
+    def __init__(self, outcome: Outcome = Outcome.RECORDED) -> None:
+        self.outcome = outcome
+        self.reports: list[StatusReport] = []
+
+    async def __call__(self, status_report: StatusReport) -> Outcome:
+        self.reports.append(status_report)
+        return self.outcome
+
+
+async def post_webhook(
+    recorder: FakeRecorder, body: bytes, headers: Mapping[str, str] | None = None
+) -> httpx.Response:
+    app = create_webhook_app(recorder, SECRET)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as client:
+        signed = {"X-Civicflow-Signature": sign(SECRET, body)} if headers is None else dict(headers)
+        return await client.post("/webhooks/work-orders", content=body, headers=signed)
+
+
+async def test_a_signed_report_is_recorded() -> None:
+    recorder = FakeRecorder()
+
+    response = await post_webhook(recorder, json.dumps(report(status="done")).encode())
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "recorded"}
+    assert [r.status for r in recorder.reports] == ["done"]
+
+
+@pytest.mark.parametrize("signature", [None, "sha256=00", "sign-me"])
+async def test_a_report_without_the_right_signature_is_401_and_records_nothing(signature: str | None) -> None:
+    recorder = FakeRecorder()
+    headers = {} if signature is None else {"X-Civicflow-Signature": signature}
+
+    response = await post_webhook(recorder, json.dumps(report()).encode(), headers)
+
+    assert response.status_code == 401
+    assert "X-Civicflow-Signature" in response.json()["error"]
+    assert recorder.reports == []
+
+
+async def test_a_report_signed_with_another_secret_is_401() -> None:
+    recorder = FakeRecorder()
+    body = json.dumps(report()).encode()
+
+    response = await post_webhook(recorder, body, {"X-Civicflow-Signature": sign("guess", body)})
+
+    assert response.status_code == 401
+    assert recorder.reports == []
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", json.dumps(report(status="lost")).encode(), json.dumps([1, 2]).encode()]
+)
+async def test_a_signed_but_invalid_report_is_400(body: bytes) -> None:
+    recorder = FakeRecorder()
+
+    response = await post_webhook(recorder, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "the status report is not valid"
+    assert recorder.reports == []
+
+
+async def test_a_report_for_an_unknown_work_order_is_404() -> None:
+    response = await post_webhook(FakeRecorder(Outcome.UNKNOWN_WORK_ORDER), json.dumps(report()).encode())
+
+    assert response.status_code == 404
+    assert "WO-000001" in response.json()["error"]
+
+
+async def test_a_redelivered_report_is_200() -> None:
+    response = await post_webhook(FakeRecorder(Outcome.DUPLICATE), json.dumps(report()).encode())
+
+    assert response.status_code == 200
+    assert response.json() == {"outcome": "duplicate"}
+
+
+# --- the REST connector ------------------------------------------------------------------------
+
+
+def a_request() -> WorkOrderRequest:
+    case_id = uuid.uuid4()
+    return work_order_request(case_id, submitted(), routed(), "http://bridge.test/webhooks/work-orders")
+
+
+def connector_answering(
+    answer: httpx.Response | Exception, seen: list[httpx.Request]
+) -> RestWorkOrderConnector:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    return RestWorkOrderConnector("http://department.test/", client=client)
+
+
+async def test_the_connector_posts_with_the_idempotency_key() -> None:
+    seen: list[httpx.Request] = []
+    connector = connector_answering(httpx.Response(201, json={"id": "WO-000007", "status": "open"}), seen)
+    request = a_request()
+
+    opened = await connector.open_work_order("streets", request, "event-123")
+
+    assert opened.external_id == "WO-000007"
+    assert str(seen[0].url) == "http://department.test/departments/streets/work-orders"
+    assert seen[0].headers["Idempotency-Key"] == "event-123"
+    assert WorkOrderRequest.model_validate_json(seen[0].content) == request
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.Response(503), DepartmentUnavailable),
+        (httpx.Response(429), DepartmentUnavailable),
+        (httpx.ConnectError("refused"), DepartmentUnavailable),
+        (httpx.ReadTimeout("slow"), DepartmentUnavailable),
+        (httpx.Response(400, json={"error": "the work order is not valid"}), WorkOrderRefused),
+    ],
+)
+async def test_the_connector_says_whether_trying_again_can_help(
+    answer: httpx.Response | Exception, error: type[Exception]
+) -> None:
+    connector = connector_answering(answer, [])
+
+    with pytest.raises(error):
+        await connector.open_work_order("streets", a_request(), "event-123")
+
+
+# --- the bridge against the sample department system (their contract) -------------------------
+
+
+async def test_the_bridge_and_the_sample_department_agree_on_the_contract() -> None:
+    callbacks: list[tuple[bytes, dict[str, str]]] = []
+
+    async def capture(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        callbacks.append((body, dict(headers)))
+        return 200
+
+    department = create_app(
+        SampleDepartmentSettings(sample_dept_step_seconds=0.001, webhook_secret=SECRET), send=capture
+    )
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=department))
+    connector = RestWorkOrderConnector("http://department.test", client=client)
+    request, event_id = a_request(), str(uuid.uuid4())
+
+    opened = await connector.open_work_order("streets", request, event_id)
+    reopened = await connector.open_work_order("streets", request, event_id)
+    await asyncio.wait_for(department.state.crews.idle(), timeout=5)
+    await client.aclose()
+
+    assert reopened == opened
+    assert len(department.state.store) == 1
+    reports = []
+    for body, headers in callbacks:
+        assert signature_is_valid(SECRET, body, headers["X-Civicflow-Signature"])
+        reports.append(StatusReport.model_validate_json(body))
+    assert [(r.external_id, r.department_id, r.status) for r in reports] == [
+        (opened.external_id, "streets", "in_progress"),
+        (opened.external_id, "streets", "done"),
+    ]
+    resolved = events_for_status(reports[-1])[-1]
+    assert isinstance(resolved, CaseResolved)
+    assert resolved.resolution.startswith("Repaired by crew ")
