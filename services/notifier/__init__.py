@@ -1,0 +1,1 @@
+"""notifier: tells residents by email when their request is received, routed and resolved."""

@@ -1,0 +1,225 @@
+"""What to tell a resident, and how: stage facts, channel choice, message text. Pure: no I/O but templates."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Literal
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from civicflow.events import CaseResolved, CaseRouted, CaseSubmitted, RecordedEvent
+from civicflow.pii import ResidentContact
+
+Stage = Literal["submitted", "routed", "resolved"]
+
+# The event that opens each stage a resident hears about.
+STAGE_OF_EVENT: dict[str, Stage] = {
+    CaseSubmitted.event_type: "submitted",
+    CaseRouted.event_type: "routed",
+    CaseResolved.event_type: "resolved",
+}
+
+MESSAGE_ID_DOMAIN = "civicflow.local"
+SUPPORTED_CHANNELS = frozenset({"email"})
+
+
+# --- which channel ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendEmail:
+    """Send this stage's message to the resident's email address."""
+
+    to: str
+    channel: str = "email"
+
+
+@dataclass(frozen=True)
+class CannotNotify:
+    """The resident should hear, but we cannot tell them; recorded as NotificationFailed."""
+
+    channel: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NothingToSend:
+    """The resident left no way to reach them: nothing to send and nothing failed."""
+
+    reason: str
+
+
+Delivery = SendEmail | CannotNotify | NothingToSend
+
+
+def choose_delivery(sealed: bool, contact: ResidentContact | None, preferred_channel: str | None) -> Delivery:
+    """How to tell the resident about a stage.
+
+    sealed says whether the case was submitted with a contact at all; contact is that contact unsealed,
+    or None when the resident has since asked to be forgotten. Anything but email is not built yet and
+    is recorded as failed rather than dropped, so the call centre can see who was not told.
+    """
+    preferred = (preferred_channel or "").strip().lower() or None
+    if not sealed:
+        return NothingToSend("no contact given")
+    if contact is None:
+        return CannotNotify(preferred or "email", "contact forgotten")
+    if preferred not in (None, "email"):
+        return CannotNotify(preferred, "channel not yet supported")
+    if contact.email:
+        return SendEmail(to=str(contact.email))
+    if preferred == "email":
+        return CannotNotify("email", "no email address given")
+    if contact.phone:
+        return CannotNotify("sms", "channel not yet supported")
+    return NothingToSend("no email address or phone number given")
+
+
+# --- what happened so far -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageFacts:
+    """What a stage's message says about the case. Holds no personal data."""
+
+    case_id: UUID
+    stage: Stage
+    tracking_number: str
+    service_code: str
+    submitted_at: datetime
+    sealed_contact: str | None
+    preferred_channel: str | None
+    department: str | None = None
+    due_at: datetime | None = None
+    resolution: str | None = None
+    resolved_at: datetime | None = None
+
+
+class MissingSubmission(LookupError):
+    pass
+
+
+def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> StageFacts:
+    """The facts for the stage trigger opens, from the trigger and the case's stream up to it."""
+    stage = STAGE_OF_EVENT[trigger.type]
+    earlier = [e for e in stream if e.version < trigger.version]
+    submitted = trigger.data if isinstance(trigger.data, CaseSubmitted) else None
+    routed = trigger.data if isinstance(trigger.data, CaseRouted) else None
+    for recorded in earlier:
+        if submitted is None and isinstance(recorded.data, CaseSubmitted):
+            submitted = recorded.data
+        if isinstance(trigger.data, CaseResolved) and isinstance(recorded.data, CaseRouted):
+            routed = recorded.data  # the latest routing before the resolution
+    if submitted is None:
+        raise MissingSubmission(f"case {trigger.case_id} has no CaseSubmitted before version {trigger.version}")
+    resolved = trigger.data if isinstance(trigger.data, CaseResolved) else None
+    return StageFacts(
+        case_id=trigger.case_id,
+        stage=stage,
+        tracking_number=submitted.tracking_number,
+        service_code=submitted.service_code,
+        submitted_at=submitted.submitted_at,
+        sealed_contact=submitted.sealed_contact,
+        preferred_channel=submitted.preferred_channel,
+        department=routed.department_name if routed else None,
+        due_at=routed.due_at if routed else None,
+        resolution=resolved.resolution if resolved else None,
+        resolved_at=resolved.resolved_at if resolved else None,
+    )
+
+
+# --- the message --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    body: str
+
+
+class MessageTemplates:
+    """The plain-text templates in templates/<stage>.txt.j2; each starts with a 'Subject:' line."""
+
+    def __init__(self, timezone: ZoneInfo, tracking_url: str = "") -> None:
+        self._timezone = timezone
+        self._tracking_url = tracking_url
+        # Plain text, so no HTML escaping; StrictUndefined turns a misspelt variable into an error.
+        self._env = Environment(
+            loader=PackageLoader("services.notifier", "templates"),
+            autoescape=False,
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+        )
+
+    def render(self, facts: StageFacts) -> RenderedMessage:
+        template = self._env.get_template(f"{facts.stage}.txt.j2")
+        text = template.render(
+            tracking_number=facts.tracking_number,
+            service=service_name(facts.service_code),
+            submitted_on=self._day(facts.submitted_at),
+            department=facts.department,
+            due_on=self._day(facts.due_at, with_time=True) if facts.due_at else None,
+            resolution=(facts.resolution or "").strip(),
+            resolved_on=self._day(facts.resolved_at) if facts.resolved_at else None,
+            tracking_url=tracking_link(self._tracking_url, facts.tracking_number),
+        )
+        head, _, body = text.partition("\n\n")
+        if not head.startswith("Subject:") or "\n" in head:
+            raise ValueError(f"template {facts.stage}.txt.j2 must start with one 'Subject:' line and a blank line")
+        return RenderedMessage(subject=head.removeprefix("Subject:").strip(), body=_wrap(body))
+
+    def _day(self, moment: datetime, with_time: bool = False) -> str:
+        local = moment.astimezone(self._timezone)
+        day = f"{local:%A} {local.day} {local:%B %Y}"
+        return f"{day}, {local:%H:%M}" if with_time else day
+
+
+def _wrap(body: str, width: int = 76) -> str:
+    """Lines short enough to send as readable 7-bit text rather than quoted-printable; URLs stay whole."""
+    lines = [
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) if len(line) > width else line
+        for line in body.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def service_name(service_code: str) -> str:
+    """A readable name for a service code ("MISSED_PICKUP" -> "Missed pickup")."""
+    return service_code.replace("_", " ").strip().capitalize() or service_code
+
+
+def tracking_link(public_tracking_url: str, tracking_number: str) -> str:
+    """The public page for a request: {tracking_number} in the URL is filled in, else it is appended."""
+    if not public_tracking_url:
+        return ""
+    if "{tracking_number}" in public_tracking_url:
+        return public_tracking_url.replace("{tracking_number}", tracking_number)
+    return f"{public_tracking_url.rstrip('/')}/{tracking_number}"
+
+
+def message_id_for(case_id: UUID, stage: Stage) -> str:
+    """The same Message-ID for every attempt at one stage's email, so a resend is the same message."""
+    return f"<{case_id}.{stage}@{MESSAGE_ID_DOMAIN}>"
+
+
+def compose_email(
+    rendered: RenderedMessage, to: str, mail_from: str, message_id: str, sent_at: datetime
+) -> EmailMessage:
+    """The email; the resident's address appears in the To header and nowhere else."""
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = to
+    message["Subject"] = rendered.subject
+    message["Message-ID"] = message_id
+    message["Date"] = format_datetime(sent_at)
+    # RFC 3834: automatic mail, so out-of-office replies are not sent back to us
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(rendered.body)
+    return message

@@ -1,0 +1,234 @@
+"""notifier's process: tells residents about each stage of their case, exactly one email per stage.
+
+Delivery runs in three steps so a crash or a redelivery never sends a second email for a stage:
+
+1. (transaction) read the case, unseal the contact, decide; record the delivery as 'sending' in
+   notifier.deliveries, keyed by (case, stage). A row already 'sent' means another delivery of this
+   stage finished: only the inbox is marked.
+2. hand the email to SMTP, with the Message-ID ``<case_id.stage@civicflow.local>``.
+3. (transaction) mark the row 'sent', mark the inbox, append NotificationSent.
+
+An SMTP failure raises, so the consumer retries with back-off and dead-letters after its bounded
+attempts; the row stays 'sending' and a replay resends. A recipient the mail server refuses for good
+(5xx) is recorded as NotificationFailed instead, since retrying cannot help.
+
+The window that remains: a crash after the SMTP server accepted the message and before step 3
+commits. The event is then redelivered, finds the row still 'sending' and sends again, with the same
+Message-ID. The SMTP sink files a Message-ID once, and mail clients thread or collapse messages with
+one Message-ID as one message, so the resident sees it once. The same holds when two consumers race
+on one event during a rebalance: both may send, only the one whose step 3 moves the row from
+'sending' to 'sent' appends NotificationSent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiosmtplib
+import structlog
+from pydantic import Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.consumer import CaseEventConsumer, Inbox
+from civicflow.db import make_engine
+from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, RecordedEvent
+from civicflow.eventstore import EventStore, PostgresEventStore
+from civicflow.logging import configure_logging
+from civicflow.pii import ContactVault, load_master_key
+from civicflow.runtime import ServiceProcess, serve
+from civicflow.settings import KernelSettings
+from services.notifier.domain import (
+    STAGE_OF_EVENT,
+    CannotNotify,
+    MessageTemplates,
+    NothingToSend,
+    SendEmail,
+    Stage,
+    choose_delivery,
+    compose_email,
+    message_id_for,
+    stage_facts,
+)
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "notifier"
+
+
+class NotifierSettings(KernelSettings):
+    notifier_grpc_port: int = 50055
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_timeout_seconds: float = 15.0
+    mail_from: str = "311 <no-reply@civicflow.local>"
+    public_tracking_url: str = Field(
+        default="",
+        description="Public page for a request, linked from every email; '{tracking_number}' in it is "
+        "filled in, otherwise the number is appended as a path segment. Empty: no link.",
+    )
+    city_timezone: str = Field(default="UTC", description="IANA time zone for dates in messages.")
+
+
+class MailSender(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+class SmtpSender:
+    """Hands messages to an SMTP server (STARTTLS when the server offers it)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self._host = host
+        self._port = port
+        self._timeout = timeout
+
+    async def send(self, message: EmailMessage) -> None:
+        await aiosmtplib.send(message, hostname=self._host, port=self._port, timeout=self._timeout)
+
+
+def permanently_refused(exc: aiosmtplib.SMTPRecipientsRefused) -> int | None:
+    """The SMTP code when every recipient was refused for good (5xx), else None (worth retrying)."""
+    codes = [refusal.code for refusal in exc.recipients]
+    return codes[0] if codes and all(500 <= code < 600 for code in codes) else None
+
+
+class NotificationHandler:
+    """Reacts to CaseSubmitted, CaseRouted and CaseResolved with one email, or a recorded reason why not."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: EventStore,
+        vault: ContactVault,
+        sender: MailSender,
+        templates: MessageTemplates,
+        mail_from: str,
+    ) -> None:
+        self._engine = engine
+        self._inbox = Inbox(engine, "notifier")
+        self._store = store
+        self._vault = vault
+        self._sender = sender
+        self._templates = templates
+        self._mail_from = mail_from
+
+    async def __call__(self, event: RecordedEvent) -> None:
+        stage = STAGE_OF_EVENT[event.type]
+        message_id = message_id_for(event.case_id, stage)
+        async with self._engine.begin() as tx:
+            if await self._already_processed(tx, event):
+                return
+            facts = stage_facts(event, await self._store.read_stream(tx, event.case_id))
+            contact = None
+            if facts.sealed_contact is not None:
+                contact = await self._vault.unseal(tx, event.case_id, facts.sealed_contact)
+            delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel)
+            if not isinstance(delivery, SendEmail):
+                await self._record_without_sending(tx, event, stage, delivery)
+                return
+            if not await self._start_delivery(tx, event, stage, message_id):
+                await self._inbox.claim(tx, event.event_id)
+                log.info("stage already notified", stage=stage)
+                return
+            message = compose_email(
+                self._templates.render(facts), delivery.to, self._mail_from, message_id, datetime.now(UTC)
+            )
+        # Outside any transaction: nothing is held open while the mail server answers.
+        outcome: CaseEvent
+        try:
+            await self._sender.send(message)
+            outcome, status = NotificationSent(stage=stage, channel="email", message_id=message_id), "sent"
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            code = permanently_refused(exc)
+            if code is None:
+                raise
+            reason = f"mail server refused the recipient (SMTP {code})"
+            outcome, status = NotificationFailed(stage=stage, channel="email", reason=reason), "refused"
+        async with self._engine.begin() as tx:
+            finished = await self._finish_delivery(tx, event, stage, status)
+            await self._inbox.claim(tx, event.event_id)
+            if finished:
+                await self._store.append(tx, event.case_id, None, [outcome], event.caused(ACTOR))
+        log.info(
+            "notification delivered" if status == "sent" else "notification refused",
+            stage=stage,
+            channel="email",
+            message_id=message_id,
+            recorded=finished,
+        )
+
+    async def _already_processed(self, tx: AsyncConnection, event: RecordedEvent) -> bool:
+        found = await tx.execute(text("SELECT 1 FROM notifier.inbox WHERE event_id = :e"), {"e": event.event_id})
+        return found.first() is not None
+
+    async def _record_without_sending(
+        self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, delivery: CannotNotify | NothingToSend
+    ) -> None:
+        if not await self._inbox.claim(tx, event.event_id):
+            return
+        if isinstance(delivery, CannotNotify):
+            failed = NotificationFailed(stage=stage, channel=delivery.channel, reason=delivery.reason)
+            await self._store.append(tx, event.case_id, None, [failed], event.caused(ACTOR))
+            log.info("notification not possible", stage=stage, channel=delivery.channel, reason=delivery.reason)
+        else:
+            log.info("nothing to send", stage=stage, reason=delivery.reason)
+
+    async def _start_delivery(self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, message_id: str) -> bool:
+        """Record the delivery as 'sending'; False when this stage was already sent (or refused)."""
+        await tx.execute(
+            text(
+                "INSERT INTO notifier.deliveries (case_id, stage, message_id, status, caused_by)"
+                " VALUES (:c, :s, :m, 'sending', :e) ON CONFLICT (case_id, stage) DO NOTHING"
+            ),
+            {"c": event.case_id, "s": stage, "m": message_id, "e": event.event_id},
+        )
+        status = (
+            await tx.execute(
+                text("SELECT status FROM notifier.deliveries WHERE case_id = :c AND stage = :s"),
+                {"c": event.case_id, "s": stage},
+            )
+        ).scalar_one()
+        return bool(status == "sending")
+
+    async def _finish_delivery(self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, status: str) -> bool:
+        """Move the row from 'sending' to status; False when a racing delivery already did."""
+        finished = await tx.execute(
+            text(
+                "UPDATE notifier.deliveries SET status = :st, sent_at = now()"
+                " WHERE case_id = :c AND stage = :s AND status = 'sending' RETURNING 1"
+            ),
+            {"st": status, "c": event.case_id, "s": stage},
+        )
+        return finished.first() is not None
+
+
+def city_timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"CIVICFLOW_CITY_TIMEZONE={name!r} is not a known time zone; use an IANA name such as 'America/Chicago'"
+        ) from exc
+
+
+def bootstrap(settings: NotifierSettings, sender: MailSender | None = None) -> ServiceProcess:
+    engine = make_engine(settings.database_url)
+    handler = NotificationHandler(
+        engine,
+        PostgresEventStore(),
+        ContactVault(load_master_key(settings.pii_master_key, settings.state_dir)),
+        sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
+        MessageTemplates(city_timezone(settings.city_timezone), settings.public_tracking_url),
+        settings.mail_from,
+    )
+    consumer = CaseEventConsumer(ACTOR, settings, dict.fromkeys(STAGE_OF_EVENT, handler))
+    return ServiceProcess(ACTOR, settings, engine, settings.notifier_grpc_port, consumer=consumer)
+
+
+async def run() -> None:
+    settings = NotifierSettings()
+    configure_logging(ACTOR, settings.log_level)
+    await serve(bootstrap(settings))

@@ -1,0 +1,256 @@
+"""notifier's pure decisions: which channel, which facts, what the message says, and what it leaves out."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    EventMetadata,
+    Location,
+    RecordedEvent,
+)
+from civicflow.pii import ResidentContact
+from services.notifier.domain import (
+    CannotNotify,
+    MessageTemplates,
+    MissingSubmission,
+    NothingToSend,
+    SendEmail,
+    StageFacts,
+    choose_delivery,
+    compose_email,
+    message_id_for,
+    stage_facts,
+    tracking_link,
+)
+
+RESIDENT = ResidentContact(name="Dolores Abernathy", email="dolores@example.org", phone="+1 555 0100")
+SUBMITTED_AT = datetime(2026, 3, 13, 15, 0, tzinfo=UTC)  # a Friday
+
+
+def _recorded(case_id: UUID, version: int, data: CaseEvent) -> RecordedEvent:
+    return RecordedEvent(
+        position=version,
+        event_id=uuid4(),
+        case_id=case_id,
+        version=version,
+        type=data.event_type,
+        schema_version=data.schema_version,
+        occurred_at=SUBMITTED_AT,
+        recorded_at=SUBMITTED_AT,
+        metadata=EventMetadata(correlation_id=uuid4(), actor="test"),
+        data=data,
+    )
+
+
+def _submitted(preferred_channel: str | None = "email") -> CaseSubmitted:
+    return CaseSubmitted(
+        tracking_number="7KQ2-M9X",
+        service_code="MISSED_PICKUP",
+        description="Bins on Elm Street were not collected",
+        location=Location(address="12 Elm Street"),
+        submitted_at=SUBMITTED_AT,
+        sealed_contact="gAAAA-sealed",
+        preferred_channel=preferred_channel,
+        has_email=True,
+    )
+
+
+def _routed(department: str, due_at: datetime) -> CaseRouted:
+    return CaseRouted(
+        department_id=department.lower(),
+        department_name=department,
+        priority="normal",
+        due_at=due_at,
+        rule_id="service:MISSED_PICKUP",
+        rule_set_version="test",
+    )
+
+
+def _resolved() -> CaseResolved:
+    return CaseResolved(resolution="Crew collected the bins.", resolved_at=datetime(2026, 3, 14, 9, 30, tzinfo=UTC))
+
+
+def _story() -> list[RecordedEvent]:
+    case_id = uuid4()
+    return [
+        _recorded(case_id, 1, _submitted()),
+        _recorded(case_id, 2, _routed("Sanitation", datetime(2026, 3, 15, 15, 0, tzinfo=UTC))),
+        _recorded(case_id, 3, _routed("Sanitation - Bulk", datetime(2026, 3, 16, 15, 0, tzinfo=UTC))),
+        _recorded(case_id, 4, _resolved()),
+    ]
+
+
+# --- channel choice -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preferred", ["email", None, "", " EMAIL "])
+def test_email_is_sent_when_there_is_an_address_and_email_is_preferred_or_unset(
+    preferred: str | None,
+) -> None:
+    assert choose_delivery(True, RESIDENT, preferred) == SendEmail(to="dolores@example.org")
+
+
+@pytest.mark.parametrize("preferred", ["sms", "voice", "SMS"])
+def test_other_channels_are_recorded_as_not_yet_supported(preferred: str) -> None:
+    assert choose_delivery(True, RESIDENT, preferred) == CannotNotify(preferred.lower(), "channel not yet supported")
+
+
+def test_a_forgotten_contact_is_recorded_not_sent() -> None:
+    assert choose_delivery(True, None, "email") == CannotNotify("email", "contact forgotten")
+    assert choose_delivery(True, None, "sms") == CannotNotify("sms", "contact forgotten")
+
+
+def test_no_contact_given_means_nothing_to_send() -> None:
+    assert isinstance(choose_delivery(False, None, None), NothingToSend)
+
+
+def test_without_an_email_address() -> None:
+    phone_only = ResidentContact(phone="+1 555 0100")
+    assert choose_delivery(True, phone_only, "email") == CannotNotify("email", "no email address given")
+    assert choose_delivery(True, phone_only, None) == CannotNotify("sms", "channel not yet supported")
+    assert isinstance(choose_delivery(True, ResidentContact(name="Anon"), None), NothingToSend)
+
+
+# --- stage facts --------------------------------------------------------------------------------
+
+
+def test_routed_stage_takes_its_own_routing_not_a_later_one() -> None:
+    story = _story()
+    facts = stage_facts(story[1], story)
+    assert (facts.stage, facts.tracking_number, facts.department) == ("routed", "7KQ2-M9X", "Sanitation")
+    assert facts.sealed_contact == "gAAAA-sealed" and facts.preferred_channel == "email"
+
+
+def test_resolved_stage_names_the_latest_department() -> None:
+    story = _story()
+    facts = stage_facts(story[3], story)
+    assert facts.stage == "resolved"
+    assert facts.department == "Sanitation - Bulk"
+    assert facts.resolution == "Crew collected the bins."
+
+
+def test_submitted_stage_needs_only_its_event() -> None:
+    story = _story()
+    facts = stage_facts(story[0], [])
+    assert (facts.stage, facts.tracking_number, facts.department) == ("submitted", "7KQ2-M9X", None)
+
+
+def test_a_stream_without_submission_is_an_error() -> None:
+    story = _story()
+    with pytest.raises(MissingSubmission):
+        stage_facts(story[3], story[1:])
+
+
+# --- the message --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def templates() -> MessageTemplates:
+    return MessageTemplates(ZoneInfo("America/Chicago"))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_each_stage_names_the_tracking_number_in_subject_and_body(templates: MessageTemplates) -> None:
+    story = _story()
+    for trigger in (story[0], story[1], story[3]):
+        rendered = templates.render(stage_facts(trigger, story))
+        assert "7KQ2-M9X" in rendered.subject
+        assert "7KQ2-M9X" in _flat(rendered.body)
+        assert "Missed pickup" in _flat(rendered.body)
+        assert max(len(line) for line in rendered.body.splitlines()) <= 76
+
+
+def test_submitted_message(templates: MessageTemplates) -> None:
+    story = _story()
+    rendered = templates.render(stage_facts(story[0], story))
+    assert rendered.subject == "We received your 311 request 7KQ2-M9X"
+    assert "We received your request 7KQ2-M9X" in _flat(rendered.body)
+    assert "Friday 13 March 2026" in _flat(rendered.body)  # 15:00 UTC is still Friday in Chicago
+
+
+def test_routed_message_names_department_and_due_date_in_city_time(templates: MessageTemplates) -> None:
+    story = _story()
+    rendered = templates.render(stage_facts(story[1], story))
+    assert "Sanitation" in rendered.subject
+    assert "has gone to Sanitation, expected by Sunday 15 March 2026, 10:00" in _flat(rendered.body)  # CDT
+
+
+def test_resolved_message_says_what_was_done(templates: MessageTemplates) -> None:
+    story = _story()
+    rendered = templates.render(stage_facts(story[3], story))
+    assert rendered.subject == "Your 311 request 7KQ2-M9X was resolved"
+    assert "Sanitation - Bulk" in _flat(rendered.body)
+    assert "was resolved by Sanitation - Bulk on Saturday 14 March 2026: Crew collected the bins." in _flat(
+        rendered.body
+    )
+
+
+def test_resolved_without_routing_still_renders(templates: MessageTemplates) -> None:
+    case_id = uuid4()
+    story = [_recorded(case_id, 1, _submitted()), _recorded(case_id, 2, _resolved())]
+    rendered = templates.render(stage_facts(story[1], story))
+    assert "was resolved on Saturday 14 March 2026: Crew collected the bins." in _flat(rendered.body)
+
+
+def test_tracking_link_only_when_configured() -> None:
+    facts = stage_facts(_story()[0], [])
+    plain = MessageTemplates(ZoneInfo("UTC")).render(facts)
+    linked = MessageTemplates(ZoneInfo("UTC"), "https://311.example.gov/track/").render(facts)
+    assert "http" not in plain.body
+    assert "https://311.example.gov/track/7KQ2-M9X" in linked.body
+    assert tracking_link("https://x.gov/?n={tracking_number}", "7KQ2-M9X") == "https://x.gov/?n=7KQ2-M9X"
+
+
+def test_the_email_carries_contact_data_only_in_the_to_header(templates: MessageTemplates) -> None:
+    story = _story()
+    for trigger in (story[0], story[1], story[3]):
+        facts: StageFacts = stage_facts(trigger, story)
+        message_id = message_id_for(facts.case_id, facts.stage)
+        sent = compose_email(
+            templates.render(facts),
+            str(RESIDENT.email),
+            "311 <no-reply@civicflow.local>",
+            message_id,
+            SUBMITTED_AT,
+        )
+        raw = sent.as_bytes()
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        assert parsed["To"] == "dolores@example.org"
+        assert parsed["Content-Transfer-Encoding"] == "7bit"  # readable as stored, so the search below is fair
+        assert parsed["Message-ID"] == f"<{facts.case_id}.{facts.stage}@civicflow.local>"
+        assert raw.count(b"dolores@example.org") == 1
+        for personal in (b"Dolores", b"Abernathy", b"555", b"Elm Street", b"Bins on"):
+            assert personal not in raw
+
+
+def test_message_id_is_the_same_for_every_attempt_at_a_stage() -> None:
+    case_id = uuid4()
+    assert message_id_for(case_id, "routed") == message_id_for(case_id, "routed")
+    assert message_id_for(case_id, "routed") != message_id_for(case_id, "resolved")
+
+
+def test_only_permanent_refusals_stop_the_retries() -> None:
+    from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused
+
+    from services.notifier.main import permanently_refused
+
+    def refused(*codes: int) -> SMTPRecipientsRefused:
+        return SMTPRecipientsRefused([SMTPRecipientRefused(code, "refused", "r@example.org") for code in codes])
+
+    assert permanently_refused(refused(550)) == 550
+    assert permanently_refused(refused(450)) is None  # mailbox busy: worth retrying
+    assert permanently_refused(refused(550, 451)) is None

@@ -1,0 +1,109 @@
+"""The case read model as a fold: stages in order, duplicates ignored, no resident data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    EventMetadata,
+    Location,
+    NotificationSent,
+    RecordedEvent,
+    WorkOrderOpened,
+    WorkOrderStatusChanged,
+)
+from civicflow.ids import uuid7
+from services.query.projection import CaseRecord, apply
+
+T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+CASE = uuid7()
+
+
+def recorded(version: int, data: CaseEvent, case_id: UUID = CASE) -> RecordedEvent:
+    return RecordedEvent(
+        position=version,
+        event_id=uuid7(),
+        case_id=case_id,
+        version=version,
+        type=data.event_type,
+        schema_version=data.schema_version,
+        occurred_at=T0 + timedelta(minutes=version),
+        recorded_at=T0 + timedelta(minutes=version),
+        metadata=EventMetadata(correlation_id=uuid7(), actor="test"),
+        data=data,
+    )
+
+
+LIFE = [
+    recorded(
+        1,
+        CaseSubmitted(
+            tracking_number="QGPE-J5T",
+            service_code="POTHOLE",
+            description="secret description from the resident",
+            location=Location(lat=41.0, long=-87.0, address="1 Main St"),
+            submitted_at=T0,
+            sealed_contact="gAAAA-sealed",
+            has_email=True,
+        ),
+    ),
+    recorded(2, NotificationSent(stage="submitted", channel="email", message_id="<m1>")),
+    recorded(
+        3,
+        CaseRouted(
+            department_id="streets",
+            department_name="Public Works - Streets",
+            priority="normal",
+            due_at=T0 + timedelta(days=5),
+            rule_id="service:POTHOLE",
+            rule_set_version="1",
+        ),
+    ),
+    recorded(4, WorkOrderOpened(department_id="streets", system="rest", external_id="WO-1")),
+    recorded(5, WorkOrderStatusChanged(external_id="WO-1", status="in_progress", note="Crew 4 on site")),
+    recorded(6, WorkOrderStatusChanged(external_id="WO-1", status="done", note="Repaired")),
+    recorded(7, CaseResolved(resolution="Repaired", resolved_at=T0 + timedelta(hours=3))),
+]
+
+
+def fold(events: list[RecordedEvent]) -> tuple[CaseRecord | None, list[str]]:
+    record, stages = None, []
+    for event in events:
+        record, entry = apply(record, event)
+        if entry is not None:
+            stages.append(entry.stage)
+    return record, stages
+
+
+def test_a_case_life_reads_as_its_stages() -> None:
+    record, stages = fold(LIFE)
+    assert record is not None
+    assert stages == [
+        "submitted",
+        "resident_notified",
+        "routed",
+        "work_order_opened",
+        "work_order_in_progress",
+        "work_order_done",
+        "resolved",
+    ]
+    assert (record.status, record.department_id, record.work_order_id) == ("resolved", "streets", "WO-1")
+    assert record.due_at == T0 + timedelta(days=5) and record.last_version == 7
+
+
+def test_a_redelivered_event_changes_nothing() -> None:
+    once, stages_once = fold(LIFE)
+    twice, stages_twice = fold([e for event in LIFE for e in (event, event)])
+    assert once == twice and stages_once == stages_twice
+
+
+def test_the_public_record_holds_no_resident_contact_or_description() -> None:
+    record, _ = fold(LIFE)
+    values = " ".join(str(v) for v in asdict(record).values())  # type: ignore[arg-type]
+    assert "secret description" not in values and "sealed" not in values
