@@ -94,9 +94,7 @@ class WorkOrderStore:
         self._numbers = itertools.count(1)
         self._crews = crews
 
-    def open(
-        self, department_id: str, idempotency_key: str, request: WorkOrderRequest
-    ) -> tuple[WorkOrder, bool]:
+    def open(self, department_id: str, idempotency_key: str, request: WorkOrderRequest) -> tuple[WorkOrder, bool]:
         """The work order for this key, and whether it was created now."""
         seen = self._by_key.get((department_id, idempotency_key))
         if seen is not None:
@@ -148,9 +146,7 @@ class HttpCallbackSender:
 class Crews:
     """Simulated field crews: move each new work order along and tell the caller at every change."""
 
-    def __init__(
-        self, store: WorkOrderStore, send: CallbackSender, settings: SampleDepartmentSettings
-    ) -> None:
+    def __init__(self, store: WorkOrderStore, send: CallbackSender, settings: SampleDepartmentSettings) -> None:
         self._store = store
         self._send = send
         self._settings = settings
@@ -250,9 +246,7 @@ def create_app(
         department_id = request.path_params["department_id"]
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
         if not key:
-            return _error(
-                400, f"the {IDEMPOTENCY_HEADER} header is required: send a unique key per work order"
-            )
+            return _error(400, f"the {IDEMPOTENCY_HEADER} header is required: send a unique key per work order")
         if len(key) > 255:
             return _error(400, f"the {IDEMPOTENCY_HEADER} header is longer than 255 characters")
         try:
@@ -287,9 +281,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/departments/{department_id}/work-orders", open_work_order, methods=["POST"]),
-            Route(
-                "/departments/{department_id}/work-orders/{work_order_id}", show_work_order, methods=["GET"]
-            ),
+            Route("/departments/{department_id}/work-orders/{work_order_id}", show_work_order, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

@@ -42,9 +42,7 @@ class RestWorkOrderConnector:
 
     system = "rest-webhook"
 
-    def __init__(
-        self, base_url: str, *, timeout_seconds: float = 10.0, client: httpx.AsyncClient | None = None
-    ):
+    def __init__(self, base_url: str, *, timeout_seconds: float = 10.0, client: httpx.AsyncClient | None = None):
         self._base_url = base_url.rstrip("/")
         self._client = client or httpx.AsyncClient(timeout=timeout_seconds)
 
@@ -62,15 +60,12 @@ class RestWorkOrderConnector:
                 },
             )
         except httpx.HTTPError as exc:
-            raise DepartmentUnavailable(
-                f"{department_id}: {url} did not answer ({type(exc).__name__})"
-            ) from exc
+            raise DepartmentUnavailable(f"{department_id}: {url} did not answer ({type(exc).__name__})") from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise DepartmentUnavailable(f"{department_id}: {url} answered HTTP {response.status_code}")
         if response.status_code not in (200, 201):
             raise WorkOrderRefused(
-                f"{department_id}: {url} refused the work order with HTTP {response.status_code}:"
-                f" {response.text[:300]}"
+                f"{department_id}: {url} refused the work order with HTTP {response.status_code}: {response.text[:300]}"
             )
         try:
             body = response.json()

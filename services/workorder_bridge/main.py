@@ -179,25 +179,19 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     store = PostgresEventStore()
     tasks: list[Task] = []
     if connector is None:
-        rest = RestWorkOrderConnector(
-            settings.workorder_base_url, timeout_seconds=settings.workorder_timeout_seconds
-        )
+        rest = RestWorkOrderConnector(settings.workorder_base_url, timeout_seconds=settings.workorder_timeout_seconds)
         tasks.append(close_on_stop(rest))
         connector = rest
     opener = CaseRoutedHandler(engine, Inbox(engine, SERVICE), store, connector, settings.callback_url)
     consumer = CaseEventConsumer(SERVICE, settings, {CaseRouted.event_type: opener})
     webhooks = create_webhook_app(StatusReportRecorder(engine, store), settings.webhook_secret)
     tasks.append(WebhookServer(webhooks, settings.bridge_http_host, settings.bridge_http_port))
-    return ServiceProcess(
-        SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks
-    )
+    return ServiceProcess(SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks)
 
 
 async def run() -> None:
     settings = BridgeSettings()
     configure_logging(SERVICE, settings.log_level)
     if settings.webhook_secret == DEV_WEBHOOK_SECRET:
-        log.warning(
-            "webhooks are checked with the development secret; set CIVICFLOW_WEBHOOK_SECRET in production"
-        )
+        log.warning("webhooks are checked with the development secret; set CIVICFLOW_WEBHOOK_SECRET in production")
     await serve(bootstrap(settings))

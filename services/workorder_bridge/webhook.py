@@ -51,8 +51,7 @@ def create_webhook_app(record: StatusRecorder, secret: str) -> Starlette:
             log.warning("webhook signature rejected")
             return _error(
                 401,
-                f"missing or wrong {SIGNATURE_HEADER}: sign the raw body with HMAC-SHA256 and the shared"
-                " secret",
+                f"missing or wrong {SIGNATURE_HEADER}: sign the raw body with HMAC-SHA256 and the shared secret",
             )
         try:
             report = StatusReport.model_validate_json(body)
@@ -106,9 +105,7 @@ class WebhookServer:
             sock.bind((self._host, self._port))
         except OSError as exc:
             sock.close()
-            log.error(
-                "webhook port unavailable; set CIVICFLOW_BRIDGE_HTTP_PORT", port=self._port, error=str(exc)
-            )
+            log.error("webhook port unavailable; set CIVICFLOW_BRIDGE_HTTP_PORT", port=self._port, error=str(exc))
             stop.set()
             raise
         config = uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off")

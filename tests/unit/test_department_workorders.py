@@ -95,9 +95,7 @@ def key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
 
 
-async def test_missing_idempotency_key_is_refused_and_opens_nothing(
-    client: httpx.AsyncClient, app: Starlette
-) -> None:
+async def test_missing_idempotency_key_is_refused_and_opens_nothing(client: httpx.AsyncClient, app: Starlette) -> None:
     response = await client.post("/departments/streets/work-orders", json=work_order_body())
 
     assert response.status_code == 400
@@ -155,9 +153,7 @@ async def test_reusing_a_key_for_a_different_work_order_is_a_conflict(client: ht
 async def test_invalid_bodies_get_a_specific_error(
     client: httpx.AsyncClient, app: Starlette, changes: dict[str, Any], bad_field: str
 ) -> None:
-    response = await client.post(
-        "/departments/streets/work-orders", json=work_order_body(**changes), headers=key()
-    )
+    response = await client.post("/departments/streets/work-orders", json=work_order_body(**changes), headers=key())
 
     assert response.status_code == 400
     assert [d["field"] for d in response.json()["details"]] == [bad_field]
@@ -199,9 +195,7 @@ async def test_get_shows_a_work_order_only_in_its_department(client: httpx.Async
 async def test_the_crew_moves_the_work_order_along_and_calls_back_signed(
     client: httpx.AsyncClient, app: Starlette, receiver: FakeCallbackReceiver
 ) -> None:
-    opened = (
-        await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())
-    ).json()
+    opened = (await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())).json()
 
     await crews_finished(app)
 
@@ -232,9 +226,7 @@ async def test_callback_retries_are_bounded() -> None:
     receiver = FakeCallbackReceiver(script=[500] * 100)
     app = create_app(settings(attempts=3), send=receiver)
     async with await client_for(app) as client:
-        opened = (
-            await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())
-        ).json()
+        opened = (await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())).json()
         await crews_finished(app)
         shown = (await client.get(f"/departments/streets/work-orders/{opened['id']}")).json()
 

@@ -166,9 +166,7 @@ def test_the_work_order_carries_the_tracking_number_and_no_resident_data() -> No
     case_id = uuid.uuid4()
     stream = [recorded(case_id, 1, submitted()), recorded(case_id, 2, routed())]
 
-    request = work_order_request(
-        case_id, submission_of(stream), routed(), "http://bridge/webhooks/work-orders"
-    )
+    request = work_order_request(case_id, submission_of(stream), routed(), "http://bridge/webhooks/work-orders")
 
     assert request.case_id == str(case_id)
     assert request.tracking_number == "SC-2026-000042"
@@ -204,9 +202,7 @@ class FakeRecorder:
         return self.outcome
 
 
-async def post_webhook(
-    recorder: FakeRecorder, body: bytes, headers: Mapping[str, str] | None = None
-) -> httpx.Response:
+async def post_webhook(recorder: FakeRecorder, body: bytes, headers: Mapping[str, str] | None = None) -> httpx.Response:
     app = create_webhook_app(recorder, SECRET)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as client:
         signed = {"X-Civicflow-Signature": sign(SECRET, body)} if headers is None else dict(headers)
@@ -245,9 +241,7 @@ async def test_a_report_signed_with_another_secret_is_401() -> None:
     assert recorder.reports == []
 
 
-@pytest.mark.parametrize(
-    "body", [b"not json", json.dumps(report(status="lost")).encode(), json.dumps([1, 2]).encode()]
-)
+@pytest.mark.parametrize("body", [b"not json", json.dumps(report(status="lost")).encode(), json.dumps([1, 2]).encode()])
 async def test_a_signed_but_invalid_report_is_400(body: bytes) -> None:
     recorder = FakeRecorder()
 
@@ -280,9 +274,7 @@ def a_request() -> WorkOrderRequest:
     return work_order_request(case_id, submitted(), routed(), "http://bridge.test/webhooks/work-orders")
 
 
-def connector_answering(
-    answer: httpx.Response | Exception, seen: list[httpx.Request]
-) -> RestWorkOrderConnector:
+def connector_answering(answer: httpx.Response | Exception, seen: list[httpx.Request]) -> RestWorkOrderConnector:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if isinstance(answer, Exception):
