@@ -6,6 +6,7 @@ Each test session gets its own database and its own topics, so runs never see ea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -36,19 +37,28 @@ def _with_database(url: str, name: str) -> str:
     return f"{base}?{query}" if query else base
 
 
-@pytest.fixture(scope="session")
-async def database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    """A fresh, migrated database for this session."""
+@contextlib.asynccontextmanager
+async def fresh_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A new, migrated database of its own, dropped afterwards."""
     from civicflow.cli import migration_sets
 
     name = f"cf_test_{uuid4().hex[:12]}"
     admin = await asyncpg.connect(libpq_url(infrastructure.database_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(infrastructure.database_url, name)
-    await migrate(url, migration_sets())
-    yield url
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = _with_database(infrastructure.database_url, name)
+        await migrate(url, migration_sets())
+        yield url
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A fresh, migrated database for this session's integration tests."""
+    async with fresh_database(infrastructure) as url:
+        yield url
 
 
 @pytest.fixture

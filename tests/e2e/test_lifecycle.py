@@ -1,0 +1,192 @@
+"""One request through all five services, as separate processes, driven through the public gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from civicflow.db import make_engine
+from civicflow.grpc_errors import field_violations
+from civicflow.infra import Infrastructure
+from civicflow.launcher import SystemProcesses
+from civicflow.v1 import common_pb2, intake_pb2, query_pb2
+from samples.smtp_sink.sink import read_messages
+from tests.conftest import eventually
+from tests.e2e.conftest import Clients, running_system
+
+pytestmark = pytest.mark.e2e
+
+ALL_STAGES = [
+    "submitted",
+    "routed",
+    "work_order_opened",
+    "work_order_in_progress",
+    "work_order_done",
+    "resolved",
+]
+
+
+@pytest.fixture(scope="module")
+async def system(
+    infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SystemProcesses]:
+    async with running_system(infrastructure, tmp_path_factory.mktemp("lifecycle")) as running:
+        yield running
+
+
+@pytest.fixture
+async def clients(system: SystemProcesses) -> AsyncIterator[Clients]:
+    clients = Clients(system)
+    yield clients
+    await clients.close()
+
+
+def pothole(email: str = "", key: str = "") -> intake_pb2.SubmitRequestRequest:
+    return intake_pb2.SubmitRequestRequest(
+        service_code="POTHOLE",
+        description="Deep pothole in the eastbound lane",
+        location=common_pb2.Location(lat=41.8819, long=-87.6278, address="1200 W Madison St"),
+        contact=intake_pb2.ResidentContact(
+            name="Ada Resident",
+            email=email,
+            preferred_channel=intake_pb2.CONTACT_CHANNEL_EMAIL if email else intake_pb2.CONTACT_CHANNEL_UNSPECIFIED,
+        ),
+        idempotency_key=key,
+        channel="phone",
+    )
+
+
+async def view_when(clients: Clients, number: str, status: str) -> query_pb2.CaseView | None:
+    try:
+        view = await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number=number))
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return view if view.status == status else None
+
+
+async def count_events(system: SystemProcesses) -> int:
+    engine = make_engine(system.infra.database_url)
+    async with engine.connect() as conn:
+        count = (await conn.execute(text("SELECT count(*) FROM events.case_events"))).scalar_one()
+    await engine.dispose()
+    return int(count)
+
+
+async def test_a_request_goes_from_submission_to_resolution_and_the_resident_hears_each_stage(
+    system: SystemProcesses, clients: Clients
+) -> None:
+    reply = await clients.intake.SubmitRequest(pothole(email="ada@example.org"))
+    assert len(reply.tracking_number) == 8 and not reply.replayed
+
+    async def resolved_with_emails() -> query_pb2.CaseView | None:
+        view = await view_when(clients, reply.tracking_number, "resolved")
+        if view is None or sum(e.stage == "resident_notified" for e in view.timeline) < 3:
+            return None
+        return view
+
+    view = await eventually(resolved_with_emails, timeout=60, what="the case to be resolved and notified")
+    stages = [e.stage for e in view.timeline if e.stage != "resident_notified"]
+    assert stages == ALL_STAGES
+    assert view.department_id == "streets" and view.department_name == "Public Works - Streets"
+    assert view.due_at.ToDatetime() > view.submitted_at.ToDatetime()
+    assert view.work_order_id.startswith("WO-") and view.resolution
+    assert "Ada" not in str(view) and "example.org" not in str(view), "the public view leaked contact data"
+
+    mails = [m for m in read_messages(system.mail_dir) if reply.tracking_number in m.subject]
+    assert sorted(m.message_id or "" for m in mails) == [
+        f"<{reply.case_id}.{stage}@civicflow.local>" for stage in ("resolved", "routed", "submitted")
+    ]
+    assert all(m.message["To"] == "ada@example.org" for m in mails)
+
+    # The read model is disposable: rebuilt from the store, it answers the same.
+    env = {**os.environ, **system.environment()}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "civicflow.cli", "replay", "query"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "read model rebuilt" in result.stdout
+    assert await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number=reply.tracking_number)) == view
+
+
+async def test_the_same_idempotency_key_returns_the_same_case(system: SystemProcesses, clients: Clients) -> None:
+    first = await clients.intake.SubmitRequest(pothole(key="call-7731-attempt"))
+    events_after_first = await count_events(system)
+    again = await clients.intake.SubmitRequest(pothole(key="call-7731-attempt"))
+    assert (again.tracking_number, again.case_id, again.replayed) == (first.tracking_number, first.case_id, True)
+    different = pothole(key="call-7731-attempt")
+    different.description = "Something else entirely"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clients.intake.SubmitRequest(different)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    engine = make_engine(system.infra.database_url)
+    async with engine.connect() as conn:
+        submitted = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM events.case_events"
+                    " WHERE type = 'CaseSubmitted' AND data->>'tracking_number' = :t"
+                ),
+                {"t": first.tracking_number},
+            )
+        ).scalar_one()
+    await engine.dispose()
+    assert submitted == 1 and events_after_first >= 1
+
+
+async def test_invalid_requests_are_refused_field_by_field_and_write_nothing(
+    system: SystemProcesses, clients: Clients
+) -> None:
+    before = await count_events(system)
+    bad = intake_pb2.SubmitRequestRequest(
+        service_code="",
+        description="Light out",
+        location=common_pb2.Location(lat=123.0, long=0.0),
+        contact=intake_pb2.ResidentContact(email="not-an-email"),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clients.intake.SubmitRequest(bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = dict(field_violations(refused.value))
+    assert set(fields) == {"service_code", "location.lat", "contact.email"}
+    await asyncio.sleep(0)  # nothing asynchronous could have written anything either: intake writes in the call
+    assert await count_events(system) == before
+
+
+async def test_unknown_and_mistyped_tracking_numbers_are_told_apart(clients: Clients) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number="ZZZZ-ZZZ"[:7] + "Z"))
+    with pytest.raises(grpc.aio.AioRpcError) as mistyped:
+        reply = await clients.intake.SubmitRequest(pothole())
+        symbols = reply.tracking_number.replace("-", "")
+        typo = symbols[:2] + ("A" if symbols[2] != "A" else "B") + symbols[3:]
+        await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number=typo))
+    assert mistyped.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "typo" in (mistyped.value.details() or "")
+    assert unknown.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+async def test_an_unknown_service_code_lands_in_triage(clients: Clients) -> None:
+    request = pothole()
+    request.service_code = "UFO_SIGHTING"
+    reply = await clients.intake.SubmitRequest(request)
+    view = await eventually(lambda: view_when(clients, reply.tracking_number, "triage"), what="triage")
+    assert view.department_id == "call-centre-triage"
+
+
+def test_the_mail_dir_is_where_the_sink_writes(system: SystemProcesses) -> None:
+    assert Path(system.mail_dir).is_dir()
