@@ -3,7 +3,7 @@
 Every service process runs one; a PostgreSQL advisory lock lets exactly one of them publish at a time,
 and the others stand by to take over when it dies. The cursor lives in events.relay_cursor, so a new
 leader resumes where the old one stopped. If the broker comes back empty (the embedded broker keeps
-nothing on restart) the relay notices that the last event it published is no longer where the broker
+nothing on restart) the relay notices that an event it published earlier is no longer where the broker
 said it was, and republishes from the start; consumers drop what they had already processed.
 """
 
@@ -82,15 +82,26 @@ class Relay:
             await producer.stop()
 
     async def _check_broker(self, watcher: AIOKafkaConsumer) -> None:
-        """Republish from the start if the broker no longer holds the last event we published."""
+        """Republish from the start if the broker no longer holds an event it acknowledged earlier.
+
+        The probe is an event published before the previous check, not the latest one: after a restart
+        the relay may already have published new events to the empty broker, and those would be found.
+        """
         async with self._engine.begin() as tx:
             cursor = await self._cursor(tx)
-            last = cursor["last_published"]
-            if not last or await _still_there(watcher, self._topic, last):  # type: ignore[arg-type]
+            probe = cursor["probe"]
+            if not probe or await _still_there(watcher, self._topic, probe):  # type: ignore[arg-type]
+                await tx.execute(
+                    text("UPDATE events.relay_cursor SET probe = last_published WHERE topic = :t"),
+                    {"t": self._topic},
+                )
                 return
             log.warning("broker lost published events; republishing the store", since_position=cursor["position"])
+            await ensure_topics(self._settings)
             await tx.execute(
-                text("UPDATE events.relay_cursor SET position = 0, last_published = NULL WHERE topic = :t"),
+                text(
+                    "UPDATE events.relay_cursor SET position = 0, last_published = NULL, probe = NULL WHERE topic = :t"
+                ),
                 {"t": self._topic},
             )
 
@@ -101,11 +112,11 @@ class Relay:
         )
         row = (
             await tx.execute(
-                text("SELECT position, last_published FROM events.relay_cursor WHERE topic = :t FOR UPDATE"),
+                text("SELECT position, probe FROM events.relay_cursor WHERE topic = :t FOR UPDATE"),
                 {"t": self._topic},
             )
         ).one()
-        return {"position": row.position, "last_published": as_json(row.last_published)}
+        return {"position": row.position, "probe": as_json(row.probe)}
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor."""

@@ -23,7 +23,10 @@ class KernelSettings(BaseSettings):
     state_dir: Path = Field(default=Path(".civicflow"), description="Where embedded data, mail and logs live.")
     case_events_topic: str = "civicflow.case-events"
     dead_letter_topic: str = "civicflow.case-events.dlq"
-    topic_partitions: int = 6
+    # 4 is what the embedded broker gives a topic it creates by itself (when a client asks for a missing
+    # topic after the broker restarted empty), so a recreated topic keeps the same partitions.
+    # Production sets its own count (deploy/).
+    topic_partitions: int = 4
     topic_replication: int = 1
     # Small group timeouts keep restarts quick on one machine; production raises them.
     kafka_session_timeout_ms: int = 6000

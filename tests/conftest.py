@@ -70,7 +70,6 @@ def settings(infrastructure: Infrastructure, database_url: str, tmp_path: Path) 
         kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
         case_events_topic=f"civicflow.case-events.{suffix}",
         dead_letter_topic=f"civicflow.case-events.{suffix}.dlq",
-        topic_partitions=3,
         state_dir=tmp_path,
         handler_retry_base_seconds=0.01,
     )

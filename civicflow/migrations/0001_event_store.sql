@@ -19,8 +19,10 @@ CREATE INDEX case_events_type_position ON events.case_events (type, position);
 CREATE TABLE events.relay_cursor (
     topic        text PRIMARY KEY,
     position     bigint NOT NULL DEFAULT 0,
-    -- where the last published event landed; if the broker no longer holds it there, it lost data
+    -- where the last published event landed (partition, offset, event id)
     last_published jsonb,
+    -- an event published before the previous broker check; if the broker no longer holds it, it lost data
+    probe          jsonb,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 

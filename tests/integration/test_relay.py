@@ -131,7 +131,7 @@ async def test_relay_republishes_when_the_broker_lost_what_it_had(settings: Kern
     async with engine.begin() as tx:
         await tx.execute(
             text(
-                "UPDATE events.relay_cursor SET last_published = jsonb_set(last_published, '{offset}', '999999')"
+                "UPDATE events.relay_cursor SET probe = jsonb_set(last_published, '{offset}', '999999')"
                 " WHERE topic = :t"
             ),
             {"t": settings.case_events_topic},
