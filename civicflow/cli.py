@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -52,6 +53,7 @@ def dev(
 
     settings = KernelSettings()
     configure_logging("dev", settings.log_level)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops everything as Ctrl-C does
     state_dir = settings.state_dir.resolve()
     os.environ.setdefault("CIVICFLOW_USE_TESTCONTAINERS", "no")
     with provide(state_dir) as infra:
@@ -143,9 +145,11 @@ def _fail(error: grpc.RpcError) -> None:
     from civicflow.grpc_errors import field_violations
 
     assert isinstance(error, grpc.Call)
-    typer.echo(f"error: {error.details()}", err=True)
-    for field, description in field_violations(error):
-        typer.echo(f"  - {field}: {description}", err=True)
+    violations = field_violations(error)
+    if not violations:
+        typer.echo(f"error: {error.details()}", err=True)
+    for field, description in violations:
+        typer.echo(f"error: {field}: {description}", err=True)
     raise typer.Exit(1)
 
 

@@ -23,7 +23,7 @@ def _withhold_personal_data(_: Any, __: str, event_dict: MutableMapping[str, Any
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
-    for noisy in ("aiokafka", "faststream", "asyncio", "uvicorn.access", "mail.log"):
+    for noisy in ("aiokafka", "faststream", "asyncio", "uvicorn.access", "mail.log", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -68,7 +69,11 @@ async def serve(process: ServiceProcess) -> None:
 
     broker: KafkaBroker | None = None
     if process.consumer is not None:
-        broker = KafkaBroker(process.settings.kafka_bootstrap_servers, client_id=f"civicflow-{process.name}")
+        broker = KafkaBroker(
+            process.settings.kafka_bootstrap_servers,
+            client_id=f"civicflow-{process.name}",
+            log_level=logging.DEBUG,  # a line per message is noise at INFO; our handlers log what matters
+        )
         process.consumer.register(broker)
         await broker.start()
 
