@@ -31,7 +31,7 @@ test-e2e: install
 
 lint: install
 	$(BIN)/ruff check civicflow services samples tests bench
-	$(BIN)/mypy civicflow services samples
+	$(BIN)/mypy civicflow services samples bench
 
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/civicflow/v1/*.proto
