@@ -71,17 +71,25 @@ class CaseEventConsumer:
         subscriber = broker.subscriber(
             self._settings.case_events_topic,
             group_id=self.group_id,
-            ack_policy=AckPolicy.ACK,  # commit the offset only after the handler returned
+            # Batches: one offset commit per batch instead of per message; the records of a partition
+            # still come in order and are handled one by one.
+            batch=True,
+            max_records=self._settings.consumer_batch_size,
+            ack_policy=AckPolicy.ACK,  # commit the offsets only after the whole batch was handled
             auto_offset_reset="earliest",
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=self._settings.kafka_session_timeout_ms,
             title=f"{self.service} case events",
         )
-        subscriber(self._on_message)
+        subscriber(self._on_batch)
 
-    async def _on_message(self, message: KafkaMessage) -> None:
-        record: Any = message.raw_message
+    async def _on_batch(self, message: KafkaMessage) -> None:
+        records: Any = message.raw_message
+        for record in records if isinstance(records, tuple) else (records,):
+            await self._on_record(record)
+
+    async def _on_record(self, record: Any) -> None:
         headers = header_map(record.headers)
         handler = self._handlers.get(headers.get("ce_type", ""))
         if handler is None:

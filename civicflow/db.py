@@ -26,7 +26,6 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         json_serializer=lambda value: json.dumps(value, separators=(",", ":")),
     )
 

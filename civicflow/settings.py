@@ -31,6 +31,7 @@ class KernelSettings(BaseSettings):
     # Small group timeouts keep restarts quick on one machine; production raises them.
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
+    consumer_batch_size: int = 200
     handler_attempts: int = 5
     handler_retry_base_seconds: float = 0.2
     relay_batch_size: int = 500
