@@ -19,6 +19,8 @@ from civicflow.settings import KernelSettings
 app = typer.Typer(help="civicflow: an open 311 case-routing platform.", no_args_is_help=True)
 replay_app = typer.Typer(help="Rebuild read models from the event store.", no_args_is_help=True)
 app.add_typer(replay_app, name="replay")
+rules_app = typer.Typer(help="Check, try out, explain and load a city's routing rules.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 
 def _service_entry_points() -> dict[str, Any]:
@@ -68,7 +70,14 @@ def dev(
         try:
             system.start_all()
             _dev_file(settings).write_text(
-                json.dumps({"intake": f"127.0.0.1:{ports.intake}", "query": f"127.0.0.1:{ports.query}"})
+                json.dumps(
+                    {
+                        "intake": f"127.0.0.1:{ports.intake}",
+                        "query": f"127.0.0.1:{ports.query}",
+                        "router": f"127.0.0.1:{ports.router}",
+                        "database_url": infra.database_url,
+                    }
+                )
             )
             typer.echo(
                 "\ncivicflow is running (Ctrl-C stops it):\n"
@@ -138,7 +147,18 @@ def _address(service: str) -> str:
     dev_file = _dev_file(KernelSettings())
     if dev_file.exists():
         return str(json.loads(dev_file.read_text())[service])
-    return {"intake": "127.0.0.1:50051", "query": "127.0.0.1:50052"}[service]
+    return {"intake": "127.0.0.1:50051", "query": "127.0.0.1:50052", "router": "127.0.0.1:50053"}[service]
+
+
+def _database_url() -> str:
+    """CIVICFLOW_DATABASE_URL, or the database of the system `civicflow dev` is running."""
+    settings = KernelSettings()
+    if settings.database_url:
+        return settings.database_url
+    dev_file = _dev_file(settings)
+    if dev_file.exists():
+        return str(json.loads(dev_file.read_text())["database_url"])
+    raise typer.BadParameter("set CIVICFLOW_DATABASE_URL, or start the system with `civicflow dev`")
 
 
 def _fail(error: grpc.RpcError) -> None:
@@ -165,6 +185,8 @@ def submit(
     phone: Annotated[str, typer.Option(help="Resident's phone (kept private)")] = "",
     channel: Annotated[str, typer.Option(help="phone, web, app or system")] = "phone",
     idempotency_key: Annotated[str, typer.Option(help="Retrying with the same key never opens a second case")] = "",
+    attribute: Annotated[list[str] | None, typer.Option(help="question=answer, repeatable")] = None,
+    flag: Annotated[list[str] | None, typer.Option(help="hazard, blocking_traffic…, repeatable")] = None,
 ) -> None:
     """Submit a request as a call-taker would; prints its tracking number."""
     from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc
@@ -182,6 +204,8 @@ def submit(
         contact=intake_pb2.ResidentContact(name=name, email=email, phone=phone, preferred_channel=preferred),
         idempotency_key=idempotency_key,
         channel=channel,
+        attributes=dict(a.split("=", 1) for a in attribute or [] if "=" in a),
+        flags=flag or [],
     )
     with grpc.insecure_channel(_address("intake")) as ch:
         try:
@@ -213,6 +237,168 @@ def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")])
         typer.echo(f"work order: {view.work_order_id}")
     for entry in view.timeline:
         typer.echo(f"  {entry.at.ToDatetime():%Y-%m-%d %H:%M:%S}  {entry.stage:<20} {entry.detail}")
+
+
+def _load_rules_or_exit(path: Path) -> Any:
+    from services.router.rulebook import load_rules
+    from services.router.rules import RuleSetError
+
+    try:
+        return load_rules(path)
+    except RuleSetError as exc:
+        typer.echo(f"{path}: refused; nothing was loaded.", err=True)
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+
+@rules_app.command("check")
+def rules_check(path: Annotated[Path, typer.Argument(help="The rule-set YAML file")]) -> None:
+    """Validate a rule set and point out likely mistakes: unreachable rules, idle departments, unrouted
+    services, overlapping areas. Exits 1 when something is certainly wrong."""
+    from services.router.lint import lint
+
+    rules = _load_rules_or_exit(path)
+    rule_set = rules.rule_set
+    typer.echo(
+        f"{path}: version {rule_set.version}: {len(rule_set.rules)} rules, {len(rule_set.departments)} departments,"
+        f" {len(rule_set.services)} services, {len(rules.area_geometries)} areas"
+    )
+    findings = lint(rules)
+    for finding in findings:
+        typer.echo(f"  {finding}")
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(1)
+    typer.echo("OK" if not findings else f"OK with {len(findings)} warnings")
+
+
+@rules_app.command("dry-run")
+def rules_dry_run(
+    path: Annotated[Path, typer.Argument(help="The candidate rule-set YAML file")],
+    since: Annotated[str, typer.Option(help="Replay cases submitted from this date (YYYY-MM-DD, UTC)")],
+    csv_path: Annotated[Path, typer.Option("--csv", help="Where to write the changed cases")] = Path(
+        "rules-dry-run.csv"
+    ),
+) -> None:
+    """Replay past cases through a candidate rule set and report what would change. Writes nothing."""
+    from datetime import UTC, datetime
+
+    from rich.progress import Progress
+
+    from civicflow.db import make_engine
+    from services.router.dryrun import dry_run
+
+    rules = _load_rules_or_exit(path)
+    try:
+        start = datetime.fromisoformat(since).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--since {since!r} is not a date like 2026-11-01") from exc
+
+    async def replay() -> Any:
+        engine = make_engine(_database_url())
+        try:
+            with Progress(transient=True) as progress:
+                task = progress.add_task("replaying cases", total=None)
+                return await dry_run(
+                    engine,
+                    rules,
+                    start,
+                    on_total=lambda n: progress.update(task, total=n),
+                    on_case=lambda: progress.advance(task),
+                )
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(replay())
+    report.write_csv(csv_path)
+    typer.echo(
+        f"rule set {report.rule_set_version} on {report.cases} cases submitted since {since}:"
+        f" {len(report.changed)} would go to a different department"
+    )
+    typer.echo("\nby service type (changed / cases):")
+    for code, total in sorted(report.by_service.items()):
+        typer.echo(f"  {code:<24} {report.changed_by_service[code]:>6} / {total}")
+    if report.moves:
+        typer.echo("\nby department (from -> to: cases):")
+        for (old, new), count in report.moves.most_common():
+            typer.echo(f"  {old} -> {new}: {count}")
+    typer.echo("\nrules that would fire:")
+    for rule_id, count in report.rules_fired.most_common():
+        typer.echo(f"  {rule_id:<32} {count}")
+    typer.echo(f"\nchanged cases written to {csv_path}")
+
+
+@rules_app.command("reload")
+def rules_reload(
+    path: Annotated[str, typer.Argument(help="A rule-set file; empty reloads the router's own file")] = "",
+) -> None:
+    """Replace the running router's rule set; a broken file is refused and the old rules stay."""
+    from civicflow.v1 import routing_pb2, routing_pb2_grpc
+
+    with grpc.insecure_channel(_address("router")) as ch:
+        try:
+            reply = routing_pb2_grpc.RoutingServiceStub(ch).ReloadRules(
+                routing_pb2.ReloadRulesRequest(path=str(Path(path).resolve()) if path else ""), timeout=30
+            )
+        except grpc.RpcError as error:
+            _fail(error)
+            return
+    typer.echo(f"rule set {reply.rule_set_version} in force (was {reply.previous_version})")
+
+
+@rules_app.command("explain")
+def rules_explain(
+    tracking_number: Annotated[str, typer.Option(help="Explain an existing case")] = "",
+    service_code: Annotated[str, typer.Option("--service-code", "-s")] = "",
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    lat: Annotated[float | None, typer.Option()] = None,
+    long: Annotated[float | None, typer.Option()] = None,
+    attribute: Annotated[list[str] | None, typer.Option(help="question=answer, repeatable")] = None,
+    flag: Annotated[list[str] | None, typer.Option(help="e.g. hazard, repeatable")] = None,
+    channel: Annotated[str, typer.Option()] = "phone",
+    at: Annotated[str, typer.Option(help="When it is submitted (ISO date-time); now by default")] = "",
+) -> None:
+    """Why would (or did) a request go where it goes? Writes nothing."""
+    from datetime import UTC, datetime
+
+    from civicflow.v1 import common_pb2, routing_pb2, routing_pb2_grpc
+
+    if tracking_number:
+        request = routing_pb2.ExplainRouteRequest(tracking_number=tracking_number)
+    else:
+        location = common_pb2.Location()
+        if lat is not None and long is not None:
+            location.lat, location.long = lat, long
+        answers = dict(a.split("=", 1) for a in attribute or [] if "=" in a)
+        draft = routing_pb2.DraftRequest(
+            service_code=service_code,
+            description=description,
+            location=location,
+            attributes=answers,
+            flags=flag or [],
+            channel=channel,
+        )
+        if at:
+            when = datetime.fromisoformat(at)
+            draft.submitted_at.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
+        request = routing_pb2.ExplainRouteRequest(draft=draft)
+    with grpc.insecure_channel(_address("router")) as ch:
+        try:
+            reply = routing_pb2_grpc.RoutingServiceStub(ch).ExplainRoute(request, timeout=10)
+        except grpc.RpcError as error:
+            _fail(error)
+            return
+    if reply.routed:
+        typer.echo(
+            f"-> {reply.department_name} ({reply.department_id}), priority {reply.priority},"
+            f" due {reply.due_at.ToDatetime():%Y-%m-%d %H:%M} UTC ({reply.sla})"
+        )
+        typer.echo(f"   rule {reply.rule_id} of rule set {reply.rule_set_version}: " + "; ".join(reply.reasons))
+    else:
+        typer.echo(f"-> triage: {reply.triage_reason} (rule set {reply.rule_set_version})")
+    typer.echo("rules looked at, in order:")
+    for ev in reply.evaluations:
+        mark = "MATCH" if ev.matched else ("skip " if ev.skipped else "no   ")
+        typer.echo(f"  {mark} {ev.rule_id:<28} {ev.skipped or '; '.join(ev.reasons)}")
 
 
 if __name__ == "__main__":

@@ -124,11 +124,13 @@ class CaseSubmitted(CaseEvent):
     sealed_contact: str | None = None
     preferred_channel: str | None = None
     has_email: bool = False
+    # Answers to the service's questions, and priority flags the caller ticked (hazard, blocking_traffic…).
+    attributes: dict[str, str] = {}
+    flags: list[str] = []
 
 
-@catalogued
-class CaseRouted(CaseEvent):
-    event_type: ClassVar[str] = "CaseRouted"
+class RoutingDecision(CaseEvent):
+    """Which department owns the case, by when, and which rule of which rule set said so."""
 
     department_id: str
     department_name: str
@@ -137,6 +139,57 @@ class CaseRouted(CaseEvent):
     rule_id: str
     rule_set_version: str
     explanation: list[str] = []
+    queue: str | None = None
+    crew: str | None = None
+    sla: str | None = None
+    tags: list[str] = []
+
+
+@catalogued
+class CaseRouted(RoutingDecision):
+    event_type: ClassVar[str] = "CaseRouted"
+
+
+@catalogued
+class CaseRerouted(RoutingDecision):
+    """Routed again after a department turned the case down or a call-taker changed its service."""
+
+    event_type: ClassVar[str] = "CaseRerouted"
+
+    reason: str
+    previous_department_id: str | None = None
+
+
+@catalogued
+class WorkOrderRejected(CaseEvent):
+    """A department says the case is not theirs."""
+
+    event_type: ClassVar[str] = "WorkOrderRejected"
+
+    department_id: str
+    reason: str
+    external_id: str | None = None
+
+
+@catalogued
+class CaseRecategorised(CaseEvent):
+    """A call-taker corrected the service type; the case goes back through the rules."""
+
+    event_type: ClassVar[str] = "CaseRecategorised"
+
+    service_code: str
+    previous_service_code: str
+    reason: str
+
+
+@catalogued
+class CaseOverdue(CaseEvent):
+    """The case passed its due date without being resolved (recorded once per due date)."""
+
+    event_type: ClassVar[str] = "CaseOverdue"
+
+    department_id: str
+    due_at: datetime
 
 
 @catalogued

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -41,6 +41,39 @@ class EventStore(Protocol):
     ) -> list[RecordedEvent]: ...
 
     async def read_stream(self, tx: AsyncConnection, case_id: UUID) -> list[RecordedEvent]: ...
+
+    async def streams_opened_since(
+        self, tx: AsyncConnection, since: datetime, types: Sequence[str]
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Each case whose stream began at or after `since`, one list of its events of `types` at a time
+        (streamed from the server, so a year of cases does not sit in memory)."""
+        result = await tx.stream(
+            text(
+                f"SELECT {_COLUMNS} FROM events.case_events"
+                " WHERE case_id IN (SELECT case_id FROM events.case_events WHERE version = 1 AND occurred_at >= :since)"
+                " AND type = ANY(:types) ORDER BY case_id, version"
+            ),
+            {"since": since, "types": list(types)},
+        )
+        case: list[RecordedEvent] = []
+        async for row in result:
+            event = _row_to_event(row)
+            if case and case[0].case_id != event.case_id:
+                yield case
+                case = []
+            case.append(event)
+        if case:
+            yield case
+
+    async def count_streams_opened_since(self, tx: AsyncConnection, since: datetime) -> int:
+        return int(
+            (
+                await tx.execute(
+                    text("SELECT count(*) FROM events.case_events WHERE version = 1 AND occurred_at >= :since"),
+                    {"since": since},
+                )
+            ).scalar_one()
+        )
 
     async def read_all(self, tx: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]: ...
 
@@ -141,6 +174,39 @@ class PostgresEventStore:
             {"c": case_id},
         )
         return [_row_to_event(row) for row in rows]
+
+    async def streams_opened_since(
+        self, tx: AsyncConnection, since: datetime, types: Sequence[str]
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Each case whose stream began at or after `since`, one list of its events of `types` at a time
+        (streamed from the server, so a year of cases does not sit in memory)."""
+        result = await tx.stream(
+            text(
+                f"SELECT {_COLUMNS} FROM events.case_events"
+                " WHERE case_id IN (SELECT case_id FROM events.case_events WHERE version = 1 AND occurred_at >= :since)"
+                " AND type = ANY(:types) ORDER BY case_id, version"
+            ),
+            {"since": since, "types": list(types)},
+        )
+        case: list[RecordedEvent] = []
+        async for row in result:
+            event = _row_to_event(row)
+            if case and case[0].case_id != event.case_id:
+                yield case
+                case = []
+            case.append(event)
+        if case:
+            yield case
+
+    async def count_streams_opened_since(self, tx: AsyncConnection, since: datetime) -> int:
+        return int(
+            (
+                await tx.execute(
+                    text("SELECT count(*) FROM events.case_events WHERE version = 1 AND occurred_at >= :since"),
+                    {"since": since},
+                )
+            ).scalar_one()
+        )
 
     async def read_all(self, tx: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]:
         rows = await tx.execute(

@@ -2,10 +2,11 @@ import datetime
 
 from civicflow.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -36,20 +37,31 @@ class ResidentContact(_message.Message):
     def __init__(self, name: _Optional[str] = ..., email: _Optional[str] = ..., phone: _Optional[str] = ..., preferred_channel: _Optional[_Union[ContactChannel, str]] = ...) -> None: ...
 
 class SubmitRequestRequest(_message.Message):
-    __slots__ = ("service_code", "description", "location", "contact", "idempotency_key", "channel")
+    __slots__ = ("service_code", "description", "location", "contact", "idempotency_key", "channel", "attributes", "flags")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SERVICE_CODE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     CONTACT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
     service_code: str
     description: str
     location: _common_pb2.Location
     contact: ResidentContact
     idempotency_key: str
     channel: str
-    def __init__(self, service_code: _Optional[str] = ..., description: _Optional[str] = ..., location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., contact: _Optional[_Union[ResidentContact, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., channel: _Optional[str] = ...) -> None: ...
+    attributes: _containers.ScalarMap[str, str]
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service_code: _Optional[str] = ..., description: _Optional[str] = ..., location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., contact: _Optional[_Union[ResidentContact, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., channel: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequestResponse(_message.Message):
     __slots__ = ("tracking_number", "case_id", "submitted_at", "replayed")

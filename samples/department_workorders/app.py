@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Civicflow-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-Status = Literal["open", "in_progress", "done"]
+Status = Literal["open", "in_progress", "done", "rejected"]
 
 
 class SampleDepartmentSettings(BaseSettings):
@@ -43,6 +43,12 @@ class SampleDepartmentSettings(BaseSettings):
     sample_dept_callback_attempts: int = Field(default=5, ge=1)
     sample_dept_callback_retry_seconds: float = Field(default=0.5, ge=0)
     webhook_secret: str = "dev-webhook-secret"
+    # "department/SERVICE_CODE,…": work orders a department turns down as not theirs (to show rerouting)
+    sample_dept_turns_down: str = ""
+
+    def turns_down(self, department_id: str, service_code: str) -> bool:
+        pairs = {p.strip() for p in self.sample_dept_turns_down.split(",") if p.strip()}
+        return f"{department_id}/{service_code}" in pairs
 
 
 class WorkOrderRequest(BaseModel):
@@ -162,6 +168,8 @@ class Crews:
             ("in_progress", f"Crew {work_order.crew} on site"),
             ("done", f"Repaired by crew {work_order.crew}"),
         ]
+        if self._settings.turns_down(work_order.department_id, work_order.request.service_code):
+            steps = [("rejected", f"Not ours: {work_order.request.service_code} belongs to another department")]
         for status, note in steps:
             await asyncio.sleep(self._settings.sample_dept_step_seconds)
             self._store.move(work_order, status, note)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,6 +27,10 @@ class ServiceRequest(BaseModel):
     contact: ResidentContact | None = None
     preferred_channel: PreferredChannel | None = None
     channel: Channel = "web"
+    attributes: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=dict, max_length=50
+    )
+    flags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]] = Field(default_factory=list, max_length=10)
 
     @field_validator("contact")
     @classmethod

@@ -24,6 +24,10 @@ def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
     raw: dict[str, Any] = {"service_code": message.service_code, "description": message.description}
     if message.channel:
         raw["channel"] = message.channel
+    if message.attributes:
+        raw["attributes"] = dict(message.attributes)
+    if message.flags:
+        raw["flags"] = list(message.flags)
     if message.HasField("location"):
         loc = message.location
         raw["location"] = {

@@ -82,6 +82,8 @@ class Intake:
                 sealed_contact=sealed,
                 preferred_channel=request.preferred_channel,
                 has_email=bool(contact and contact.email),
+                attributes=request.attributes,
+                flags=request.flags,
             )
             metadata = EventMetadata(correlation_id=uuid7(), actor="intake", channel=request.channel)
             await self._store.append(tx, case_id, 0, [event], metadata, occurred_at=submitted_at)

@@ -8,13 +8,17 @@ from uuid import UUID
 
 from civicflow.events import (
     CaseNeedsTriage,
+    CaseOverdue,
+    CaseRecategorised,
+    CaseRerouted,
     CaseResolved,
-    CaseRouted,
     CaseSubmitted,
     NotificationFailed,
     NotificationSent,
     RecordedEvent,
+    RoutingDecision,
     WorkOrderOpened,
+    WorkOrderRejected,
     WorkOrderStatusChanged,
 )
 
@@ -74,7 +78,7 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             address=data.location.address,
         )
         stage, detail = "submitted", f"request {data.tracking_number} received ({data.service_code})"
-    elif isinstance(data, CaseRouted):
+    elif isinstance(data, RoutingDecision):
         base = replace(
             base,
             status="routed",
@@ -84,11 +88,21 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             rule_id=data.rule_id,
             due_at=data.due_at,
         )
-        stage = "routed"
-        detail = f"routed to {data.department_name}, expected by {data.due_at:%Y-%m-%d %H:%M %Z} (rule {data.rule_id})"
+        stage = "rerouted" if isinstance(data, CaseRerouted) else "routed"
+        detail = f"{stage} to {data.department_name}, expected by {data.due_at:%Y-%m-%d %H:%M %Z} (rule {data.rule_id})"
+        if isinstance(data, CaseRerouted):
+            detail += f": {data.reason}"
     elif isinstance(data, CaseNeedsTriage):
         base = replace(base, status="triage", department_id=data.queue, department_name="311 triage")
         stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
+    elif isinstance(data, WorkOrderRejected):
+        stage, detail = "turned_down", f"{data.department_id} said it is not theirs: {data.reason}"
+    elif isinstance(data, CaseRecategorised):
+        base = replace(base, service_code=data.service_code)
+        stage = "recategorised"
+        detail = f"service changed from {data.previous_service_code} to {data.service_code}: {data.reason}"
+    elif isinstance(data, CaseOverdue):
+        stage, detail = "overdue", f"passed its due date {data.due_at:%Y-%m-%d %H:%M %Z} unresolved"
     elif isinstance(data, WorkOrderOpened):
         base = replace(base, status="work_order_open", work_order_id=data.external_id)
         stage, detail = "work_order_opened", f"work order {data.external_id} opened"

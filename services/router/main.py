@@ -1,49 +1,79 @@
-"""router's process: consumes CaseSubmitted, appends CaseRouted or CaseNeedsTriage."""
+"""router's process: places new cases by the city's rules, reroutes, flags overdue cases, explains."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import structlog
 
 from civicflow.consumer import CaseEventConsumer, Inbox
 from civicflow.db import make_engine
-from civicflow.events import CaseSubmitted, RecordedEvent
-from civicflow.eventstore import EventStore, PostgresEventStore
+from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, WorkOrderRejected
+from civicflow.eventstore import PostgresEventStore
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, serve
 from civicflow.settings import KernelSettings
-from services.router.domain import CityCatalogue, load_catalogue, route_case
+from civicflow.v1 import routing_pb2, routing_pb2_grpc
+from services.router.grpc_api import RoutingServicer
+from services.router.handlers import Router
+from services.router.rulebook import RuleBook
 
+log = structlog.get_logger(__name__)
 DEFAULT_CITY = Path(__file__).resolve().parents[2] / "samples" / "city" / "sample_city.yaml"
 
 
 class RouterSettings(KernelSettings):
     router_grpc_port: int = 50053
     city_file: Path = DEFAULT_CITY
+    rules_watch_seconds: float = 2.0
+    overdue_scan_seconds: float = 30.0
 
 
-class CaseSubmittedHandler:
-    def __init__(self, inbox: Inbox, store: EventStore, catalogue: CityCatalogue) -> None:
-        self._inbox = inbox
-        self._store = store
-        self._catalogue = catalogue
-
-    async def __call__(self, event: RecordedEvent) -> None:
-        assert isinstance(event.data, CaseSubmitted)
-        decision = route_case(self._catalogue, event.data)
-
-        async def record(tx: AsyncConnection) -> None:
-            await self._store.append(tx, event.case_id, None, [decision], event.caused("router"))
-
-        await self._inbox.process_once(event, record)
+async def scan_overdue(router: Router, stop: asyncio.Event, every: float) -> None:
+    while not stop.is_set():
+        try:
+            await router.mark_overdue(datetime.now(UTC))
+        except Exception:
+            log.exception("overdue scan failed; trying again next time")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        except TimeoutError:
+            pass
 
 
 def bootstrap(settings: RouterSettings) -> ServiceProcess:
     engine = make_engine(settings.database_url)
-    handler = CaseSubmittedHandler(Inbox(engine, "router"), PostgresEventStore(), load_catalogue(settings.city_file))
-    consumer = CaseEventConsumer("router", settings, {CaseSubmitted.event_type: handler})
-    return ServiceProcess("router", settings, engine, settings.router_grpc_port, consumer=consumer)
+    store = PostgresEventStore()
+    rules = RuleBook(settings.city_file)
+    router = Router(engine, Inbox(engine, "router"), store, rules)
+    consumer = CaseEventConsumer(
+        "router",
+        settings,
+        {
+            CaseSubmitted.event_type: router.on_submitted,
+            WorkOrderRejected.event_type: router.on_reroute_trigger,
+            CaseRecategorised.event_type: router.on_reroute_trigger,
+            CaseResolved.event_type: router.on_resolved,
+        },
+    )
+    servicer = RoutingServicer(rules, engine, store)
+    service_name = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
+    return ServiceProcess(
+        "router",
+        settings,
+        engine,
+        settings.router_grpc_port,
+        consumer=consumer,
+        servicers=[
+            (service_name, lambda server: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server))
+        ],
+        tasks=[
+            lambda stop: rules.watch(stop, settings.rules_watch_seconds),
+            lambda stop: scan_overdue(router, stop, settings.overdue_scan_seconds),
+        ],
+    )
 
 
 async def run() -> None:

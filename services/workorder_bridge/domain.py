@@ -14,15 +14,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from civicflow.events import (
     CaseEvent,
     CaseResolved,
-    CaseRouted,
     CaseSubmitted,
     RecordedEvent,
+    RoutingDecision,
+    WorkOrderRejected,
     WorkOrderStatusChanged,
 )
 
 SIGNATURE_HEADER = "X-Civicflow-Signature"
 SIGNATURE_SCHEME = "sha256="
-WorkOrderStatus = Literal["open", "in_progress", "done"]
+WorkOrderStatus = Literal["open", "in_progress", "done", "rejected"]
 
 
 class WorkOrderRequest(BaseModel):
@@ -51,7 +52,7 @@ class StatusReport(BaseModel):
 
 
 class CaseNotSubmitted(LookupError):
-    """A CaseRouted arrived for a case whose stream holds no CaseSubmitted."""
+    """A routing decision arrived for a case whose stream holds no CaseSubmitted."""
 
 
 def submission_of(stream: Sequence[RecordedEvent]) -> CaseSubmitted:
@@ -64,7 +65,7 @@ def submission_of(stream: Sequence[RecordedEvent]) -> CaseSubmitted:
 
 
 def work_order_request(
-    case_id: UUID, submitted: CaseSubmitted, routed: CaseRouted, callback_url: str
+    case_id: UUID, submitted: CaseSubmitted, routed: RoutingDecision, callback_url: str
 ) -> WorkOrderRequest:
     """What the department needs to schedule the job. The resident's words and contact are not sent:
     the summary is built from the catalogue only."""
@@ -82,8 +83,15 @@ def work_order_request(
 
 
 def events_for_status(report: StatusReport) -> list[CaseEvent]:
-    """The events a status report means: every change is recorded; `done` also resolves the case."""
+    """The events a status report means: every change is recorded; `done` also resolves the case, and
+    `rejected` (the department says it is not theirs) sends it back to the router."""
     changed = WorkOrderStatusChanged(external_id=report.external_id, status=report.status, note=report.note)
+    if report.status == "rejected":
+        reason = report.note or "the department says it is not theirs"
+        return [
+            changed,
+            WorkOrderRejected(department_id=report.department_id, reason=reason, external_id=report.external_id),
+        ]
     if report.status != "done":
         return [changed]
     resolution = report.note or f"Work order {report.external_id} completed by the department"

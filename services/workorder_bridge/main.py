@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.consumer import CaseEventConsumer, Inbox
 from civicflow.db import make_engine
-from civicflow.events import CaseRouted, EventMetadata, RecordedEvent, WorkOrderOpened
+from civicflow.events import CaseRerouted, CaseRouted, EventMetadata, RecordedEvent, RoutingDecision, WorkOrderOpened
 from civicflow.eventstore import EventStore, PostgresEventStore
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, serve
@@ -67,7 +67,7 @@ class CaseRoutedHandler:
         self._callback_url = callback_url
 
     async def __call__(self, event: RecordedEvent) -> None:
-        assert isinstance(event.data, CaseRouted)
+        assert isinstance(event.data, RoutingDecision)  # CaseRouted or CaseRerouted: a new work order either way
         routed = event.data
         async with self._engine.connect() as conn:
             processed = await conn.scalar(
@@ -183,7 +183,7 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
         tasks.append(close_on_stop(rest))
         connector = rest
     opener = CaseRoutedHandler(engine, Inbox(engine, SERVICE), store, connector, settings.callback_url)
-    consumer = CaseEventConsumer(SERVICE, settings, {CaseRouted.event_type: opener})
+    consumer = CaseEventConsumer(SERVICE, settings, {CaseRouted.event_type: opener, CaseRerouted.event_type: opener})
     webhooks = create_webhook_app(StatusReportRecorder(engine, store), settings.webhook_secret)
     tasks.append(WebhookServer(webhooks, settings.bridge_http_host, settings.bridge_http_port))
     return ServiceProcess(SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks)

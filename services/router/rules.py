@@ -1,0 +1,234 @@
+"""A city's rule set as typed data: departments, areas, calendars, service catalogue and ordered rules.
+
+Written in YAML by the city, validated here into a model with precise errors (file, rule id, field,
+what was expected). A bad file is refused whole; the rule set in force stays in force.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.router.calendar import CalendarSpec, Weekday, parse_window
+
+Priority = Literal["low", "normal", "high", "urgent"]
+Channel = Literal["phone", "web", "app", "system"]
+_ID = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Department(_Strict):
+    name: str
+    calendar: str
+    email: str | None = None
+    phone: str | None = None
+    on_call_queue: str | None = None
+
+
+class ServiceType(_Strict):
+    name: str
+    group: str
+
+
+class AreaSource(_Strict):
+    """A GeoJSON file of areas; each feature's `properties.<id_property>` names the area."""
+
+    file: str
+    id_property: str = "id"
+    kind: str = "area"
+
+
+class Sla(_Strict):
+    """How long the department has: business hours on its calendar, or plain calendar days."""
+
+    business_hours: float | None = Field(default=None, gt=0)
+    calendar_days: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Sla:
+        if (self.business_hours is None) == (self.calendar_days is None):
+            raise ValueError("give exactly one of business_hours or calendar_days")
+        return self
+
+    def describe(self) -> str:
+        if self.business_hours is not None:
+            return f"{self.business_hours:g} business hours"
+        return f"{self.calendar_days:g} calendar days"
+
+
+class TimeCondition(_Strict):
+    days: list[Weekday] | None = None
+    between: str | None = None  # local daily window, may wrap midnight: "18:00-06:00"
+    outside_business_hours_of: str | None = None  # a calendar id
+    inside_business_hours_of: str | None = None
+
+    @field_validator("between")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+
+class Conditions(_Strict):
+    """All given conditions must hold (AND); a list inside one condition means any of its items (OR)."""
+
+    service_codes: list[str] | None = None
+    service_groups: list[str] | None = None
+    words_any: list[str] | None = None  # whole words, case-insensitive, in the description
+    words_none: list[str] | None = None
+    pattern: str | None = None  # a regular expression searched in the description, case-insensitive
+    attributes: dict[str, str | list[str]] | None = None  # answer (or any of the answers) per question
+    inside: list[str] | None = None  # area ids: the location lies inside any of them
+    outside: list[str] | None = None  # area ids: the location lies inside none of them
+    time: TimeCondition | None = None
+    channels: list[Channel] | None = None
+    flags_any: list[str] | None = None  # priority flags the caller ticked, e.g. hazard, blocking_traffic
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("service_codes", "service_groups", "words_any", "words_none", "inside", "outside", "flags_any")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list matches nothing; remove the condition instead")
+        return value
+
+
+class Action(_Strict):
+    department: str
+    queue: str | None = None
+    crew: str | None = None
+    priority: Priority = "normal"
+    sla: Sla
+    tags: list[str] = []
+
+
+class Rule(_Strict):
+    id: Annotated[str, Field(pattern=_ID)]
+    description: str
+    when: Conditions = Conditions()
+    then: Action
+
+
+class TriageSettings(_Strict):
+    queue: str = "call-centre-triage"
+    department: str = "triage"
+    max_rejections: int = Field(default=2, ge=1)
+
+
+class RuleSet(_Strict):
+    version: Annotated[str, Field(min_length=1)]
+    jurisdiction: str
+    timezone: str
+    triage: TriageSettings = TriageSettings()
+    calendars: dict[str, CalendarSpec]
+    departments: dict[str, Department]
+    services: dict[str, ServiceType]
+    areas: list[AreaSource] = []
+    rules: list[Rule]
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> RuleSet:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                problems.append(f"rule {rule.id}: the id is used twice")
+            seen.add(rule.id)
+        for dept_id, dept in self.departments.items():
+            if dept.calendar not in self.calendars:
+                problems.append(f"department {dept_id}: calendar {dept.calendar!r} is not defined")
+        if self.triage.department not in self.departments:
+            problems.append(f"triage: department {self.triage.department!r} is not defined")
+        groups = {s.group for s in self.services.values()}
+        for rule in self.rules:
+            where = f"rule {rule.id}"
+            if rule.then.department not in self.departments:
+                problems.append(f"{where}: then.department {rule.then.department!r} is not defined")
+            when = rule.when
+            for code in when.service_codes or []:
+                if code not in self.services:
+                    problems.append(f"{where}: when.service_codes {code!r} is not in services")
+            for group in when.service_groups or []:
+                if group not in groups:
+                    problems.append(f"{where}: when.service_groups {group!r} is not a group of any service")
+            for field in ("outside_business_hours_of", "inside_business_hours_of"):
+                calendar = getattr(when.time, field, None) if when.time else None
+                if calendar is not None and calendar not in self.calendars:
+                    problems.append(f"{where}: when.time.{field} {calendar!r} is not a defined calendar")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def area_ids_used(self) -> set[str]:
+        return {a for r in self.rules for a in (r.when.inside or []) + (r.when.outside or [])}
+
+
+class RuleSetError(ValueError):
+    """A rule set that cannot be used, with every problem found, each with where it is."""
+
+
+def _where(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """'rule pothole-downtown, then.sla' rather than 'rules.3.then.sla'."""
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = raw.get("rules") or []
+        rule_id = rules[loc[1]].get("id") if loc[1] < len(rules) and isinstance(rules[loc[1]], dict) else None
+        rest = ".".join(str(p) for p in loc[2:])
+        return f"rule {rule_id or f'#{loc[1] + 1}'}" + (f", {rest}" if rest else "")
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_rule_set(raw: Any, source: str) -> RuleSet:
+    if not isinstance(raw, dict):
+        raise RuleSetError(
+            f"{source}: expected a mapping with version, rules, departments…; found {type(raw).__name__}"
+        )
+    try:
+        return RuleSet.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}: {_where(error['loc'], raw)}: {message}")
+        raise RuleSetError("\n".join(problems)) from exc
+
+
+def read_rule_set(path: Path) -> tuple[RuleSet, dict[str, Any]]:
+    """The rule set in path and the GeoJSON of its areas (read relative to the file)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise RuleSetError(f"{path}: cannot read the rule set: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise RuleSetError(f"{path}: not valid YAML: {exc}") from exc
+    rule_set = parse_rule_set(raw, str(path))
+    geojson: dict[str, Any] = {}
+    for source in rule_set.areas:
+        area_path = (path.parent / source.file).resolve()
+        try:
+            geojson[source.file] = json.loads(area_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RuleSetError(f"{path}: areas file {source.file}: cannot read it as GeoJSON: {exc}") from exc
+    return rule_set, geojson
+
+
+def dump_rule_set(rule_set: RuleSet) -> str:
+    """YAML that reads back as an equal rule set."""
+    return yaml.safe_dump(rule_set.model_dump(mode="json", exclude_defaults=True), sort_keys=False, allow_unicode=True)
