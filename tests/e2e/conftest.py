@@ -15,7 +15,7 @@ from civicflow.infra import Infrastructure
 from civicflow.kafka import ensure_topics
 from civicflow.launcher import Ports, SystemProcesses
 from civicflow.settings import KernelSettings
-from civicflow.v1 import intake_pb2_grpc, query_pb2_grpc
+from civicflow.v1 import intake_pb2_grpc, query_pb2_grpc, routing_pb2_grpc
 from tests.conftest import fresh_database
 
 
@@ -43,6 +43,8 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
                 "CIVICFLOW_PII_MASTER_KEY": Fernet.generate_key().decode(),
                 "CIVICFLOW_SAMPLE_DEPT_STEP_SECONDS": "0.5",
                 "CIVICFLOW_HANDLER_RETRY_BASE_SECONDS": "0.05",
+                # Code Enforcement turns graffiti down, to show a case being rerouted.
+                "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
             },
         )
         try:
@@ -56,9 +58,11 @@ class Clients:
     def __init__(self, system: SystemProcesses) -> None:
         self._intake = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.intake}")
         self._query = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.query}")
+        self._router = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.router}")
         self.intake = intake_pb2_grpc.IntakeServiceStub(self._intake)
         self.query = query_pb2_grpc.CaseQueryServiceStub(self._query)
+        self.routing = routing_pb2_grpc.RoutingServiceStub(self._router)
 
     async def close(self) -> None:
-        await self._intake.close()
-        await self._query.close()
+        for channel in (self._intake, self._query, self._router):
+            await channel.close()

@@ -1,0 +1,95 @@
+"""Routing through the running system: explained decisions, rules replaced live, rejections rerouted."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from civicflow.infra import Infrastructure
+from civicflow.launcher import SystemProcesses
+from civicflow.v1 import common_pb2, intake_pb2, query_pb2, routing_pb2
+from services.router.main import DEFAULT_CITY
+from tests.conftest import eventually
+from tests.e2e.conftest import Clients, running_system
+
+pytestmark = pytest.mark.e2e
+WARD_3 = common_pb2.Location(lat=41.910, long=-87.610, address="3100 N Example Ave")
+
+
+@pytest.fixture(scope="module")
+async def system(
+    infrastructure: Infrastructure, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SystemProcesses]:
+    async with running_system(infrastructure, tmp_path_factory.mktemp("routing")) as running:
+        yield running
+
+
+@pytest.fixture
+async def clients(system: SystemProcesses) -> AsyncIterator[Clients]:
+    clients = Clients(system)
+    yield clients
+    await clients.close()
+
+
+async def submit(clients: Clients, code: str, description: str, **extra: object) -> str:
+    request = intake_pb2.SubmitRequestRequest(
+        service_code=code, description=description, location=WARD_3, channel="phone", **extra
+    )  # type: ignore[arg-type]
+    return (await clients.intake.SubmitRequest(request)).tracking_number
+
+
+async def view_with(clients: Clients, number: str, stage: str) -> query_pb2.CaseView | None:
+    try:
+        view = await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number=number))
+    except grpc.aio.AioRpcError:
+        return None
+    return view if any(e.stage == stage for e in view.timeline) else None
+
+
+async def test_the_case_view_shows_the_rule_and_explain_route_says_why(clients: Clients) -> None:
+    number = await submit(clients, "POTHOLE", "Deep pothole, cars swerving", flags=["blocking_traffic"])
+    view = await eventually(lambda: view_with(clients, number, "routed"), what="routed")
+    assert (view.rule_id, view.department_id, view.priority) == ("street-hazard-flagged", "streets", "urgent")
+    explained = await clients.routing.ExplainRoute(routing_pb2.ExplainRouteRequest(tracking_number=number))
+    assert explained.routed and explained.rule_id == "street-hazard-flagged"
+    assert "flagged blocking_traffic" in explained.reasons
+    assert explained.evaluations[-1].matched and not any(e.matched for e in explained.evaluations[:-1])
+    draft = routing_pb2.DraftRequest(service_code="UFO_SIGHTING", description="lights", location=WARD_3)
+    explained = await clients.routing.ExplainRoute(routing_pb2.ExplainRouteRequest(draft=draft))
+    assert explained.rule_id == "default" and explained.department_id == "triage"
+
+
+async def test_a_department_that_turns_a_case_down_sends_it_back_through_the_rules(clients: Clients) -> None:
+    number = await submit(clients, "GRAFFITI", "Tags on the garage")
+    view = await eventually(lambda: view_with(clients, number, "rerouted"), timeout=60, what="rerouted")
+    stages = [e.stage for e in view.timeline]
+    assert stages.index("routed") < stages.index("turned_down") < stages.index("rerouted")
+    assert view.department_id != "code"
+
+
+async def test_a_new_rule_set_takes_effect_without_a_restart_and_a_broken_one_is_refused(
+    clients: Clients, tmp_path: Path
+) -> None:
+    shutil.copytree(DEFAULT_CITY.parent, tmp_path / "city")
+    candidate = tmp_path / "city" / DEFAULT_CITY.name
+    text = candidate.read_text()
+    version_line = next(line for line in text.splitlines() if line.startswith("version:"))
+    candidate.write_text(text.replace(version_line, 'version: "e2e-reloaded"'))
+
+    broken = tmp_path / "city" / "broken.yaml"
+    broken.write_text(text.replace("rules:", "rulez:", 1))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await clients.routing.ReloadRules(routing_pb2.ReloadRulesRequest(path=str(broken)))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "rules: Field required" in (refused.value.details() or "")
+
+    reply = await clients.routing.ReloadRules(routing_pb2.ReloadRulesRequest(path=str(candidate)))
+    assert reply.rule_set_version == "e2e-reloaded"
+    number = await submit(clients, "POTHOLE", "another one")
+    await eventually(lambda: view_with(clients, number, "routed"), what="routed")
+    explained = await clients.routing.ExplainRoute(routing_pb2.ExplainRouteRequest(tracking_number=number))
+    assert explained.rule_set_version == "e2e-reloaded"
