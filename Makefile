@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint typecheck proto proto-check bench clean
+.PHONY: install run test test-unit test-integration test-e2e lint typecheck proto proto-check bench bench-routing clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,14 @@ proto-check: install
 	diff -r -x __init__.py -x __pycache__ build/proto-check/civicflow/v1 civicflow/v1 \
 		|| (echo "generated gRPC stubs are out of date: run 'make proto' and commit" >&2; exit 1)
 
+# Routing first: it runs in process and needs no infrastructure. BENCH_ARGS are submit_load's here
+# (e.g. --requests), so routing runs with its defaults; `make bench-routing BENCH_ARGS=...` to change them.
 bench: install
+	$(BIN)/python -m bench.routing
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
+
+bench-routing: install
+	$(BIN)/python -m bench.routing $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -217,6 +217,27 @@ def submit(
 
 
 @app.command()
+def recategorise(
+    tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")],
+    service_code: Annotated[str, typer.Option("--service-code", "-s", help="The service it really is")],
+    reason: Annotated[str, typer.Option(help="Why, for the case's history")],
+) -> None:
+    """Correct a case's service type as a call-taker; the router places it again."""
+    from civicflow.v1 import intake_pb2, intake_pb2_grpc
+
+    request = intake_pb2.RecategoriseCaseRequest(
+        tracking_number=tracking_number, service_code=service_code, reason=reason
+    )
+    with grpc.insecure_channel(_address("intake")) as ch:
+        try:
+            reply = intake_pb2_grpc.IntakeServiceStub(ch).RecategoriseCase(request, timeout=10)
+        except grpc.RpcError as error:
+            _fail(error)
+            return
+    typer.echo(f"{tracking_number}: {reply.previous_service_code} -> {service_code}; the router will place it again")
+
+
+@app.command()
 def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")]) -> None:
     """Show where a request is: status, department, due date and every stage so far."""
     from civicflow.v1 import query_pb2, query_pb2_grpc

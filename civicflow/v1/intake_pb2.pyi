@@ -74,3 +74,19 @@ class SubmitRequestResponse(_message.Message):
     submitted_at: _timestamp_pb2.Timestamp
     replayed: bool
     def __init__(self, tracking_number: _Optional[str] = ..., case_id: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class RecategoriseCaseRequest(_message.Message):
+    __slots__ = ("tracking_number", "service_code", "reason")
+    TRACKING_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tracking_number: str
+    service_code: str
+    reason: str
+    def __init__(self, tracking_number: _Optional[str] = ..., service_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RecategoriseCaseResponse(_message.Message):
+    __slots__ = ("previous_service_code",)
+    PREVIOUS_SERVICE_CODE_FIELD_NUMBER: _ClassVar[int]
+    previous_service_code: str
+    def __init__(self, previous_service_code: _Optional[str] = ...) -> None: ...

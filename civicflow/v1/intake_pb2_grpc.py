@@ -40,6 +40,11 @@ class IntakeServiceStub:
                 request_serializer=civicflow_dot_v1_dot_intake__pb2.SubmitRequestRequest.SerializeToString,
                 response_deserializer=civicflow_dot_v1_dot_intake__pb2.SubmitRequestResponse.FromString,
                 _registered_method=True)
+        self.RecategoriseCase = channel.unary_unary(
+                '/civicflow.v1.IntakeService/RecategoriseCase',
+                request_serializer=civicflow_dot_v1_dot_intake__pb2.RecategoriseCaseRequest.SerializeToString,
+                response_deserializer=civicflow_dot_v1_dot_intake__pb2.RecategoriseCaseResponse.FromString,
+                _registered_method=True)
 
 
 class IntakeServiceServicer:
@@ -52,6 +57,13 @@ class IntakeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecategoriseCase(self, request, context):
+        """A call-taker corrects a case's service type; it goes back through the routing rules.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntakeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +71,11 @@ def add_IntakeServiceServicer_to_server(servicer, server):
                     servicer.SubmitRequest,
                     request_deserializer=civicflow_dot_v1_dot_intake__pb2.SubmitRequestRequest.FromString,
                     response_serializer=civicflow_dot_v1_dot_intake__pb2.SubmitRequestResponse.SerializeToString,
+            ),
+            'RecategoriseCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecategoriseCase,
+                    request_deserializer=civicflow_dot_v1_dot_intake__pb2.RecategoriseCaseRequest.FromString,
+                    response_serializer=civicflow_dot_v1_dot_intake__pb2.RecategoriseCaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +106,33 @@ class IntakeService:
             '/civicflow.v1.IntakeService/SubmitRequest',
             civicflow_dot_v1_dot_intake__pb2.SubmitRequestRequest.SerializeToString,
             civicflow_dot_v1_dot_intake__pb2.SubmitRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecategoriseCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/civicflow.v1.IntakeService/RecategoriseCase',
+            civicflow_dot_v1_dot_intake__pb2.RecategoriseCaseRequest.SerializeToString,
+            civicflow_dot_v1_dot_intake__pb2.RecategoriseCaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

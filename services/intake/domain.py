@@ -13,6 +13,7 @@ from civicflow.pii import ResidentContact
 
 Channel = Literal["phone", "web", "app", "system"]
 PreferredChannel = Literal["email", "sms", "voice", "none"]
+SERVICE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PHONE = re.compile(r"^\+?[0-9 ().-]{7,20}$")
 
 
@@ -21,7 +22,7 @@ class ServiceRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
-    service_code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    service_code: str = Field(min_length=1, max_length=64, pattern=SERVICE_CODE.pattern)
     description: str = Field(min_length=1, max_length=4000)
     location: Location
     contact: ResidentContact | None = None

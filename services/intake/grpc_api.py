@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from civicflow import tracking
+from civicflow.eventstore import EventStore
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import intake_pb2, intake_pb2_grpc
-from services.intake.domain import IDEMPOTENCY_KEY, validate_request
-from services.intake.handlers import IdempotencyKeyReused, Intake
+from services.intake.domain import IDEMPOTENCY_KEY, SERVICE_CODE, validate_request
+from services.intake.handlers import CaseNotFound, IdempotencyKeyReused, Intake, NothingToChange, recategorise
 
 _PREFERRED = {
     intake_pb2.CONTACT_CHANNEL_EMAIL: "email",
@@ -46,8 +49,36 @@ def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Intake, engine: AsyncEngine, store: EventStore) -> None:
         self._intake = intake
+        self._engine = engine
+        self._store = store
+
+    async def RecategoriseCase(
+        self, request: intake_pb2.RecategoriseCaseRequest, context: grpc.aio.ServicerContext
+    ) -> intake_pb2.RecategoriseCaseResponse:
+        violations = []
+        try:
+            number = tracking.parse(request.tracking_number)
+        except tracking.InvalidTrackingNumber as exc:
+            violations.append(("tracking_number", str(exc)))
+        if not SERVICE_CODE.match(request.service_code):
+            violations.append(("service_code", "give the service code, letters, digits, _ . or -"))
+        if not request.reason.strip():
+            violations.append(("reason", "say why, for the case's history"))
+        if violations:
+            await abort_with(context, invalid_argument(violations))
+        try:
+            previous = await recategorise(
+                self._engine, self._store, number, request.service_code, request.reason.strip()[:500]
+            )
+        except CaseNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise
+        except NothingToChange as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
+        return intake_pb2.RecategoriseCaseResponse(previous_service_code=previous)
 
     async def SubmitRequest(
         self, request: intake_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
-from civicflow.events import CaseSubmitted, EventMetadata
+from civicflow.events import CaseRecategorised, CaseSubmitted, EventMetadata
 from civicflow.eventstore import EventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault
@@ -89,3 +89,37 @@ class Intake:
             await self._store.append(tx, case_id, 0, [event], metadata, occurred_at=submitted_at)
         log.info("case submitted", case_id=str(case_id), service_code=request.service_code)
         return Accepted(case_id, number, submitted_at, replayed=False)
+
+
+class CaseNotFound(LookupError):
+    pass
+
+
+class NothingToChange(ValueError):
+    pass
+
+
+async def recategorise(
+    engine: AsyncEngine, store: EventStore, tracking_number: str, service_code: str, reason: str
+) -> str:
+    """Record a call-taker's correction of the service type; returns the code it had before."""
+    async with engine.begin() as tx:
+        case_id = (
+            await tx.execute(
+                text("SELECT case_id FROM intake.requests WHERE tracking_number = :t"), {"t": tracking_number}
+            )
+        ).scalar_one_or_none()
+        if case_id is None:
+            raise CaseNotFound(f"no request with tracking number {tracking_number}")
+        stream = await store.read_stream(tx, case_id)
+        previous = next(e.data.service_code for e in stream if isinstance(e.data, CaseSubmitted))
+        for event in stream:
+            if isinstance(event.data, CaseRecategorised):
+                previous = event.data.service_code
+        if previous == service_code:
+            raise NothingToChange(f"the case is already {service_code}")
+        change = CaseRecategorised(service_code=service_code, previous_service_code=previous, reason=reason)
+        metadata = EventMetadata(correlation_id=stream[0].metadata.correlation_id, actor="intake", channel="phone")
+        await store.append(tx, case_id, stream[-1].version, [change], metadata)
+    log.info("case recategorised", case_id=str(case_id), service_code=service_code)
+    return previous

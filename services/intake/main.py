@@ -20,7 +20,8 @@ class IntakeSettings(KernelSettings):
 def bootstrap(settings: IntakeSettings) -> ServiceProcess:
     engine = make_engine(settings.database_url, pool_size=20)
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
-    servicer = IntakeServicer(Intake(engine, PostgresEventStore(), vault))
+    store = PostgresEventStore()
+    servicer = IntakeServicer(Intake(engine, store, vault), engine, store)
     service_name = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
     return ServiceProcess(
         "intake",

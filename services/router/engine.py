@@ -126,6 +126,23 @@ class CompiledRuleSet:
             raise RuleSetError(f"rules name areas that no areas file defines: {', '.join(missing)}")
         self._groups = {code: s.group for code, s in rule_set.services.items()}
         self._rules = tuple(_CompiledRule(rule, tuple(self._checks(rule.when))) for rule in rule_set.rules)
+        # Most rules name services; index them so a decision only looks at rules that could match its
+        # service (in their original order), not at every rule of a big city.
+        self._any_service = tuple(
+            r for r in self._rules if not (r.rule.when.service_codes or r.rule.when.service_groups)
+        )
+        self._by_service = {
+            code: tuple(r for r in self._rules if self._could_match(r.rule, code)) for code in self._groups
+        }
+
+    def _could_match(self, rule: Rule, code: str) -> bool:
+        when = rule.when
+        if when.service_codes and code not in when.service_codes:
+            return False
+        return not when.service_groups or self._groups[code] in when.service_groups
+
+    def _candidates(self, code: str) -> tuple[_CompiledRule, ...]:
+        return self._by_service.get(code, self._any_service)
 
     def areas_containing(self, lat: float | None, long: float | None) -> frozenset[str]:
         if self._tree is None or lat is None or long is None:
@@ -135,7 +152,7 @@ class CompiledRuleSet:
 
     def route(self, facts: CaseFacts, exclude: frozenset[str] = frozenset()) -> Decision:
         ctx = _Context(facts, self)
-        for compiled in self._rules:
+        for compiled in self._candidates(facts.service_code):
             if compiled.rule.then.department in exclude:
                 continue
             matched, reasons = compiled.evaluate(ctx)

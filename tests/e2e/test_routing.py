@@ -93,3 +93,21 @@ async def test_a_new_rule_set_takes_effect_without_a_restart_and_a_broken_one_is
     await eventually(lambda: view_with(clients, number, "routed"), what="routed")
     explained = await clients.routing.ExplainRoute(routing_pb2.ExplainRouteRequest(tracking_number=number))
     assert explained.rule_set_version == "e2e-reloaded"
+
+
+async def test_a_call_taker_recategorises_a_case_and_the_router_places_it_again(clients: Clients) -> None:
+    number = await submit(clients, "POTHOLE", "Loud party next door, not a pothole at all")
+    await eventually(lambda: view_with(clients, number, "routed"), what="routed")
+    reply = await clients.intake.RecategoriseCase(
+        intake_pb2.RecategoriseCaseRequest(
+            tracking_number=number, service_code="NOISE_COMPLAINT", reason="caller misread"
+        )
+    )
+    assert reply.previous_service_code == "POTHOLE"
+    view = await eventually(lambda: view_with(clients, number, "rerouted"), what="rerouted")
+    assert view.service_code == "NOISE_COMPLAINT" and view.department_id in ("code", "police")
+    with pytest.raises(grpc.aio.AioRpcError) as same:
+        await clients.intake.RecategoriseCase(
+            intake_pb2.RecategoriseCaseRequest(tracking_number=number, service_code="NOISE_COMPLAINT", reason="again")
+        )
+    assert same.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -180,3 +180,33 @@ async def test_a_dry_run_reports_what_would_change_and_writes_nothing(engine: As
     assert len(ours) >= 2 and all((c.old_department, c.new_department) == ("police", "triage") for c in ours)
     assert report.rules_fired["noise-by-day"] >= 2
     assert not [c for c in report.changed if c.service_code == "POTHOLE"]
+
+
+async def test_the_dry_run_command_prints_the_summary_and_writes_the_csv(
+    engine: AsyncEngine, rules_file: Path, settings: KernelSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from civicflow.cli import app
+
+    router = Router(engine, Inbox(engine, "router"), STORE, RuleBook(rules_file))
+    await router.on_submitted(await submit(engine, "NOISE", "drilling"))
+    candidate = rules_file.with_name("candidate.yaml")
+    candidate.write_text(
+        rules_file.read_text().replace(
+            "then: {department: police, sla: {calendar_days: 3}}", "then: {department: triage, sla: {calendar_days: 3}}"
+        )
+    )
+    monkeypatch.setenv("CIVICFLOW_DATABASE_URL", settings.database_url)
+    out = tmp_path / "changed.csv"
+    since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["rules", "dry-run", str(candidate), "--since", since, "--csv", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "would go to a different department" in result.output
+    assert "police -> (triage)" not in result.output and "police -> triage" in result.output
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("tracking_number,service_code") and any(",NOISE," in r for r in rows[1:])
