@@ -333,7 +333,8 @@ def rules_dry_run(
     report.write_csv(csv_path)
     typer.echo(
         f"rule set {report.rule_set_version} on {report.cases} cases submitted since {since}:"
-        f" {len(report.changed)} would go to a different department"
+        f" {len(report.changed)} would go to a different department;"
+        f" {report.same_department_other_rule} would stay but be decided by another rule"
     )
     typer.echo("\nby service type (changed / cases):")
     for code, total in sorted(report.by_service.items()):

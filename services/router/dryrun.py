@@ -40,6 +40,7 @@ class DryRunReport:
     rule_set_version: str
     cases: int = 0
     changed: list[ChangedCase] = field(default_factory=list)
+    same_department_other_rule: int = 0
     by_service: Counter[str] = field(default_factory=Counter)
     changed_by_service: Counter[str] = field(default_factory=Counter)
     moves: Counter[tuple[str, str]] = field(default_factory=Counter)  # (from department, to department)
@@ -97,6 +98,8 @@ def compare(report: DryRunReport, candidate: CompiledRuleSet, case: list[Recorde
     report.cases += 1
     report.by_service[submitted.service_code] += 1
     report.rules_fired[after[1]] += 1
+    if after[0] == before[0] and after[1] != before[1]:
+        report.same_department_other_rule += 1
     if after[0] != before[0]:
         report.changed_by_service[submitted.service_code] += 1
         report.moves[(before[0], after[0])] += 1

@@ -121,9 +121,16 @@ class CompiledRuleSet:
         for geometry in geometries:
             shapely.prepare(geometry)
         self._tree = STRtree(geometries) if geometries else None
-        missing = sorted(rule_set.area_ids_used() - set(self._area_ids))
+        known = set(self._area_ids)
+        missing = [
+            f"rule {rule.id}: when.{kind} names area {area!r}, which no areas file defines"
+            for rule in rule_set.rules
+            for kind, areas in (("inside", rule.when.inside), ("outside", rule.when.outside))
+            for area in areas or []
+            if area not in known
+        ]
         if missing:
-            raise RuleSetError(f"rules name areas that no areas file defines: {', '.join(missing)}")
+            raise RuleSetError("\n".join(missing))
         self._groups = {code: s.group for code, s in rule_set.services.items()}
         self._rules = tuple(_CompiledRule(rule, tuple(self._checks(rule.when))) for rule in rule_set.rules)
         # Most rules name services; index them so a decision only looks at rules that could match its

@@ -33,6 +33,8 @@ class RuleBook:
         target = path or self.path
         candidate = load_rules(target)  # raises RuleSetError: the rule set in force stays
         previous = self.current.version
+        if candidate.version == previous and candidate.rule_set != self.current.rule_set:
+            log.warning("the rules changed but their version did not: bump `version` so decisions tell them apart")
         self.current, self.path, self._mtime = candidate, target, _mtime(target)
         log.info("rule set replaced", previous_version=previous, rule_set_version=candidate.version)
         return previous, candidate.version

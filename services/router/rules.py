@@ -177,9 +177,6 @@ class RuleSet(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
-    def area_ids_used(self) -> set[str]:
-        return {a for r in self.rules for a in (r.when.inside or []) + (r.when.outside or [])}
-
 
 class RuleSetError(ValueError):
     """A rule set that cannot be used, with every problem found, each with where it is."""
