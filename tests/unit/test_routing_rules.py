@@ -261,7 +261,7 @@ def _broken(tmp_path: Path, change: str, old: str) -> Path:
             "when: {service_codes: [NOISES]}",
             "rule noise-by-day: when.service_codes 'NOISES' is not in services",
         ),
-        ("inside: [park]}", "inside: [downtown]}", "rule trees-in-the-park: when.inside names area 'downtown', which no areas file defines"),
+        ("inside: [park]}", "inside: [downtown]}", "rule trees-in-the-park: when.inside names area 'downtown'"),
         ('between: "22:00-06:00"', 'between: "22:00-22:00"', "rule night-noise, when.time.between"),
         ("- id: dogs", "- id: noise-by-day", "rule noise-by-day: the id is used twice"),
         (
