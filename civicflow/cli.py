@@ -27,16 +27,6 @@ def _service_entry_points() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group="civicflow.services")}
 
 
-def migration_sets() -> list[Any]:
-    from civicflow.migrate import KERNEL, MigrationSet
-
-    services = [
-        MigrationSet.of_package(name, ep.module.rsplit(".", 1)[0])
-        for name, ep in sorted(_service_entry_points().items())
-    ]
-    return [KERNEL, *services]
-
-
 def _dev_file(settings: KernelSettings) -> Path:
     return settings.state_dir / "dev.json"
 
@@ -50,7 +40,7 @@ def dev(
     from civicflow.kafka import ensure_topics
     from civicflow.launcher import Ports, SystemProcesses
     from civicflow.logging import configure_logging
-    from civicflow.migrate import migrate
+    from civicflow.migrate import all_migration_sets, migrate
     from civicflow.pii import load_master_key
 
     settings = KernelSettings()
@@ -60,7 +50,7 @@ def dev(
     os.environ.setdefault("CIVICFLOW_USE_TESTCONTAINERS", "no")
     with provide(state_dir) as infra:
         typer.echo(f"infrastructure: {infra.kind}; Kafka at {infra.kafka_bootstrap_servers}")
-        asyncio.run(migrate(infra.database_url, migration_sets()))
+        asyncio.run(migrate(infra.database_url, all_migration_sets()))
         asyncio.run(
             ensure_topics(settings.model_copy(update={"kafka_bootstrap_servers": infra.kafka_bootstrap_servers}))
         )
@@ -114,10 +104,10 @@ def run(service: Annotated[str, typer.Argument(help="intake, router, workorder_b
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply every pending schema migration (kernel and services). Safe to repeat."""
-    from civicflow.migrate import migrate
+    from civicflow.migrate import all_migration_sets, migrate
 
     settings = _require_infrastructure(kafka=False)
-    applied = asyncio.run(migrate(settings.database_url, migration_sets()))
+    applied = asyncio.run(migrate(settings.database_url, all_migration_sets()))
     typer.echo("\n".join(applied) if applied else "schema is up to date")
 
 

@@ -42,38 +42,11 @@ class EventStore(Protocol):
 
     async def read_stream(self, tx: AsyncConnection, case_id: UUID) -> list[RecordedEvent]: ...
 
-    async def streams_opened_since(
+    def streams_opened_since(
         self, tx: AsyncConnection, since: datetime, types: Sequence[str]
-    ) -> AsyncIterator[list[RecordedEvent]]:
-        """Each case whose stream began at or after `since`, one list of its events of `types` at a time
-        (streamed from the server, so a year of cases does not sit in memory)."""
-        result = await tx.stream(
-            text(
-                f"SELECT {_COLUMNS} FROM events.case_events"
-                " WHERE case_id IN (SELECT case_id FROM events.case_events WHERE version = 1 AND occurred_at >= :since)"
-                " AND type = ANY(:types) ORDER BY case_id, version"
-            ),
-            {"since": since, "types": list(types)},
-        )
-        case: list[RecordedEvent] = []
-        async for row in result:
-            event = _row_to_event(row)
-            if case and case[0].case_id != event.case_id:
-                yield case
-                case = []
-            case.append(event)
-        if case:
-            yield case
+    ) -> AsyncIterator[list[RecordedEvent]]: ...
 
-    async def count_streams_opened_since(self, tx: AsyncConnection, since: datetime) -> int:
-        return int(
-            (
-                await tx.execute(
-                    text("SELECT count(*) FROM events.case_events WHERE version = 1 AND occurred_at >= :since"),
-                    {"since": since},
-                )
-            ).scalar_one()
-        )
+    async def count_streams_opened_since(self, tx: AsyncConnection, since: datetime) -> int: ...
 
     async def read_all(self, tx: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
@@ -31,6 +32,18 @@ class MigrationSet:
 
 
 KERNEL = MigrationSet.of_package("events", "civicflow")
+
+
+def all_migration_sets() -> list[MigrationSet]:
+    """The kernel's, then each service's (found by its entry point, so the kernel imports no service)."""
+    services = entry_points(group="civicflow.services")
+    return [
+        KERNEL,
+        *(
+            MigrationSet.of_package(ep.name, ep.module.rsplit(".", 1)[0])
+            for ep in sorted(services, key=lambda e: e.name)
+        ),
+    ]
 
 
 async def migrate(database_url: str, sets: list[MigrationSet]) -> list[str]:

@@ -6,19 +6,16 @@ Each test session gets its own database and its own topics, so runs never see ea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 from uuid import uuid4
 
-import asyncpg
 import pytest
 
-from civicflow.db import libpq_url
 from civicflow.infra import Infrastructure, provide
-from civicflow.migrate import migrate
+from civicflow.sandbox import scratch_database
 from civicflow.settings import KernelSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,33 +28,10 @@ def infrastructure() -> Iterator[Infrastructure]:
         yield infra
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    base = base.rsplit("/", 1)[0] + "/" + name
-    return f"{base}?{query}" if query else base
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    """A new, migrated database of its own, dropped afterwards."""
-    from civicflow.cli import migration_sets
-
-    name = f"cf_test_{uuid4().hex[:12]}"
-    admin = await asyncpg.connect(libpq_url(infrastructure.database_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = _with_database(infrastructure.database_url, name)
-        await migrate(url, migration_sets())
-        yield url
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(scope="session")
 async def database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
     """A fresh, migrated database for this session's integration tests."""
-    async with fresh_database(infrastructure) as url:
+    async with scratch_database(infrastructure, "test") as url:
         yield url
 
 

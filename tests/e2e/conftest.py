@@ -2,56 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
 
 import grpc
-from cryptography.fernet import Fernet
+import pytest
 
 from civicflow.infra import Infrastructure
-from civicflow.kafka import ensure_topics
-from civicflow.launcher import Ports, SystemProcesses
-from civicflow.settings import KernelSettings
+from civicflow.launcher import SystemProcesses
+from civicflow.sandbox import isolated_system, scratch_database
 from civicflow.v1 import intake_pb2_grpc, query_pb2_grpc, routing_pb2_grpc
-from tests.conftest import fresh_database
 
 
 @contextlib.asynccontextmanager
 async def running_system(infrastructure: Infrastructure, state_dir: Path) -> AsyncIterator[SystemProcesses]:
-    async with fresh_database(infrastructure) as url:
-        suffix = uuid4().hex[:10]
-        topics = {
-            "CIVICFLOW_CASE_EVENTS_TOPIC": f"civicflow.case-events.e2e.{suffix}",
-            "CIVICFLOW_DEAD_LETTER_TOPIC": f"civicflow.case-events.e2e.{suffix}.dlq",
+    """The whole system as processes on a database and topics of its own."""
+    async with scratch_database(infrastructure, "e2e") as url:
+        own = Infrastructure(url, infrastructure.kafka_bootstrap_servers, infrastructure.kind)
+        extra_env = {
+            "CIVICFLOW_SAMPLE_DEPT_STEP_SECONDS": "0.5",
+            "CIVICFLOW_HANDLER_RETRY_BASE_SECONDS": "0.05",
+            # Code Enforcement turns graffiti down, to show a case being rerouted.
+            "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
         }
-        await ensure_topics(
-            KernelSettings(
-                kafka_bootstrap_servers=infrastructure.kafka_bootstrap_servers,
-                case_events_topic=topics["CIVICFLOW_CASE_EVENTS_TOPIC"],
-                dead_letter_topic=topics["CIVICFLOW_DEAD_LETTER_TOPIC"],
-            )
-        )
-        system = SystemProcesses(
-            Infrastructure(url, infrastructure.kafka_bootstrap_servers, infrastructure.kind),
-            state_dir,
-            Ports.free(),
-            extra_env={
-                **topics,
-                "CIVICFLOW_PII_MASTER_KEY": Fernet.generate_key().decode(),
-                "CIVICFLOW_SAMPLE_DEPT_STEP_SECONDS": "0.5",
-                "CIVICFLOW_HANDLER_RETRY_BASE_SECONDS": "0.05",
-                # Code Enforcement turns graffiti down, to show a case being rerouted.
-                "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
-            },
-        )
-        try:
-            await asyncio.to_thread(system.start_all)
+        async with isolated_system(own, state_dir, "e2e", extra_env) as system:
             yield system
-        finally:
-            await asyncio.to_thread(system.stop_all)
+
+
+@pytest.fixture
+async def clients(system: SystemProcesses) -> AsyncIterator[Clients]:
+    """gRPC clients of the module's `system`."""
+    clients = Clients(system)
+    yield clients
+    await clients.close()
 
 
 class Clients:

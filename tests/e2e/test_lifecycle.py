@@ -42,13 +42,6 @@ async def system(
         yield running
 
 
-@pytest.fixture
-async def clients(system: SystemProcesses) -> AsyncIterator[Clients]:
-    clients = Clients(system)
-    yield clients
-    await clients.close()
-
-
 def pothole(email: str = "", key: str = "") -> intake_pb2.SubmitRequestRequest:
     return intake_pb2.SubmitRequestRequest(
         service_code="POTHOLE",
@@ -180,12 +173,12 @@ async def test_unknown_and_mistyped_tracking_numbers_are_told_apart(clients: Cli
     assert unknown.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
 
 
-async def test_an_unknown_service_code_lands_in_triage(clients: Clients) -> None:
+async def test_an_unknown_service_code_goes_to_the_call_centre(clients: Clients) -> None:
     request = pothole()
     request.service_code = "UFO_SIGHTING"
     reply = await clients.intake.SubmitRequest(request)
-    view = await eventually(lambda: view_when(clients, reply.tracking_number, "triage"), what="triage")
-    assert view.department_id == "call-centre-triage"
+    view = await eventually(lambda: view_when(clients, reply.tracking_number, "routed"), what="routed")
+    assert (view.department_id, view.rule_id) == ("triage", "default")
 
 
 def test_the_mail_dir_is_where_the_sink_writes(system: SystemProcesses) -> None:

@@ -28,13 +28,6 @@ async def system(
         yield running
 
 
-@pytest.fixture
-async def clients(system: SystemProcesses) -> AsyncIterator[Clients]:
-    clients = Clients(system)
-    yield clients
-    await clients.close()
-
-
 async def submit(clients: Clients, code: str, description: str, **extra: object) -> str:
     request = intake_pb2.SubmitRequestRequest(
         service_code=code, description=description, location=WARD_3, channel="phone", **extra
