@@ -8,11 +8,13 @@ from typing import Any
 from uuid import UUID
 
 import structlog
+from aiosmtplib import SMTPException
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.events import RecordedEvent
@@ -48,10 +50,17 @@ class Inbox:
 
 
 def describe_error(exc: BaseException) -> str:
-    """An error for the dead-letter headers, without echoing the input (it may hold personal data)."""
+    """An error for logs and dead-letter headers that cannot carry personal data: validation errors by
+    field, database and SMTP errors by kind and code, never the values (an address, an email) they
+    would otherwise echo."""
     if isinstance(exc, ValidationError):
         fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
         return f"ValidationError: {fields}"[:500]
+    if isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__}: {type(exc.orig).__name__} (statement and values withheld)"
+    if isinstance(exc, SMTPException):
+        code = getattr(exc, "code", None)
+        return f"{type(exc).__name__}: SMTP {code or 'error'} (message withheld)"
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
@@ -75,7 +84,10 @@ class CaseEventConsumer:
             # still come in order and are handled one by one.
             batch=True,
             max_records=self._settings.consumer_batch_size,
-            ack_policy=AckPolicy.ACK,  # commit the offsets only after the whole batch was handled
+            # Commit the offsets only after the whole batch was handled; if handling escapes with an error
+            # (the dead-letter topic unreachable, say), rewind every partition of the batch instead, so
+            # nothing after the failed record is skipped (the inbox drops what was already done).
+            ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
@@ -90,13 +102,13 @@ class CaseEventConsumer:
             await self._on_record(record)
 
     async def _on_record(self, record: Any) -> None:
-        headers = header_map(record.headers)
-        handler = self._handlers.get(headers.get("ce_type", ""))
-        if handler is None:
-            return
         try:
+            headers = header_map(record.headers)
+            handler = self._handlers.get(headers.get("ce_type", ""))
+            if handler is None:
+                return
             event = from_message(headers, record.value)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not an event we can read at all
             await self._dead_letter(record, exc, attempts=0)
             return
         await self.dispatch(event, handler, record)
@@ -126,7 +138,7 @@ class CaseEventConsumer:
 
     async def _dead_letter(self, record: Any, exc: BaseException, attempts: int) -> None:
         assert self._broker is not None
-        headers = header_map(record.headers)
+        headers = {name: raw.decode(errors="replace") for name, raw in record.headers or ()}
         headers.update(
             {
                 "dlq_service": self.service,

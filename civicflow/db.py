@@ -26,6 +26,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
+        hide_parameters=True,  # errors must not echo values: they can be residents' details
         json_serializer=lambda value: json.dumps(value, separators=(",", ":")),
     )
 

@@ -52,7 +52,10 @@ def parse(text: str) -> str:
         raise InvalidTrackingNumber("a tracking number is 7 letters and digits, like 4K7Q-M2D")
     bad = sorted({s for s in symbols if s not in ALPHABET})
     if bad:
-        raise InvalidTrackingNumber(f"a tracking number has only letters and digits; {''.join(bad)!r} is not one")
+        raise InvalidTrackingNumber(
+            "a tracking number uses digits and the letters A-Z except I, L, O and U;"
+            f" {''.join(bad)!r} is not one of them"
+        )
     if len(symbols) != BODY_LENGTH + 1:
         raise InvalidTrackingNumber(f"a tracking number has 7 letters and digits; this has {len(symbols)}")
     if _luhn_sum(symbols, double_first=False) % 32 != 0:

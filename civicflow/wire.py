@@ -27,7 +27,8 @@ def to_message(event: RecordedEvent) -> tuple[bytes, bytes, Headers]:
         # CloudEvents extension attributes (lower-case alphanumeric names, as the spec asks)
         "ce_caseversion": str(event.version),
         "ce_position": str(event.position),
-        "ce_schemaversion": str(event.schema_version),
+        # the payload below is the current shape (stored events are upcast when read), so say so
+        "ce_schemaversion": str(type(event.data).schema_version),
         "ce_recordedtime": event.recorded_at.isoformat(),
         "ce_correlationid": str(meta.correlation_id),
         "ce_causationid": str(meta.causation_id or ""),

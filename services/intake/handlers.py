@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
-from civicflow.events import CaseRecategorised, CaseSubmitted, EventMetadata
-from civicflow.eventstore import EventStore
+from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, EventMetadata
+from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault
 from services.intake.domain import ServiceRequest
@@ -100,9 +100,22 @@ class NothingToChange(ValueError):
 
 
 async def recategorise(
+    engine: AsyncEngine, store: EventStore, tracking_number: str, service_code: str, reason: str, attempts: int = 3
+) -> str:
+    """Record a call-taker's correction of the service type; returns the code it had before.
+    A router or notifier appending to the case at the same moment makes us re-read and try again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _recategorise_once(engine, store, tracking_number, service_code, reason)
+        except ConcurrencyConflict:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _recategorise_once(
     engine: AsyncEngine, store: EventStore, tracking_number: str, service_code: str, reason: str
 ) -> str:
-    """Record a call-taker's correction of the service type; returns the code it had before."""
     async with engine.begin() as tx:
         case_id = (
             await tx.execute(
@@ -112,6 +125,8 @@ async def recategorise(
         if case_id is None:
             raise CaseNotFound(f"no request with tracking number {tracking_number}")
         stream = await store.read_stream(tx, case_id)
+        if any(isinstance(e.data, CaseResolved) for e in stream):
+            raise NothingToChange("the case is already resolved; take a new request instead")
         previous = next(e.data.service_code for e in stream if isinstance(e.data, CaseSubmitted))
         for event in stream:
             if isinstance(event.data, CaseRecategorised):

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from civicflow.events import CaseResolved, CaseRouted, CaseSubmitted, RecordedEvent
+from civicflow.events import CaseRecategorised, CaseResolved, CaseRouted, CaseSubmitted, RecordedEvent, RoutingDecision
 from civicflow.pii import ResidentContact
 
 Stage = Literal["submitted", "routed", "resolved"]
@@ -111,12 +111,15 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
     stage = STAGE_OF_EVENT[trigger.type]
     earlier = [e for e in stream if e.version < trigger.version]
     submitted = trigger.data if isinstance(trigger.data, CaseSubmitted) else None
-    routed = trigger.data if isinstance(trigger.data, CaseRouted) else None
+    routed = trigger.data if isinstance(trigger.data, RoutingDecision) else None
+    service_code = None
     for recorded in earlier:
         if submitted is None and isinstance(recorded.data, CaseSubmitted):
             submitted = recorded.data
-        if isinstance(trigger.data, CaseResolved) and isinstance(recorded.data, CaseRouted):
-            routed = recorded.data  # the latest routing before the resolution
+        if isinstance(recorded.data, CaseRecategorised):
+            service_code = recorded.data.service_code
+        if isinstance(trigger.data, CaseResolved) and isinstance(recorded.data, RoutingDecision):
+            routed = recorded.data  # the latest routing (or rerouting) before the resolution
     if submitted is None:
         raise MissingSubmission(f"case {trigger.case_id} has no CaseSubmitted before version {trigger.version}")
     resolved = trigger.data if isinstance(trigger.data, CaseResolved) else None
@@ -124,7 +127,7 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         case_id=trigger.case_id,
         stage=stage,
         tracking_number=submitted.tracking_number,
-        service_code=submitted.service_code,
+        service_code=service_code or submitted.service_code,
         submitted_at=submitted.submitted_at,
         sealed_contact=submitted.sealed_contact,
         preferred_channel=submitted.preferred_channel,

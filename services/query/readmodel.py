@@ -73,7 +73,8 @@ class Projector:
 
 
 async def replay(engine: AsyncEngine, store: EventStore, batch_size: int = 2000) -> int:
-    """Rebuild the read model from the store in one transaction; readers see the old or the new, never half."""
+    """Rebuild the read model from the store in one transaction: no reader ever sees half of it (lookups
+    wait for the rebuild to commit, as TRUNCATE locks the tables until then)."""
     records: dict[UUID, CaseRecord] = {}
     entries: list[TimelineEntry] = []
     count = 0

@@ -10,6 +10,7 @@ from civicflow.events import (
     CaseNeedsTriage,
     CaseRecategorised,
     CaseRerouted,
+    CaseResolved,
     CaseRouted,
     CaseSubmitted,
     RoutingDecision,
@@ -80,6 +81,8 @@ def reroute(
     rules: CompiledRuleSet, history: Sequence[CaseEvent], trigger: CaseEvent, channel: str | None
 ) -> CaseEvent | None:
     """After a rejection or a recategorisation: the next department, triage, or None when nothing changes."""
+    if any(isinstance(e, CaseResolved) for e in history):
+        return None  # resolved cases stay resolved; a new problem is a new request
     previous = current_department(history)
     rejected = [e for e in history if isinstance(e, WorkOrderRejected)]
     if isinstance(trigger, WorkOrderRejected):

@@ -297,6 +297,11 @@ class CompiledRuleSet:
             )
         return checks
 
+    def _business_hours_check(self, name: str, want_open: bool) -> tuple[Check, str]:
+        calendar = self.calendars[name]
+        asks = f"{'within' if want_open else 'outside'} {name} business hours"
+        return (lambda c: _said(calendar.is_open(c.facts.submitted_at) == want_open, asks), asks)
+
     def _time_checks(self, when: Conditions) -> list[tuple[Check, str]]:
         time = when.time
         assert time is not None
@@ -322,23 +327,9 @@ class CompiledRuleSet:
                 )
             )
         if time.outside_business_hours_of:
-            calendar = self.calendars[time.outside_business_hours_of]
-            name = time.outside_business_hours_of
-            checks.append(
-                (
-                    lambda c: _said(not calendar.is_open(c.facts.submitted_at), f"outside {name} business hours"),
-                    f"outside {name} business hours",
-                )
-            )
+            checks.append(self._business_hours_check(time.outside_business_hours_of, want_open=False))
         if time.inside_business_hours_of:
-            calendar = self.calendars[time.inside_business_hours_of]
-            name = time.inside_business_hours_of
-            checks.append(
-                (
-                    lambda c: _said(calendar.is_open(c.facts.submitted_at), f"within {name} business hours"),
-                    f"within {name} business hours",
-                )
-            )
+            checks.append(self._business_hours_check(time.inside_business_hours_of, want_open=True))
         return checks
 
 

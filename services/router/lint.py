@@ -70,16 +70,22 @@ def lint(rules: CompiledRuleSet) -> list[Finding]:
     findings: list[Finding] = []
 
     for i, later in enumerate(rule_set.rules):
-        for earlier in rule_set.rules[:i]:
-            if covers(earlier, later, groups):
-                findings.append(
-                    Finding(
-                        "error",
-                        f"rule {later.id}",
-                        f"can never fire: rule {earlier.id} comes first and matches every case it would",
-                    )
-                )
-                break
+        shadows = [earlier for earlier in rule_set.rules[:i] if covers(earlier, later, groups)]
+        if not shadows:
+            continue
+        departments = {earlier.then.department for earlier in shadows}
+        if later.then.department in departments:
+            # even with the earlier rules' departments turning the case down, this one is skipped too
+            first = next(e for e in shadows if e.then.department == later.then.department)
+            message = f"can never fire: rule {first.id} comes first and matches every case it would"
+            findings.append(Finding("error", f"rule {later.id}", message))
+        else:
+            names = ", ".join(sorted(departments))
+            message = (
+                f"fires only after {names} turned a case down: rule {shadows[0].id} comes first and"
+                " matches every case it would"
+            )
+            findings.append(Finding("warning", f"rule {later.id}", message))
 
     targeted = {r.then.department for r in rule_set.rules} | {rule_set.triage.department}
     for department in sorted(set(rule_set.departments) - targeted):

@@ -27,6 +27,8 @@ DEFAULT_CITY = Path(__file__).resolve().parents[2] / "samples" / "city" / "sampl
 class RouterSettings(KernelSettings):
     router_grpc_port: int = 50053
     city_file: Path = DEFAULT_CITY
+    # where rule sets named by a ReloadRules request must live; empty means the city file's folder
+    rules_dir: Path | None = None
     rules_watch_seconds: float = 2.0
     overdue_scan_seconds: float = 30.0
 
@@ -46,7 +48,7 @@ async def scan_overdue(router: Router, stop: asyncio.Event, every: float) -> Non
 def bootstrap(settings: RouterSettings) -> ServiceProcess:
     engine = make_engine(settings.database_url)
     store = PostgresEventStore()
-    rules = RuleBook(settings.city_file)
+    rules = RuleBook(settings.city_file, settings.rules_dir)
     router = Router(engine, Inbox(engine, "router"), store, rules)
     consumer = CaseEventConsumer(
         "router",

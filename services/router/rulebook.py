@@ -16,20 +16,32 @@ log = structlog.get_logger(__name__)
 def load_rules(path: Path) -> CompiledRuleSet:
     """Read, validate and compile a rule-set file; RuleSetError says everything that is wrong with it."""
     rule_set, geojson = read_rule_set(path)
-    return compile_rule_set(rule_set, geojson)
+    try:
+        return compile_rule_set(rule_set, geojson)
+    except RuleSetError as exc:
+        raise RuleSetError(f"{path}: {exc}") from exc
+    except ValueError as exc:  # anything else compiling found wrong (a calendar, a geometry)
+        raise RuleSetError(f"{path}: {exc}") from exc
 
 
 class RuleBook:
     """Holds the compiled rule set. Replacing it is one reference swap, so a decision in flight uses
     either the old set or the new one, never a mix; each decision records the version it used."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rules_dir: Path | None = None) -> None:
         self.path = path
+        # Files a reload request may name: only those under this folder (the request is not
+        # authenticated, and a refused file's error would quote its lines).
+        self.rules_dir = (rules_dir or path.parent).resolve()
         self.current = load_rules(path)
         self._mtime = _mtime(path)
 
     def replace(self, path: Path | None = None) -> tuple[str, str]:
         """Load path (or the current file again); returns (previous version, new version)."""
+        if path is not None and not path.resolve().is_relative_to(self.rules_dir):
+            raise RuleSetError(
+                f"{path}: only rule sets under {self.rules_dir} can be loaded here (setting CIVICFLOW_RULES_DIR)"
+            )
         target = path or self.path
         candidate = load_rules(target)  # raises RuleSetError: the rule set in force stays
         previous = self.current.version
@@ -53,6 +65,8 @@ class RuleBook:
                     self.replace()
                 except RuleSetError as exc:
                     log.error("edited rule set refused; the previous one stays in force", problems=str(exc))
+                except Exception:  # the watch must outlive any surprise; the old rules stay in force
+                    log.exception("edited rule set could not be loaded; the previous one stays in force")
 
 
 def _mtime(path: Path) -> float | None:

@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from civicflow.events import (
     CaseEvent,
+    CaseRecategorised,
     CaseResolved,
     CaseSubmitted,
     RecordedEvent,
@@ -64,18 +65,27 @@ def submission_of(stream: Sequence[RecordedEvent]) -> CaseSubmitted:
     raise CaseNotSubmitted(f"case {case_id} has no CaseSubmitted event; cannot open a work order")
 
 
+def current_service_code(stream: Sequence[RecordedEvent]) -> str:
+    """The case's service as it stands: the submitted one, or the latest a call-taker corrected it to."""
+    code = submission_of(stream).service_code
+    for recorded in stream:
+        if isinstance(recorded.data, CaseRecategorised):
+            code = recorded.data.service_code
+    return code
+
+
 def work_order_request(
-    case_id: UUID, submitted: CaseSubmitted, routed: RoutingDecision, callback_url: str
+    case_id: UUID, submitted: CaseSubmitted, routed: RoutingDecision, callback_url: str, service_code: str | None = None
 ) -> WorkOrderRequest:
     """What the department needs to schedule the job. The resident's words and contact are not sent:
     the summary is built from the catalogue only."""
+    code = service_code or submitted.service_code
     return WorkOrderRequest(
         case_id=str(case_id),
         tracking_number=submitted.tracking_number,
-        service_code=submitted.service_code,
+        service_code=code,
         summary=(
-            f"311 case {submitted.tracking_number}: {submitted.service_code} for {routed.department_name},"
-            f" priority {routed.priority}"
+            f"311 case {submitted.tracking_number}: {code} for {routed.department_name}, priority {routed.priority}"
         ),
         callback_url=callback_url,
         due_at=routed.due_at,

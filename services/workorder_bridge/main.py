@@ -18,6 +18,7 @@ from civicflow.settings import KernelSettings
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
 from services.workorder_bridge.domain import (
     StatusReport,
+    current_service_code,
     events_for_status,
     submission_of,
     work_order_request,
@@ -76,7 +77,9 @@ class CaseRoutedHandler:
             if processed:
                 return  # a redelivery: spare the department a call
             stream = await self._store.read_stream(conn, event.case_id)
-        request = work_order_request(event.case_id, submission_of(stream), routed, self._callback_url)
+        request = work_order_request(
+            event.case_id, submission_of(stream), routed, self._callback_url, current_service_code(stream)
+        )
         opened = await self._connector.open_work_order(routed.department_id, request, str(event.event_id))
 
         async def record(tx: AsyncConnection) -> None:

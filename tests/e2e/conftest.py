@@ -25,6 +25,7 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
             "CIVICFLOW_HANDLER_RETRY_BASE_SECONDS": "0.05",
             # Code Enforcement turns graffiti down, to show a case being rerouted.
             "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
+            "CIVICFLOW_RULES_DIR": str(state_dir / "rules"),
         }
         async with isolated_system(own, state_dir, "e2e", extra_env) as system:
             yield system

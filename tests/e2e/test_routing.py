@@ -65,15 +65,22 @@ async def test_a_department_that_turns_a_case_down_sends_it_back_through_the_rul
 
 
 async def test_a_new_rule_set_takes_effect_without_a_restart_and_a_broken_one_is_refused(
-    clients: Clients, tmp_path: Path
+    clients: Clients, system: SystemProcesses, tmp_path: Path
 ) -> None:
-    shutil.copytree(DEFAULT_CITY.parent, tmp_path / "city")
-    candidate = tmp_path / "city" / DEFAULT_CITY.name
+    outside = tmp_path / "elsewhere.yaml"
+    shutil.copy(DEFAULT_CITY, outside)
+    with pytest.raises(grpc.aio.AioRpcError) as not_here:
+        await clients.routing.ReloadRules(routing_pb2.ReloadRulesRequest(path=str(outside)))
+    assert "only rule sets under" in (not_here.value.details() or "")
+
+    rules_dir = system.state_dir / "rules"
+    shutil.copytree(DEFAULT_CITY.parent, rules_dir)
+    candidate = rules_dir / DEFAULT_CITY.name
     text = candidate.read_text()
     version_line = next(line for line in text.splitlines() if line.startswith("version:"))
     candidate.write_text(text.replace(version_line, 'version: "e2e-reloaded"'))
 
-    broken = tmp_path / "city" / "broken.yaml"
+    broken = rules_dir / "broken.yaml"
     broken.write_text(text.replace("rules:", "rulez:", 1))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await clients.routing.ReloadRules(routing_pb2.ReloadRulesRequest(path=str(broken)))

@@ -78,3 +78,12 @@ def test_recategorising_routes_by_the_new_service() -> None:
     decision = reroute(RULES, [plain, first, change], change, "phone")
     assert isinstance(decision, CaseRerouted)
     assert decision.department_id == "police" and decision.reason.startswith("recategorised from TREE_DOWN to NOISE")
+
+
+def test_a_resolved_case_is_not_rerouted() -> None:
+    from civicflow.events import CaseResolved
+
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    done = CaseResolved(resolution="cleared", resolved_at=datetime(2026, 11, 25, tzinfo=UTC))
+    change = CaseRecategorised(service_code="NOISE", previous_service_code="TREE_DOWN", reason="late correction")
+    assert reroute(RULES, [SUBMITTED, first, done, change], change, "phone") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.router.engine import CaseFacts, CompiledRuleSet, Routed, Triage
+from services.router.engine import CaseFacts, CompiledRuleSet, Routed, Triage, compile_rule_set
 from services.router.rulebook import load_rules
 from services.router.rules import RuleSetError, dump_rule_set, parse_rule_set, read_rule_set
 
@@ -265,6 +266,11 @@ def _broken(tmp_path: Path, change: str, old: str) -> Path:
         ('between: "22:00-06:00"', 'between: "22:00-22:00"', "rule night-noise, when.time.between"),
         ("- id: dogs", "- id: noise-by-day", "rule noise-by-day: the id is used twice"),
         (
+            "timezone: America/Chicago\ntriage",
+            "timezone: America/Chicgo\ntriage",
+            "timezone: unknown time zone 'America/Chicgo'",
+        ),
+        (
             "when: {service_codes: [STRAY_DOG]}",
             "when: {service_codes: []}",
             "rule dogs, when.service_codes: an empty list matches nothing",
@@ -294,3 +300,23 @@ def test_routing_is_fast_enough_to_not_need_a_cache() -> None:
     finally:
         CompiledRuleSet.areas_containing = original  # type: ignore[method-assign]
     assert calls == 1
+
+
+def test_a_rule_can_ask_about_two_calendars_at_once() -> None:
+    raw = yaml.safe_load(FIXTURE.read_text())
+    raw["rules"] = [
+        {
+            "id": "weekend-on-call",
+            "description": "closed at the office, open around the clock",
+            "when": {"time": {"outside_business_hours_of": "office", "inside_business_hours_of": "always"}},
+            "then": {"department": "police", "sla": {"calendar_days": 1}},
+        }
+    ]
+    rules = compile_rule_set(
+        parse_rule_set(raw, "two calendars"),
+        {"areas.geojson": json.loads((FIXTURE.parent / "areas.geojson").read_text())},
+    )
+    decision = rules.route(facts("NOISE", at=local("2026-11-28T10:00")))
+    assert isinstance(decision, Routed)
+    assert decision.explanation == ("outside office business hours", "within always business hours")
+    assert isinstance(rules.route(facts("NOISE", at=TUESDAY_10)), Triage)

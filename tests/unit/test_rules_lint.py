@@ -52,13 +52,28 @@ def test_a_rule_after_a_broader_one_is_unreachable() -> None:
     )
 
 
+def test_a_shadowed_rule_for_another_department_is_a_fallback_after_a_rejection() -> None:
+    found = findings(
+        rules=[
+            rule("potholes", {"service_codes": ["POTHOLE"]}, "streets"),
+            rule("potholes-fallback", {"service_codes": ["POTHOLE"]}, "triage"),
+        ]
+    )
+    assert not [f for f in found if f.startswith("error")]
+    assert any(
+        f.startswith("warning: rule potholes-fallback: fires only after streets turned a case down") for f in found
+    )
+
+
 def test_a_group_rule_shadows_a_code_rule_in_that_group_and_a_catch_all_shadows_everything() -> None:
     found = findings(
         rules=[rule("streets", {"service_groups": ["streets"]}), rule("graffiti", {"service_codes": ["GRAFFITI"]})]
     )
     assert any(f.startswith("error: rule graffiti: can never fire: rule streets") for f in found)
-    found = findings(rules=[rule("default", {}, "triage"), rule("noise", {"service_codes": ["NOISE"]}, "police")])
+    found = findings(rules=[rule("default", {}, "police"), rule("noise", {"service_codes": ["NOISE"]}, "police")])
     assert any(f.startswith("error: rule noise: can never fire: rule default") for f in found)
+    found = findings(rules=[rule("default", {}, "triage"), rule("noise", {"service_codes": ["NOISE"]}, "police")])
+    assert any(f.startswith("warning: rule noise: fires only after triage turned a case down") for f in found)
 
 
 def test_narrower_rules_first_are_fine() -> None:

@@ -57,8 +57,8 @@ def test_letters_people_confuse_are_read_as_digits() -> None:
         ("", "7 letters and digits"),
         ("QGPE-J5", "this has 6"),
         ("QGPE-J5T-X", "this has 8"),
-        ("QGPE-J5#", "'#' is not one"),
-        ("QGPU-J5T", "'U' is not one"),
+        ("QGPE-J5#", "'#' is not one of them"),
+        ("QGPU-J5T", "except I, L, O and U; 'U' is not one of them"),
     ],
 )
 def test_malformed_numbers_say_what_is_wrong(typed: str, message: str) -> None:
