@@ -14,15 +14,26 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from civicflow.events import CaseRecategorised, CaseResolved, CaseRouted, CaseSubmitted, RecordedEvent, RoutingDecision
+from civicflow.events import (
+    CaseRecategorised,
+    CaseRerouted,
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    RecordedEvent,
+    RoutingDecision,
+)
 from civicflow.pii import ResidentContact
 
-Stage = Literal["submitted", "routed", "resolved"]
+Stage = Literal["submitted", "routed", "rerouted", "resolved"]
 
 # The event that opens each stage a resident hears about.
 STAGE_OF_EVENT: dict[str, Stage] = {
     CaseSubmitted.event_type: "submitted",
     CaseRouted.event_type: "routed",
+    # One email for being passed on; a second refusal sends the case to the call centre, not to a
+    # third department.
+    CaseRerouted.event_type: "rerouted",
     CaseResolved.event_type: "resolved",
 }
 

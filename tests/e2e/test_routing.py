@@ -12,6 +12,7 @@ import pytest
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
 from civicflow.v1 import common_pb2, intake_pb2, query_pb2, routing_pb2
+from samples.smtp_sink.sink import read_messages
 from services.router.main import DEFAULT_CITY
 from tests.conftest import eventually
 from tests.e2e.conftest import Clients, running_system
@@ -56,12 +57,21 @@ async def test_the_case_view_shows_the_rule_and_explain_route_says_why(clients: 
     assert explained.rule_id == "default" and explained.department_id == "triage"
 
 
-async def test_a_department_that_turns_a_case_down_sends_it_back_through_the_rules(clients: Clients) -> None:
-    number = await submit(clients, "GRAFFITI", "Tags on the garage")
+async def test_a_department_that_turns_a_case_down_sends_it_back_through_the_rules(
+    clients: Clients, system: SystemProcesses
+) -> None:
+    contact = intake_pb2.ResidentContact(email="g@example.org", preferred_channel=intake_pb2.CONTACT_CHANNEL_EMAIL)
+    number = await submit(clients, "GRAFFITI", "Tags on the garage", contact=contact)
     view = await eventually(lambda: view_with(clients, number, "rerouted"), timeout=60, what="rerouted")
     stages = [e.stage for e in view.timeline]
     assert stages.index("routed") < stages.index("turned_down") < stages.index("rerouted")
     assert view.department_id != "code"
+
+    async def told_of_the_transfer() -> bool:
+        subjects = [m.subject for m in read_messages(system.mail_dir)]
+        return any(number in s and f"passed to {view.department_name}" in s for s in subjects)
+
+    await eventually(told_of_the_transfer, what="an email saying who has the case now")
 
 
 async def test_a_new_rule_set_takes_effect_without_a_restart_and_a_broken_one_is_refused(

@@ -254,3 +254,22 @@ def test_only_permanent_refusals_stop_the_retries() -> None:
     assert permanently_refused(refused(550)) == 550
     assert permanently_refused(refused(450)) is None  # mailbox busy: worth retrying
     assert permanently_refused(refused(550, 451)) is None
+
+
+def test_a_rerouted_case_tells_the_resident_who_has_it_now(templates: MessageTemplates) -> None:
+    from civicflow.events import CaseRerouted
+
+    story = _story()
+    first = story[1].data
+    assert isinstance(first, CaseRouted)
+    rerouted = CaseRerouted(
+        **{**first.model_dump(), "department_id": "code", "department_name": "Code Enforcement"},
+        reason="sanitation turned it down: not ours",
+        previous_department_id="sanitation",
+    )
+    trigger = _recorded(story[0].case_id, 3, rerouted)
+    facts = stage_facts(trigger, [*story[:2], trigger])
+    assert facts.stage == "rerouted" and facts.department == "Code Enforcement"
+    rendered = templates.render(facts)
+    assert rendered.subject == "Your 311 request 7KQ2-M9X has been passed to Code Enforcement"
+    assert "not ours" not in rendered.body, "a department's internal reason is not the resident's business"
