@@ -20,7 +20,7 @@ class QuerySettings(KernelSettings):
 
 def bootstrap(settings: QuerySettings) -> ServiceProcess:
     engine = make_engine(settings.database_url, pool_size=20)
-    projector = Projector(Inbox(engine, "query"))
+    projector = Projector(Inbox(engine, "query"), PostgresEventStore())
     consumer = CaseEventConsumer("query", settings, dict.fromkeys(CATALOGUE, projector))
     servicer = CaseQueryServicer(engine)
     service_name = query_pb2.DESCRIPTOR.services_by_name["CaseQueryService"].full_name

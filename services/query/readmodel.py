@@ -57,19 +57,36 @@ async def save(tx: AsyncConnection, record: CaseRecord, entry: TimelineEntry | N
 
 
 class Projector:
-    """Applies one live event to the read model, at most once."""
+    """Applies one live event to the read model, at most once.
 
-    def __init__(self, inbox: Inbox) -> None:
+    The next version of a case is folded in directly. Anything else (an earlier version replayed from
+    the dead-letter topic, or a gap because one was dead-lettered) rebuilds the case from the store, so
+    the record never skips an event nor applies one out of order."""
+
+    def __init__(self, inbox: Inbox, store: EventStore) -> None:
         self._inbox = inbox
+        self._store = store
 
     async def __call__(self, event: RecordedEvent) -> None:
         async def project(tx: AsyncConnection) -> None:
             before = await load_case(tx, event.case_id, for_update=True)
-            after, entry = apply(before, event)
-            if after is not before:
+            if event.version == (before.last_version if before else 0) + 1:
+                after, entry = apply(before, event)
                 await save(tx, after, entry)
+            else:
+                await self._rebuild_case(tx, event.case_id)
 
         await self._inbox.process_once(event, project)
+
+    async def _rebuild_case(self, tx: AsyncConnection, case_id: UUID) -> None:
+        record: CaseRecord | None = None
+        await tx.execute(text("DELETE FROM query.timeline WHERE case_id = :c"), {"c": case_id})
+        for stored in await self._store.read_stream(tx, case_id):
+            record, entry = apply(record, stored)
+            if entry is not None:
+                await tx.execute(_INSERT_ENTRY, asdict(entry))
+        if record is not None:
+            await tx.execute(_UPSERT, asdict(record))
 
 
 async def replay(engine: AsyncEngine, store: EventStore, batch_size: int = 2000) -> int:
