@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.events import RecordedEvent
@@ -47,6 +47,20 @@ class Inbox:
                 return False
             await effect(tx)
             return True
+
+
+class TryLater(Exception):
+    """Raised by a handler when something it needs is down for now (a department's system, say): the
+    event is retried until it goes through instead of being dead-lettered."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures that pass by themselves: TryLater, and a database that cannot be reached right now."""
+    if isinstance(exc, TryLater):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -121,20 +135,35 @@ class CaseEventConsumer:
             correlation_id=str(event.metadata.correlation_id),
         ):
             attempts = self._settings.handler_attempts
-            for attempt in range(1, attempts + 1):
+            attempt = 0
+            while True:
+                attempt += 1
                 try:
                     await handler(event)
                     return
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if attempt == attempts:
+                    transient = is_transient(exc)
+                    if attempt >= attempts and not transient:
                         log.error("handler failed; dead-lettering", attempt=attempt, error=describe_error(exc))
                         if record is not None:
                             await self._dead_letter(record, exc, attempts=attempt)
                         return
-                    log.warning("handler failed; retrying", attempt=attempt, error=describe_error(exc))
-                    await asyncio.sleep(self._settings.handler_retry_base_seconds * 2 ** (attempt - 1))
+                    # A database or a department that is down will come back: wait for it rather than
+                    # dead-letter everything in flight. The partition waits too, which keeps cases in order.
+                    delay = min(
+                        self._settings.handler_retry_base_seconds * 2 ** min(attempt - 1, 20),
+                        self._settings.handler_max_backoff_seconds,
+                    )
+                    log.warning(
+                        "handler failed; retrying",
+                        attempt=attempt,
+                        transient=transient,
+                        retry_in_seconds=round(delay, 2),
+                        error=describe_error(exc),
+                    )
+                    await asyncio.sleep(delay)
 
     async def _dead_letter(self, record: Any, exc: BaseException, attempts: int) -> None:
         assert self._broker is not None

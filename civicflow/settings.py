@@ -34,6 +34,8 @@ class KernelSettings(BaseSettings):
     consumer_batch_size: int = 200
     handler_attempts: int = 5
     handler_retry_base_seconds: float = 0.2
+    # retries of transient failures (a database or a department down) wait at most this long between tries
+    handler_max_backoff_seconds: float = 30.0
     relay_batch_size: int = 500
     relay_idle_poll_seconds: float = 0.05
     relay_standby_poll_seconds: float = 1.0

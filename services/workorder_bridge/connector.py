@@ -7,6 +7,7 @@ from typing import Protocol
 
 import httpx
 
+from civicflow.consumer import TryLater
 from services.workorder_bridge.domain import WorkOrderRequest
 
 
@@ -20,7 +21,7 @@ class ConnectorError(Exception):
     """Opening a work order failed."""
 
 
-class DepartmentUnavailable(ConnectorError):
+class DepartmentUnavailable(ConnectorError, TryLater):
     """The department's system did not answer or failed (network error, timeout, 5xx); try again later."""
 
 
