@@ -96,7 +96,8 @@ def permanently_refused(exc: aiosmtplib.SMTPRecipientsRefused) -> int | None:
 
 
 class NotificationHandler:
-    """Reacts to CaseSubmitted, CaseRouted and CaseResolved with one email, or a recorded reason why not."""
+    """Reacts to CaseSubmitted, CaseRouted, CaseRerouted and CaseResolved with one email, or a recorded reason
+    why not."""
 
     def __init__(
         self,
