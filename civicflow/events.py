@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -180,6 +180,17 @@ class CaseRecategorised(CaseEvent):
     service_code: str
     previous_service_code: str
     reason: str
+
+
+def current_service_code(history: Iterable[CaseEvent]) -> str | None:
+    """A case's service as it stands: the submitted code, or the latest a call-taker corrected it to."""
+    code = None
+    for event in history:
+        if isinstance(event, CaseSubmitted) and code is None:
+            code = event.service_code
+        elif isinstance(event, CaseRecategorised):
+            code = event.service_code
+    return code
 
 
 @catalogued

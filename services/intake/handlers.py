@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
-from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, EventMetadata
+from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, EventMetadata, current_service_code
 from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault
@@ -127,10 +127,7 @@ async def _recategorise_once(
         stream = await store.read_stream(tx, case_id)
         if any(isinstance(e.data, CaseResolved) for e in stream):
             raise NothingToChange("the case is already resolved; take a new request instead")
-        previous = next(e.data.service_code for e in stream if isinstance(e.data, CaseSubmitted))
-        for event in stream:
-            if isinstance(event.data, CaseRecategorised):
-                previous = event.data.service_code
+        previous = current_service_code(e.data for e in stream) or ""
         if previous == service_code:
             raise NothingToChange(f"the case is already {service_code}")
         change = CaseRecategorised(service_code=service_code, previous_service_code=previous, reason=reason)

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from civicflow.events import (
-    CaseRecategorised,
     CaseRerouted,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
     RecordedEvent,
     RoutingDecision,
+    current_service_code,
 )
 from civicflow.pii import ResidentContact
 
@@ -123,12 +123,9 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
     earlier = [e for e in stream if e.version < trigger.version]
     submitted = trigger.data if isinstance(trigger.data, CaseSubmitted) else None
     routed = trigger.data if isinstance(trigger.data, RoutingDecision) else None
-    service_code = None
     for recorded in earlier:
         if submitted is None and isinstance(recorded.data, CaseSubmitted):
             submitted = recorded.data
-        if isinstance(recorded.data, CaseRecategorised):
-            service_code = recorded.data.service_code
         if isinstance(trigger.data, CaseResolved) and isinstance(recorded.data, RoutingDecision):
             routed = recorded.data  # the latest routing (or rerouting) before the resolution
     if submitted is None:
@@ -138,7 +135,7 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         case_id=trigger.case_id,
         stage=stage,
         tracking_number=submitted.tracking_number,
-        service_code=service_code or submitted.service_code,
+        service_code=current_service_code([submitted, *(e.data for e in earlier)]) or submitted.service_code,
         submitted_at=submitted.submitted_at,
         sealed_contact=submitted.sealed_contact,
         preferred_channel=submitted.preferred_channel,

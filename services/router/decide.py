@@ -15,28 +15,26 @@ from civicflow.events import (
     CaseSubmitted,
     RoutingDecision,
     WorkOrderRejected,
+    current_service_code,
 )
 from services.router.engine import CaseFacts, CompiledRuleSet, Routed, Triage
 
 
-def facts_of(history: Sequence[CaseEvent]) -> CaseFacts:
-    """The routing facts of a case: its submission, with the latest service code a call-taker gave it."""
+def facts_of(history: Sequence[CaseEvent], channel: str | None) -> CaseFacts:
+    """The routing facts of a case: its submission (made by `channel`), with the latest service code a
+    call-taker gave it."""
     submitted = next((e for e in history if isinstance(e, CaseSubmitted)), None)
     if submitted is None:
         raise ValueError("the case has no CaseSubmitted event")
-    code = submitted.service_code
-    for event in history:
-        if isinstance(event, CaseRecategorised):
-            code = event.service_code
     return CaseFacts(
-        service_code=code,
+        service_code=current_service_code(history) or submitted.service_code,
         description=submitted.description,
         submitted_at=submitted.submitted_at,
         lat=submitted.location.lat,
         long=submitted.location.long,
         attributes=submitted.attributes,
         flags=frozenset(submitted.flags),
-        channel=None,
+        channel=channel,
     )
 
 
@@ -72,9 +70,7 @@ def _as_event(decision: Routed | Triage, rerouted_because: str | None, previous:
 
 
 def route_new_case(rules: CompiledRuleSet, submitted: CaseSubmitted, channel: str | None) -> CaseEvent:
-    facts = facts_of([submitted])
-    facts = CaseFacts(**{**facts.__dict__, "channel": channel})
-    return _as_event(rules.route(facts), None, None)
+    return _as_event(rules.route(facts_of([submitted], channel)), None, None)
 
 
 def reroute(
@@ -100,6 +96,5 @@ def reroute(
         because = f"recategorised from {trigger.previous_service_code} to {trigger.service_code}: {trigger.reason}"
     else:
         raise TypeError(f"cannot reroute on {type(trigger).__name__}")
-    facts = CaseFacts(**{**facts_of(history).__dict__, "channel": channel})
     exclude = frozenset(r.department_id for r in rejected)
-    return _as_event(rules.route(facts, exclude), because, previous)
+    return _as_event(rules.route(facts_of(history, channel), exclude), because, previous)

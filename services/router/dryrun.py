@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from civicflow.events import CaseEvent, CaseNeedsTriage, CaseSubmitted, RecordedEvent, RoutingDecision
 from civicflow.eventstore import PostgresEventStore
 from services.router.decide import facts_of
-from services.router.engine import CaseFacts, CompiledRuleSet, Routed
+from services.router.engine import CompiledRuleSet, Routed
 
 TRIAGE = "(triage)"
 _TYPES = ("CaseSubmitted", "CaseRouted", "CaseNeedsTriage")
@@ -92,8 +92,7 @@ def compare(report: DryRunReport, candidate: CompiledRuleSet, case: list[Recorde
     before = first_decision(history)
     if before is None:
         return  # not routed yet: nothing to compare with
-    facts = CaseFacts(**{**facts_of(history).__dict__, "channel": case[0].metadata.channel})
-    decision = candidate.route(facts)
+    decision = candidate.route(facts_of(history, case[0].metadata.channel))
     after = (decision.department_id, decision.rule_id) if isinstance(decision, Routed) else (TRIAGE, "(no rule)")
     report.cases += 1
     report.by_service[submitted.service_code] += 1

@@ -115,5 +115,4 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             if case_id is None:
                 return None
             stream = await self._store.read_stream(conn, case_id)
-        facts = facts_of([e.data for e in stream])
-        return CaseFacts(**{**facts.__dict__, "channel": stream[0].metadata.channel})
+        return facts_of([e.data for e in stream], stream[0].metadata.channel)

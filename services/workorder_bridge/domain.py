@@ -13,7 +13,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from civicflow.events import (
     CaseEvent,
-    CaseRecategorised,
     CaseResolved,
     CaseSubmitted,
     RecordedEvent,
@@ -63,15 +62,6 @@ def submission_of(stream: Sequence[RecordedEvent]) -> CaseSubmitted:
             return recorded.data
     case_id = stream[0].case_id if stream else "?"
     raise CaseNotSubmitted(f"case {case_id} has no CaseSubmitted event; cannot open a work order")
-
-
-def current_service_code(stream: Sequence[RecordedEvent]) -> str:
-    """The case's service as it stands: the submitted one, or the latest a call-taker corrected it to."""
-    code = submission_of(stream).service_code
-    for recorded in stream:
-        if isinstance(recorded.data, CaseRecategorised):
-            code = recorded.data.service_code
-    return code
 
 
 def work_order_request(

@@ -10,7 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.consumer import CaseEventConsumer, Inbox
 from civicflow.db import make_engine
-from civicflow.events import CaseRerouted, CaseRouted, EventMetadata, RecordedEvent, RoutingDecision, WorkOrderOpened
+from civicflow.events import (
+    CaseRerouted,
+    CaseRouted,
+    EventMetadata,
+    RecordedEvent,
+    RoutingDecision,
+    WorkOrderOpened,
+    current_service_code,
+)
 from civicflow.eventstore import EventStore, PostgresEventStore
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, serve
@@ -18,7 +26,6 @@ from civicflow.settings import KernelSettings
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
 from services.workorder_bridge.domain import (
     StatusReport,
-    current_service_code,
     events_for_status,
     submission_of,
     work_order_request,
@@ -78,7 +85,11 @@ class CaseRoutedHandler:
                 return  # a redelivery: spare the department a call
             stream = await self._store.read_stream(conn, event.case_id)
         request = work_order_request(
-            event.case_id, submission_of(stream), routed, self._callback_url, current_service_code(stream)
+            event.case_id,
+            submission_of(stream),
+            routed,
+            self._callback_url,
+            current_service_code(e.data for e in stream),
         )
         opened = await self._connector.open_work_order(routed.department_id, request, str(event.event_id))
 

@@ -85,3 +85,16 @@ def test_uuid7_ids_sort_by_creation_time() -> None:
     ids = [uuid7() for _ in range(1000)]
     assert ids == sorted(ids)
     assert all(i.version == 7 for i in ids)
+
+
+def test_a_cases_current_service_code_follows_its_latest_correction() -> None:
+    from civicflow.events import CaseRecategorised, current_service_code
+
+    submitted = CaseSubmitted.model_validate(json.loads((FIXTURES / "CaseSubmitted.v1.json").read_text()))
+    assert current_service_code([]) is None
+    assert current_service_code([submitted]) == "POTHOLE"
+    corrections = [
+        CaseRecategorised(service_code="SINKHOLE", previous_service_code="POTHOLE", reason="deeper than it looked"),
+        CaseRecategorised(service_code="WATER_LEAK", previous_service_code="SINKHOLE", reason="a main under it"),
+    ]
+    assert current_service_code([submitted, *corrections]) == "WATER_LEAK"
