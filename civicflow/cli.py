@@ -9,7 +9,7 @@ import signal
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import grpc
 import typer
@@ -151,7 +151,16 @@ def _database_url() -> str:
     raise typer.BadParameter("set CIVICFLOW_DATABASE_URL, or start the system with `civicflow dev`")
 
 
-def _fail(error: grpc.RpcError) -> None:
+def _call(service: str, stub: Any, method: str, request: Any, timeout: float = 10) -> Any:
+    """One gRPC call to a running service; a refusal is printed as the service explained it, exit 1."""
+    with grpc.insecure_channel(_address(service)) as channel:
+        try:
+            return getattr(stub(channel), method)(request, timeout=timeout)
+        except grpc.RpcError as error:
+            _fail(error)
+
+
+def _fail(error: grpc.RpcError) -> NoReturn:
     from civicflow.grpc_errors import field_violations
 
     assert isinstance(error, grpc.Call)
@@ -197,12 +206,7 @@ def submit(
         attributes=dict(a.split("=", 1) for a in attribute or [] if "=" in a),
         flags=flag or [],
     )
-    with grpc.insecure_channel(_address("intake")) as ch:
-        try:
-            reply = intake_pb2_grpc.IntakeServiceStub(ch).SubmitRequest(request, timeout=10)
-        except grpc.RpcError as error:
-            _fail(error)
-            return
+    reply = _call("intake", intake_pb2_grpc.IntakeServiceStub, "SubmitRequest", request)
     typer.echo(f"tracking number: {reply.tracking_number}" + (" (already accepted earlier)" if reply.replayed else ""))
 
 
@@ -218,12 +222,7 @@ def recategorise(
     request = intake_pb2.RecategoriseCaseRequest(
         tracking_number=tracking_number, service_code=service_code, reason=reason
     )
-    with grpc.insecure_channel(_address("intake")) as ch:
-        try:
-            reply = intake_pb2_grpc.IntakeServiceStub(ch).RecategoriseCase(request, timeout=10)
-        except grpc.RpcError as error:
-            _fail(error)
-            return
+    reply = _call("intake", intake_pb2_grpc.IntakeServiceStub, "RecategoriseCase", request)
     typer.echo(f"{tracking_number}: {reply.previous_service_code} -> {service_code}; the router will place it again")
 
 
@@ -232,14 +231,12 @@ def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")])
     """Show where a request is: status, department, due date and every stage so far."""
     from civicflow.v1 import query_pb2, query_pb2_grpc
 
-    with grpc.insecure_channel(_address("query")) as ch:
-        try:
-            view = query_pb2_grpc.CaseQueryServiceStub(ch).GetCase(
-                query_pb2.GetCaseRequest(tracking_number=tracking_number), timeout=10
-            )
-        except grpc.RpcError as error:
-            _fail(error)
-            return
+    view = _call(
+        "query",
+        query_pb2_grpc.CaseQueryServiceStub,
+        "GetCase",
+        query_pb2.GetCaseRequest(tracking_number=tracking_number),
+    )
     typer.echo(f"{view.tracking_number}  {view.service_code}  status: {view.status}")
     if view.department_name:
         due = f", due {view.due_at.ToDatetime():%Y-%m-%d %H:%M} UTC" if view.HasField("due_at") else ""
@@ -346,14 +343,13 @@ def rules_reload(
     """Replace the running router's rule set; a broken file is refused and the old rules stay."""
     from civicflow.v1 import routing_pb2, routing_pb2_grpc
 
-    with grpc.insecure_channel(_address("router")) as ch:
-        try:
-            reply = routing_pb2_grpc.RoutingServiceStub(ch).ReloadRules(
-                routing_pb2.ReloadRulesRequest(path=str(Path(path).resolve()) if path else ""), timeout=30
-            )
-        except grpc.RpcError as error:
-            _fail(error)
-            return
+    reply = _call(
+        "router",
+        routing_pb2_grpc.RoutingServiceStub,
+        "ReloadRules",
+        routing_pb2.ReloadRulesRequest(path=str(Path(path).resolve()) if path else ""),
+        timeout=30,
+    )
     typer.echo(f"rule set {reply.rule_set_version} in force (was {reply.previous_version})")
 
 
@@ -393,12 +389,7 @@ def rules_explain(
             when = datetime.fromisoformat(at)
             draft.submitted_at.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
         request = routing_pb2.ExplainRouteRequest(draft=draft)
-    with grpc.insecure_channel(_address("router")) as ch:
-        try:
-            reply = routing_pb2_grpc.RoutingServiceStub(ch).ExplainRoute(request, timeout=10)
-        except grpc.RpcError as error:
-            _fail(error)
-            return
+    reply = _call("router", routing_pb2_grpc.RoutingServiceStub, "ExplainRoute", request)
     if reply.routed:
         typer.echo(
             f"-> {reply.department_name} ({reply.department_id}), priority {reply.priority},"
