@@ -7,25 +7,15 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import OperationalError
 
 from civicflow.consumer import CaseEventConsumer, TryLater, is_transient
-from civicflow.events import EventMetadata, RecordedEvent, WorkOrderStatusChanged
+from civicflow.events import RecordedEvent, WorkOrderStatusChanged
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
 from services.workorder_bridge.connector import DepartmentUnavailable
+from tests.factories import recorded
 
 SETTINGS = KernelSettings(handler_attempts=3, handler_retry_base_seconds=0.001, handler_max_backoff_seconds=0.002)
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
-EVENT = RecordedEvent(
-    position=1,
-    event_id=uuid7(),
-    case_id=uuid7(),
-    version=1,
-    type="WorkOrderStatusChanged",
-    schema_version=1,
-    occurred_at=NOW,
-    recorded_at=NOW,
-    metadata=EventMetadata(correlation_id=uuid7(), actor="test"),
-    data=WorkOrderStatusChanged(external_id="WO-1", status="open"),
-)
+EVENT = recorded(WorkOrderStatusChanged(external_id="WO-1", status="open"), case_id=uuid7(), version=1, at=NOW)
 
 
 def failing(times: int, error: Exception) -> tuple[list[int], object]:

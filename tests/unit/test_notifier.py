@@ -15,7 +15,6 @@ from civicflow.events import (
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
-    EventMetadata,
     Location,
     RecordedEvent,
 )
@@ -33,24 +32,14 @@ from services.notifier.domain import (
     stage_facts,
     tracking_link,
 )
+from tests.factories import recorded
 
 RESIDENT = ResidentContact(name="Dolores Abernathy", email="dolores@example.org", phone="+1 555 0100")
 SUBMITTED_AT = datetime(2026, 3, 13, 15, 0, tzinfo=UTC)  # a Friday
 
 
 def _recorded(case_id: UUID, version: int, data: CaseEvent) -> RecordedEvent:
-    return RecordedEvent(
-        position=version,
-        event_id=uuid4(),
-        case_id=case_id,
-        version=version,
-        type=data.event_type,
-        schema_version=data.schema_version,
-        occurred_at=SUBMITTED_AT,
-        recorded_at=SUBMITTED_AT,
-        metadata=EventMetadata(correlation_id=uuid4(), actor="test"),
-        data=data,
-    )
+    return recorded(data, case_id=case_id, version=version, at=SUBMITTED_AT)
 
 
 def _submitted(preferred_channel: str | None = "email") -> CaseSubmitted:

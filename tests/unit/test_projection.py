@@ -11,7 +11,6 @@ from civicflow.events import (
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
-    EventMetadata,
     Location,
     NotificationSent,
     RecordedEvent,
@@ -20,24 +19,14 @@ from civicflow.events import (
 )
 from civicflow.ids import uuid7
 from services.query.projection import CaseRecord, apply
+from tests.factories import recorded as stored
 
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 CASE = uuid7()
 
 
 def recorded(version: int, data: CaseEvent, case_id: UUID = CASE) -> RecordedEvent:
-    return RecordedEvent(
-        position=version,
-        event_id=uuid7(),
-        case_id=case_id,
-        version=version,
-        type=data.event_type,
-        schema_version=data.schema_version,
-        occurred_at=T0 + timedelta(minutes=version),
-        recorded_at=T0 + timedelta(minutes=version),
-        metadata=EventMetadata(correlation_id=uuid7(), actor="test"),
-        data=data,
-    )
+    return stored(data, case_id=case_id, version=version, at=T0 + timedelta(minutes=version))
 
 
 LIFE = [

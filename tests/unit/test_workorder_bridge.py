@@ -17,7 +17,6 @@ from civicflow.events import (
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
-    EventMetadata,
     Location,
     RecordedEvent,
     WorkOrderStatusChanged,
@@ -40,6 +39,7 @@ from services.workorder_bridge.domain import (
 )
 from services.workorder_bridge.main import BridgeSettings
 from services.workorder_bridge.webhook import Outcome, create_webhook_app
+from tests.factories import recorded as stored
 
 SECRET = "test-secret"
 NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
@@ -69,18 +69,7 @@ def routed() -> CaseRouted:
 
 
 def recorded(case_id: uuid.UUID, version: int, data: Any) -> RecordedEvent:
-    return RecordedEvent(
-        position=version,
-        event_id=uuid.uuid4(),
-        case_id=case_id,
-        version=version,
-        type=data.event_type,
-        schema_version=1,
-        occurred_at=NOW,
-        recorded_at=NOW,
-        metadata=EventMetadata(correlation_id=uuid.uuid4(), actor="test"),
-        data=data,
-    )
+    return stored(data, case_id=case_id, version=version, at=NOW)
 
 
 def report(**changes: Any) -> dict[str, Any]:
