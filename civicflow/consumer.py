@@ -117,11 +117,12 @@ class CaseEventConsumer:
 
     async def _on_record(self, record: Any) -> None:
         try:
-            headers = header_map(record.headers)
-            handler = self._handlers.get(headers.get("ce_type", ""))
+            # Every service sees every event: look at its type alone before decoding anything else.
+            event_type = next((raw for name, raw in record.headers if name == "ce_type"), b"").decode()
+            handler = self._handlers.get(event_type)
             if handler is None:
                 return
-            event = from_message(headers, record.value)
+            event = from_message(header_map(record.headers), record.value)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not an event we can read at all
             await self._dead_letter(record, exc, attempts=0)
             return

@@ -62,6 +62,7 @@ class Relay:
         self.is_leader = True
         log.info("relay leading", topic=self._topic)
         await ensure_topics(self._settings)
+        await self._ensure_cursor()  # once per leadership, not on every poll
         producer = make_producer(self._settings)
         watcher = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, enable_auto_commit=False)
         await producer.start()
@@ -105,11 +106,14 @@ class Relay:
                 {"t": self._topic},
             )
 
+    async def _ensure_cursor(self) -> None:
+        async with self._engine.begin() as tx:
+            await tx.execute(
+                text("INSERT INTO events.relay_cursor (topic) VALUES (:t) ON CONFLICT (topic) DO NOTHING"),
+                {"t": self._topic},
+            )
+
     async def _cursor(self, tx: AsyncConnection) -> dict[str, object]:
-        await tx.execute(
-            text("INSERT INTO events.relay_cursor (topic) VALUES (:t) ON CONFLICT (topic) DO NOTHING"),
-            {"t": self._topic},
-        )
         row = (
             await tx.execute(
                 text("SELECT position, probe FROM events.relay_cursor WHERE topic = :t FOR UPDATE"),
