@@ -12,7 +12,7 @@ import pytest
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
 from civicflow.sandbox import isolated_system, scratch_database
-from civicflow.v1 import intake_pb2_grpc, query_pb2_grpc, routing_pb2_grpc
+from civicflow.v1 import intake_pb2_grpc, query_pb2, query_pb2_grpc, routing_pb2_grpc
 
 
 @contextlib.asynccontextmanager
@@ -51,3 +51,17 @@ class Clients:
     async def close(self) -> None:
         for channel in (self._intake, self._query, self._router):
             await channel.close()
+
+
+async def view_reached(clients: Clients, number: str, stage: str) -> query_pb2.CaseView | None:
+    """The case's public view once its timeline holds `stage`, else None.
+
+    Waits on the timeline, not the status: a status like "routed" lasts only until the department's
+    system answers, and the read model may fold several events at once, so a poll can miss it."""
+    try:
+        view = await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number=number))
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return view if any(e.stage == stage for e in view.timeline) else None

@@ -12,8 +12,8 @@ from civicflow.infra import EmbeddedKafka, Infrastructure
 from civicflow.launcher import SystemProcesses
 from samples.smtp_sink.sink import read_messages
 from tests.conftest import eventually
-from tests.e2e.conftest import Clients, running_system
-from tests.e2e.test_lifecycle import pothole, view_when
+from tests.e2e.conftest import Clients, running_system, view_reached
+from tests.e2e.test_lifecycle import pothole
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +41,16 @@ async def test_after_the_broker_restarts_empty_old_cases_stay_whole_and_new_ones
     clients = Clients(system)
     try:
         before = await clients.intake.SubmitRequest(pothole(email="before@example.org"))
-        await eventually(lambda: view_when(clients, before.tracking_number, "resolved"), timeout=60, what="resolved")
+        await eventually(lambda: view_reached(clients, before.tracking_number, "resolved"), timeout=60, what="resolved")
 
         broker.stop()
         broker.start()  # same port, nothing in it: no topics, no groups, no offsets
 
         after = await clients.intake.SubmitRequest(pothole(email="after@example.org"))
         await eventually(
-            lambda: view_when(clients, after.tracking_number, "resolved"), timeout=120, what="a new case after restart"
+            lambda: view_reached(clients, after.tracking_number, "resolved"),
+            timeout=120,
+            what="a new case after restart",
         )
         await eventually(lambda: _mails_for(system, after.case_id, 3), timeout=30, what="the new case's emails")
     finally:

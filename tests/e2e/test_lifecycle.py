@@ -20,7 +20,7 @@ from civicflow.launcher import SystemProcesses
 from civicflow.v1 import common_pb2, intake_pb2, query_pb2
 from samples.smtp_sink.sink import read_messages
 from tests.conftest import eventually
-from tests.e2e.conftest import Clients, running_system
+from tests.e2e.conftest import Clients, running_system, view_reached
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +57,6 @@ def pothole(email: str = "", key: str = "") -> intake_pb2.SubmitRequestRequest:
     )
 
 
-async def view_when(clients: Clients, number: str, status: str) -> query_pb2.CaseView | None:
-    try:
-        view = await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number=number))
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise
-    return view if view.status == status else None
-
-
 async def count_events(system: SystemProcesses) -> int:
     engine = make_engine(system.infra.database_url)
     async with engine.connect() as conn:
@@ -82,7 +72,7 @@ async def test_a_request_goes_from_submission_to_resolution_and_the_resident_hea
     assert len(reply.tracking_number) == 8 and not reply.replayed
 
     async def resolved_with_emails() -> query_pb2.CaseView | None:
-        view = await view_when(clients, reply.tracking_number, "resolved")
+        view = await view_reached(clients, reply.tracking_number, "resolved")
         if view is None or sum(e.stage == "resident_notified" for e in view.timeline) < 3:
             return None
         return view
@@ -177,7 +167,7 @@ async def test_an_unknown_service_code_goes_to_the_call_centre(clients: Clients)
     request = pothole()
     request.service_code = "UFO_SIGHTING"
     reply = await clients.intake.SubmitRequest(request)
-    view = await eventually(lambda: view_when(clients, reply.tracking_number, "routed"), what="routed")
+    view = await eventually(lambda: view_reached(clients, reply.tracking_number, "routed"), what="routed")
     assert (view.department_id, view.rule_id) == ("triage", "default")
 
 

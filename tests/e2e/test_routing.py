@@ -11,11 +11,11 @@ import pytest
 
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
-from civicflow.v1 import common_pb2, intake_pb2, query_pb2, routing_pb2
+from civicflow.v1 import common_pb2, intake_pb2, routing_pb2
 from samples.smtp_sink.sink import read_messages
 from services.router.main import DEFAULT_CITY
 from tests.conftest import eventually
-from tests.e2e.conftest import Clients, running_system
+from tests.e2e.conftest import Clients, running_system, view_reached
 
 pytestmark = pytest.mark.e2e
 WARD_3 = common_pb2.Location(lat=41.910, long=-87.610, address="3100 N Example Ave")
@@ -36,17 +36,9 @@ async def submit(clients: Clients, code: str, description: str, **extra: object)
     return (await clients.intake.SubmitRequest(request)).tracking_number
 
 
-async def view_with(clients: Clients, number: str, stage: str) -> query_pb2.CaseView | None:
-    try:
-        view = await clients.query.GetCase(query_pb2.GetCaseRequest(tracking_number=number))
-    except grpc.aio.AioRpcError:
-        return None
-    return view if any(e.stage == stage for e in view.timeline) else None
-
-
 async def test_the_case_view_shows_the_rule_and_explain_route_says_why(clients: Clients) -> None:
     number = await submit(clients, "POTHOLE", "Deep pothole, cars swerving", flags=["blocking_traffic"])
-    view = await eventually(lambda: view_with(clients, number, "routed"), what="routed")
+    view = await eventually(lambda: view_reached(clients, number, "routed"), what="routed")
     assert (view.rule_id, view.department_id, view.priority) == ("street-hazard-flagged", "streets", "urgent")
     explained = await clients.routing.ExplainRoute(routing_pb2.ExplainRouteRequest(tracking_number=number))
     assert explained.routed and explained.rule_id == "street-hazard-flagged"
@@ -62,7 +54,7 @@ async def test_a_department_that_turns_a_case_down_sends_it_back_through_the_rul
 ) -> None:
     contact = intake_pb2.ResidentContact(email="g@example.org", preferred_channel=intake_pb2.CONTACT_CHANNEL_EMAIL)
     number = await submit(clients, "GRAFFITI", "Tags on the garage", contact=contact)
-    view = await eventually(lambda: view_with(clients, number, "rerouted"), timeout=60, what="rerouted")
+    view = await eventually(lambda: view_reached(clients, number, "rerouted"), timeout=60, what="rerouted")
     stages = [e.stage for e in view.timeline]
     assert stages.index("routed") < stages.index("turned_down") < stages.index("rerouted")
     assert view.department_id != "code"
@@ -100,21 +92,21 @@ async def test_a_new_rule_set_takes_effect_without_a_restart_and_a_broken_one_is
     reply = await clients.routing.ReloadRules(routing_pb2.ReloadRulesRequest(path=str(candidate)))
     assert reply.rule_set_version == "e2e-reloaded"
     number = await submit(clients, "POTHOLE", "another one")
-    await eventually(lambda: view_with(clients, number, "routed"), what="routed")
+    await eventually(lambda: view_reached(clients, number, "routed"), what="routed")
     explained = await clients.routing.ExplainRoute(routing_pb2.ExplainRouteRequest(tracking_number=number))
     assert explained.rule_set_version == "e2e-reloaded"
 
 
 async def test_a_call_taker_recategorises_a_case_and_the_router_places_it_again(clients: Clients) -> None:
     number = await submit(clients, "POTHOLE", "Loud party next door, not a pothole at all")
-    await eventually(lambda: view_with(clients, number, "routed"), what="routed")
+    await eventually(lambda: view_reached(clients, number, "routed"), what="routed")
     reply = await clients.intake.RecategoriseCase(
         intake_pb2.RecategoriseCaseRequest(
             tracking_number=number, service_code="NOISE_COMPLAINT", reason="caller misread"
         )
     )
     assert reply.previous_service_code == "POTHOLE"
-    view = await eventually(lambda: view_with(clients, number, "rerouted"), what="rerouted")
+    view = await eventually(lambda: view_reached(clients, number, "rerouted"), what="rerouted")
     assert view.service_code == "NOISE_COMPLAINT" and view.department_id in ("code", "police")
     with pytest.raises(grpc.aio.AioRpcError) as same:
         await clients.intake.RecategoriseCase(
