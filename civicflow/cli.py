@@ -111,6 +111,21 @@ def migrate_command() -> None:
     typer.echo("\n".join(applied) if applied else "schema is up to date")
 
 
+@app.command()
+def asyncapi(
+    out: Annotated[Path | None, typer.Option(help="Write the document here instead of printing it")] = None,
+) -> None:
+    """The AsyncAPI document of civicflow's topics (the event catalogue other city systems read)."""
+    from civicflow.asyncapi import render
+
+    document = render()
+    if out is None:
+        typer.echo(document, nl=False)
+    else:
+        out.write_text(document, encoding="utf-8")
+        typer.echo(f"wrote {out}")
+
+
 @replay_app.command("query")
 def replay_query() -> None:
     """Rebuild the query service's read model from the event store."""

@@ -26,6 +26,17 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[RecordedEvent], Awaitable[None]]
 Effect = Callable[[AsyncConnection], Awaitable[None]]
 
+# What a dead-lettered record carries besides its original headers (documented in the AsyncAPI document).
+DEAD_LETTER_HEADERS: dict[str, str] = {
+    "dlq_service": "The service whose handler gave up on the event.",
+    "dlq_error": "What went wrong, by kind, field and code (never the values, which may be personal data).",
+    "dlq_attempts": "How many times the handler tried.",
+    "dlq_original_topic": "Where the event was read from.",
+    "dlq_original_partition": "Its partition there.",
+    "dlq_original_offset": "Its offset there.",
+    "correlation_id": "The same as ce_correlationid (the Kafka client library's own name for it).",
+}
+
 
 class Inbox:
     """The events a service has processed, table <schema>.inbox; a duplicate is caught by its primary key."""
@@ -180,7 +191,11 @@ class CaseEventConsumer:
             }
         )
         await self._broker.publish(
-            record.value, topic=self._settings.dead_letter_topic, key=record.key, headers=headers
+            record.value,
+            topic=self._settings.dead_letter_topic,
+            key=record.key,
+            headers=headers,
+            correlation_id=headers.get("ce_correlationid"),
         )
         self.dead_lettered += 1
         log.error("event dead-lettered", topic=self._settings.dead_letter_topic, error=headers["dlq_error"])

@@ -112,6 +112,8 @@ class Location(BaseModel):
 
 @catalogued
 class CaseSubmitted(CaseEvent):
+    """A resident's request was accepted and given a tracking number (intake)."""
+
     event_type: ClassVar[str] = "CaseSubmitted"
 
     tracking_number: str
@@ -121,12 +123,14 @@ class CaseSubmitted(CaseEvent):
     submitted_at: datetime
     # The resident's contact, sealed with the case's own key (see civicflow.pii); never readable from
     # the log alone, and forgotten for good when that key is deleted.
-    sealed_contact: str | None = None
-    preferred_channel: str | None = None
+    sealed_contact: str | None = Field(
+        default=None,
+        description="The resident's contact, encrypted with the case's own key; opaque outside civicflow.",
+    )
+    preferred_channel: str | None = Field(default=None, description="email, sms or voice, when the resident chose.")
     has_email: bool = False
-    # Answers to the service's questions, and priority flags the caller ticked (hazard, blocking_traffic…).
-    attributes: dict[str, str] = {}
-    flags: list[str] = []
+    attributes: dict[str, str] = Field(default={}, description="Answers to the service's questions, by question code.")
+    flags: list[str] = Field(default=[], description="Priority flags the caller raised (hazard, blocking_traffic, …).")
 
 
 class RoutingDecision(CaseEvent):
@@ -136,9 +140,9 @@ class RoutingDecision(CaseEvent):
     department_name: str
     priority: str
     due_at: datetime
-    rule_id: str
+    rule_id: str = Field(description="The rule that decided, by its id in the rule set.")
     rule_set_version: str
-    explanation: list[str] = []
+    explanation: list[str] = Field(default=[], description="Which of the rule's conditions matched, in words.")
     queue: str | None = None
     crew: str | None = None
     sla: str | None = None
@@ -147,6 +151,8 @@ class RoutingDecision(CaseEvent):
 
 @catalogued
 class CaseRouted(RoutingDecision):
+    """The rules placed the case with a department, with a priority and a due date (router)."""
+
     event_type: ClassVar[str] = "CaseRouted"
 
 
@@ -205,6 +211,8 @@ class CaseOverdue(CaseEvent):
 
 @catalogued
 class CaseNeedsTriage(CaseEvent):
+    """No rule could place the case, or departments kept turning it down: a call-taker decides (router)."""
+
     event_type: ClassVar[str] = "CaseNeedsTriage"
 
     queue: str
@@ -214,6 +222,8 @@ class CaseNeedsTriage(CaseEvent):
 
 @catalogued
 class WorkOrderOpened(CaseEvent):
+    """The department's own work-order system took the case; external_id is its number there (bridge)."""
+
     event_type: ClassVar[str] = "WorkOrderOpened"
 
     department_id: str
@@ -223,6 +233,8 @@ class WorkOrderOpened(CaseEvent):
 
 @catalogued
 class WorkOrderStatusChanged(CaseEvent):
+    """The department's system reported progress on the work order (bridge)."""
+
     event_type: ClassVar[str] = "WorkOrderStatusChanged"
 
     external_id: str
@@ -232,6 +244,8 @@ class WorkOrderStatusChanged(CaseEvent):
 
 @catalogued
 class CaseResolved(CaseEvent):
+    """The department finished the work; resolution says what was done (bridge)."""
+
     event_type: ClassVar[str] = "CaseResolved"
 
     resolution: str
@@ -240,6 +254,8 @@ class CaseResolved(CaseEvent):
 
 @catalogued
 class NotificationSent(CaseEvent):
+    """The resident was told of a stage on their chosen channel (notifier)."""
+
     event_type: ClassVar[str] = "NotificationSent"
 
     stage: str
@@ -249,6 +265,8 @@ class NotificationSent(CaseEvent):
 
 @catalogued
 class NotificationFailed(CaseEvent):
+    """Telling the resident of a stage failed for good; reason names the kind of failure (notifier)."""
+
     event_type: ClassVar[str] = "NotificationFailed"
 
     stage: str

@@ -12,6 +12,26 @@ from civicflow.events import EventMetadata, RecordedEvent, decode_payload
 Headers = list[tuple[str, bytes]]
 SPEC_VERSION = "1.0"
 
+# Every header to_message writes, with what it means to a reader of the topic (the AsyncAPI document
+# is built from this, and a test holds the two together).
+HEADERS: dict[str, str] = {
+    "ce_specversion": "CloudEvents spec version, always 1.0.",
+    "ce_id": "The event id (UUIDv7); unique, so a consumer can drop a redelivered event.",
+    "ce_type": "The event type, one of the messages of this channel (e.g. CaseRouted).",
+    "ce_source": "urn:civicflow:<actor>, the service or person that recorded the event.",
+    "ce_subject": "The case id (UUID); also the record key, so a case's events stay in order on one partition.",
+    "ce_time": "When it happened (ISO 8601 with offset).",
+    "content-type": "Always application/json.",
+    "ce_caseversion": "The event's number within its case, from 1, without gaps.",
+    "ce_position": "The event's position in the whole event store; increases in commit order.",
+    "ce_schemaversion": "The payload's schema version (older stored shapes are upcast before publishing).",
+    "ce_recordedtime": "When the event store recorded it (ISO 8601 with offset).",
+    "ce_correlationid": "The id shared by every event that follows from one request.",
+    "ce_causationid": "The id of the event this one reacts to; empty for a request from outside.",
+    "ce_actor": "The service or person that recorded the event.",
+    "ce_channel": "How the request reached the city (phone, web, app, open311, …); may be empty.",
+}
+
 
 def to_message(event: RecordedEvent) -> tuple[bytes, bytes, Headers]:
     """(key, value, headers) for one stored event; key = case id so a case stays on one partition."""

@@ -11,14 +11,14 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from civicflow.consumer import CaseEventConsumer, Inbox
+from civicflow.consumer import DEAD_LETTER_HEADERS, CaseEventConsumer, Inbox
 from civicflow.db import make_engine
 from civicflow.events import EventMetadata, RecordedEvent, WorkOrderStatusChanged
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.relay import Relay
 from civicflow.settings import KernelSettings
-from civicflow.wire import header_map
+from civicflow.wire import HEADERS, header_map
 from tests.conftest import eventually
 from tests.integration.kafka_helpers import read_topic
 
@@ -132,9 +132,11 @@ async def test_a_poison_event_is_dead_lettered_and_does_not_block_its_case(
         dead = await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, 1)
         assert len(dead) == 1
         headers = header_map(dead[0].headers)
+        assert headers.keys() == HEADERS.keys() | DEAD_LETTER_HEADERS.keys(), "the AsyncAPI document says otherwise"
         assert headers["ce_subject"] == str(case_id) and headers["ce_caseversion"] == "2"
         assert headers["dlq_error"] == "RuntimeError: the department system rejected this work order"
         assert headers["dlq_attempts"] == str(settings.handler_attempts)
+        assert headers["correlation_id"] == headers["ce_correlationid"]
         assert headers["dlq_original_topic"] == settings.case_events_topic
         assert len(attempts) == settings.handler_attempts
     finally:

@@ -16,7 +16,6 @@ from civicflow.events import (
     EventMetadata,
     RecordedEvent,
     UnknownEventType,
-    catalogued,
     decode_payload,
 )
 from civicflow.ids import uuid7
@@ -32,7 +31,6 @@ def test_every_stored_payload_fixture_still_loads() -> None:
         assert isinstance(event, CATALOGUE[event_type])
 
 
-@catalogued
 class _CrewAssigned(CaseEvent):
     """A test-only event at version 3: v1 had `crew` as a number, v2 renamed it to `crew_id`."""
 
@@ -46,12 +44,20 @@ class _CrewAssigned(CaseEvent):
     crew_id: str
 
 
+@pytest.fixture
+def crew_assigned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test-only event, in the catalogue for this test alone (the AsyncAPI document reads the catalogue)."""
+    monkeypatch.setitem(CATALOGUE, _CrewAssigned.event_type, _CrewAssigned)
+
+
+@pytest.mark.usefixtures("crew_assigned")
 def test_upcasters_bring_every_old_version_to_the_current_one() -> None:
     assert decode_payload("test.CrewAssigned", 1, {"crew": 4}) == _CrewAssigned(crew_id="crew-4")
     assert decode_payload("test.CrewAssigned", 2, {"crew_id": 4}) == _CrewAssigned(crew_id="crew-4")
     assert decode_payload("test.CrewAssigned", 3, {"crew_id": "crew-4"}) == _CrewAssigned(crew_id="crew-4")
 
 
+@pytest.mark.usefixtures("crew_assigned")
 def test_payloads_from_newer_code_or_unknown_types_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="newer than this code"):
         decode_payload("test.CrewAssigned", 4, {"crew_id": "x"})
