@@ -232,6 +232,16 @@ class WorkOrderOpened(CaseEvent):
 
 
 @catalogued
+class WorkOrderSyncFailed(CaseEvent):
+    """The department's system did not take the work order; the bridge keeps trying until it does (bridge)."""
+
+    event_type: ClassVar[str] = "WorkOrderSyncFailed"
+
+    department_id: str
+    reason: str = Field(description="What went wrong, by kind (never personal data).")
+
+
+@catalogued
 class WorkOrderStatusChanged(CaseEvent):
     """The department's system reported progress on the work order (bridge)."""
 

@@ -26,6 +26,24 @@ AddServicer = Callable[[grpc.aio.Server], None]
 Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
+def periodically(every: float, job: Callable[[], Coroutine[Any, Any, object]], what: str) -> Task:
+    """A task that runs `job` every `every` seconds until stopped; a failed run is logged and the next
+    one comes on time (the database may be briefly away)."""
+
+    async def task(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await job()
+            except Exception:
+                log.exception(f"{what} failed; trying again next time")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            except TimeoutError:
+                pass
+
+    return task
+
+
 @dataclass
 class ServiceProcess:
     """What one service brings to the shared process shape; built by the service's bootstrap."""

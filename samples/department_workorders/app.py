@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,10 +46,15 @@ class SampleDepartmentSettings(BaseSettings):
     webhook_secret: str = "dev-webhook-secret"
     # "department/SERVICE_CODE,…": work orders a department turns down as not theirs (to show rerouting)
     sample_dept_turns_down: str = ""
+    # "department,…": departments whose system is out of order: it answers 503 (to show the bridge waiting)
+    sample_dept_out_of_order: str = ""
 
     def turns_down(self, department_id: str, service_code: str) -> bool:
         pairs = {p.strip() for p in self.sample_dept_turns_down.split(",") if p.strip()}
         return f"{department_id}/{service_code}" in pairs
+
+    def out_of_order(self, department_id: str) -> bool:
+        return department_id in {d.strip() for d in self.sample_dept_out_of_order.split(",")}
 
 
 class WorkOrderRequest(BaseModel):
@@ -92,11 +98,16 @@ class IdempotencyKeyReused(Exception):
 
 
 class WorkOrderStore:
-    """The department's work orders, in memory. Opening is atomic: no await between look-up and insert."""
+    """The department's work orders, in memory. Opening is atomic: no await between look-up and insert.
+
+    Being a sample, it forgets its work orders when it restarts; their ids carry the run they were
+    opened in (WO-<run>-<n>), so a restarted system never hands out an id it handed out before, as a
+    real one never would."""
 
     def __init__(self, crews: int = 6) -> None:
         self._by_id: dict[tuple[str, str], WorkOrder] = {}
         self._by_key: dict[tuple[str, str], tuple[WorkOrderRequest, WorkOrder]] = {}
+        self._run = secrets.token_hex(2).upper()
         self._numbers = itertools.count(1)
         self._crews = crews
 
@@ -110,7 +121,10 @@ class WorkOrderStore:
             return work_order, False
         number = next(self._numbers)
         work_order = WorkOrder(
-            id=f"WO-{number:06d}", department_id=department_id, crew=1 + number % self._crews, request=request
+            id=f"WO-{self._run}-{number:05d}",
+            department_id=department_id,
+            crew=1 + number % self._crews,
+            request=request,
         )
         self._by_id[(department_id, work_order.id)] = work_order
         self._by_key[(department_id, idempotency_key)] = (request, work_order)
@@ -252,6 +266,8 @@ def create_app(
 
     async def open_work_order(request: Request) -> JSONResponse:
         department_id = request.path_params["department_id"]
+        if settings.out_of_order(department_id):
+            return _error(503, f"the {department_id} work-order system is out of order; try again later")
         key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
         if not key:
             return _error(400, f"the {IDEMPOTENCY_HEADER} header is required: send a unique key per work order")

@@ -20,6 +20,7 @@ from civicflow.events import (
     WorkOrderOpened,
     WorkOrderRejected,
     WorkOrderStatusChanged,
+    WorkOrderSyncFailed,
 )
 
 
@@ -106,6 +107,11 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     elif isinstance(data, WorkOrderOpened):
         base = replace(base, status="work_order_open", work_order_id=data.external_id)
         stage, detail = "work_order_opened", f"work order {data.external_id} opened"
+    elif isinstance(data, WorkOrderSyncFailed):
+        stage = "work_order_waiting"
+        detail = (
+            f"{base.department_name or data.department_id}'s system did not answer; the work order is sent when it does"
+        )
     elif isinstance(data, WorkOrderStatusChanged):
         base = replace(base, status=_WORK_ORDER_STATUS.get(data.status, base.status))
         stage = f"work_order_{data.status}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from civicflow.db import make_engine
 from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, WorkOrderRejected
 from civicflow.eventstore import PostgresEventStore
 from civicflow.logging import configure_logging
-from civicflow.runtime import ServiceProcess, serve
+from civicflow.runtime import ServiceProcess, periodically, serve
 from civicflow.settings import KernelSettings
 from civicflow.v1 import routing_pb2, routing_pb2_grpc
 from services.router.grpc_api import RoutingServicer
@@ -31,18 +30,6 @@ class RouterSettings(KernelSettings):
     rules_dir: Path | None = None
     rules_watch_seconds: float = 2.0
     overdue_scan_seconds: float = 30.0
-
-
-async def scan_overdue(router: Router, stop: asyncio.Event, every: float) -> None:
-    while not stop.is_set():
-        try:
-            await router.mark_overdue(datetime.now(UTC))
-        except Exception:
-            log.exception("overdue scan failed; trying again next time")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=every)
-        except TimeoutError:
-            pass
 
 
 def bootstrap(settings: RouterSettings) -> ServiceProcess:
@@ -73,7 +60,7 @@ def bootstrap(settings: RouterSettings) -> ServiceProcess:
         ],
         tasks=[
             lambda stop: rules.watch(stop, settings.rules_watch_seconds),
-            lambda stop: scan_overdue(router, stop, settings.overdue_scan_seconds),
+            periodically(settings.overdue_scan_seconds, lambda: router.mark_overdue(datetime.now(UTC)), "overdue scan"),
         ],
     )
 

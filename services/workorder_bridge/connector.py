@@ -7,7 +7,6 @@ from typing import Protocol
 
 import httpx
 
-from civicflow.consumer import TryLater
 from services.workorder_bridge.domain import WorkOrderRequest
 
 
@@ -21,8 +20,9 @@ class ConnectorError(Exception):
     """Opening a work order failed."""
 
 
-class DepartmentUnavailable(ConnectorError, TryLater):
-    """The department's system did not answer or failed (network error, timeout, 5xx); try again later."""
+class DepartmentUnavailable(ConnectorError):
+    """The department's system did not answer or failed (network error, timeout, 5xx, 429); try again later
+    (the bridge parks the work order and retries it, see opener.py)."""
 
 
 class WorkOrderRefused(ConnectorError):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import Row, text
 
+from civicflow.db import make_engine
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
 from civicflow.sandbox import isolated_system, scratch_database
@@ -23,6 +26,8 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
         extra_env = {
             "CIVICFLOW_SAMPLE_DEPT_STEP_SECONDS": "0.5",
             "CIVICFLOW_HANDLER_RETRY_BASE_SECONDS": "0.05",
+            "CIVICFLOW_WORKORDER_RETRY_FIRST_SECONDS": "0.5",
+            "CIVICFLOW_WORKORDER_RETRY_MAX_SECONDS": "2",
             # Code Enforcement turns graffiti down, to show a case being rerouted.
             "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
             "CIVICFLOW_RULES_DIR": str(state_dir / "rules"),
@@ -65,3 +70,13 @@ async def view_reached(clients: Clients, number: str, stage: str) -> query_pb2.C
             return None
         raise
     return view if any(e.stage == stage for e in view.timeline) else None
+
+
+async def stored_rows(system: SystemProcesses, sql: str, **params: object) -> list[Row[Any]]:
+    """The rows a query finds in the system's database (the event store, a service's tables)."""
+    engine = make_engine(system.infra.database_url)
+    try:
+        async with engine.connect() as conn:
+            return list(await conn.execute(text(sql), params))
+    finally:
+        await engine.dispose()

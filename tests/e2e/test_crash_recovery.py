@@ -1,4 +1,5 @@
-"""SIGKILL the router and the notifier while requests flow: no case is lost, no email is sent twice."""
+"""SIGKILL the router and the notifier while requests flow: no case is lost, no email is sent twice.
+A department's system out of order: its work orders wait, nobody else's do, and each opens once."""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import text
 
-from civicflow.db import make_engine
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
 from civicflow.v1 import query_pb2
 from samples.smtp_sink.sink import read_messages
 from tests.conftest import eventually
-from tests.e2e.conftest import Clients, running_system
+from tests.e2e.conftest import Clients, running_system, stored_rows, view_reached
 from tests.e2e.test_lifecycle import pothole
 
 pytestmark = pytest.mark.e2e
@@ -64,16 +63,12 @@ async def test_killing_router_and_notifier_mid_flow_loses_nothing_and_repeats_no
     finally:
         await clients.close()
 
-    engine = make_engine(system.infra.database_url)
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT case_id, type, data->>'stage' AS stage FROM events.case_events"
-                " WHERE type IN ('CaseRouted', 'NotificationSent', 'WorkOrderOpened', 'CaseResolved')"
-            )
-        )
-        decided = Counter((r.case_id, r.type, r.stage) for r in rows)
-    await engine.dispose()
+    rows = await stored_rows(
+        system,
+        "SELECT case_id, type, data->>'stage' AS stage FROM events.case_events"
+        " WHERE type IN ('CaseRouted', 'NotificationSent', 'WorkOrderOpened', 'CaseResolved')",
+    )
+    decided = Counter((r.case_id, r.type, r.stage) for r in rows)
     assert len({case for case, _, _ in decided}) == REQUESTS
     assert set(decided.values()) == {1}, "some decision or notification was recorded twice"
 
@@ -81,6 +76,42 @@ async def test_killing_router_and_notifier_mid_flow_loses_nothing_and_repeats_no
     assert len(mails) == 3 * REQUESTS and set(mails.values()) == {1}
     resends = (system.state_dir / "logs" / "smtp_sink.log").read_text().count("not stored again")
     print(f"emails resent after a crash and absorbed by Message-ID: {resends}")
+
+
+async def test_a_department_system_out_of_order_holds_up_nobody_else_and_catches_up(system: SystemProcesses) -> None:
+    system.kill("sample_department")
+    system.extra_env["CIVICFLOW_SAMPLE_DEPT_OUT_OF_ORDER"] = "streets"
+    system.start("sample_department")
+    await asyncio.to_thread(system.wait_ready, ("sample_department",))
+    clients = Clients(system)
+
+    async def every_pothole(stage: str) -> bool:
+        return all([await view_reached(clients, number, stage) for number in potholes])
+
+    try:
+        potholes = [(await clients.intake.SubmitRequest(pothole())).tracking_number for _ in range(4)]
+        missed = pothole()
+        missed.service_code = "MISSED_PICKUP"
+        pickup = (await clients.intake.SubmitRequest(missed)).tracking_number
+        await eventually(lambda: every_pothole("work_order_waiting"), what="the potholes to wait for streets")
+        await eventually(lambda: view_reached(clients, pickup, "resolved"), what="sanitation's case, not held up")
+
+        system.kill("sample_department")
+        del system.extra_env["CIVICFLOW_SAMPLE_DEPT_OUT_OF_ORDER"]
+        system.start("sample_department")
+        await eventually(lambda: every_pothole("resolved"), timeout=60, what="the potholes resolved")
+    finally:
+        await clients.close()
+
+    rows = await stored_rows(
+        system,
+        "SELECT e.type, count(*) AS n FROM events.case_events e"
+        " JOIN events.case_events s ON s.case_id = e.case_id AND s.type = 'CaseSubmitted'"
+        " WHERE s.data->>'tracking_number' = ANY(:numbers) GROUP BY e.type",
+        numbers=potholes,
+    )
+    counted = {r.type: r.n for r in rows}
+    assert counted["WorkOrderSyncFailed"] == counted["WorkOrderOpened"] == counted["CaseResolved"] == len(potholes)
 
 
 async def _at_least(items: list[str], n: int) -> bool:

@@ -20,7 +20,7 @@ from civicflow.launcher import SystemProcesses
 from civicflow.v1 import common_pb2, intake_pb2, query_pb2
 from samples.smtp_sink.sink import read_messages
 from tests.conftest import eventually
-from tests.e2e.conftest import Clients, running_system, view_reached
+from tests.e2e.conftest import Clients, running_system, stored_rows, view_reached
 
 pytestmark = pytest.mark.e2e
 
@@ -58,10 +58,7 @@ def pothole(email: str = "", key: str = "") -> intake_pb2.SubmitRequestRequest:
 
 
 async def count_events(system: SystemProcesses) -> int:
-    engine = make_engine(system.infra.database_url)
-    async with engine.connect() as conn:
-        count = (await conn.execute(text("SELECT count(*) FROM events.case_events"))).scalar_one()
-    await engine.dispose()
+    [(count,)] = await stored_rows(system, "SELECT count(*) FROM events.case_events")
     return int(count)
 
 

@@ -1,0 +1,224 @@
+"""The bridge's work-order opener against real PostgreSQL and the sample department system (in process):
+a department whose system is down parks its work orders instead of holding up everyone else's."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from civicflow.consumer import Inbox
+from civicflow.db import make_engine
+from civicflow.events import (
+    CaseRerouted,
+    CaseRouted,
+    CaseSubmitted,
+    EventMetadata,
+    Location,
+    RecordedEvent,
+    RoutingDecision,
+)
+from civicflow.eventstore import PostgresEventStore
+from civicflow.ids import uuid7
+from civicflow.settings import KernelSettings
+from samples.department_workorders.app import SampleDepartmentSettings, create_app
+from services.workorder_bridge.connector import OpenedWorkOrder, RestWorkOrderConnector
+from services.workorder_bridge.domain import WorkOrderRequest
+from services.workorder_bridge.opener import Backoff, WorkOrderOpener
+
+pytestmark = pytest.mark.integration
+STORE = PostgresEventStore()
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+def later(hours: float) -> datetime:
+    """A retry pass `hours` from now (parking is timed by the clock)."""
+    return datetime.now(UTC) + timedelta(hours=hours)
+
+
+@dataclass
+class CountingConnector:
+    """The real REST connector, counting the calls that reach it per department."""
+
+    rest: RestWorkOrderConnector
+    calls: Counter[str]
+    system: str = RestWorkOrderConnector.system
+
+    async def open_work_order(
+        self, department_id: str, request: WorkOrderRequest, idempotency_key: str
+    ) -> OpenedWorkOrder:
+        self.calls[department_id] += 1
+        return await self.rest.open_work_order(department_id, request, idempotency_key)
+
+
+class Department:
+    """The sample department system in process; `out_of_order` is the set of departments answering 503."""
+
+    def __init__(self) -> None:
+        self.settings = SampleDepartmentSettings(sample_dept_step_seconds=3600)
+
+        async def no_callbacks(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+            return 204
+
+        self.app: Starlette = create_app(self.settings, send=no_callbacks)
+
+    def out_of_order(self, *departments: str) -> None:
+        self.settings.sample_dept_out_of_order = ",".join(departments)
+
+
+@pytest.fixture
+async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
+    """The session's database, with nothing parked by an earlier test."""
+    engine = make_engine(settings.database_url)
+    async with engine.begin() as tx:
+        await tx.execute(text("DELETE FROM workorder_bridge.pending_work_orders"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def department() -> AsyncIterator[Department]:
+    department = Department()
+    yield department
+    await department.app.state.crews.stop()
+
+
+@pytest.fixture
+async def connector(department: Department) -> AsyncIterator[CountingConnector]:
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=department.app), base_url="http://dept.test")
+    yield CountingConnector(RestWorkOrderConnector("http://dept.test", client=client), Counter())
+    await client.aclose()
+
+
+@pytest.fixture
+def opener(engine: AsyncEngine, connector: CountingConnector) -> WorkOrderOpener:
+    return WorkOrderOpener(
+        engine,
+        Inbox(engine, "workorder_bridge"),
+        STORE,
+        connector,
+        "http://bridge.test/hook",
+        Backoff(5, 300),
+    )
+
+
+def decision(department_id: str) -> CaseRouted:
+    return CaseRouted(
+        department_id=department_id,
+        department_name=department_id.title(),
+        priority="normal",
+        due_at=NOW + timedelta(days=2),
+        rule_id="r",
+        rule_set_version="v1",
+    )
+
+
+async def routed_case(engine: AsyncEngine, department_id: str) -> RecordedEvent:
+    case_id = uuid7()
+    submitted = CaseSubmitted(
+        tracking_number=f"T-{case_id.hex[-6:]}",
+        service_code="POTHOLE",
+        description="a hole",
+        location=Location(address="1 Main St"),
+        submitted_at=NOW,
+    )
+    meta = EventMetadata(correlation_id=uuid7(), actor="test")
+    async with engine.begin() as tx:
+        return (await STORE.append(tx, case_id, 0, [submitted, decision(department_id)], meta))[-1]
+
+
+async def append(engine: AsyncEngine, case_id: UUID, event: RoutingDecision) -> RecordedEvent:
+    async with engine.begin() as tx:
+        [recorded] = await STORE.append(tx, case_id, None, [event], EventMetadata(correlation_id=uuid7(), actor="t"))
+    return recorded
+
+
+async def types(engine: AsyncEngine, case_id: UUID) -> list[str]:
+    async with engine.connect() as conn:
+        return [e.type for e in await STORE.read_stream(conn, case_id)]
+
+
+async def parked(engine: AsyncEngine, case_id: UUID) -> tuple[str, int] | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT department_id, attempts FROM workorder_bridge.pending_work_orders WHERE case_id = :c"),
+                {"c": case_id},
+            )
+        ).first()
+    return (row.department_id, row.attempts) if row else None
+
+
+async def test_a_department_that_is_down_parks_its_work_order_and_holds_up_no_one_else(
+    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+) -> None:
+    department.out_of_order("streets")
+    pothole, missed_pickup = await routed_case(engine, "streets"), await routed_case(engine, "sanitation")
+
+    await opener(pothole)  # returns: the consumer can go on to the next case
+    await opener(missed_pickup)
+
+    assert await types(engine, pothole.case_id) == ["CaseSubmitted", "CaseRouted", "WorkOrderSyncFailed"]
+    assert await types(engine, missed_pickup.case_id) == ["CaseSubmitted", "CaseRouted", "WorkOrderOpened"]
+    assert await parked(engine, pothole.case_id) == ("streets", 1)
+
+    await opener(pothole)  # a redelivery neither calls the department nor records anything
+    assert connector.calls["streets"] == 1
+    assert await types(engine, pothole.case_id) == ["CaseSubmitted", "CaseRouted", "WorkOrderSyncFailed"]
+
+    assert await opener.retry_due(datetime.now(UTC)) == 0  # not due yet: the first retry is 5 s after the failure
+    assert connector.calls["streets"] == 1
+
+
+async def test_parked_work_orders_open_once_when_the_department_answers_again(
+    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+) -> None:
+    department.out_of_order("streets")
+    cases = [await routed_case(engine, "streets") for _ in range(3)]
+    for case in cases:
+        await opener(case)
+    calls_while_parking = connector.calls["streets"]
+
+    assert await opener.retry_due(later(1)) == 0
+    assert connector.calls["streets"] == calls_while_parking + 1, "a department found down is tried once per pass"
+    assert {await parked(engine, c.case_id) for c in cases} == {("streets", 2)}
+
+    department.out_of_order()
+    assert await opener.retry_due(later(2)) == 3
+    assert await opener.retry_due(later(3)) == 0
+    for case in cases:
+        assert await types(engine, case.case_id) == [
+            "CaseSubmitted",
+            "CaseRouted",
+            "WorkOrderSyncFailed",
+            "WorkOrderOpened",
+        ]
+        assert await parked(engine, case.case_id) is None
+    assert len(department.app.state.store) == 3
+
+
+async def test_a_later_decision_replaces_the_one_waiting(
+    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+) -> None:
+    department.out_of_order("streets")
+    case = await routed_case(engine, "streets")
+    await opener(case)
+    rerouted = CaseRerouted(
+        **decision("forestry").model_dump(), reason="recategorised", previous_department_id="streets"
+    )
+
+    await opener(await append(engine, case.case_id, rerouted))
+
+    assert await parked(engine, case.case_id) is None
+    department.out_of_order()
+    assert await opener.retry_due(later(1)) == 0
+    assert connector.calls == Counter({"streets": 1, "forestry": 1})
+    assert (await types(engine, case.case_id))[-1] == "WorkOrderOpened"
