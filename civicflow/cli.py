@@ -69,6 +69,7 @@ def dev(
                     }
                 )
             )
+            metrics = ", ".join(f"{name} {port}" for name, port in ports.metrics.items())
             typer.echo(
                 "\ncivicflow is running (Ctrl-C stops it):\n"
                 f"  intake    gRPC  127.0.0.1:{ports.intake}   (civicflow submit …)\n"
@@ -78,6 +79,7 @@ def dev(
                 f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (health)\n"
                 f"  sample department work-order system  http://127.0.0.1:{ports.sample_department}\n"
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
+                f"  metrics   http://127.0.0.1:<port>/metrics, port by service: {metrics}\n"
                 f"  logs in {state_dir / 'logs'}\n"
             )
             while True:

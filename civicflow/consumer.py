@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.events import RecordedEvent
+from civicflow.metrics import CONSUMER_LAG, EVENTS_HANDLED, HANDLER_RETRIES, HANDLER_SECONDS
 from civicflow.settings import KernelSettings
 from civicflow.wire import from_message, header_map
 
@@ -136,6 +139,7 @@ class CaseEventConsumer:
             event = from_message(header_map(record.headers), record.value)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not an event we can read at all
             await self._dead_letter(record, exc, attempts=0)
+            EVENTS_HANDLED.labels(self.service, event_type, "dead_lettered").inc()
             return
         await self.dispatch(event, handler, record)
 
@@ -146,36 +150,45 @@ class CaseEventConsumer:
             event_type=event.type,
             correlation_id=str(event.metadata.correlation_id),
         ):
-            attempts = self._settings.handler_attempts
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    await handler(event)
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    transient = is_transient(exc)
-                    if attempt >= attempts and not transient:
-                        log.error("handler failed; dead-lettering", attempt=attempt, error=describe_error(exc))
-                        if record is not None:
-                            await self._dead_letter(record, exc, attempts=attempt)
-                        return
-                    # A database or a department that is down will come back: wait for it rather than
-                    # dead-letter everything in flight. The partition waits too, which keeps cases in order.
-                    delay = min(
-                        self._settings.handler_retry_base_seconds * 2 ** min(attempt - 1, 20),
-                        self._settings.handler_max_backoff_seconds,
-                    )
-                    log.warning(
-                        "handler failed; retrying",
-                        attempt=attempt,
-                        transient=transient,
-                        retry_in_seconds=round(delay, 2),
-                        error=describe_error(exc),
-                    )
-                    await asyncio.sleep(delay)
+            started = time.perf_counter()
+            outcome = await self._handle(event, handler, record)
+            HANDLER_SECONDS.labels(self.service, event.type).observe(time.perf_counter() - started)
+            EVENTS_HANDLED.labels(self.service, event.type, outcome).inc()
+            CONSUMER_LAG.labels(self.service).observe((datetime.now(UTC) - event.recorded_at).total_seconds())
+
+    async def _handle(self, event: RecordedEvent, handler: Handler, record: Any) -> str:
+        """Run the handler, retrying as the failure deserves; "handled" or "dead_lettered"."""
+        attempts = self._settings.handler_attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await handler(event)
+                return "handled"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                transient = is_transient(exc)
+                if attempt >= attempts and not transient:
+                    log.error("handler failed; dead-lettering", attempt=attempt, error=describe_error(exc))
+                    if record is not None:
+                        await self._dead_letter(record, exc, attempts=attempt)
+                    return "dead_lettered"
+                HANDLER_RETRIES.labels(self.service, str(transient).lower()).inc()
+                # A database (or whatever raised TryLater) that is down will come back: wait for it rather than
+                # dead-letter everything in flight. The partition waits too, which keeps cases in order.
+                delay = min(
+                    self._settings.handler_retry_base_seconds * 2 ** min(attempt - 1, 20),
+                    self._settings.handler_max_backoff_seconds,
+                )
+                log.warning(
+                    "handler failed; retrying",
+                    attempt=attempt,
+                    transient=transient,
+                    retry_in_seconds=round(delay, 2),
+                    error=describe_error(exc),
+                )
+                await asyncio.sleep(delay)
 
     async def _dead_letter(self, record: Any, exc: BaseException, attempts: int) -> None:
         assert self._broker is not None

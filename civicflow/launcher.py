@@ -29,14 +29,18 @@ class Ports:
     bridge_http: int
     sample_department: int
     smtp: int
+    metrics: dict[str, int] = field(default_factory=dict)  # each service's Prometheus /metrics
 
     @classmethod
     def defaults(cls) -> Ports:
-        return cls(50051, 50052, 50053, 50054, 50055, 8081, 8090, 8025)
+        metrics = {service: 9101 + n for n, service in enumerate(SERVICES)}
+        return cls(50051, 50052, 50053, 50054, 50055, 8081, 8090, 8025, metrics)
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(8)))
+        intake, query, router, bridge, notifier, bridge_http, department, smtp = (free_port() for _ in range(8))
+        metrics = {service: free_port() for service in SERVICES}
+        return cls(intake, query, router, bridge, notifier, bridge_http, department, smtp, metrics)
 
     def grpc(self, service: str) -> int:
         port: int = getattr(self, service)
@@ -90,9 +94,12 @@ class SystemProcesses:
     def start(self, name: str) -> None:
         log_path = self.state_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = self.environment()
+        if name in self.ports.metrics:
+            env["CIVICFLOW_METRICS_PORT"] = str(self.ports.metrics[name])
         with log_path.open("ab") as log_file:
             self.processes[name] = subprocess.Popen(
-                self.command(name), env=self.environment(), stdout=log_file, stderr=subprocess.STDOUT
+                self.command(name), env=env, stdout=log_file, stderr=subprocess.STDOUT
             )
 
     def start_all(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from civicflow.db import as_json
 from civicflow.eventstore import PostgresEventStore
 from civicflow.kafka import ensure_topics, make_producer
+from civicflow.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PUBLISHED
 from civicflow.settings import KernelSettings
 from civicflow.wire import to_message
 
@@ -51,6 +53,7 @@ class Relay:
                             await self._lead(lock_conn, stop)
                         finally:
                             self.is_leader = False
+                            RELAY_LEADER.set(0)
                             await lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK_KEY})
             except asyncio.CancelledError:
                 raise
@@ -60,6 +63,7 @@ class Relay:
 
     async def _lead(self, lock_conn: AsyncConnection, stop: asyncio.Event) -> None:
         self.is_leader = True
+        RELAY_LEADER.set(1)
         log.info("relay leading", topic=self._topic)
         await ensure_topics(self._settings)
         await self._ensure_cursor()  # once per leadership, not on every poll
@@ -128,6 +132,7 @@ class Relay:
             cursor = await self._cursor(tx)
             events = await self._store.read_all(tx, int(cursor["position"]), self._settings.relay_batch_size)  # type: ignore[call-overload]
             if not events:
+                RELAY_LAG.set(0)
                 return 0
             pending = []
             for event in events:
@@ -147,6 +152,8 @@ class Relay:
                 {"p": events[-1].position, "l": json.dumps(last), "t": self._topic},
             )
         self.published += len(events)
+        RELAY_PUBLISHED.inc(len(events))
+        RELAY_LAG.set((datetime.now(UTC) - events[0].recorded_at).total_seconds())
         return len(events)
 
 

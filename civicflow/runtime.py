@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.consumer import CaseEventConsumer
+from civicflow.metrics import serve_metrics
 from civicflow.relay import Relay
 from civicflow.settings import KernelSettings
 
@@ -95,14 +96,18 @@ async def serve(process: ServiceProcess) -> None:
         process.consumer.register(broker)
         await broker.start()
 
+    settings = process.settings
+    stop_metrics = serve_metrics(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     server = await build_grpc_server(process.grpc_port, process.servicers)
     await server.start()
-    log.info("service ready", grpc_port=process.grpc_port)
+    log.info("service ready", grpc_port=process.grpc_port, metrics_port=settings.metrics_port)
     try:
         await stop.wait()
     finally:
         log.info("service stopping")
         stop.set()
+        if stop_metrics is not None:
+            stop_metrics()
         await server.stop(grace=2)
         if broker is not None:
             await broker.stop()

@@ -34,12 +34,14 @@ class KernelSettings(BaseSettings):
     consumer_batch_size: int = 200
     handler_attempts: int = 5
     handler_retry_base_seconds: float = 0.2
-    # retries of transient failures (a database or a department down) wait at most this long between tries
+    # retries of transient failures (a database down, TryLater) wait at most this long between tries
     handler_max_backoff_seconds: float = 30.0
     relay_batch_size: int = 500
     relay_idle_poll_seconds: float = 0.05
     relay_standby_poll_seconds: float = 1.0
     log_level: str = "INFO"
+    metrics_port: int | None = Field(default=None, description="Serve Prometheus /metrics on this port; unset: none.")
+    metrics_host: str = "127.0.0.1"
     pii_master_key: str = Field(
         default="",
         description="Key that wraps residents' per-case keys; empty means one generated under state_dir.",

@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from civicflow.db import make_engine
@@ -170,3 +172,29 @@ async def test_an_unknown_service_code_goes_to_the_call_centre(clients: Clients)
 
 def test_the_mail_dir_is_where_the_sink_writes(system: SystemProcesses) -> None:
     assert Path(system.mail_dir).is_dir()
+
+
+async def test_every_service_serves_prometheus_metrics_of_what_it_handled(system: SystemProcesses) -> None:
+    def scrape(service: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        body = httpx.get(f"http://127.0.0.1:{system.ports.metrics[service]}/metrics", timeout=5).text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+        }
+
+    # the lifecycle test above ran a case through every service
+    scraped = {service: await asyncio.to_thread(scrape, service) for service in system.ports.metrics}
+    handled = [
+        (service, dict(labels)["event_type"])
+        for service, samples in scraped.items()
+        for (name, labels), value in samples.items()
+        if name == "civicflow_events_handled_total" and ("outcome", "handled") in labels and value > 0
+    ]
+    assert {("router", "CaseSubmitted"), ("workorder_bridge", "CaseRouted"), ("notifier", "CaseResolved")} <= set(
+        handled
+    )
+    assert {"query"} <= {service for service, _ in handled}
+    leaders = [s for s, samples in scraped.items() if samples.get(("civicflow_relay_leader", frozenset())) == 1]
+    assert len(leaders) == 1, f"one relay publishes, not {leaders}"
+    assert scraped[leaders[0]][("civicflow_relay_published_events_total", frozenset())] > 0

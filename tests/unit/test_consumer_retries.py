@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
 
 from civicflow.consumer import CaseEventConsumer, TryLater, is_transient
@@ -45,3 +46,24 @@ def test_what_counts_as_transient() -> None:
     assert is_transient(OperationalError("SELECT 1", {}, Exception("server closed the connection")))
     assert is_transient(ConnectionRefusedError())
     assert not is_transient(ValueError("bad data")) and not is_transient(RuntimeError("bug"))
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_what_a_handler_did_is_counted_timed_and_aged() -> None:
+    consumer = CaseEventConsumer("metrics-test", SETTINGS, {})
+    labels = {"service": "metrics-test", "event_type": EVENT.type}
+    _, handler = failing(0, RuntimeError("never"))
+    await consumer.dispatch(EVENT, handler)  # type: ignore[arg-type]
+    _, poison = failing(10, RuntimeError("a bug"))
+    await consumer.dispatch(EVENT, poison)  # type: ignore[arg-type]
+
+    assert sample("civicflow_events_handled_total", **labels, outcome="handled") == 1
+    assert sample("civicflow_events_handled_total", **labels, outcome="dead_lettered") == 1
+    assert sample("civicflow_handler_retries_total", service="metrics-test", transient="false") == 2
+    assert sample("civicflow_handler_seconds_count", **labels) == 2
+    assert sample("civicflow_consumer_lag_seconds_count", service="metrics-test") == 2
+    # EVENT was recorded on NOW, a fixed day: the lag is measured from when the store recorded it
+    assert sample("civicflow_consumer_lag_seconds_sum", service="metrics-test") > 0
