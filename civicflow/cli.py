@@ -74,7 +74,7 @@ def dev(
                 "\ncivicflow is running (Ctrl-C stops it):\n"
                 f"  intake    gRPC  127.0.0.1:{ports.intake}   (civicflow submit …)\n"
                 f"  query     gRPC  127.0.0.1:{ports.query}   (civicflow track TRACKING-NUMBER)\n"
-                f"  router    gRPC  127.0.0.1:{ports.router}   (health)\n"
+                f"  router    gRPC  127.0.0.1:{ports.router}   (civicflow rules explain / reload)\n"
                 f"  bridge    gRPC  127.0.0.1:{ports.workorder_bridge}, webhooks http://127.0.0.1:{ports.bridge_http}\n"
                 f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (health)\n"
                 f"  sample department work-order system  http://127.0.0.1:{ports.sample_department}\n"
@@ -261,7 +261,7 @@ def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")])
     if view.work_order_id:
         typer.echo(f"work order: {view.work_order_id}")
     for entry in view.timeline:
-        typer.echo(f"  {entry.at.ToDatetime():%Y-%m-%d %H:%M:%S}  {entry.stage:<20} {entry.detail}")
+        typer.echo(f"  {entry.at.ToDatetime():%Y-%m-%d %H:%M:%S}  {entry.stage:<22} {entry.detail}")
 
 
 def _load_rules_or_exit(path: Path) -> Any:
