@@ -1,5 +1,6 @@
-"""The bridge's work-order opener against real PostgreSQL and the sample department system (in process):
-a department whose system is down parks its work orders instead of holding up everyone else's."""
+"""The bridge against real PostgreSQL and the sample department system (in process): a department whose
+system is down parks its work orders instead of holding up everyone else's; status reports are recorded
+once each, including a reopened job's second round."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
 from services.workorder_bridge.connector import OpenedWorkOrder, RestWorkOrderConnector
-from services.workorder_bridge.domain import WorkOrderRequest
+from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
+from services.workorder_bridge.main import StatusReportRecorder
 from services.workorder_bridge.opener import Backoff, WorkOrderOpener
+from services.workorder_bridge.webhook import Outcome
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
@@ -222,3 +225,37 @@ async def test_a_later_decision_replaces_the_one_waiting(
     assert await opener.retry_due(later(1)) == 0
     assert connector.calls == Counter({"streets": 1, "forestry": 1})
     assert (await types(engine, case.case_id))[-1] == "WorkOrderOpened"
+
+
+async def test_a_reopened_work_order_is_recorded_each_time_and_a_redelivery_once(
+    engine: AsyncEngine, opener: WorkOrderOpener
+) -> None:
+    case = await routed_case(engine, "streets")
+    await opener(case)
+    async with engine.connect() as conn:
+        external_id = await conn.scalar(
+            text("SELECT external_id FROM workorder_bridge.work_orders WHERE case_id = :c"), {"c": case.case_id}
+        )
+    record = StatusReportRecorder(engine, STORE)
+
+    def report(status: str, minutes: int) -> StatusReport:
+        changed_at = NOW + timedelta(minutes=minutes)
+        return StatusReport(external_id=external_id, department_id="streets", status=status, changed_at=changed_at)
+
+    outcomes = [
+        await record(report("in_progress", 1)),
+        await record(report("done", 2)),
+        await record(report("done", 2)),  # the department's webhook, delivered twice
+        await record(report("in_progress", 3)),  # reopened: the repair failed inspection
+        await record(report("done", 4)),
+    ]
+
+    assert outcomes == [Outcome.RECORDED, Outcome.RECORDED, Outcome.DUPLICATE, Outcome.RECORDED, Outcome.RECORDED]
+    assert (await types(engine, case.case_id))[3:] == [
+        "WorkOrderStatusChanged",
+        "WorkOrderStatusChanged",
+        "CaseResolved",
+        "WorkOrderStatusChanged",
+        "WorkOrderStatusChanged",
+        "CaseResolved",
+    ]
