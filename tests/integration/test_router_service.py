@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -52,6 +53,13 @@ def rules_file(tmp_path: Path) -> Path:
     return tmp_path / "rules.yaml"
 
 
+def last_noon_in_chicago() -> datetime:
+    """A daytime submission time, whenever the tests run: the fixture city sends night-time noise elsewhere."""
+    now = datetime.now(ZoneInfo("America/Chicago"))
+    noon = now.replace(hour=12, minute=0, second=0, microsecond=0)
+    return noon if noon <= now else noon - timedelta(days=1)
+
+
 async def submit(
     engine: AsyncEngine, code: str, description: str, lat: float = 41.87, long: float = -87.68
 ) -> RecordedEvent:
@@ -61,7 +69,7 @@ async def submit(
         service_code=code,
         description=description,
         location=Location(lat=lat, long=long),
-        submitted_at=datetime.now(UTC),
+        submitted_at=last_noon_in_chicago(),
     )
     async with engine.begin() as tx:
         [recorded] = await STORE.append(
