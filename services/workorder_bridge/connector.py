@@ -26,7 +26,12 @@ class DepartmentUnavailable(ConnectorError):
 
 
 class WorkOrderRefused(ConnectorError):
-    """The department's system will not take this work order (4xx); retrying will not help."""
+    """The department's system will not take this work order (4xx); retrying will not help, so the bridge
+    tells the router the department turned the case down (see opener.py)."""
+
+    def __init__(self, department_id: str, status_code: int) -> None:
+        super().__init__(f"{department_id}: the work-order system refused the work order with HTTP {status_code}")
+        self.status_code = status_code
 
 
 class DepartmentConnector(Protocol):
@@ -65,9 +70,9 @@ class RestWorkOrderConnector:
         if response.status_code >= 500 or response.status_code == 429:
             raise DepartmentUnavailable(f"{department_id}: {url} answered HTTP {response.status_code}")
         if response.status_code not in (200, 201):
-            raise WorkOrderRefused(
-                f"{department_id}: {url} refused the work order with HTTP {response.status_code}: {response.text[:300]}"
-            )
+            # Not the body: a department's error message may echo what it was sent, and this text reaches
+            # logs and the case's history.
+            raise WorkOrderRefused(department_id, response.status_code)
         try:
             body = response.json()
             return OpenedWorkOrder(external_id=str(body["id"]), status=str(body.get("status", "open")))

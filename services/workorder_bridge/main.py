@@ -48,7 +48,11 @@ class BridgeSettings(KernelSettings):
 
 
 class StatusReportRecorder:
-    """Records a department's status report once: the status_updates row and the events in one transaction."""
+    """Records a department's status report once: the status_updates row and the events in one transaction.
+
+    A report is a duplicate when it was recorded before (same status and changed_at: a redelivery) or
+    when it does not change the work order's status (a system that stamps a fresh time on every resend
+    would otherwise resolve the case twice). A reopened job (done, in progress, done) is three changes."""
 
     def __init__(self, engine: AsyncEngine, store: EventStore) -> None:
         self._engine = engine
@@ -60,13 +64,22 @@ class StatusReportRecorder:
                 await tx.execute(
                     text(
                         "SELECT case_id, correlation_id FROM workorder_bridge.work_orders"
-                        " WHERE department_id = :d AND external_id = :x"
+                        " WHERE department_id = :d AND external_id = :x FOR UPDATE"  # one report at a time
                     ),
                     {"d": report.department_id, "x": report.external_id},
                 )
             ).first()
             if work_order is None:
                 return Outcome.UNKNOWN_WORK_ORDER
+            latest = await tx.scalar(
+                text(
+                    "SELECT status FROM workorder_bridge.status_updates WHERE department_id = :d AND external_id = :x"
+                    " ORDER BY changed_at DESC LIMIT 1"
+                ),
+                {"d": report.department_id, "x": report.external_id},
+            )
+            if latest == report.status:
+                return Outcome.DUPLICATE
             first_time = (
                 await tx.execute(
                     text(

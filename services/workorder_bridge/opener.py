@@ -5,34 +5,53 @@ reads every case in partition order, so waiting in the handler would stall a qua
 cases behind one department's outage. Instead the decision is parked in
 `workorder_bridge.pending_work_orders` (in the same transaction that marks the event processed) and
 the handler moves on; `retry_due` tries parked ones again with backoff until the system answers.
+
+A system that answers but refuses the work order (4xx) will not change its mind: the bridge records
+WorkOrderRejected, and the router places the case again (or sends it to triage), as it does when a
+department turns a case down through its webhook.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.consumer import Inbox, describe_error
 from civicflow.events import (
+    CaseNeedsTriage,
     RecordedEvent,
     RoutingDecision,
     WorkOrderOpened,
+    WorkOrderRejected,
     WorkOrderSyncFailed,
     current_service_code,
 )
 from civicflow.eventstore import EventStore
-from services.workorder_bridge.connector import DepartmentConnector, DepartmentUnavailable, OpenedWorkOrder
+from services.workorder_bridge.connector import (
+    DepartmentConnector,
+    DepartmentUnavailable,
+    OpenedWorkOrder,
+    WorkOrderRefused,
+)
 from services.workorder_bridge.domain import submission_of, work_order_request
 
 log = structlog.get_logger(__name__)
 
 SERVICE = "workorder_bridge"
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -43,7 +62,21 @@ class Backoff:
     max_seconds: float = 300.0
 
     def after(self, attempts: int) -> timedelta:
-        return timedelta(seconds=min(self.first_seconds * 2 ** max(attempts - 1, 0), self.max_seconds))
+        # The exponent stops growing long before 2 ** attempts could overflow a float (a department
+        # down for days reaches a thousand attempts).
+        doublings = min(max(attempts - 1, 0), 32)
+        return timedelta(seconds=min(self.first_seconds * 2**doublings, self.max_seconds))
+
+
+def standing_decision(stream: Sequence[RecordedEvent], routed_event_id: UUID) -> RecordedEvent | None:
+    """The parked routing decision, or None when a later one (a reroute, triage) has replaced it."""
+    parked = next((e for e in stream if e.event_id == routed_event_id), None)
+    if parked is None:
+        raise LookupError(f"routing event {routed_event_id} is not in the case's stream")
+    later = (e for e in stream if e.version > parked.version)
+    if any(isinstance(e.data, RoutingDecision | CaseNeedsTriage) for e in later):
+        return None
+    return parked
 
 
 class WorkOrderOpener:
@@ -61,6 +94,7 @@ class WorkOrderOpener:
         connector: DepartmentConnector,
         callback_url: str,
         backoff: Backoff = Backoff(),
+        clock: Clock = utc_now,
     ) -> None:
         self._engine = engine
         self._inbox = inbox
@@ -68,6 +102,7 @@ class WorkOrderOpener:
         self._connector = connector
         self._callback_url = callback_url
         self._backoff = backoff
+        self._clock = clock
 
     async def __call__(self, event: RecordedEvent) -> None:
         """The consumer's handler for CaseRouted and CaseRerouted: a new work order either way."""
@@ -83,11 +118,7 @@ class WorkOrderOpener:
             opened = await self._open(event, stream)
         except DepartmentUnavailable as exc:
             error = describe_error(exc)
-
-            async def park(tx: AsyncConnection) -> None:
-                await self._park(tx, event, error, datetime.now(UTC))
-
-            if await self._inbox.process_once(event, park):
+            if await self._inbox.process_once(event, partial(self._park, event=event, error=error)):
                 log.warning(
                     "department system unavailable; the work order waits",
                     department_id=event.data.department_id,
@@ -95,18 +126,19 @@ class WorkOrderOpener:
                     retry_in_seconds=self._backoff.first_seconds,
                 )
             return
+        except WorkOrderRefused as exc:
+            await self._inbox.process_once(event, partial(self._turned_down, event=event, refused=exc))
+            return
 
-        async def record(tx: AsyncConnection) -> None:
-            await self._record(tx, event, opened)
-
-        if await self._inbox.process_once(event, record):
+        if await self._inbox.process_once(event, partial(self._record, event=event, opened=opened)):
             log.info("work order opened", department_id=event.data.department_id, external_id=opened.external_id)
 
     async def retry_due(self, now: datetime) -> int:
         """Try every parked work order whose time has come, one transaction each; how many were opened.
 
         Rows are taken with FOR UPDATE SKIP LOCKED, so several bridge replicas share the work. Once a
-        department fails in this pass, its other parked work orders wait for the next one untried."""
+        department fails in this pass, its other parked work orders wait for the next one untried. Whatever
+        goes wrong with one row postpones that row alone."""
         opened = 0
         down: dict[str, str] = {}
         tried: set[UUID] = set()
@@ -127,39 +159,55 @@ class WorkOrderOpener:
                 tried.add(row.case_id)
                 with structlog.contextvars.bound_contextvars(case_id=str(row.case_id)):
                     if row.department_id in down:
-                        await self._postpone(tx, row.case_id, row.attempts, down[row.department_id], now)
+                        await self._postpone(tx, row, down[row.department_id])
                         continue
-                    stream = await self._store.read_stream(tx, row.case_id)
-                    event = next(e for e in stream if e.event_id == row.routed_event_id)
                     try:
-                        work_order = await self._open(event, stream)
-                        async with tx.begin_nested():  # a failed record rolls back to here, not the postponement
-                            await self._record(tx, event, work_order)
+                        async with tx.begin_nested():  # a failure rolls back to here, not the postponement
+                            opened += await self._retry(tx, row)
                     except Exception as exc:  # whatever failed, the row stays parked, with why
                         error = describe_error(exc)
                         if isinstance(exc, DepartmentUnavailable):
                             down[row.department_id] = error
                         else:
                             log.error("parked work order failed for another reason", error=error)
-                        await self._postpone(tx, row.case_id, row.attempts, error, now)
-                        continue
-                    opened += 1
-                    log.info(
-                        "parked work order opened",
-                        department_id=row.department_id,
-                        external_id=work_order.external_id,
-                        attempts=row.attempts + 1,
-                    )
+                        await self._postpone(tx, row, error)
+
+    async def _retry(self, tx: AsyncConnection, row: Row[Any]) -> int:
+        """One parked work order: opened (1), or dropped or turned down (0)."""
+        stream = await self._store.read_stream(tx, row.case_id)
+        event = standing_decision(stream, row.routed_event_id)
+        if event is None:
+            await tx.execute(
+                text("DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c"), {"c": row.case_id}
+            )
+            log.info("parked work order dropped: a later routing decision replaced it", department_id=row.department_id)
+            return 0
+        try:
+            work_order = await self._open(event, stream)
+        except WorkOrderRefused as refused:
+            await self._turned_down(tx, event, refused)
+            return 0
+        await self._record(tx, event, work_order)
+        log.info(
+            "parked work order opened",
+            department_id=row.department_id,
+            external_id=work_order.external_id,
+            attempts=row.attempts + 1,
+        )
+        return 1
 
     async def _open(self, event: RecordedEvent, stream: Sequence[RecordedEvent]) -> OpenedWorkOrder:
         routed = event.data
         assert isinstance(routed, RoutingDecision)
+        # The case as it stood when it was routed: a retry after a later recategorisation sends the same
+        # request under the same Idempotency-Key, and so finds the work order a lost answer had opened.
+        history = [e for e in stream if e.version <= event.version]
         request = work_order_request(
             event.case_id,
-            submission_of(stream),
+            submission_of(history),
             routed,
             self._callback_url,
-            current_service_code(e.data for e in stream),
+            current_service_code(e.data for e in history),
         )
         return await self._connector.open_work_order(routed.department_id, request, str(event.event_id))
 
@@ -190,11 +238,29 @@ class WorkOrderOpener:
         )
         await self._store.append(tx, event.case_id, None, [opened_event], event.caused(SERVICE))
 
-    async def _park(self, tx: AsyncConnection, event: RecordedEvent, error: str, now: datetime) -> None:
+    async def _turned_down(self, tx: AsyncConnection, event: RecordedEvent, refused: WorkOrderRefused) -> None:
+        """The department's system will not take it: WorkOrderRejected, and the router places the case again."""
+        routed = event.data
+        assert isinstance(routed, RoutingDecision)
+        await tx.execute(
+            text("DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c AND routed_event_id = :e"),
+            {"c": event.case_id, "e": event.event_id},
+        )
+        reason = f"its work-order system refused the work order (HTTP {refused.status_code})"
+        rejected = WorkOrderRejected(department_id=routed.department_id, reason=reason)
+        await self._store.append(tx, event.case_id, None, [rejected], event.caused(SERVICE))
+        log.warning(
+            "department system refused the work order; the router places the case again",
+            department_id=routed.department_id,
+            status_code=refused.status_code,
+        )
+
+    async def _park(self, tx: AsyncConnection, event: RecordedEvent, error: str) -> None:
         """Wait for the department, and say so in the case's history (WorkOrderSyncFailed, once per
         decision); a later routing decision for the case replaces an earlier one waiting."""
         routed = event.data
         assert isinstance(routed, RoutingDecision)
+        now = self._clock()
         await tx.execute(
             text(
                 "INSERT INTO workorder_bridge.pending_work_orders"
@@ -215,11 +281,13 @@ class WorkOrderOpener:
         waiting = WorkOrderSyncFailed(department_id=routed.department_id, reason=error)
         await self._store.append(tx, event.case_id, None, [waiting], event.caused(SERVICE))
 
-    async def _postpone(self, tx: AsyncConnection, case_id: UUID, attempts: int, error: str, now: datetime) -> None:
+    async def _postpone(self, tx: AsyncConnection, row: Row[Any], error: str) -> None:
+        attempts = row.attempts + 1
+        next_attempt = self._clock() + self._backoff.after(attempts)
         await tx.execute(
             text(
                 "UPDATE workorder_bridge.pending_work_orders"
                 " SET attempts = :a, next_attempt_at = :next, last_error = :error WHERE case_id = :c"
             ),
-            {"a": attempts + 1, "next": now + self._backoff.after(attempts + 1), "error": error, "c": case_id},
+            {"a": attempts, "next": next_attempt, "error": error, "c": row.case_id},
         )

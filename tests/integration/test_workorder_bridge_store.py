@@ -19,19 +19,22 @@ from starlette.applications import Starlette
 from civicflow.consumer import Inbox
 from civicflow.db import make_engine
 from civicflow.events import (
+    CaseEvent,
+    CaseNeedsTriage,
+    CaseRecategorised,
     CaseRerouted,
     CaseRouted,
     CaseSubmitted,
     EventMetadata,
     Location,
     RecordedEvent,
-    RoutingDecision,
+    WorkOrderRejected,
 )
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
-from services.workorder_bridge.connector import OpenedWorkOrder, RestWorkOrderConnector
+from services.workorder_bridge.connector import DepartmentUnavailable, OpenedWorkOrder, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
 from services.workorder_bridge.main import StatusReportRecorder
 from services.workorder_bridge.opener import Backoff, WorkOrderOpener
@@ -43,23 +46,29 @@ NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
 def later(hours: float) -> datetime:
-    """A retry pass `hours` from now (parking is timed by the clock)."""
-    return datetime.now(UTC) + timedelta(hours=hours)
+    """A retry pass `hours` after the opener's clock (NOW)."""
+    return NOW + timedelta(hours=hours)
 
 
 @dataclass
 class CountingConnector:
-    """The real REST connector, counting the calls that reach it per department."""
+    """The real REST connector, counting the calls that reach it per department; `lose_next_answer`
+    makes the next call reach the department and then time out on the way back."""
 
     rest: RestWorkOrderConnector
     calls: Counter[str]
     system: str = RestWorkOrderConnector.system
+    lose_next_answer: bool = False
 
     async def open_work_order(
         self, department_id: str, request: WorkOrderRequest, idempotency_key: str
     ) -> OpenedWorkOrder:
         self.calls[department_id] += 1
-        return await self.rest.open_work_order(department_id, request, idempotency_key)
+        opened = await self.rest.open_work_order(department_id, request, idempotency_key)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise DepartmentUnavailable(f"{department_id}: the answer was lost (ReadTimeout)")
+        return opened
 
 
 class Department:
@@ -109,7 +118,8 @@ def opener(engine: AsyncEngine, connector: CountingConnector) -> WorkOrderOpener
         STORE,
         connector,
         "http://bridge.test/hook",
-        Backoff(5, 300),
+        Backoff(5.0, 300.0),
+        clock=lambda: NOW,
     )
 
 
@@ -138,7 +148,7 @@ async def routed_case(engine: AsyncEngine, department_id: str) -> RecordedEvent:
         return (await STORE.append(tx, case_id, 0, [submitted, decision(department_id)], meta))[-1]
 
 
-async def append(engine: AsyncEngine, case_id: UUID, event: RoutingDecision) -> RecordedEvent:
+async def append(engine: AsyncEngine, case_id: UUID, event: CaseEvent) -> RecordedEvent:
     async with engine.begin() as tx:
         [recorded] = await STORE.append(tx, case_id, None, [event], EventMetadata(correlation_id=uuid7(), actor="t"))
     return recorded
@@ -177,7 +187,7 @@ async def test_a_department_that_is_down_parks_its_work_order_and_holds_up_no_on
     assert connector.calls["streets"] == 1
     assert await types(engine, pothole.case_id) == ["CaseSubmitted", "CaseRouted", "WorkOrderSyncFailed"]
 
-    assert await opener.retry_due(datetime.now(UTC)) == 0  # not due yet: the first retry is 5 s after the failure
+    assert await opener.retry_due(NOW + timedelta(seconds=4)) == 0  # not due: the first retry is 5 s after
     assert connector.calls["streets"] == 1
 
 
@@ -246,11 +256,19 @@ async def test_a_reopened_work_order_is_recorded_each_time_and_a_redelivery_once
         await record(report("in_progress", 1)),
         await record(report("done", 2)),
         await record(report("done", 2)),  # the department's webhook, delivered twice
-        await record(report("in_progress", 3)),  # reopened: the repair failed inspection
-        await record(report("done", 4)),
+        await record(report("done", 3)),  # and again, stamped with the time it was resent
+        await record(report("in_progress", 4)),  # reopened: the repair failed inspection
+        await record(report("done", 5)),
     ]
 
-    assert outcomes == [Outcome.RECORDED, Outcome.RECORDED, Outcome.DUPLICATE, Outcome.RECORDED, Outcome.RECORDED]
+    assert outcomes == [
+        Outcome.RECORDED,
+        Outcome.RECORDED,
+        Outcome.DUPLICATE,
+        Outcome.DUPLICATE,
+        Outcome.RECORDED,
+        Outcome.RECORDED,
+    ]
     assert (await types(engine, case.case_id))[3:] == [
         "WorkOrderStatusChanged",
         "WorkOrderStatusChanged",
@@ -259,3 +277,118 @@ async def test_a_reopened_work_order_is_recorded_each_time_and_a_redelivery_once
         "WorkOrderStatusChanged",
         "CaseResolved",
     ]
+
+
+async def test_a_decision_replaced_while_it_waited_is_dropped_without_calling_the_department(
+    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+) -> None:
+    department.out_of_order("streets")
+    triaged, recategorised = await routed_case(engine, "streets"), await routed_case(engine, "streets")
+    await opener(triaged)
+    await opener(recategorised)
+    # The router has decided again, and the bridge's consumer has not got there yet (or never will:
+    # it does not act on triage).
+    await append(engine, triaged.case_id, CaseNeedsTriage(queue="call-centre", reason="r", rule_set_version="v1"))
+    rerouted = await append(
+        engine,
+        recategorised.case_id,
+        CaseRerouted(**decision("forestry").model_dump(), reason="recategorised", previous_department_id="streets"),
+    )
+    department.out_of_order()
+
+    assert await opener.retry_due(later(1)) == 0
+    assert connector.calls == Counter({"streets": 2}), "only the two calls that found streets down"
+    assert await parked(engine, triaged.case_id) is None and await parked(engine, recategorised.case_id) is None
+    assert (await types(engine, triaged.case_id))[-1] == "CaseNeedsTriage"
+
+    await opener(rerouted)
+    assert connector.calls["forestry"] == 1 and (await types(engine, recategorised.case_id))[-1] == "WorkOrderOpened"
+
+
+async def test_a_lost_answer_then_a_recategorisation_still_finds_the_same_work_order(
+    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+) -> None:
+    case = await routed_case(engine, "streets")
+    connector.lose_next_answer = True
+    await opener(case)  # the department opened it; the bridge never heard
+    assert await parked(engine, case.case_id) == ("streets", 1)
+    await append(
+        engine,
+        case.case_id,
+        CaseRecategorised(service_code="SINKHOLE", previous_service_code="POTHOLE", reason="caller misread"),
+    )
+
+    assert await opener.retry_due(later(1)) == 1
+    assert len(department.app.state.store) == 1, "the retry sent the same request, so no second work order"
+    assert (await types(engine, case.case_id))[-1] == "WorkOrderOpened"
+
+
+async def test_a_refused_work_order_goes_back_to_the_router_as_turned_down(
+    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+) -> None:
+    refused_now, refused_later = await routed_case(engine, "streets"), await routed_case(engine, "streets")
+    for case in (refused_now, refused_later):  # another request under the key: the system answers 409
+        other = WorkOrderRequest(
+            case_id=str(uuid7()),
+            tracking_number="T-OTHER",
+            service_code="POTHOLE",
+            summary="another job",
+            callback_url="http://elsewhere.test/hook",
+            due_at=NOW,
+        )
+        await connector.rest.open_work_order("streets", other, str(case.event_id))
+
+    await opener(refused_now)
+    await opener(refused_now)  # a redelivery: decided once
+    department.out_of_order("streets")
+    await opener(refused_later)
+    department.out_of_order()
+    assert await opener.retry_due(later(1)) == 0
+
+    for case in (refused_now, refused_later):
+        history = await stream(engine, case.case_id)
+        assert [e.type for e in history][-1] == "WorkOrderRejected"
+        rejected = history[-1].data
+        assert isinstance(rejected, WorkOrderRejected) and rejected.department_id == "streets"
+        assert rejected.reason == "its work-order system refused the work order (HTTP 409)"
+        assert await parked(engine, case.case_id) is None
+    assert [e.type for e in await stream(engine, refused_now.case_id)].count("WorkOrderRejected") == 1
+    assert connector.calls["streets"] == 3
+
+
+async def test_one_broken_parked_row_holds_up_no_other_and_a_long_outage_never_overflows_the_backoff(
+    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+) -> None:
+    broken, long_down, fine = [await routed_case(engine, d) for d in ("streets", "water", "sanitation")]
+    department.out_of_order("streets", "water", "sanitation")
+    for case in (broken, long_down, fine):
+        await opener(case)
+    async with engine.begin() as tx:  # the first due: one whose event cannot be found, one down for days
+        await tx.execute(
+            text(
+                "UPDATE workorder_bridge.pending_work_orders SET routed_event_id = :e, next_attempt_at = :t"
+                " WHERE case_id = :c"
+            ),
+            {"e": uuid7(), "t": NOW - timedelta(hours=2), "c": broken.case_id},
+        )
+        await tx.execute(
+            text("UPDATE workorder_bridge.pending_work_orders SET attempts = 5000 WHERE case_id = :c"),
+            {"c": long_down.case_id},
+        )
+    department.out_of_order("water")
+
+    assert await opener.retry_due(later(1)) == 1
+    assert await parked(engine, broken.case_id) == ("streets", 2)
+    assert await parked(engine, long_down.case_id) == ("water", 5001)
+    assert await parked(engine, fine.case_id) is None
+    async with engine.connect() as conn:
+        due = await conn.scalar(
+            text("SELECT next_attempt_at FROM workorder_bridge.pending_work_orders WHERE case_id = :c"),
+            {"c": long_down.case_id},
+        )
+    assert due == NOW + timedelta(seconds=300)
+
+
+async def stream(engine: AsyncEngine, case_id: UUID) -> list[RecordedEvent]:
+    async with engine.connect() as conn:
+        return await STORE.read_stream(conn, case_id)
