@@ -23,12 +23,12 @@ ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 
 
-def _header_schema(title: str, headers: dict[str, str]) -> dict[str, Any]:
+def _header_schema(title: str, headers: dict[str, str], required: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
         "title": title,
         "properties": {name: {"type": "string", "description": text} for name, text in headers.items()},
-        "required": list(headers),
+        "required": required,
     }
 
 
@@ -46,8 +46,10 @@ def document() -> dict[str, Any]:
         [(CATALOGUE[name], "serialization") for name in types], ref_template="#/components/schemas/{model}"
     )
     schemas: dict[str, Any] = dict(sorted(definitions["$defs"].items()))
-    schemas["CloudEventHeaders"] = _header_schema("CloudEventHeaders", wire.HEADERS)
-    schemas["DeadLetterHeaders"] = _header_schema("DeadLetterHeaders", {**wire.HEADERS, **DEAD_LETTER_HEADERS})
+    schemas["CloudEventHeaders"] = _header_schema("CloudEventHeaders", wire.HEADERS, list(wire.HEADERS))
+    # A dead letter carries the original's headers as they were: a record too broken to read may lack some.
+    dlq_own = [name for name in DEAD_LETTER_HEADERS if name.startswith("dlq_")]
+    schemas["DeadLetterHeaders"] = _header_schema("DeadLetterHeaders", {**wire.HEADERS, **DEAD_LETTER_HEADERS}, dlq_own)
     case_key = {"type": "string", "format": "uuid", "description": "The case id."}
     messages: dict[str, Any] = {}
     for name in types:

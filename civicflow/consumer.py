@@ -37,7 +37,8 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
     "dlq_original_topic": "Where the event was read from.",
     "dlq_original_partition": "Its partition there.",
     "dlq_original_offset": "Its offset there.",
-    "correlation_id": "The same as ce_correlationid (the Kafka client library's own name for it).",
+    "correlation_id": "The original's ce_correlationid when it had one (the Kafka client library's own name"
+    " for it; without one, the library makes up a random id).",
 }
 
 
@@ -130,6 +131,7 @@ class CaseEventConsumer:
             await self._on_record(record)
 
     async def _on_record(self, record: Any) -> None:
+        event_type = "(unreadable)"
         try:
             # Every service sees every event: look at its type alone before decoding anything else.
             event_type = next((raw for name, raw in record.headers if name == "ce_type"), b"").decode()

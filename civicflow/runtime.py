@@ -86,29 +86,32 @@ async def serve(process: ServiceProcess) -> None:
     background = [asyncio.create_task(relay.run(stop), name="relay")]
     background += [asyncio.create_task(task(stop)) for task in process.tasks]
 
-    broker: KafkaBroker | None = None
-    if process.consumer is not None:
-        broker = KafkaBroker(
-            process.settings.kafka_bootstrap_servers,
-            client_id=f"civicflow-{process.name}",
-            log_level=logging.DEBUG,  # a line per message is noise at INFO; our handlers log what matters
-        )
-        process.consumer.register(broker)
-        await broker.start()
-
     settings = process.settings
-    stop_metrics = serve_metrics(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
-    server = await build_grpc_server(process.grpc_port, process.servicers)
-    await server.start()
-    log.info("service ready", grpc_port=process.grpc_port, metrics_port=settings.metrics_port)
-    try:
+    broker: KafkaBroker | None = None
+    server: grpc.aio.Server | None = None
+    stop_metrics: Callable[[], None] | None = None
+    try:  # whatever fails to start, what did start is stopped in order below
+        if process.consumer is not None:
+            broker = KafkaBroker(
+                settings.kafka_bootstrap_servers,
+                client_id=f"civicflow-{process.name}",
+                log_level=logging.DEBUG,  # a line per message is noise at INFO; our handlers log what matters
+            )
+            process.consumer.register(broker)
+            await broker.start()
+        if settings.metrics_port:
+            stop_metrics = serve_metrics(settings.metrics_host, settings.metrics_port)
+        server = await build_grpc_server(process.grpc_port, process.servicers)
+        await server.start()
+        log.info("service ready", grpc_port=process.grpc_port, metrics_port=settings.metrics_port)
         await stop.wait()
     finally:
         log.info("service stopping")
         stop.set()
         if stop_metrics is not None:
             stop_metrics()
-        await server.stop(grace=2)
+        if server is not None:
+            await server.stop(grace=2)
         if broker is not None:
             await broker.stop()
         for task in background:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
 
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
@@ -52,18 +54,60 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+METRICS = (
+    ("civicflow_events_handled_total", {"outcome": "handled", "event_type": EVENT.type}),
+    ("civicflow_events_handled_total", {"outcome": "dead_lettered", "event_type": EVENT.type}),
+    ("civicflow_handler_retries_total", {"transient": "false"}),
+    ("civicflow_handler_seconds_count", {"event_type": EVENT.type}),
+    ("civicflow_consumer_lag_seconds_count", {}),
+    ("civicflow_consumer_lag_seconds_sum", {}),
+)
+
+
+def samples(service: str) -> list[float]:
+    """The metrics above for one service (the registry is the process's: tests compare before and after)."""
+    return [sample(name, service=service, **labels) for name, labels in METRICS]
+
+
 async def test_what_a_handler_did_is_counted_timed_and_aged() -> None:
     consumer = CaseEventConsumer("metrics-test", SETTINGS, {})
-    labels = {"service": "metrics-test", "event_type": EVENT.type}
+    before = samples("metrics-test")
     _, handler = failing(0, RuntimeError("never"))
     await consumer.dispatch(EVENT, handler)  # type: ignore[arg-type]
     _, poison = failing(10, RuntimeError("a bug"))
     await consumer.dispatch(EVENT, poison)  # type: ignore[arg-type]
 
-    assert sample("civicflow_events_handled_total", **labels, outcome="handled") == 1
-    assert sample("civicflow_events_handled_total", **labels, outcome="dead_lettered") == 1
-    assert sample("civicflow_handler_retries_total", service="metrics-test", transient="false") == 2
-    assert sample("civicflow_handler_seconds_count", **labels) == 2
-    assert sample("civicflow_consumer_lag_seconds_count", service="metrics-test") == 2
+    after = samples("metrics-test")
+    handled, dead_lettered, retries, timed, aged, age = (a - b for a, b in zip(after, before, strict=True))
+    assert (handled, dead_lettered, retries, timed, aged) == (1, 1, 2, 2, 2)
     # EVENT was recorded on NOW, a fixed day: the lag is measured from when the store recorded it
-    assert sample("civicflow_consumer_lag_seconds_sum", service="metrics-test") > 0
+    assert age > 0
+
+
+class RecordingBroker:
+    """Stands in for the Kafka broker: takes the subscription, keeps what is published."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+
+    def subscriber(self, *args: object, **kwargs: object) -> Any:
+        return lambda handler: handler
+
+    async def publish(self, value: bytes, **kwargs: Any) -> None:
+        self.published.append({"value": value, **kwargs})
+
+
+async def test_a_record_whose_type_is_not_even_text_is_dead_lettered_and_counted() -> None:
+    consumer = CaseEventConsumer("unreadable-test", SETTINGS, {EVENT.type: failing(0, RuntimeError())[1]})  # type: ignore[dict-item]
+    broker = RecordingBroker()
+    consumer.register(broker)  # type: ignore[arg-type]
+    record = SimpleNamespace(
+        headers=[("ce_type", b"\xff\xfe")], value=b"{}", key=b"k", topic="case-events", partition=0, offset=7
+    )
+
+    await consumer._on_batch(SimpleNamespace(raw_message=(record,)))  # type: ignore[arg-type]
+
+    assert consumer.dead_lettered == 1 and broker.published[0]["topic"] == SETTINGS.dead_letter_topic
+    assert broker.published[0]["headers"]["dlq_original_offset"] == "7"
+    counted = {"service": "unreadable-test", "event_type": "(unreadable)", "outcome": "dead_lettered"}
+    assert sample("civicflow_events_handled_total", **counted) == 1
