@@ -54,6 +54,7 @@ class Relay:
                         finally:
                             self.is_leader = False
                             RELAY_LEADER.set(0)
+                            RELAY_LAG.set(0)  # what this process says of the relay's lag ends with its lead
                             await lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RELAY_LOCK_KEY})
             except asyncio.CancelledError:
                 raise
