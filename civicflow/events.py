@@ -168,7 +168,7 @@ class CaseRerouted(RoutingDecision):
 
 @catalogued
 class WorkOrderRejected(CaseEvent):
-    """A department says the case is not theirs."""
+    """A department turned the case down: not theirs, or its system refused the work order (bridge)."""
 
     event_type: ClassVar[str] = "WorkOrderRejected"
 

@@ -97,7 +97,7 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         base = replace(base, status="triage", department_id=data.queue, department_name="311 triage")
         stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
     elif isinstance(data, WorkOrderRejected):
-        stage, detail = "turned_down", f"{data.department_id} said it is not theirs: {data.reason}"
+        stage, detail = "turned_down", f"{data.department_id} turned it down: {data.reason}"
     elif isinstance(data, CaseRecategorised):
         base = replace(base, service_code=data.service_code)
         stage = "recategorised"
