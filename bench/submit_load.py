@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.breakdown import scrape
+from bench.breakdown import table as breakdown_table
 from bench.floors import kafka_produce_consume, postgres_commits
 from bench.load import run_load
 from bench.report import Floors, document, summarise, table, write_json
@@ -106,8 +108,9 @@ async def bench(options: Options, infra: Infrastructure | None) -> dict[str, obj
             startup_s = time.perf_counter() - started
             print(f"system up in {startup_s:.1f} s (logs in {STATE_DIR / 'system' / 'logs'})", flush=True)
             summary = await _load(options, endpoints)
+            where = await scrape(endpoints.metrics)
         print("system stopped", flush=True)
-    return document(summary, floors, infra.kind, startup_s, options.deadline_s)
+    return document(summary, floors, infra.kind, startup_s, options.deadline_s) | {"breakdown": where}
 
 
 async def _load(options: Options, endpoints: Endpoints) -> dict[str, object]:
@@ -129,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(doc, options.json_path)
     print()
     print(table(doc))
+    where = doc.get("breakdown")
+    if isinstance(where, dict) and where:
+        print()
+        print(breakdown_table(where))
     print(f"\nresults written to {options.json_path}")
     return 0
 

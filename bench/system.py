@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from civicflow.infra import Infrastructure
@@ -28,6 +28,7 @@ class Endpoints:
     intake: str
     query: str
     exited: Callable[[], dict[str, int]] = nothing_exited
+    metrics: dict[str, int] = field(default_factory=dict)  # service → its /metrics port, when this run started it
 
 
 def use_embedded_by_default() -> None:
@@ -49,4 +50,6 @@ async def running_system(infra: Infrastructure, database_url: str, state_dir: Pa
     shutil.rmtree(run_dir, ignore_errors=True)  # logs and mail of the previous run
     own = Infrastructure(database_url, infra.kafka_bootstrap_servers, infra.kind)
     async with isolated_system(own, run_dir, "bench", {"CIVICFLOW_SAMPLE_DEPT_STEP_SECONDS": "1.0"}) as system:
-        yield Endpoints(f"127.0.0.1:{system.ports.intake}", f"127.0.0.1:{system.ports.query}", system.exited)
+        yield Endpoints(
+            f"127.0.0.1:{system.ports.intake}", f"127.0.0.1:{system.ports.query}", system.exited, system.ports.metrics
+        )
