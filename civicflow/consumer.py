@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.events import RecordedEvent
-from civicflow.metrics import CONSUMER_LAG, EVENTS_HANDLED, HANDLER_RETRIES, HANDLER_SECONDS
+from civicflow.metrics import CONSUMER_LAG, EVENTS_HANDLED, EVENTS_REDELIVERED, HANDLER_RETRIES, HANDLER_SECONDS
 from civicflow.settings import KernelSettings
 from civicflow.wire import from_message, header_map
 
@@ -43,17 +43,31 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
 
 
 class Inbox:
-    """The events a service has processed, table <schema>.inbox; a duplicate is caught by its primary key."""
+    """The events a service has processed, table <schema>.inbox; a duplicate is caught by its primary key.
+    The schema is named after the service, and so are the redeliveries it counts."""
 
     def __init__(self, engine: AsyncEngine, schema: str) -> None:
         self._engine = engine
         self._claim = text(
             f"INSERT INTO {schema}.inbox (event_id) VALUES (:e) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         )
+        self._seen = text(f"SELECT 1 FROM {schema}.inbox WHERE event_id = :e")
+        self._redelivered = EVENTS_REDELIVERED.labels(schema)
 
     async def claim(self, tx: AsyncConnection, event_id: UUID) -> bool:
         """Mark the event processed within tx; False if it already was (then do nothing)."""
-        return (await tx.execute(self._claim, {"e": event_id})).first() is not None
+        claimed = (await tx.execute(self._claim, {"e": event_id})).first() is not None
+        if not claimed:
+            self._redelivered.inc()
+        return claimed
+
+    async def seen(self, conn: AsyncConnection, event_id: UUID) -> bool:
+        """Whether the event was processed before: for a handler that would rather not call anyone twice
+        (claim, in the transaction of the effects, stays the guarantee)."""
+        found = (await conn.execute(self._seen, {"e": event_id})).first() is not None
+        if found:
+            self._redelivered.inc()
+        return found
 
     async def process_once(self, event: RecordedEvent, effect: Effect) -> bool:
         """Run effect and the inbox mark in one transaction; a redelivered event is a no-op."""

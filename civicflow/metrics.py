@@ -1,11 +1,14 @@
 """Prometheus metrics of a service process: what its handlers did, how long they took, how far behind
-the store it runs, and whether its relay leads. Served over HTTP at /metrics when CIVICFLOW_METRICS_PORT
-is set (`civicflow dev` gives each service its own port; deploy/ sets 9100)."""
+the store it runs, whether its relay leads, and the gRPC calls it answered. Served over HTTP at /metrics
+when CIVICFLOW_METRICS_PORT is set (`civicflow dev` gives each service its own port; deploy/ sets 9100)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # Seconds: from a few milliseconds (a healthy system) to minutes (a service catching up after an outage).
@@ -15,6 +18,11 @@ EVENTS_HANDLED = Counter(
     "civicflow_events_handled",
     "Case events a service's handler finished with, by outcome (handled, dead_lettered).",
     ["service", "event_type", "outcome"],
+)
+EVENTS_REDELIVERED = Counter(
+    "civicflow_events_redelivered",
+    "Case events a service had already processed, dropped by its inbox (counted as handled as well).",
+    ["service"],
 )
 HANDLER_SECONDS = Histogram(
     "civicflow_handler_seconds",
@@ -38,6 +46,60 @@ RELAY_LAG = Gauge(
     "Age of the oldest event in the relay's latest batch when the broker acknowledged it; 0 when caught up.",
 )
 RELAY_LEADER = Gauge("civicflow_relay_leader", "1 while this process's relay is the one publishing.")
+GRPC_REQUESTS = Counter(
+    "civicflow_grpc_requests",
+    "Unary gRPC calls a service answered, by method and status code (OK, INVALID_ARGUMENT, NOT_FOUND, …).",
+    ["service", "method", "code"],
+)
+GRPC_SECONDS = Histogram(
+    "civicflow_grpc_request_seconds", "Time a service took to answer one unary gRPC call.", ["service", "method"]
+)
+
+
+class GrpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio has no type hints
+    """Counts and times every unary call the server answers; streaming calls (reflection, health Watch)
+    pass through uncounted."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        answer, method, service = handler.unary_unary, handler_call_details.method, self._service
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "UNKNOWN"  # an exception the servicer did not turn into a status
+            try:
+                response = await answer(request, context)
+                code = _code_name(context.code(), "OK")
+                return response
+            except grpc.aio.AbortError:
+                code = _code_name(context.code(), "UNKNOWN")
+                raise
+            finally:
+                GRPC_REQUESTS.labels(service, method, code).inc()
+                GRPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _code_name(code: grpc.StatusCode | int | None, otherwise: str) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):  # some grpcio versions hand back the number
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), otherwise)
+    return otherwise
 
 
 def serve_metrics(host: str, port: int) -> Callable[[], None]:

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.consumer import CaseEventConsumer
-from civicflow.metrics import serve_metrics
+from civicflow.metrics import GrpcMetrics, serve_metrics
 from civicflow.relay import Relay
 from civicflow.settings import KernelSettings
 
@@ -58,9 +58,10 @@ class ServiceProcess:
     tasks: list[Task] = field(default_factory=list)
 
 
-async def build_grpc_server(port: int, servicers: list[tuple[str, AddServicer]]) -> grpc.aio.Server:
-    """A gRPC server with the given services plus health checking and reflection, bound to the port."""
-    server = grpc.aio.server()
+async def build_grpc_server(port: int, servicers: list[tuple[str, AddServicer]], service: str) -> grpc.aio.Server:
+    """A gRPC server with the given services plus health checking and reflection, bound to the port; its
+    calls counted and timed under the service's name."""
+    server = grpc.aio.server(interceptors=[GrpcMetrics(service)])
     for _, add in servicers:
         add(server)
     health_servicer = health.aio.HealthServicer()
@@ -101,7 +102,7 @@ async def serve(process: ServiceProcess) -> None:
             await broker.start()
         if settings.metrics_port:
             stop_metrics = serve_metrics(settings.metrics_host, settings.metrics_port)
-        server = await build_grpc_server(process.grpc_port, process.servicers)
+        server = await build_grpc_server(process.grpc_port, process.servicers, process.name)
         await server.start()
         log.info("service ready", grpc_port=process.grpc_port, metrics_port=settings.metrics_port)
         await stop.wait()

@@ -120,7 +120,7 @@ class NotificationHandler:
         stage = STAGE_OF_EVENT[event.type]
         message_id = message_id_for(event.case_id, stage)
         async with self._engine.begin() as tx:
-            if await self._already_processed(tx, event):
+            if await self._inbox.seen(tx, event.event_id):
                 return
             facts = stage_facts(event, await self._store.read_stream(tx, event.case_id))
             contact = None
@@ -160,10 +160,6 @@ class NotificationHandler:
             message_id=message_id,
             recorded=finished,
         )
-
-    async def _already_processed(self, tx: AsyncConnection, event: RecordedEvent) -> bool:
-        found = await tx.execute(text("SELECT 1 FROM notifier.inbox WHERE event_id = :e"), {"e": event.event_id})
-        return found.first() is not None
 
     async def _record_without_sending(
         self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, delivery: CannotNotify | NothingToSend

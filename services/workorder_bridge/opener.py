@@ -108,10 +108,7 @@ class WorkOrderOpener:
         """The consumer's handler for CaseRouted and CaseRerouted: a new work order either way."""
         assert isinstance(event.data, RoutingDecision)
         async with self._engine.connect() as conn:
-            processed = await conn.scalar(
-                text("SELECT 1 FROM workorder_bridge.inbox WHERE event_id = :e"), {"e": event.event_id}
-            )
-            if processed:
+            if await self._inbox.seen(conn, event.event_id):
                 return  # a redelivery: spare the department a call
             stream = await self._store.read_stream(conn, event.case_id)
         try:

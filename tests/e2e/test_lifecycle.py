@@ -208,3 +208,7 @@ async def test_every_service_serves_prometheus_metrics_of_what_it_handled(
     leaders = [s for s, samples in scraped.items() if samples.get(("civicflow_relay_leader", frozenset())) == 1]
     assert len(leaders) == 1, f"one relay publishes, not {leaders}"
     assert scraped[leaders[0]][("civicflow_relay_published_events_total", frozenset())] > 0
+    submitted = frozenset(
+        {("service", "intake"), ("method", "/civicflow.v1.IntakeService/SubmitRequest"), ("code", "OK")}
+    )
+    assert scraped["intake"][("civicflow_grpc_requests_total", submitted)] >= 1

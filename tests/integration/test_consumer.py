@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from faststream.kafka import KafkaBroker
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -95,6 +96,8 @@ async def test_a_redelivered_event_changes_nothing(settings: KernelSettings, sch
         await eventually(lambda: _delivered(deliveries, 12), what="every event delivered twice")
         done = await effects(engine, name, case_ids)
         assert len(done) == 6 and len({e for e, _ in done}) == 6
+        redelivered = REGISTRY.get_sample_value("civicflow_events_redelivered_total", {"service": name})
+        assert redelivered is not None and redelivered >= 6, "the inbox counts what it dropped"
     finally:
         await broker.stop()
         stop.set()
