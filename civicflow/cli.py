@@ -254,14 +254,17 @@ def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")])
         "GetCase",
         query_pb2.GetCaseRequest(tracking_number=tracking_number),
     )
+    from civicflow.localtime import local, wall_clock
+
+    zone = view.time_zone or None  # the department's: times as the city reads them (UTC until routed)
     typer.echo(f"{view.tracking_number}  {view.service_code}  status: {view.status}")
     if view.department_name:
-        due = f", due {view.due_at.ToDatetime():%Y-%m-%d %H:%M} UTC" if view.HasField("due_at") else ""
+        due = f", due {wall_clock(view.due_at.ToDatetime(), zone)}" if view.HasField("due_at") else ""
         typer.echo(f"department: {view.department_name}{due}  (rule {view.rule_id or '-'})")
     if view.work_order_id:
         typer.echo(f"work order: {view.work_order_id}")
     for entry in view.timeline:
-        typer.echo(f"  {entry.at.ToDatetime():%Y-%m-%d %H:%M:%S}  {entry.stage:<22} {entry.detail}")
+        typer.echo(f"  {local(entry.at.ToDatetime(), zone):%Y-%m-%d %H:%M:%S %Z}  {entry.stage:<22} {entry.detail}")
 
 
 def _load_rules_or_exit(path: Path) -> Any:
@@ -380,11 +383,14 @@ def rules_explain(
     attribute: Annotated[list[str] | None, typer.Option(help="question=answer, repeatable")] = None,
     flag: Annotated[list[str] | None, typer.Option(help="e.g. hazard, repeatable")] = None,
     channel: Annotated[str, typer.Option()] = "phone",
-    at: Annotated[str, typer.Option(help="When it is submitted (ISO date-time); now by default")] = "",
+    at: Annotated[
+        str, typer.Option(help="When it is submitted (ISO date-time, UTC unless it gives an offset); now by default")
+    ] = "",
 ) -> None:
     """Why would (or did) a request go where it goes? Writes nothing."""
     from datetime import UTC, datetime
 
+    from civicflow.localtime import wall_clock
     from civicflow.v1 import common_pb2, routing_pb2, routing_pb2_grpc
 
     if tracking_number:
@@ -410,7 +416,7 @@ def rules_explain(
     if reply.routed:
         typer.echo(
             f"-> {reply.department_name} ({reply.department_id}), priority {reply.priority},"
-            f" due {reply.due_at.ToDatetime():%Y-%m-%d %H:%M} UTC ({reply.sla})"
+            f" due {wall_clock(reply.due_at.ToDatetime(), reply.time_zone or None)} ({reply.sla})"
         )
         typer.echo(f"   rule {reply.rule_id} of rule set {reply.rule_set_version}: " + "; ".join(reply.reasons))
     else:

@@ -147,6 +147,10 @@ class RoutingDecision(CaseEvent):
     crew: str | None = None
     sla: str | None = None
     tags: list[str] = []
+    time_zone: str | None = Field(
+        default=None,
+        description="The IANA time zone of the department's calendar, where the due date is a wall-clock time.",
+    )
 
 
 @catalogued

@@ -27,7 +27,7 @@ class TimelineEntry(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class CaseView(_message.Message):
-    __slots__ = ("tracking_number", "service_code", "status", "department_id", "department_name", "submitted_at", "due_at", "priority", "rule_id", "work_order_id", "resolution", "location", "timeline")
+    __slots__ = ("tracking_number", "service_code", "status", "department_id", "department_name", "submitted_at", "due_at", "priority", "rule_id", "work_order_id", "resolution", "location", "timeline", "time_zone")
     TRACKING_NUMBER_FIELD_NUMBER: _ClassVar[int]
     SERVICE_CODE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class CaseView(_message.Message):
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     tracking_number: str
     service_code: str
     status: str
@@ -54,4 +55,5 @@ class CaseView(_message.Message):
     resolution: str
     location: _common_pb2.Location
     timeline: _containers.RepeatedCompositeFieldContainer[TimelineEntry]
-    def __init__(self, tracking_number: _Optional[str] = ..., service_code: _Optional[str] = ..., status: _Optional[str] = ..., department_id: _Optional[str] = ..., department_name: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[str] = ..., rule_id: _Optional[str] = ..., work_order_id: _Optional[str] = ..., resolution: _Optional[str] = ..., location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ...) -> None: ...
+    time_zone: str
+    def __init__(self, tracking_number: _Optional[str] = ..., service_code: _Optional[str] = ..., status: _Optional[str] = ..., department_id: _Optional[str] = ..., department_name: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[str] = ..., rule_id: _Optional[str] = ..., work_order_id: _Optional[str] = ..., resolution: _Optional[str] = ..., location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., time_zone: _Optional[str] = ...) -> None: ...

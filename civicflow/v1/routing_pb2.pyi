@@ -58,7 +58,7 @@ class RuleEvaluation(_message.Message):
     def __init__(self, rule_id: _Optional[str] = ..., description: _Optional[str] = ..., matched: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., skipped: _Optional[str] = ...) -> None: ...
 
 class ExplainRouteResponse(_message.Message):
-    __slots__ = ("routed", "department_id", "department_name", "queue", "priority", "due_at", "sla", "rule_id", "rule_set_version", "reasons", "tags", "triage_reason", "evaluations")
+    __slots__ = ("routed", "department_id", "department_name", "queue", "priority", "due_at", "sla", "rule_id", "rule_set_version", "reasons", "tags", "triage_reason", "evaluations", "time_zone")
     ROUTED_FIELD_NUMBER: _ClassVar[int]
     DEPARTMENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEPARTMENT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class ExplainRouteResponse(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     TRIAGE_REASON_FIELD_NUMBER: _ClassVar[int]
     EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     routed: bool
     department_id: str
     department_name: str
@@ -85,7 +86,8 @@ class ExplainRouteResponse(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     triage_reason: str
     evaluations: _containers.RepeatedCompositeFieldContainer[RuleEvaluation]
-    def __init__(self, routed: _Optional[bool] = ..., department_id: _Optional[str] = ..., department_name: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[str] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sla: _Optional[str] = ..., rule_id: _Optional[str] = ..., rule_set_version: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., triage_reason: _Optional[str] = ..., evaluations: _Optional[_Iterable[_Union[RuleEvaluation, _Mapping]]] = ...) -> None: ...
+    time_zone: str
+    def __init__(self, routed: _Optional[bool] = ..., department_id: _Optional[str] = ..., department_name: _Optional[str] = ..., queue: _Optional[str] = ..., priority: _Optional[str] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sla: _Optional[str] = ..., rule_id: _Optional[str] = ..., rule_set_version: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., triage_reason: _Optional[str] = ..., evaluations: _Optional[_Iterable[_Union[RuleEvaluation, _Mapping]]] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class ReloadRulesRequest(_message.Message):
     __slots__ = ("path",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Literal
@@ -23,6 +23,7 @@ from civicflow.events import (
     RoutingDecision,
     current_service_code,
 )
+from civicflow.localtime import zone_named
 from civicflow.pii import ResidentContact
 
 Stage = Literal["submitted", "routed", "rerouted", "resolved"]
@@ -109,6 +110,7 @@ class StageFacts:
     preferred_channel: str | None
     department: str | None = None
     due_at: datetime | None = None
+    time_zone: str | None = None  # the department calendar's, where due_at is a wall-clock time
     resolution: str | None = None
     resolved_at: datetime | None = None
 
@@ -141,6 +143,7 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         preferred_channel=submitted.preferred_channel,
         department=routed.department_name if routed else None,
         due_at=routed.due_at if routed else None,
+        time_zone=routed.time_zone if routed else None,
         resolution=resolved.resolution if resolved else None,
         resolved_at=resolved.resolved_at if resolved else None,
     )
@@ -171,14 +174,16 @@ class MessageTemplates:
 
     def render(self, facts: StageFacts) -> RenderedMessage:
         template = self._env.get_template(f"{facts.stage}.txt.j2")
+        # Dates as the department that set the due date reads them; the city's zone before routing.
+        zone = zone_named(facts.time_zone, otherwise=self._timezone)
         text = template.render(
             tracking_number=facts.tracking_number,
             service=service_name(facts.service_code),
-            submitted_on=self._day(facts.submitted_at),
+            submitted_on=_day(facts.submitted_at, zone),
             department=facts.department,
-            due_on=self._day(facts.due_at, with_time=True) if facts.due_at else None,
+            due_on=_day(facts.due_at, zone, with_time=True) if facts.due_at else None,
             resolution=(facts.resolution or "").strip(),
-            resolved_on=self._day(facts.resolved_at) if facts.resolved_at else None,
+            resolved_on=_day(facts.resolved_at, zone) if facts.resolved_at else None,
             tracking_url=tracking_link(self._tracking_url, facts.tracking_number),
         )
         head, _, body = text.partition("\n\n")
@@ -186,10 +191,11 @@ class MessageTemplates:
             raise ValueError(f"template {facts.stage}.txt.j2 must start with one 'Subject:' line and a blank line")
         return RenderedMessage(subject=head.removeprefix("Subject:").strip(), body=_wrap(body))
 
-    def _day(self, moment: datetime, with_time: bool = False) -> str:
-        local = moment.astimezone(self._timezone)
-        day = f"{local:%A} {local.day} {local:%B %Y}"
-        return f"{day}, {local:%H:%M}" if with_time else day
+
+def _day(moment: datetime, zone: tzinfo, with_time: bool = False) -> str:
+    local = moment.astimezone(zone)
+    day = f"{local:%A} {local.day} {local:%B %Y}"
+    return f"{day}, {local:%H:%M}" if with_time else day
 
 
 def _wrap(body: str, width: int = 76) -> str:

@@ -30,6 +30,7 @@ def case_view(record: CaseRecord, timeline: list[TimelineEntry]) -> query_pb2.Ca
         rule_id=record.rule_id or "",
         work_order_id=record.work_order_id or "",
         resolution=record.resolution or "",
+        time_zone=record.time_zone or "",
         location=common_pb2.Location(lat=record.lat, long=record.long, address=record.address or ""),
     )
     _timestamp(view.submitted_at, record.submitted_at)

@@ -22,6 +22,7 @@ from civicflow.events import (
     WorkOrderStatusChanged,
     WorkOrderSyncFailed,
 )
+from civicflow.localtime import wall_clock
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class CaseRecord:
     lat: float | None = None
     long: float | None = None
     address: str | None = None
+    time_zone: str | None = None  # the department calendar's, for reading due dates and times locally
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,11 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             priority=data.priority,
             rule_id=data.rule_id,
             due_at=data.due_at,
+            time_zone=data.time_zone,
         )
         stage = "rerouted" if isinstance(data, CaseRerouted) else "routed"
-        detail = f"{stage} to {data.department_name}, expected by {data.due_at:%Y-%m-%d %H:%M %Z} (rule {data.rule_id})"
+        expected = wall_clock(data.due_at, data.time_zone)
+        detail = f"{stage} to {data.department_name}, expected by {expected} (rule {data.rule_id})"
         if isinstance(data, CaseRerouted):
             detail += f": {data.reason}"
     elif isinstance(data, CaseNeedsTriage):
@@ -103,7 +107,7 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage = "recategorised"
         detail = f"service changed from {data.previous_service_code} to {data.service_code}: {data.reason}"
     elif isinstance(data, CaseOverdue):
-        stage, detail = "overdue", f"passed its due date {data.due_at:%Y-%m-%d %H:%M %Z} unresolved"
+        stage, detail = "overdue", f"passed its due date {wall_clock(data.due_at, base.time_zone)} unresolved"
     elif isinstance(data, WorkOrderOpened):
         base = replace(base, status="work_order_open", work_order_id=data.external_id)
         stage, detail = "work_order_opened", f"work order {data.external_id} opened"

@@ -63,6 +63,7 @@ def _as_event(decision: Routed | Triage, rerouted_because: str | None, previous:
         "crew": decision.crew,
         "sla": decision.sla,
         "tags": list(decision.tags),
+        "time_zone": decision.time_zone,
     }
     if rerouted_because is None:
         return CaseRouted(**fields)

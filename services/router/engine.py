@@ -49,6 +49,7 @@ class Routed:
     rule_set_version: str
     explanation: tuple[str, ...]
     tags: tuple[str, ...]
+    time_zone: str  # the department calendar's: where due_at is a wall-clock time
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class CompiledRuleSet:
             rule_set_version=self.version,
             explanation=reasons,
             tags=tuple(then.tags),
+            time_zone=calendar.spec.timezone,
         )
 
     def _triage(self, facts: CaseFacts, exclude: frozenset[str]) -> Triage:

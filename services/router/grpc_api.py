@@ -83,6 +83,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             response.queue = decision.queue or ""
             response.priority = decision.priority
             response.due_at.FromDatetime(decision.due_at)
+            response.time_zone = decision.time_zone
             response.sla = decision.sla
             response.rule_id = decision.rule_id
             response.reasons.extend(decision.explanation)

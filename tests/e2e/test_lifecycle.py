@@ -80,6 +80,7 @@ async def test_a_request_goes_from_submission_to_resolution_and_the_resident_hea
     stages = [e.stage for e in view.timeline if e.stage != "resident_notified"]
     assert stages == ALL_STAGES
     assert view.department_id == "streets" and view.department_name == "Public Works - Streets"
+    assert view.time_zone == "America/Chicago", "times are read in the department's calendar zone"
     assert view.due_at.ToDatetime() > view.submitted_at.ToDatetime()
     assert view.work_order_id.startswith("WO-") and view.resolution
     assert "Ada" not in str(view) and "example.org" not in str(view), "the public view leaked contact data"

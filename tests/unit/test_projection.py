@@ -8,6 +8,7 @@ from uuid import UUID
 
 from civicflow.events import (
     CaseEvent,
+    CaseOverdue,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
@@ -96,3 +97,24 @@ def test_the_public_record_holds_no_resident_contact_or_description() -> None:
     record, _ = fold(LIFE)
     values = " ".join(str(v) for v in asdict(record).values())  # type: ignore[arg-type]
     assert "secret description" not in values and "sealed" not in values
+
+
+def test_due_dates_read_in_the_departments_time_zone_and_in_utc_without_one() -> None:
+    due = datetime(2026, 11, 28, 23, 0, tzinfo=UTC)  # 17:00 in Chicago (CST, UTC-6)
+    routed = CaseRouted(
+        department_id="streets",
+        department_name="Streets",
+        priority="normal",
+        due_at=due,
+        rule_id="r",
+        rule_set_version="1",
+        time_zone="America/Chicago",
+    )
+    record, entry = apply(None, recorded(1, routed))
+    assert entry is not None and "expected by 2026-11-28 17:00 CST" in entry.detail
+    assert record.time_zone == "America/Chicago"
+    _, overdue = apply(record, recorded(2, CaseOverdue(department_id="streets", due_at=due)))
+    assert overdue is not None and "passed its due date 2026-11-28 17:00 CST" in overdue.detail
+
+    _, before_zones = apply(None, recorded(1, routed.model_copy(update={"time_zone": None})))
+    assert before_zones is not None and "expected by 2026-11-28 23:00 UTC" in before_zones.detail

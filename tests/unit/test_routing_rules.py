@@ -126,6 +126,7 @@ def test_a_decision_says_which_conditions_matched() -> None:
         ("emergency",),
         "4 business hours",
     )
+    assert decision.time_zone == "America/Chicago", "the due date is read on the department's calendar"
 
 
 def test_explain_shows_why_each_earlier_rule_did_not_match() -> None:
