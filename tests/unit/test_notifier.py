@@ -178,6 +178,14 @@ def test_routed_message_names_department_and_due_date_in_city_time(templates: Me
     assert "has gone to Sanitation, expected by Sunday 15 March 2026, 10:00" in _flat(rendered.body)  # CDT
 
 
+def test_the_due_date_is_read_in_the_routing_departments_zone_over_the_configured_one() -> None:
+    story = _story()
+    in_zone = story[1].data.model_copy(update={"time_zone": "America/Los_Angeles"})
+    story[1] = story[1].model_copy(update={"data": in_zone})
+    rendered = MessageTemplates(ZoneInfo("UTC")).render(stage_facts(story[1], story))
+    assert "expected by Sunday 15 March 2026, 08:00" in _flat(rendered.body)  # PDT, not 15:00 UTC
+
+
 def test_resolved_message_says_what_was_done(templates: MessageTemplates) -> None:
     story = _story()
     rendered = templates.render(stage_facts(story[3], story))
@@ -222,7 +230,8 @@ def test_the_email_carries_contact_data_only_in_the_to_header(templates: Message
         assert parsed["Content-Transfer-Encoding"] == "7bit"  # readable as stored, so the search below is fair
         assert parsed["Message-ID"] == f"<{facts.case_id}.{facts.stage}@civicflow.local>"
         assert raw.count(b"dolores@example.org") == 1
-        for personal in (b"Dolores", b"Abernathy", b"555", b"Elm Street", b"Bins on"):
+        # The phone number whole and without spaces; not a bare "555", which a random case id can contain.
+        for personal in (b"Dolores", b"Abernathy", b"555 0100", b"5550100", b"Elm Street", b"Bins on"):
             assert personal not in raw
 
 
