@@ -6,8 +6,10 @@ what was expected). A bad file is refused whole; the rule set in force stays in 
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -164,28 +166,40 @@ class RuleSet(_Strict):
             seen.add(rule.id)
         for dept_id, dept in self.departments.items():
             if dept.calendar not in self.calendars:
-                problems.append(f"department {dept_id}: calendar {dept.calendar!r} is not defined")
+                named = _unknown(dept.calendar, self.calendars)
+                problems.append(f"department {dept_id}: calendar {named} is not defined")
         if self.triage.department not in self.departments:
-            problems.append(f"triage: department {self.triage.department!r} is not defined")
+            problems.append(f"triage: department {_unknown(self.triage.department, self.departments)} is not defined")
         groups = {s.group for s in self.services.values()}
         for rule in self.rules:
             where = f"rule {rule.id}"
             if rule.then.department not in self.departments:
-                problems.append(f"{where}: then.department {rule.then.department!r} is not defined")
+                department = _unknown(rule.then.department, self.departments)
+                problems.append(f"{where}: then.department {department} is not defined")
             when = rule.when
             for code in when.service_codes or []:
                 if code not in self.services:
-                    problems.append(f"{where}: when.service_codes {code!r} is not in services")
+                    problems.append(f"{where}: when.service_codes {_unknown(code, self.services)} is not in services")
             for group in when.service_groups or []:
                 if group not in groups:
-                    problems.append(f"{where}: when.service_groups {group!r} is not a group of any service")
+                    problems.append(
+                        f"{where}: when.service_groups {_unknown(group, groups)} is not a group of any service"
+                    )
             for field in ("outside_business_hours_of", "inside_business_hours_of"):
                 calendar = getattr(when.time, field, None) if when.time else None
                 if calendar is not None and calendar not in self.calendars:
-                    problems.append(f"{where}: when.time.{field} {calendar!r} is not a defined calendar")
+                    problems.append(
+                        f"{where}: when.time.{field} {_unknown(calendar, self.calendars)} is not a defined calendar"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _unknown(name: str, known: Iterable[str]) -> str:
+    """An unknown name quoted, with the known one it is probably a typo of: "'sanitaton' (sanitation?)"."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f"{name!r} ({close[0]}?)" if close else repr(name)
 
 
 class RuleSetError(ValueError):

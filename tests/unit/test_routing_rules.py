@@ -261,7 +261,17 @@ def _broken(tmp_path: Path, change: str, old: str) -> Path:
         (
             "when: {service_codes: [NOISE]}",
             "when: {service_codes: [NOISES]}",
-            "rule noise-by-day: when.service_codes 'NOISES' is not in services",
+            "rule noise-by-day: when.service_codes 'NOISES' (NOISE?) is not in services",
+        ),
+        (
+            "then: {department: police, sla: {calendar_days: 3}}",
+            "then: {department: polise, sla: {calendar_days: 3}}",
+            "rule noise-by-day: then.department 'polise' (police?) is not defined",
+        ),
+        (
+            "then: {department: police, sla: {calendar_days: 3}}",
+            "then: {department: zoning, sla: {calendar_days: 3}}",
+            "rule noise-by-day: then.department 'zoning' is not defined",
         ),
         ("inside: [park]}", "inside: [downtown]}", "rule trees-in-the-park: when.inside names area 'downtown'"),
         ('between: "22:00-06:00"', 'between: "22:00-22:00"', "rule night-noise, when.time.between"),
