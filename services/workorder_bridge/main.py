@@ -51,8 +51,10 @@ class StatusReportRecorder:
     """Records a department's status report once: the status_updates row and the events in one transaction.
 
     A report is a duplicate when it was recorded before (same status and changed_at: a redelivery) or
-    when it does not change the work order's status (a system that stamps a fresh time on every resend
-    would otherwise resolve the case twice). A reopened job (done, in progress, done) is three changes."""
+    when it says nothing new (the latest report's status and note again: a system that stamps a fresh
+    time on every resend would otherwise resolve the case twice). A report older than the latest one
+    recorded is outdated: it arrived late and would turn a done job back. A reopened job (done, in
+    progress, done) is three changes; a new note on the same status is a change."""
 
     def __init__(self, engine: AsyncEngine, store: EventStore) -> None:
         self._engine = engine
@@ -71,20 +73,25 @@ class StatusReportRecorder:
             ).first()
             if work_order is None:
                 return Outcome.UNKNOWN_WORK_ORDER
-            latest = await tx.scalar(
-                text(
-                    "SELECT status FROM workorder_bridge.status_updates WHERE department_id = :d AND external_id = :x"
-                    " ORDER BY changed_at DESC LIMIT 1"
-                ),
-                {"d": report.department_id, "x": report.external_id},
-            )
-            if latest == report.status:
+            latest = (
+                await tx.execute(
+                    text(
+                        "SELECT status, note, changed_at FROM workorder_bridge.status_updates"
+                        " WHERE department_id = :d AND external_id = :x"
+                        " ORDER BY changed_at DESC, recorded_at DESC LIMIT 1"
+                    ),
+                    {"d": report.department_id, "x": report.external_id},
+                )
+            ).first()
+            if latest is not None and (latest.status, latest.note) == (report.status, report.note):
                 return Outcome.DUPLICATE
+            if latest is not None and report.changed_at < latest.changed_at:
+                return Outcome.OUTDATED
             first_time = (
                 await tx.execute(
                     text(
                         "INSERT INTO workorder_bridge.status_updates"
-                        " (department_id, external_id, status, changed_at) VALUES (:d, :x, :s, :t)"
+                        " (department_id, external_id, status, changed_at, note) VALUES (:d, :x, :s, :t, :n)"
                         " ON CONFLICT DO NOTHING RETURNING status"
                     ),
                     {
@@ -92,6 +99,7 @@ class StatusReportRecorder:
                         "x": report.external_id,
                         "s": report.status,
                         "t": report.changed_at,
+                        "n": report.note,
                     },
                 )
             ).first()

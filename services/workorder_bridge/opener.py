@@ -111,6 +111,9 @@ class WorkOrderOpener:
             if await self._inbox.seen(conn, event.event_id):
                 return  # a redelivery: spare the department a call
             stream = await self._store.read_stream(conn, event.case_id)
+        if standing_decision(stream, event.event_id) is None:  # we are behind: a later decision is coming
+            await self._inbox.process_once(event, partial(self._replaced, event=event))
+            return
         try:
             opened = await self._open(event, stream)
         except DepartmentUnavailable as exc:
@@ -236,13 +239,17 @@ class WorkOrderOpener:
         await self._store.append(tx, event.case_id, None, [opened_event], event.caused(SERVICE))
 
     async def _turned_down(self, tx: AsyncConnection, event: RecordedEvent, refused: WorkOrderRefused) -> None:
-        """The department's system will not take it: WorkOrderRejected, and the router places the case again."""
+        """The department's system will not take it: WorkOrderRejected, and the router places the case again
+        (unless it already has, while the department was being asked)."""
         routed = event.data
         assert isinstance(routed, RoutingDecision)
         await tx.execute(
             text("DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c AND routed_event_id = :e"),
             {"c": event.case_id, "e": event.event_id},
         )
+        if standing_decision(await self._store.read_stream(tx, event.case_id), event.event_id) is None:
+            await self._replaced(tx, event)
+            return
         reason = f"its work-order system refused the work order (HTTP {refused.status_code})"
         rejected = WorkOrderRejected(department_id=routed.department_id, reason=reason)
         await self._store.append(tx, event.case_id, None, [rejected], event.caused(SERVICE))
@@ -251,6 +258,12 @@ class WorkOrderOpener:
             department_id=routed.department_id,
             status_code=refused.status_code,
         )
+
+    async def _replaced(self, tx: AsyncConnection, event: RecordedEvent) -> None:
+        """A later routing decision replaced this one: no work order and no rejection (the later one gets
+        its own); marked processed by the caller's transaction."""
+        assert isinstance(event.data, RoutingDecision)
+        log.info("routing decision replaced by a later one; no work order", department_id=event.data.department_id)
 
     async def _park(self, tx: AsyncConnection, event: RecordedEvent, error: str) -> None:
         """Wait for the department, and say so in the case's history (WorkOrderSyncFailed, once per

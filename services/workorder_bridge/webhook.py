@@ -28,6 +28,7 @@ MAX_BODY_BYTES = 64 * 1024
 class Outcome(Enum):
     RECORDED = "recorded"
     DUPLICATE = "duplicate"
+    OUTDATED = "outdated"  # older than the latest report recorded for the work order
     UNKNOWN_WORK_ORDER = "unknown_work_order"
 
 

@@ -5,7 +5,7 @@ once each, including a reopened job's second round."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -38,7 +38,6 @@ from services.workorder_bridge.connector import DepartmentUnavailable, OpenedWor
 from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
 from services.workorder_bridge.main import StatusReportRecorder
 from services.workorder_bridge.opener import Backoff, WorkOrderOpener
-from services.workorder_bridge.webhook import Outcome
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
@@ -59,11 +58,14 @@ class CountingConnector:
     calls: Counter[str]
     system: str = RestWorkOrderConnector.system
     lose_next_answer: bool = False
+    while_asked: Callable[[], Awaitable[object]] | None = None  # what happens while the department thinks
 
     async def open_work_order(
         self, department_id: str, request: WorkOrderRequest, idempotency_key: str
     ) -> OpenedWorkOrder:
         self.calls[department_id] += 1
+        if self.while_asked is not None:
+            await self.while_asked()
         opened = await self.rest.open_work_order(department_id, request, idempotency_key)
         if self.lose_next_answer:
             self.lose_next_answer = False
@@ -134,6 +136,11 @@ def decision(department_id: str) -> CaseRouted:
     )
 
 
+def rerouted_to(department_id: str) -> CaseRerouted:
+    routed = decision(department_id).model_dump()
+    return CaseRerouted(**routed, reason="recategorised", previous_department_id="streets")
+
+
 async def routed_case(engine: AsyncEngine, department_id: str) -> RecordedEvent:
     case_id = uuid7()
     submitted = CaseSubmitted(
@@ -152,6 +159,20 @@ async def append(engine: AsyncEngine, case_id: UUID, event: CaseEvent) -> Record
     async with engine.begin() as tx:
         [recorded] = await STORE.append(tx, case_id, None, [event], EventMetadata(correlation_id=uuid7(), actor="t"))
     return recorded
+
+
+async def key_taken(connector: CountingConnector, department_id: str, case: RecordedEvent) -> None:
+    """Another job already went to the department under this decision's key: it answers 409 from now on."""
+    other = WorkOrderRequest(
+        case_id=str(uuid7()),
+        tracking_number="T-OTHER",
+        service_code="POTHOLE",
+        summary="another job",
+        callback_url="http://elsewhere.test/hook",
+        due_at=NOW,
+    )
+    await connector.rest.open_work_order(department_id, other, str(case.event_id))
+    connector.calls.clear()
 
 
 async def types(engine: AsyncEngine, case_id: UUID) -> list[str]:
@@ -224,11 +245,7 @@ async def test_a_later_decision_replaces_the_one_waiting(
     department.out_of_order("streets")
     case = await routed_case(engine, "streets")
     await opener(case)
-    rerouted = CaseRerouted(
-        **decision("forestry").model_dump(), reason="recategorised", previous_department_id="streets"
-    )
-
-    await opener(await append(engine, case.case_id, rerouted))
+    await opener(await append(engine, case.case_id, rerouted_to("forestry")))
 
     assert await parked(engine, case.case_id) is None
     department.out_of_order()
@@ -237,7 +254,7 @@ async def test_a_later_decision_replaces_the_one_waiting(
     assert (await types(engine, case.case_id))[-1] == "WorkOrderOpened"
 
 
-async def test_a_reopened_work_order_is_recorded_each_time_and_a_redelivery_once(
+async def test_each_status_report_is_recorded_once_and_only_if_it_says_something_new(
     engine: AsyncEngine, opener: WorkOrderOpener
 ) -> None:
     case = await routed_case(engine, "streets")
@@ -248,28 +265,28 @@ async def test_a_reopened_work_order_is_recorded_each_time_and_a_redelivery_once
         )
     record = StatusReportRecorder(engine, STORE)
 
-    def report(status: str, minutes: int) -> StatusReport:
+    async def report(status: str, minutes: int, note: str | None = None) -> str:
         changed_at = NOW + timedelta(minutes=minutes)
-        return StatusReport(external_id=external_id, department_id="streets", status=status, changed_at=changed_at)
+        outcome = await record(
+            StatusReport(
+                external_id=external_id, department_id="streets", status=status, changed_at=changed_at, note=note
+            )
+        )
+        return outcome.value
 
-    outcomes = [
-        await record(report("in_progress", 1)),
-        await record(report("done", 2)),
-        await record(report("done", 2)),  # the department's webhook, delivered twice
-        await record(report("done", 3)),  # and again, stamped with the time it was resent
-        await record(report("in_progress", 4)),  # reopened: the repair failed inspection
-        await record(report("done", 5)),
-    ]
-
-    assert outcomes == [
-        Outcome.RECORDED,
-        Outcome.RECORDED,
-        Outcome.DUPLICATE,
-        Outcome.DUPLICATE,
-        Outcome.RECORDED,
-        Outcome.RECORDED,
-    ]
+    assert [
+        await report("in_progress", 1, "crew scheduled"),
+        await report("in_progress", 2, "crew on site"),  # a new note on the same status
+        await report("done", 2),  # the same minute: a system that stamps whole minutes
+        await report("done", 2),  # the department's webhook, delivered twice
+        await report("done", 3),  # and again, stamped with the time it was resent
+        await report("in_progress", 1, "crew scheduled"),  # a late redelivery of the first
+        await report("in_progress", 0),  # older than what is recorded: it would turn a done job back
+        await report("in_progress", 4, "failed inspection"),  # reopened
+        await report("done", 5),
+    ] == ["recorded", "recorded", "recorded", "duplicate", "duplicate", "outdated", "outdated", "recorded", "recorded"]
     assert (await types(engine, case.case_id))[3:] == [
+        "WorkOrderStatusChanged",
         "WorkOrderStatusChanged",
         "WorkOrderStatusChanged",
         "CaseResolved",
@@ -289,11 +306,7 @@ async def test_a_decision_replaced_while_it_waited_is_dropped_without_calling_th
     # The router has decided again, and the bridge's consumer has not got there yet (or never will:
     # it does not act on triage).
     await append(engine, triaged.case_id, CaseNeedsTriage(queue="call-centre", reason="r", rule_set_version="v1"))
-    rerouted = await append(
-        engine,
-        recategorised.case_id,
-        CaseRerouted(**decision("forestry").model_dump(), reason="recategorised", previous_department_id="streets"),
-    )
+    rerouted = await append(engine, recategorised.case_id, rerouted_to("forestry"))
     department.out_of_order()
 
     assert await opener.retry_due(later(1)) == 0
@@ -327,16 +340,8 @@ async def test_a_refused_work_order_goes_back_to_the_router_as_turned_down(
     engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
 ) -> None:
     refused_now, refused_later = await routed_case(engine, "streets"), await routed_case(engine, "streets")
-    for case in (refused_now, refused_later):  # another request under the key: the system answers 409
-        other = WorkOrderRequest(
-            case_id=str(uuid7()),
-            tracking_number="T-OTHER",
-            service_code="POTHOLE",
-            summary="another job",
-            callback_url="http://elsewhere.test/hook",
-            due_at=NOW,
-        )
-        await connector.rest.open_work_order("streets", other, str(case.event_id))
+    for case in (refused_now, refused_later):
+        await key_taken(connector, "streets", case)
 
     await opener(refused_now)
     await opener(refused_now)  # a redelivery: decided once
@@ -392,3 +397,30 @@ async def test_one_broken_parked_row_holds_up_no_other_and_a_long_outage_never_o
 async def stream(engine: AsyncEngine, case_id: UUID) -> list[RecordedEvent]:
     async with engine.connect() as conn:
         return await STORE.read_stream(conn, case_id)
+
+
+async def test_a_decision_already_replaced_when_the_bridge_reaches_it_opens_nothing(
+    engine: AsyncEngine, opener: WorkOrderOpener, connector: CountingConnector
+) -> None:
+    case = await routed_case(engine, "streets")
+    rerouted = await append(engine, case.case_id, rerouted_to("forestry"))  # the bridge is behind
+
+    await opener(case)
+    await opener(rerouted)
+
+    assert connector.calls == Counter({"forestry": 1})
+    assert (await types(engine, case.case_id))[-2:] == ["CaseRerouted", "WorkOrderOpened"]
+
+
+async def test_a_refusal_that_comes_back_after_the_case_was_rerouted_rejects_nothing(
+    engine: AsyncEngine, opener: WorkOrderOpener, connector: CountingConnector
+) -> None:
+    case = await routed_case(engine, "streets")
+    await key_taken(connector, "streets", case)
+    connector.while_asked = lambda: append(engine, case.case_id, rerouted_to("forestry"))
+
+    await opener(case)
+    await opener(case)  # a redelivery: decided once
+
+    assert connector.calls == Counter({"streets": 1})
+    assert (await types(engine, case.case_id))[-1] == "CaseRerouted", "no WorkOrderRejected for a replaced decision"

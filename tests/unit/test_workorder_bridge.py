@@ -294,7 +294,13 @@ async def test_the_connector_posts_with_the_idempotency_key() -> None:
         (httpx.Response(429), DepartmentUnavailable),
         (httpx.ConnectError("refused"), DepartmentUnavailable),
         (httpx.ReadTimeout("slow"), DepartmentUnavailable),
+        (httpx.Response(408), DepartmentUnavailable),
+        (httpx.Response(404), DepartmentUnavailable),  # a wrong base URL: parked until someone fixes it
+        (httpx.Response(401), DepartmentUnavailable),  # wrong credentials: likewise
+        (httpx.Response(302, headers={"Location": "/login"}), DepartmentUnavailable),
         (httpx.Response(400, json={"error": "the work order is not valid"}), WorkOrderRefused),
+        (httpx.Response(409), WorkOrderRefused),
+        (httpx.Response(422), WorkOrderRefused),
     ],
 )
 async def test_the_connector_says_whether_trying_again_can_help(
