@@ -4,6 +4,8 @@ when CIVICFLOW_METRICS_PORT is set (`civicflow dev` gives each service its own p
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -77,11 +79,16 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio
             started = time.perf_counter()
             code = "UNKNOWN"  # an exception the servicer did not turn into a status
             try:
-                response = await answer(request, context)
+                response = answer(request, context)
+                if inspect.isawaitable(response):  # grpc.aio also takes plain functions as handlers
+                    response = await response
                 code = _code_name(context.code(), "OK")
                 return response
             except grpc.aio.AbortError:
                 code = _code_name(context.code(), "UNKNOWN")
+                raise
+            except asyncio.CancelledError:  # the client went away or its deadline passed
+                code = "CANCELLED"
                 raise
             finally:
                 GRPC_REQUESTS.labels(service, method, code).inc()

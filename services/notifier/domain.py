@@ -195,7 +195,7 @@ class MessageTemplates:
 def _day(moment: datetime, zone: tzinfo, with_time: bool = False) -> str:
     local = moment.astimezone(zone)
     day = f"{local:%A} {local.day} {local:%B %Y}"
-    return f"{day}, {local:%H:%M}" if with_time else day
+    return f"{day}, {local:%H:%M %Z}" if with_time else day
 
 
 def _wrap(body: str, width: int = 76) -> str:

@@ -98,7 +98,10 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         if isinstance(data, CaseRerouted):
             detail += f": {data.reason}"
     elif isinstance(data, CaseNeedsTriage):
-        base = replace(base, status="triage", department_id=data.queue, department_name="311 triage")
+        # No department, so no due date: the call centre places it (the view keeps the time zone to read by).
+        base = replace(
+            base, status="triage", department_id=data.queue, department_name="311 triage", due_at=None, rule_id=None
+        )
         stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
     elif isinstance(data, WorkOrderRejected):
         stage, detail = "turned_down", f"{data.department_id} turned it down: {data.reason}"

@@ -20,9 +20,16 @@ def counted(service: str, code: str) -> float:
     )
 
 
+def timed(service: str) -> float:
+    labels = {"service": service, "method": CHECK}
+    return REGISTRY.get_sample_value("civicflow_grpc_request_seconds_count", labels) or 0.0
+
+
 async def test_calls_are_counted_by_method_and_status_code_and_timed() -> None:
+    service = "grpc-metrics-test"
+    before = counted(service, "OK"), counted(service, "NOT_FOUND"), timed(service)
     port = free_port()
-    server = await build_grpc_server(port, [], "grpc-metrics-test")
+    server = await build_grpc_server(port, [], service)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -37,9 +44,5 @@ async def test_calls_are_counted_by_method_and_status_code_and_timed() -> None:
     finally:
         await server.stop(None)
 
-    assert counted("grpc-metrics-test", "OK") == 2
-    assert counted("grpc-metrics-test", "NOT_FOUND") == 1
-    timed = REGISTRY.get_sample_value(
-        "civicflow_grpc_request_seconds_count", {"service": "grpc-metrics-test", "method": CHECK}
-    )
-    assert timed == 3
+    after = counted(service, "OK"), counted(service, "NOT_FOUND"), timed(service)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 3]

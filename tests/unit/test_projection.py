@@ -8,6 +8,7 @@ from uuid import UUID
 
 from civicflow.events import (
     CaseEvent,
+    CaseNeedsTriage,
     CaseOverdue,
     CaseResolved,
     CaseRouted,
@@ -118,3 +119,18 @@ def test_due_dates_read_in_the_departments_time_zone_and_in_utc_without_one() ->
 
     _, before_zones = apply(None, recorded(1, routed.model_copy(update={"time_zone": None})))
     assert before_zones is not None and "expected by 2026-11-28 23:00 UTC" in before_zones.detail
+
+
+def test_a_triaged_case_has_no_department_due_date() -> None:
+    record, _ = fold(LIFE[:3])  # submitted, notified, routed to streets
+    assert record is not None and record.due_at is not None
+    triaged, entry = apply(
+        record, recorded(4, CaseNeedsTriage(queue="call-centre-triage", reason="turned down", rule_set_version="1"))
+    )
+    assert (triaged.status, triaged.department_name, triaged.due_at, triaged.rule_id) == (
+        "triage",
+        "311 triage",
+        None,
+        None,
+    )
+    assert entry is not None and entry.stage == "triage"
