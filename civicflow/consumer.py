@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from civicflow.backoff import Backoff
 from civicflow.events import RecordedEvent
 from civicflow.metrics import CONSUMER_LAG, EVENTS_HANDLED, EVENTS_REDELIVERED, HANDLER_RETRIES, HANDLER_SECONDS
 from civicflow.settings import KernelSettings
@@ -115,6 +116,7 @@ class CaseEventConsumer:
         self.group_id = f"civicflow.{service}"
         self._settings = settings
         self._handlers = dict(handlers)
+        self._backoff = Backoff(settings.handler_retry_base_seconds, settings.handler_max_backoff_seconds)
         self._broker: KafkaBroker | None = None
         self.dead_lettered = 0
 
@@ -193,10 +195,7 @@ class CaseEventConsumer:
                 HANDLER_RETRIES.labels(self.service, str(transient).lower()).inc()
                 # A database (or whatever raised TryLater) that is down will come back: wait for it rather than
                 # dead-letter everything in flight. The partition waits too, which keeps cases in order.
-                delay = min(
-                    self._settings.handler_retry_base_seconds * 2 ** min(attempt - 1, 20),
-                    self._settings.handler_max_backoff_seconds,
-                )
+                delay = self._backoff.after(attempt).total_seconds()
                 log.warning(
                     "handler failed; retrying",
                     attempt=attempt,

@@ -50,11 +50,15 @@ class SampleDepartmentSettings(BaseSettings):
     sample_dept_out_of_order: str = ""
 
     def turns_down(self, department_id: str, service_code: str) -> bool:
-        pairs = {p.strip() for p in self.sample_dept_turns_down.split(",") if p.strip()}
-        return f"{department_id}/{service_code}" in pairs
+        return f"{department_id}/{service_code}" in _listed(self.sample_dept_turns_down)
 
     def out_of_order(self, department_id: str) -> bool:
-        return department_id in {d.strip() for d in self.sample_dept_out_of_order.split(",")}
+        return department_id in _listed(self.sample_dept_out_of_order)
+
+
+def _listed(setting: str) -> set[str]:
+    """The items of a comma-separated setting, trimmed, blanks left out."""
+    return {item.strip() for item in setting.split(",") if item.strip()}
 
 
 class WorkOrderRequest(BaseModel):

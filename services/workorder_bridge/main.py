@@ -9,6 +9,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Inbox
 from civicflow.db import make_engine
 from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
@@ -18,7 +19,7 @@ from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.settings import KernelSettings
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, events_for_status
-from services.workorder_bridge.opener import SERVICE, Backoff, WorkOrderOpener
+from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.webhook import WEBHOOK_PATH, Outcome, WebhookServer, create_webhook_app
 
 log = structlog.get_logger(__name__)

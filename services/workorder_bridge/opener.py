@@ -14,8 +14,7 @@ department turns a case down through its webhook.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -24,6 +23,7 @@ import structlog
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from civicflow.backoff import Backoff
 from civicflow.consumer import Inbox, describe_error
 from civicflow.events import (
     CaseNeedsTriage,
@@ -48,24 +48,11 @@ log = structlog.get_logger(__name__)
 SERVICE = "workorder_bridge"
 
 Clock = Callable[[], datetime]
+PARKED_BACKOFF = Backoff(first_seconds=5.0, max_seconds=300.0)  # what BridgeSettings defaults to as well
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """When to try a parked work order again: first after `first_seconds`, doubling, at most `max_seconds`."""
-
-    first_seconds: float = 5.0
-    max_seconds: float = 300.0
-
-    def after(self, attempts: int) -> timedelta:
-        # The exponent stops growing long before 2 ** attempts could overflow a float (a department
-        # down for days reaches a thousand attempts).
-        doublings = min(max(attempts - 1, 0), 32)
-        return timedelta(seconds=min(self.first_seconds * 2**doublings, self.max_seconds))
 
 
 def standing_decision(stream: Sequence[RecordedEvent], routed_event_id: UUID) -> RecordedEvent | None:
@@ -93,7 +80,7 @@ class WorkOrderOpener:
         store: EventStore,
         connector: DepartmentConnector,
         callback_url: str,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = PARKED_BACKOFF,
         clock: Clock = utc_now,
     ) -> None:
         self._engine = engine

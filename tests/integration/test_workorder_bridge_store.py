@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
+from civicflow.backoff import Backoff
 from civicflow.consumer import Inbox
 from civicflow.db import make_engine
 from civicflow.events import (
@@ -37,7 +38,7 @@ from samples.department_workorders.app import SampleDepartmentSettings, create_a
 from services.workorder_bridge.connector import DepartmentUnavailable, OpenedWorkOrder, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
 from services.workorder_bridge.main import StatusReportRecorder
-from services.workorder_bridge.opener import Backoff, WorkOrderOpener
+from services.workorder_bridge.opener import WorkOrderOpener
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
