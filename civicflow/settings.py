@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SAMPLE_CITY = Path(__file__).resolve().parents[1] / "samples" / "city" / "sample_city.yaml"
 
 
 class KernelSettings(BaseSettings):
@@ -21,6 +24,23 @@ class KernelSettings(BaseSettings):
         default="", description="Kafka bootstrap servers; empty means the embedded broker started by `dev`."
     )
     state_dir: Path = Field(default=Path(".civicflow"), description="Where embedded data, mail and logs live.")
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="development: servers bind loopback and missing secrets are generated under state_dir;"
+        " production: servers bind grpc_host and a missing or default secret stops the process at start.",
+    )
+    grpc_host: str = Field(
+        default="",
+        description="Interface every gRPC server binds; empty: 127.0.0.1 in development, 0.0.0.0 in production.",
+    )
+    city_file: Path = Field(
+        default=SAMPLE_CITY, description="The jurisdiction's city file: catalogue, service area, departments, rules."
+    )
+    event_signing_key: str = Field(
+        default="",
+        description="HMAC key the relay signs every published event with and consumers check; empty in"
+        " development: one generated under state_dir. Every process of one system needs the same key.",
+    )
     case_events_topic: str = "civicflow.case-events"
     dead_letter_topic: str = "civicflow.case-events.dlq"
     # 4 is what the embedded broker gives a topic it creates by itself (when a client asks for a missing

@@ -13,19 +13,18 @@ from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, Wor
 from civicflow.eventstore import PostgresEventStore
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, periodically, serve
-from civicflow.settings import KernelSettings
+from civicflow.settings import SAMPLE_CITY, KernelSettings
 from civicflow.v1 import routing_pb2, routing_pb2_grpc
 from services.router.grpc_api import RoutingServicer
 from services.router.handlers import Router
 from services.router.rulebook import RuleBook
 
 log = structlog.get_logger(__name__)
-DEFAULT_CITY = Path(__file__).resolve().parents[2] / "samples" / "city" / "sample_city.yaml"
+DEFAULT_CITY = SAMPLE_CITY
 
 
 class RouterSettings(KernelSettings):
     router_grpc_port: int = 50053
-    city_file: Path = DEFAULT_CITY
     # where rule sets named by a ReloadRules request must live; empty means the city file's folder
     rules_dir: Path | None = None
     rules_watch_seconds: float = 2.0

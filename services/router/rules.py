@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from civicflow.city import DEFAULT_PUBLIC_LOCATION, PublicLocation, ServiceAreaSpec
 from services.router.calendar import CalendarSpec, Weekday, parse_window
 
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -39,6 +40,8 @@ class Department(_Strict):
 class ServiceType(_Strict):
     name: str
     group: str
+    # how precisely the public case view may show where it is (civicflow/city.py)
+    public_location: PublicLocation = DEFAULT_PUBLIC_LOCATION
 
 
 class AreaSource(_Strict):
@@ -139,6 +142,8 @@ class TriageSettings(_Strict):
 class RuleSet(_Strict):
     version: Annotated[str, Field(min_length=1)]
     jurisdiction: str
+    name: str | None = None  # as residents know it ("Sample City"); the jurisdiction id titled when absent
+    service_area: ServiceAreaSpec | None = None
     timezone: str
     triage: TriageSettings = TriageSettings()
     calendars: dict[str, CalendarSpec]
