@@ -21,11 +21,13 @@ import httpx
 import structlog
 import uvicorn
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from civicflow.secrets import UnsafeSecret, shared_secret
+from civicflow.settings import KernelSettings
 
 log = structlog.get_logger(__name__)
 
@@ -34,20 +36,23 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 Status = Literal["open", "in_progress", "done", "rejected"]
 
 
-class SampleDepartmentSettings(BaseSettings):
-    """Read from CIVICFLOW_SAMPLE_DEPT_* and CIVICFLOW_WEBHOOK_SECRET."""
-
-    model_config = SettingsConfigDict(env_prefix="CIVICFLOW_", extra="ignore")
+class SampleDepartmentSettings(KernelSettings):
+    """Read from CIVICFLOW_SAMPLE_DEPT_* and CIVICFLOW_WEBHOOK_SECRET (and the state folder and environment,
+    which decide where a development secret is kept: the bridge on the same folder finds the same one)."""
 
     sample_dept_port: int = 8090
     sample_dept_step_seconds: float = Field(default=2.0, ge=0)
     sample_dept_callback_attempts: int = Field(default=5, ge=1)
     sample_dept_callback_retry_seconds: float = Field(default=0.5, ge=0)
-    webhook_secret: str = "dev-webhook-secret"
+    webhook_secret: str = ""
     # "department/SERVICE_CODE,…": work orders a department turns down as not theirs (to show rerouting)
     sample_dept_turns_down: str = ""
     # "department,…": departments whose system is out of order: it answers 503 (to show the bridge waiting)
     sample_dept_out_of_order: str = ""
+
+    def signing_secret(self) -> str:
+        """What callbacks are signed with: the bridge's secret (civicflow.secrets.shared_secret)."""
+        return shared_secret(self, self.webhook_secret, "CIVICFLOW_WEBHOOK_SECRET", "webhook.key")
 
     def turns_down(self, department_id: str, service_code: str) -> bool:
         return f"{department_id}/{service_code}" in _listed(self.sample_dept_turns_down)
@@ -174,6 +179,7 @@ class Crews:
         self._store = store
         self._send = send
         self._settings = settings
+        self._secret = settings.signing_secret()
         self._running: set[asyncio.Task[None]] = set()
 
     def dispatch(self, work_order: WorkOrder) -> None:
@@ -205,7 +211,7 @@ class Crews:
         body = json.dumps(change).encode()
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._settings.webhook_secret, body),
+            SIGNATURE_HEADER: sign(self._secret, body),
         }
         url = str(work_order.request.callback_url)
         attempts = self._settings.sample_dept_callback_attempts
@@ -321,7 +327,11 @@ def create_app(
 def main() -> None:
     """Serve the sample department system on 127.0.0.1:$CIVICFLOW_SAMPLE_DEPT_PORT (default 8090)."""
     settings = SampleDepartmentSettings()
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.sample_dept_port, log_level="info")
+    try:
+        app = create_app(settings)
+    except UnsafeSecret as exc:
+        raise SystemExit(f"sample department: {exc}") from None
+    uvicorn.run(app, host="127.0.0.1", port=settings.sample_dept_port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
 from civicflow.eventstore import EventStore, PostgresEventStore
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
+from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, events_for_status
@@ -24,7 +25,8 @@ from services.workorder_bridge.webhook import WEBHOOK_PATH, Outcome, WebhookServ
 
 log = structlog.get_logger(__name__)
 
-DEV_WEBHOOK_SECRET = "dev-webhook-secret"
+WEBHOOK_SECRET_SETTING = "CIVICFLOW_WEBHOOK_SECRET"
+WEBHOOK_SECRET_FILE = "webhook.key"
 
 
 class BridgeSettings(KernelSettings):
@@ -40,7 +42,13 @@ class BridgeSettings(KernelSettings):
     workorder_retry_first_seconds: float = 5.0
     workorder_retry_max_seconds: float = 300.0
     workorder_retry_scan_seconds: float = 1.0
-    webhook_secret: str = DEV_WEBHOOK_SECRET
+    # empty: in development one generated under state_dir and shared with the sample department system;
+    # in production the bridge refuses to start (civicflow.secrets)
+    webhook_secret: str = ""
+
+    def signing_secret(self) -> str:
+        """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""
+        return shared_secret(self, self.webhook_secret, WEBHOOK_SECRET_SETTING, WEBHOOK_SECRET_FILE)
 
     @property
     def callback_url(self) -> str:
@@ -138,6 +146,7 @@ def close_on_stop(connector: RestWorkOrderConnector) -> Task:
 
 
 def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = None) -> ServiceProcess:
+    secret = settings.signing_secret()  # first: a bridge without a real secret must not start at all
     engine = make_engine(settings.database_url)
     store = PostgresEventStore()
     tasks: list[Task] = []
@@ -154,7 +163,7 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     )
     tasks.append(retry)
     consumer = CaseEventConsumer(SERVICE, settings, {CaseRouted.event_type: opener, CaseRerouted.event_type: opener})
-    webhooks = create_webhook_app(StatusReportRecorder(engine, store), settings.webhook_secret)
+    webhooks = create_webhook_app(StatusReportRecorder(engine, store), secret)
     tasks.append(WebhookServer(webhooks, settings.bridge_http_host, settings.bridge_http_port))
     return ServiceProcess(SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks)
 
@@ -162,6 +171,9 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
 async def run() -> None:
     settings = BridgeSettings()
     configure_logging(SERVICE, settings.log_level)
-    if settings.webhook_secret == DEV_WEBHOOK_SECRET:
-        log.warning("webhooks are checked with the development secret; set CIVICFLOW_WEBHOOK_SECRET in production")
-    await serve(bootstrap(settings))
+    try:
+        process = bootstrap(settings)
+    except UnsafeSecret as exc:
+        log.error("refusing to start", error=str(exc))
+        raise SystemExit(f"workorder_bridge: {exc}") from None
+    await serve(process)

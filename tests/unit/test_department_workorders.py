@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
 
-SECRET = "test-secret"
+SECRET = "unit-test-webhook-secret-7Qm2"
 
 
 @dataclass

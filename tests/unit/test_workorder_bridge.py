@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from civicflow.events import (
     RecordedEvent,
     WorkOrderStatusChanged,
 )
+from civicflow.secrets import UnsafeSecret
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
 from services.workorder_bridge.connector import (
     DepartmentUnavailable,
@@ -37,11 +39,11 @@ from services.workorder_bridge.domain import (
     submission_of,
     work_order_request,
 )
-from services.workorder_bridge.main import BridgeSettings
+from services.workorder_bridge.main import BridgeSettings, bootstrap
 from services.workorder_bridge.webhook import Outcome, create_webhook_app
 from tests.factories import recorded as stored
 
-SECRET = "test-secret"
+SECRET = "unit-test-webhook-secret-7Qm2"
 NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
@@ -170,6 +172,35 @@ def test_a_stream_without_submission_cannot_open_a_work_order() -> None:
     case_id = uuid.uuid4()
     with pytest.raises(CaseNotSubmitted):
         submission_of([recorded(case_id, 1, routed())])
+
+
+# --- the webhook secret ------------------------------------------------------------------------
+
+
+def test_the_bridge_and_the_sample_department_share_a_generated_secret_in_development(tmp_path: Path) -> None:
+    bridge = BridgeSettings(state_dir=tmp_path).signing_secret()
+    department = SampleDepartmentSettings(state_dir=tmp_path).signing_secret()
+
+    assert bridge == department and len(bridge) >= 32
+    assert BridgeSettings(state_dir=tmp_path / "other").signing_secret() != bridge, "one secret per state folder"
+
+
+@pytest.mark.parametrize("configured", ["", "dev-webhook-secret", "short"])
+def test_production_refuses_a_missing_published_or_short_webhook_secret(tmp_path: Path, configured: str) -> None:
+    for settings in (
+        BridgeSettings(environment="production", state_dir=tmp_path, webhook_secret=configured),
+        SampleDepartmentSettings(environment="production", state_dir=tmp_path, webhook_secret=configured),
+    ):
+        with pytest.raises(UnsafeSecret, match="CIVICFLOW_WEBHOOK_SECRET"):
+            settings.signing_secret()
+    with pytest.raises(UnsafeSecret):
+        bootstrap(BridgeSettings(environment="production", state_dir=tmp_path, webhook_secret=configured))
+    assert not (tmp_path / "secrets").exists(), "production never falls back to a generated secret"
+
+
+def test_a_configured_secret_is_used_as_given(tmp_path: Path) -> None:
+    settings = BridgeSettings(environment="production", state_dir=tmp_path, webhook_secret=SECRET)
+    assert settings.signing_secret() == SECRET
 
 
 def test_callbacks_go_to_the_public_url_when_one_is_set() -> None:
