@@ -43,11 +43,30 @@ def _error(status_code: int, message: str, details: list[dict[str, str]] | None 
     return JSONResponse(body, status_code=status_code)
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, or BodyTooLarge as soon as it is known to exceed limit: a declared Content-Length over it
+    is refused unread, and a body without one (or longer than it said) is read no further than the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
 def create_webhook_app(record: StatusRecorder, secret: str) -> Starlette:
     async def receive_status(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            body = await read_limited(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes; send one status report per request")
         if not signature_is_valid(secret, body, request.headers.get(SIGNATURE_HEADER)):
             log.warning("webhook signature rejected")
             return _error(

@@ -40,7 +40,7 @@ from services.workorder_bridge.domain import (
     work_order_request,
 )
 from services.workorder_bridge.main import BridgeSettings, bootstrap
-from services.workorder_bridge.webhook import Outcome, create_webhook_app
+from services.workorder_bridge.webhook import MAX_BODY_BYTES, Outcome, create_webhook_app
 from tests.factories import recorded as stored
 
 SECRET = "unit-test-webhook-secret-7Qm2"
@@ -284,6 +284,64 @@ async def test_a_redelivered_report_is_200() -> None:
 
     assert response.status_code == 200
     assert response.json() == {"outcome": "duplicate"}
+
+
+async def post_raw(app: Any, chunks: int, chunk_size: int, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """POST a body of chunks straight into the ASGI app; (status code, bytes the app pulled)."""
+    pulled, sent, status = 0, 0, 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled, sent
+        sent += 1
+        if sent > chunks:
+            return {"type": "http.disconnect"}
+        pulled += chunk_size
+        return {"type": "http.request", "body": b"x" * chunk_size, "more_body": sent < chunks}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/work-orders",
+        "raw_path": b"/webhooks/work-orders",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("bridge", 80),
+    }
+    await app(scope, receive, send)
+    return status, pulled
+
+
+async def test_a_body_declared_too_large_is_413_before_a_byte_of_it_is_read() -> None:
+    recorder = FakeRecorder()
+    app = create_webhook_app(recorder, SECRET)
+
+    status, pulled = await post_raw(app, 800, 64 * 1024, [(b"content-length", str(50 * 1024 * 1024).encode())])
+
+    assert (status, pulled) == (413, 0)
+    assert recorder.reports == []
+
+
+@pytest.mark.parametrize("declared", [None, b"100"], ids=["chunked", "content-length-lies"])
+async def test_a_large_body_is_read_no_further_than_the_limit(declared: bytes | None) -> None:
+    recorder = FakeRecorder()
+    app = create_webhook_app(recorder, SECRET)
+    headers = [] if declared is None else [(b"content-length", declared)]
+
+    status, pulled = await post_raw(app, 50 * 64, 16 * 1024, headers)  # 50 MB offered
+
+    assert status == 413
+    assert pulled <= MAX_BODY_BYTES + 16 * 1024, f"the app pulled {pulled} bytes"
+    assert recorder.reports == []
 
 
 # --- the REST connector ------------------------------------------------------------------------
