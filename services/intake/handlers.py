@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -32,11 +33,26 @@ class IdempotencyKeyReused(Exception):
     """The key was already used for a different request."""
 
 
+class NoFreeTrackingNumber(RuntimeError):
+    """Every draw hit a number already taken: with a random source this means the space is nearly full."""
+
+
+# A draw collides with chance (cases so far) / 1.07e9, so eight collisions in a row mean something is wrong.
+TRACKING_NUMBER_DRAWS = 8
+
+
 class Intake:
-    def __init__(self, engine: AsyncEngine, store: EventStore, vault: ContactVault) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: EventStore,
+        vault: ContactVault,
+        issue_number: Callable[[], str] = tracking.issue,
+    ) -> None:
         self._engine = engine
         self._store = store
         self._vault = vault
+        self._issue_number = issue_number
 
     async def submit(self, request: ServiceRequest, idempotency_key: str | None) -> Accepted:
         """Record the request; returns only once CaseSubmitted is committed. A known key replays its answer."""
@@ -44,19 +60,21 @@ class Intake:
         fingerprint = request.fingerprint(key)
         async with self._engine.begin() as tx:
             case_id, submitted_at = uuid7(), datetime.now(UTC)
-            sequence = (await tx.execute(text("SELECT nextval('intake.tracking_sequence')"))).scalar_one()
-            number = tracking.issue(sequence)
-            claimed = (
-                await tx.execute(
-                    text(
-                        "INSERT INTO intake.requests"
-                        " (idempotency_key, request_hash, case_id, tracking_number, submitted_at)"
-                        " VALUES (:k, :h, :c, :t, :s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING case_id"
-                    ),
-                    {"k": key, "h": fingerprint, "c": case_id, "t": number, "s": submitted_at},
-                )
-            ).first()
-            if claimed is None:  # the key was used before (or by a racing retry that committed first)
+            for _ in range(TRACKING_NUMBER_DRAWS):
+                number = self._issue_number()
+                # No conflict target: a taken key and a taken tracking number both insert nothing.
+                claimed = (
+                    await tx.execute(
+                        text(
+                            "INSERT INTO intake.requests"
+                            " (idempotency_key, request_hash, case_id, tracking_number, submitted_at)"
+                            " VALUES (:k, :h, :c, :t, :s) ON CONFLICT DO NOTHING RETURNING case_id"
+                        ),
+                        {"k": key, "h": fingerprint, "c": case_id, "t": number, "s": submitted_at},
+                    )
+                ).first()
+                if claimed is not None:
+                    break
                 row = (
                     await tx.execute(
                         text(
@@ -65,12 +83,21 @@ class Intake:
                         ),
                         {"k": key},
                     )
-                ).one()
+                ).first()
+                if row is None:  # the key is free, so the number was taken: draw another
+                    log.info("tracking number already taken; drawing another")
+                    continue
+                # the key was used before (or by a racing retry that committed first)
                 if row.request_hash != fingerprint:
                     raise IdempotencyKeyReused(
                         "this idempotency key was already used for a different request; use a new key"
                     )
                 return Accepted(row.case_id, row.tracking_number, row.submitted_at, replayed=True)
+            else:
+                raise NoFreeTrackingNumber(
+                    f"{TRACKING_NUMBER_DRAWS} tracking numbers drawn in a row were all taken; check that"
+                    " civicflow.tracking.issue draws at random, then try the request again"
+                )
             contact = request.contact
             sealed = await self._vault.seal(tx, case_id, contact) if contact else None
             event = CaseSubmitted(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,23 +11,50 @@ from hypothesis import strategies as st
 from civicflow import tracking
 
 
-def test_numbers_are_short_grouped_and_unique() -> None:
-    numbers = [tracking.issue(n) for n in range(1, 20_001)]
+def test_numbers_are_short_grouped_and_distinct_values_give_distinct_numbers() -> None:
+    numbers = [tracking.number_for(n) for n in range(1, 20_001)]
     assert len(set(numbers)) == len(numbers)
     assert all(len(n) == 8 and n[4] == "-" for n in numbers)
-    assert numbers[0][:3] != numbers[1][:3]  # neighbours do not look alike
+
+
+def test_issued_numbers_are_drawn_from_the_whole_space_by_the_given_source() -> None:
+    asked: list[int] = []
+
+    def draw(n: int) -> int:
+        asked.append(n)
+        return n - 1
+
+    assert tracking.issue(draw) == tracking.number_for(32**6 - 1)
+    assert asked == [32**6 - 1]
+    assert tracking.issue(lambda n: 0) == tracking.number_for(1)
+
+
+def test_numbers_issued_one_after_another_are_unrelated() -> None:
+    values = [int(tracking.issue().replace("-", "")[:6].translate(_DIGITS), 32) for _ in range(1000)]
+    assert len(set(values)) >= 999  # a repeat in 1,000 draws from 1.07e9 has odds of about 1 in 2,000
+    steps = {b - a for a, b in itertools.pairwise(values)}
+    assert len(steps) >= 990, "no fixed stride from one number to the next"
+    assert max(values) - min(values) > 32**6 // 2, "spread over the whole space, not a neighbourhood"
+
+
+@pytest.mark.parametrize("number", ["QGPE-J5T", "F1CX-4AG", "A6ST-AXQ"])  # cases 1, 2 and 12345 before
+def test_numbers_issued_by_the_old_scrambled_sequence_still_parse(number: str) -> None:
+    assert tracking.parse(number.lower()) == number
+
+
+_DIGITS = str.maketrans({symbol: "0123456789abcdefghijklmnopqrstuv"[i] for i, symbol in enumerate(tracking.ALPHABET)})
 
 
 @given(st.integers(min_value=1, max_value=32**6 - 1))
 def test_every_issued_number_parses_back_however_it_is_typed(sequence: int) -> None:
-    number = tracking.issue(sequence)
+    number = tracking.number_for(sequence)
     assert tracking.parse(number) == number
     assert tracking.parse(number.lower().replace("-", " ")) == number
 
 
 @given(st.integers(min_value=1, max_value=32**6 - 1), st.integers(0, 6), st.integers(1, 31))
 def test_any_single_mistyped_symbol_is_rejected(sequence: int, index: int, shift: int) -> None:
-    symbols = tracking.issue(sequence).replace("-", "")
+    symbols = tracking.number_for(sequence).replace("-", "")
     wrong = tracking.ALPHABET[(tracking.ALPHABET.index(symbols[index]) + shift) % 32]
     with pytest.raises(tracking.InvalidTrackingNumber, match="typo"):
         tracking.parse(symbols[:index] + wrong + symbols[index + 1 :])
@@ -34,7 +63,7 @@ def test_any_single_mistyped_symbol_is_rejected(sequence: int, index: int, shift
 def test_most_swapped_neighbours_are_rejected() -> None:
     caught = swapped = 0
     for n in range(1, 3000):
-        symbols = tracking.issue(n).replace("-", "")
+        symbols = tracking.number_for(n).replace("-", "")
         for i in range(6):
             if symbols[i] != symbols[i + 1]:
                 swapped += 1
@@ -46,7 +75,7 @@ def test_most_swapped_neighbours_are_rejected() -> None:
 
 
 def test_letters_people_confuse_are_read_as_digits() -> None:
-    number = next(tracking.issue(n) for n in range(1, 1000) if "0" in tracking.issue(n) or "1" in tracking.issue(n))
+    number = next(n for n in map(tracking.number_for, range(1, 1000)) if "0" in n[1:] or "1" in n[1:])
     spoken = number.replace("0", "o").replace("1", "l")
     assert tracking.parse(spoken) == number
 
