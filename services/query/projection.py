@@ -120,7 +120,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             f"{base.department_name or data.department_id}'s system did not answer; the work order is sent when it does"
         )
     elif isinstance(data, WorkOrderStatusChanged):
-        base = replace(base, status=_WORK_ORDER_STATUS.get(data.status, base.status))
+        if base.status != "resolved":  # a case is resolved once; later changes are on its timeline only
+            base = replace(base, status=_WORK_ORDER_STATUS.get(data.status, base.status))
         stage = f"work_order_{data.status}"
         detail = f"work order {data.external_id} is {data.status.replace('_', ' ')}"
         if data.note:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -82,10 +82,22 @@ def work_order_request(
     )
 
 
-def events_for_status(report: StatusReport) -> list[CaseEvent]:
+def is_resolved(history: Iterable[CaseEvent]) -> bool:
+    """Whether the case has been resolved. A case is resolved once: the router does not place a resolved
+    case again, and a resident whose problem is back makes a new request (the resolved email says so)."""
+    return any(isinstance(event, CaseResolved) for event in history)
+
+
+def events_for_status(report: StatusReport, resolved: bool = False) -> list[CaseEvent]:
     """The events a status report means: every change is recorded; `done` also resolves the case, and
-    `rejected` (the department says it is not theirs) sends it back to the router."""
+    `rejected` (the department says it is not theirs) sends it back to the router.
+
+    Once the case is resolved (`resolved`), a report is only recorded as the work order's change: a
+    second `done` (a resend with a new note, another work order of the case, a reopened job finished
+    again) resolves nothing a second time, and a `rejected` sends nothing back to the router."""
     changed = WorkOrderStatusChanged(external_id=report.external_id, status=report.status, note=report.note)
+    if resolved:
+        return [changed]
     if report.status == "rejected":
         reason = report.note or "the department says it is not theirs"
         return [

@@ -13,18 +13,19 @@ from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Inbox
 from civicflow.db import make_engine
 from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
-from civicflow.eventstore import EventStore, PostgresEventStore
+from civicflow.eventstore import ConcurrencyConflict, EventStore, PostgresEventStore
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
-from services.workorder_bridge.domain import StatusReport, events_for_status
+from services.workorder_bridge.domain import StatusReport, events_for_status, is_resolved
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.webhook import WEBHOOK_PATH, Outcome, WebhookServer, create_webhook_app
 
 log = structlog.get_logger(__name__)
 
+RECORD_ATTEMPTS = 5
 WEBHOOK_SECRET_SETTING = "CIVICFLOW_WEBHOOK_SECRET"
 WEBHOOK_SECRET_FILE = "webhook.key"
 
@@ -63,13 +64,24 @@ class StatusReportRecorder:
     when it says nothing new (the latest report's status and note again: a system that stamps a fresh
     time on every resend would otherwise resolve the case twice). A report older than the latest one
     recorded is outdated: it arrived late and would turn a done job back. A reopened job (done, in
-    progress, done) is three changes; a new note on the same status is a change."""
+    progress, done) is three changes; a new note on the same status is a change. The case is resolved by
+    the first `done` only (domain.events_for_status): later reports are the work order's changes."""
 
     def __init__(self, engine: AsyncEngine, store: EventStore) -> None:
         self._engine = engine
         self._store = store
 
     async def __call__(self, report: StatusReport) -> Outcome:
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                return await self._record_once(report)
+            except ConcurrencyConflict:
+                # Another event reached the case between our read and our append: decide again on it.
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _record_once(self, report: StatusReport) -> Outcome:
         async with self._engine.begin() as tx:
             work_order = (
                 await tx.execute(
@@ -114,6 +126,9 @@ class StatusReportRecorder:
             ).first()
             if first_time is None:
                 return Outcome.DUPLICATE
+            # The case's other work orders (after a reroute) are not under our row lock: appending at the
+            # version we read makes two reports resolving the case at once conflict, and the loser re-reads.
+            stream = await self._store.read_stream(tx, work_order.case_id)
             metadata = EventMetadata(
                 correlation_id=work_order.correlation_id,
                 causation_id=None,
@@ -123,15 +138,16 @@ class StatusReportRecorder:
             with structlog.contextvars.bound_contextvars(
                 case_id=str(work_order.case_id), correlation_id=str(work_order.correlation_id)
             ):
+                resolved = is_resolved(e.data for e in stream)
                 await self._store.append(
                     tx,
                     work_order.case_id,
-                    None,
-                    events_for_status(report),
+                    stream[-1].version if stream else 0,
+                    events_for_status(report, resolved),
                     metadata,
                     occurred_at=report.changed_at,
                 )
-                log.info("work order status recorded")
+                log.info("work order status recorded", case_already_resolved=resolved)
         return Outcome.RECORDED
 
 

@@ -4,6 +4,7 @@ once each, including a reopened job's second round."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -283,9 +284,22 @@ async def test_each_status_report_is_recorded_once_and_only_if_it_says_something
         await report("done", 3),  # and again, stamped with the time it was resent
         await report("in_progress", 1, "crew scheduled"),  # a late redelivery of the first
         await report("in_progress", 0),  # older than what is recorded: it would turn a done job back
-        await report("in_progress", 4, "failed inspection"),  # reopened
+        await report("in_progress", 4, "failed inspection"),  # the department reopened its job
         await report("done", 5),
-    ] == ["recorded", "recorded", "recorded", "duplicate", "duplicate", "outdated", "outdated", "recorded", "recorded"]
+        await report("done", 6, "Repaired again, and a new note"),
+    ] == [
+        "recorded",
+        "recorded",
+        "recorded",
+        "duplicate",
+        "duplicate",
+        "outdated",
+        "outdated",
+        "recorded",
+        "recorded",
+        "recorded",
+    ]
+    # The case is resolved once; the job's later changes are on its timeline, none resolves it again.
     assert (await types(engine, case.case_id))[3:] == [
         "WorkOrderStatusChanged",
         "WorkOrderStatusChanged",
@@ -293,8 +307,43 @@ async def test_each_status_report_is_recorded_once_and_only_if_it_says_something
         "CaseResolved",
         "WorkOrderStatusChanged",
         "WorkOrderStatusChanged",
-        "CaseResolved",
+        "WorkOrderStatusChanged",
     ]
+
+
+async def test_a_second_done_from_another_report_resolves_nothing_again(
+    engine: AsyncEngine, opener: WorkOrderOpener
+) -> None:
+    case = await routed_case(engine, "streets")
+    await opener(case)
+    async with engine.connect() as conn:
+        external_id = await conn.scalar(
+            text("SELECT external_id FROM workorder_bridge.work_orders WHERE case_id = :c"), {"c": case.case_id}
+        )
+    record = StatusReportRecorder(engine, STORE)
+    forged = StatusReport(
+        external_id=external_id, department_id="streets", status="done", changed_at=NOW, note="Confirm your details"
+    )
+    crew = StatusReport(
+        external_id=external_id,
+        department_id="streets",
+        status="done",
+        changed_at=NOW + timedelta(hours=2),
+        note="Repaired by crew 2",
+    )
+    rejected = StatusReport(
+        external_id=external_id, department_id="streets", status="rejected", changed_at=NOW + timedelta(hours=3)
+    )
+
+    outcomes = [await record(forged), await record(crew), await record(rejected)]
+
+    assert [o.value for o in outcomes] == ["recorded", "recorded", "recorded"]
+    assert (await types(engine, case.case_id)).count("CaseResolved") == 1
+    assert (await types(engine, case.case_id))[-3:] == [
+        "CaseResolved",
+        "WorkOrderStatusChanged",
+        "WorkOrderStatusChanged",
+    ], "no second resolution, and a resolved case is not sent back to the router"
 
 
 async def test_a_decision_replaced_while_it_waited_is_dropped_without_calling_the_department(
@@ -425,3 +474,30 @@ async def test_a_refusal_that_comes_back_after_the_case_was_rerouted_rejects_not
 
     assert connector.calls == Counter({"streets": 1})
     assert (await types(engine, case.case_id))[-1] == "CaseRerouted", "no WorkOrderRejected for a replaced decision"
+
+
+async def test_two_work_orders_of_one_case_reporting_done_at_once_resolve_it_once(
+    engine: AsyncEngine, opener: WorkOrderOpener
+) -> None:
+    case = await routed_case(engine, "streets")
+    await opener(case)
+    await opener(await append(engine, case.case_id, rerouted_to("forestry")))
+    async with engine.connect() as conn:
+        work_orders = (
+            await conn.execute(
+                text("SELECT department_id, external_id FROM workorder_bridge.work_orders WHERE case_id = :c"),
+                {"c": case.case_id},
+            )
+        ).all()
+    assert len(work_orders) == 2
+    record = StatusReportRecorder(engine, STORE)
+
+    outcomes = await asyncio.gather(
+        *(
+            record(StatusReport(external_id=x, department_id=d, status="done", changed_at=NOW, note=f"done by {d}"))
+            for d, x in work_orders
+        )
+    )
+
+    assert [o.value for o in outcomes] == ["recorded", "recorded"]
+    assert (await types(engine, case.case_id)).count("CaseResolved") == 1

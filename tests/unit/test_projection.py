@@ -134,3 +134,16 @@ def test_a_triaged_case_has_no_department_due_date() -> None:
         None,
     )
     assert entry is not None and entry.stage == "triage"
+
+
+def test_a_resolved_case_stays_resolved_when_its_work_order_changes_later() -> None:
+    record = None
+    for event in LIFE:
+        record, _ = apply(record, event)
+    assert record is not None
+    later = recorded(len(LIFE) + 1, WorkOrderStatusChanged(external_id="WO-1", status="in_progress", note="again"))
+
+    after, entry = apply(record, later)
+
+    assert after.status == "resolved" and after.resolution == record.resolution
+    assert entry is not None and entry.stage == "work_order_in_progress"

@@ -34,6 +34,7 @@ from services.workorder_bridge.domain import (
     StatusReport,
     WorkOrderRequest,
     events_for_status,
+    is_resolved,
     sign,
     signature_is_valid,
     submission_of,
@@ -133,6 +134,19 @@ def test_done_without_a_note_still_resolves_the_case() -> None:
 
     assert isinstance(events[-1], CaseResolved)
     assert "WO-000001" in events[-1].resolution
+
+
+@pytest.mark.parametrize("status", ["done", "rejected", "in_progress", "open"])
+def test_once_the_case_is_resolved_a_report_is_only_the_work_orders_change(status: str) -> None:
+    events = events_for_status(StatusReport.model_validate(report(status=status, note="later")), resolved=True)
+
+    assert events == [WorkOrderStatusChanged(external_id="WO-000001", status=status, note="later")]
+
+
+def test_a_case_is_resolved_once_it_holds_a_resolution() -> None:
+    resolution = CaseResolved(resolution="fixed", resolved_at=NOW)
+    assert not is_resolved([submitted(), routed()])
+    assert is_resolved([submitted(), routed(), resolution, WorkOrderStatusChanged(external_id="x", status="open")])
 
 
 @pytest.mark.parametrize(
