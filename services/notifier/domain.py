@@ -24,6 +24,7 @@ from civicflow.events import (
     current_service_code,
 )
 from civicflow.localtime import zone_named
+from civicflow.notes import resident_text
 from civicflow.pii import ResidentContact
 
 Stage = Literal["submitted", "routed", "rerouted", "resolved"]
@@ -164,7 +165,8 @@ class MessageTemplates:
     def __init__(self, timezone: ZoneInfo, tracking_url: str = "") -> None:
         self._timezone = timezone
         self._tracking_url = tracking_url
-        # Plain text, so no HTML escaping; StrictUndefined turns a misspelt variable into an error.
+        # Plain text (sent as text/plain), so no HTML escaping: what a department wrote is made plain
+        # text by resident_text instead. StrictUndefined turns a misspelt variable into an error.
         self._env = Environment(
             loader=PackageLoader("services.notifier", "templates"),
             autoescape=False,
@@ -182,7 +184,8 @@ class MessageTemplates:
             submitted_on=_day(facts.submitted_at, zone),
             department=facts.department,
             due_on=_day(facts.due_at, zone, with_time=True) if facts.due_at else None,
-            resolution=(facts.resolution or "").strip(),
+            # written by a department: plain text without links, whenever it was recorded (civicflow.notes)
+            resolution=resident_text(facts.resolution),
             resolved_on=_day(facts.resolved_at, zone) if facts.resolved_at else None,
             tracking_url=tracking_link(self._tracking_url, facts.tracking_number),
         )

@@ -23,6 +23,7 @@ from civicflow.events import (
     WorkOrderSyncFailed,
 )
 from civicflow.localtime import wall_clock
+from civicflow.notes import resident_text
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         )
         stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
     elif isinstance(data, WorkOrderRejected):
-        stage, detail = "turned_down", f"{data.department_id} turned it down: {data.reason}"
+        stage, detail = "turned_down", f"{data.department_id} turned it down: {resident_text(data.reason)}"
     elif isinstance(data, CaseRecategorised):
         base = replace(base, service_code=data.service_code)
         stage = "recategorised"
@@ -124,11 +125,12 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             base = replace(base, status=_WORK_ORDER_STATUS.get(data.status, base.status))
         stage = f"work_order_{data.status}"
         detail = f"work order {data.external_id} is {data.status.replace('_', ' ')}"
-        if data.note:
-            detail += f": {data.note}"
+        if note := resident_text(data.note):  # a department's words: plain text without links
+            detail += f": {note}"
     elif isinstance(data, CaseResolved):
-        base = replace(base, status="resolved", resolution=data.resolution)
-        stage, detail = "resolved", f"resolved: {data.resolution}"
+        resolution = resident_text(data.resolution)
+        base = replace(base, status="resolved", resolution=resolution)
+        stage, detail = "resolved", f"resolved: {resolution}"
     elif isinstance(data, NotificationSent):
         stage, detail = "resident_notified", f"resident told of '{data.stage}' by {data.channel}"
     elif isinstance(data, NotificationFailed):

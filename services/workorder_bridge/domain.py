@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from civicflow.events import (
     CaseEvent,
@@ -20,6 +20,7 @@ from civicflow.events import (
     WorkOrderRejected,
     WorkOrderStatusChanged,
 )
+from civicflow.notes import resident_text
 
 SIGNATURE_HEADER = "X-Civicflow-Signature"
 SIGNATURE_SCHEME = "sha256="
@@ -49,6 +50,13 @@ class StatusReport(BaseModel):
     status: WorkOrderStatus
     note: str | None = Field(default=None, max_length=2000)
     changed_at: AwareDatetime
+
+    @field_validator("note")
+    @classmethod
+    def _readable_by_residents(cls, note: str | None) -> str | None:
+        """The note can reach residents (the resolved email, the public view): from here on it is plain
+        text without links (civicflow.notes), so duplicates are compared and events recorded as shown."""
+        return resident_text(note) or None
 
 
 class CaseNotSubmitted(LookupError):

@@ -196,6 +196,25 @@ def test_resolved_message_says_what_was_done(templates: MessageTemplates) -> Non
     )
 
 
+def test_a_hostile_resolution_reaches_the_resident_as_short_plain_text_without_links(
+    templates: MessageTemplates,
+) -> None:
+    story = _story()
+    hostile = (
+        "Done.\r\nBcc: everyone\x00 <a href='http://evil.example'>Confirm your details</a> at"
+        " https://civicflow-confirm.example/login \u202e" + "padding " * 100_000
+    )
+    resolved = story[3].data.model_copy(update={"resolution": hostile})
+    story[3] = story[3].model_copy(update={"data": resolved})
+
+    body = templates.render(stage_facts(story[3], story)).body
+
+    assert "Confirm your details at [link removed]" in _flat(body)
+    for bad in ("http", "evil", "<a", "\x00", "\u202e", "\r", "Bcc: everyone\n"):
+        assert bad not in body
+    assert len(body) < 2000, "the note is cut to 500 characters"
+
+
 def test_resolved_without_routing_still_renders(templates: MessageTemplates) -> None:
     case_id = uuid4()
     story = [_recorded(case_id, 1, _submitted()), _recorded(case_id, 2, _resolved())]

@@ -147,3 +147,19 @@ def test_a_resolved_case_stays_resolved_when_its_work_order_changes_later() -> N
 
     assert after.status == "resolved" and after.resolution == record.resolution
     assert entry is not None and entry.stage == "work_order_in_progress"
+
+
+def test_a_departments_words_reach_the_public_view_as_plain_text_without_links() -> None:
+    hostile = "Fixed <script>x()</script> see http://evil.example\x00"
+    events = [
+        *LIFE[:5],
+        recorded(6, WorkOrderStatusChanged(external_id="WO-1", status="done", note=hostile)),
+        recorded(7, CaseResolved(resolution=hostile, resolved_at=T0 + timedelta(hours=3))),
+    ]
+    record, entries = None, []
+    for event in events:
+        record, entry = apply(record, event)
+        entries.append(entry)
+
+    assert record is not None and record.resolution == "Fixed x() see [link removed]"
+    assert entries[-2] is not None and entries[-2].detail.endswith(": Fixed x() see [link removed]")

@@ -286,6 +286,34 @@ async def test_a_signed_but_invalid_report_is_400(body: bytes) -> None:
     assert recorder.reports == []
 
 
+async def test_a_hostile_note_is_recorded_as_plain_text_without_links() -> None:
+    recorder = FakeRecorder()
+    note = "<b>Fixed</b>\x07\r\nConfirm your details at http://evil.example/x \u200b" + "z" * 1500
+
+    response = await post_webhook(recorder, json.dumps(report(status="done", note=note)).encode())
+
+    assert response.status_code == 200
+    [recorded_note] = [r.note for r in recorder.reports]
+    assert recorded_note is not None and recorded_note.startswith("Fixed Confirm your details at [link removed]")
+    assert len(recorded_note) <= 500 and "evil" not in recorded_note and "\x07" not in recorded_note
+
+
+@pytest.mark.parametrize("note", ["", "  ", "<br>", "\u200b\x00"])
+def test_a_note_with_nothing_readable_is_no_note(note: str) -> None:
+    assert StatusReport.model_validate(report(note=note)).note is None
+
+
+async def test_a_note_longer_than_2000_characters_is_400_and_a_megabyte_one_413() -> None:
+    recorder = FakeRecorder()
+
+    too_long = await post_webhook(recorder, json.dumps(report(note="x" * 2001)).encode())
+    huge = await post_webhook(recorder, json.dumps(report(note="x" * 1_000_000)).encode())
+
+    assert too_long.status_code == 400 and too_long.json()["details"][0]["field"] == "note"
+    assert huge.status_code == 413
+    assert recorder.reports == []
+
+
 async def test_a_report_for_an_unknown_work_order_is_404() -> None:
     response = await post_webhook(FakeRecorder(Outcome.UNKNOWN_WORK_ORDER), json.dumps(report()).encode())
 
