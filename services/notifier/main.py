@@ -8,9 +8,11 @@ Delivery runs in three steps so a crash or a redelivery never sends a second ema
 2. hand the email to SMTP, with the Message-ID ``<case_id.stage@civicflow.local>``.
 3. (transaction) mark the row 'sent', mark the inbox, append NotificationSent.
 
-An SMTP failure raises, so the consumer retries with back-off and dead-letters after its bounded
-attempts; the row stays 'sending' and a replay resends. A recipient the mail server refuses for good
-(5xx) is recorded as NotificationFailed instead, since retrying cannot help.
+An SMTP outage raises, so the consumer retries with back-off and dead-letters after its bounded
+attempts; the row stays 'sending' and a replay resends. An address that cannot be delivered to is
+recorded as NotificationFailed instead (row 'refused'), with the kind and SMTP code but never the
+address, since retrying cannot help (mail.undeliverable): the server refusing the recipient, a
+non-ASCII address on a server without SMTPUTF8, an address the mail client will not send to.
 
 The window that remains: a crash after the SMTP server accepted the message and before step 3
 commits. The event is then redelivered, finds the row still 'sending' and sends again, with the same
@@ -23,11 +25,8 @@ on one event during a rebalance: both may send, only the one whose step 3 moves 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import aiosmtplib
 import structlog
 from pydantic import Field
 from sqlalchemy import text
@@ -53,6 +52,7 @@ from services.notifier.domain import (
     message_id_for,
     stage_facts,
 )
+from services.notifier.mail import MailSender, SmtpSender, undeliverable
 
 log = structlog.get_logger(__name__)
 
@@ -71,28 +71,6 @@ class NotifierSettings(KernelSettings):
         "filled in, otherwise the number is appended as a path segment. Empty: no link.",
     )
     city_timezone: str = Field(default="UTC", description="IANA time zone for dates in messages.")
-
-
-class MailSender(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
-
-
-class SmtpSender:
-    """Hands messages to an SMTP server (STARTTLS when the server offers it)."""
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self._host = host
-        self._port = port
-        self._timeout = timeout
-
-    async def send(self, message: EmailMessage) -> None:
-        await aiosmtplib.send(message, hostname=self._host, port=self._port, timeout=self._timeout)
-
-
-def permanently_refused(exc: aiosmtplib.SMTPRecipientsRefused) -> int | None:
-    """The SMTP code when every recipient was refused for good (5xx), else None (worth retrying)."""
-    codes = [refusal.code for refusal in exc.recipients]
-    return codes[0] if codes and all(500 <= code < 600 for code in codes) else None
 
 
 class NotificationHandler:
@@ -130,23 +108,26 @@ class NotificationHandler:
             if not isinstance(delivery, SendEmail):
                 await self._record_without_sending(tx, event, stage, delivery)
                 return
+            rendered = self._templates.render(facts)
+            try:
+                message = compose_email(rendered, delivery.to, self._mail_from, message_id, datetime.now(UTC))
+            except ValueError as exc:  # an address the email package will not put in a To header
+                problem = f"mail client cannot write this address in a message ({type(exc).__name__})"
+                await self._record_without_sending(tx, event, stage, CannotNotify("email", problem))
+                return
             if not await self._start_delivery(tx, event, stage, message_id):
                 await self._inbox.claim(tx, event.event_id)
                 log.info("stage already notified", stage=stage)
                 return
-            message = compose_email(
-                self._templates.render(facts), delivery.to, self._mail_from, message_id, datetime.now(UTC)
-            )
         # Outside any transaction: nothing is held open while the mail server answers.
         outcome: CaseEvent
         try:
             await self._sender.send(message)
             outcome, status = NotificationSent(stage=stage, channel="email", message_id=message_id), "sent"
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            code = permanently_refused(exc)
-            if code is None:
-                raise
-            reason = f"mail server refused the recipient (SMTP {code})"
+        except Exception as exc:
+            reason = undeliverable(exc)
+            if reason is None:
+                raise  # an outage: the consumer retries
             outcome, status = NotificationFailed(stage=stage, channel="email", reason=reason), "refused"
         async with self._engine.begin() as tx:
             finished = await self._finish_delivery(tx, event, stage, status)

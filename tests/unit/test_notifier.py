@@ -1,14 +1,24 @@
-"""notifier's pure decisions: which channel, which facts, what the message says, and what it leaves out."""
+"""notifier: which channel, which facts, what the message says and leaves out, which failures are final."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiosmtplib import (
+    SMTPConnectError,
+    SMTPNotSupported,
+    SMTPReadTimeoutError,
+    SMTPRecipientRefused,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+)
 
 from civicflow.events import (
     CaseEvent,
@@ -19,11 +29,13 @@ from civicflow.events import (
     RecordedEvent,
 )
 from civicflow.pii import ResidentContact
+from samples.smtp_sink.sink import read_messages, start_sink
 from services.notifier.domain import (
     CannotNotify,
     MessageTemplates,
     MissingSubmission,
     NothingToSend,
+    RenderedMessage,
     SendEmail,
     StageFacts,
     choose_delivery,
@@ -32,6 +44,7 @@ from services.notifier.domain import (
     stage_facts,
     tracking_link,
 )
+from services.notifier.mail import SmtpSender, undeliverable
 from tests.factories import recorded
 
 RESIDENT = ResidentContact(name="Dolores Abernathy", email="dolores@example.org", phone="+1 555 0100")
@@ -260,17 +273,69 @@ def test_message_id_is_the_same_for_every_attempt_at_a_stage() -> None:
     assert message_id_for(case_id, "routed") != message_id_for(case_id, "resolved")
 
 
-def test_only_permanent_refusals_stop_the_retries() -> None:
-    from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused
+def _refused(*codes: int) -> SMTPRecipientsRefused:
+    return SMTPRecipientsRefused([SMTPRecipientRefused(code, "refused", "r@example.org") for code in codes])
 
-    from services.notifier.main import permanently_refused
 
-    def refused(*codes: int) -> SMTPRecipientsRefused:
-        return SMTPRecipientsRefused([SMTPRecipientRefused(code, "refused", "r@example.org") for code in codes])
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (_refused(550), "mail server refused the address (SMTP 550)"),
+        (_refused(553, 550), "mail server refused the address (SMTP 553)"),
+        (_refused(450), "mail server refused the address for now (SMTP 450); not retried"),
+        (SMTPRecipientRefused(551, "no", "r@example.org"), "mail server refused the address (SMTP 551)"),
+        (
+            SMTPNotSupported("An address containing non-ASCII characters was provided, but SMTPUTF8 is not supported"),
+            "mail server cannot take a non-ASCII address (no SMTPUTF8)",
+        ),
+        (
+            ValueError("Address '<>' contains characters not permitted in an SMTP mailbox"),
+            "mail client cannot send to this address (ValueError)",
+        ),
+    ],
+)
+def test_an_address_that_cannot_be_delivered_to_is_a_failure_named_by_kind(failure: Exception, reason: str) -> None:
+    assert undeliverable(failure) == reason
+    assert "r@example.org" not in reason
 
-    assert permanently_refused(refused(550)) == 550
-    assert permanently_refused(refused(450)) is None  # mailbox busy: worth retrying
-    assert permanently_refused(refused(550, 451)) is None
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        _refused(421),  # the server is closing: not about the address
+        SMTPConnectError("connection refused"),
+        SMTPServerDisconnected("gone"),
+        SMTPReadTimeoutError("slow"),
+        SMTPResponseException(451, "local error in processing"),
+        SMTPNotSupported("STARTTLS extension not supported by server"),
+        OSError("network unreachable"),
+    ],
+)
+def test_an_outage_is_retried_not_recorded_as_failed(outage: Exception) -> None:
+    assert undeliverable(outage) is None
+
+
+async def test_a_non_ascii_address_against_the_real_sink_fails_for_good_and_an_outage_does_not(
+    tmp_path: Path,
+) -> None:
+    sink = await start_sink(tmp_path / "mail", port=0)
+    port = sink.sockets[0].getsockname()[1]
+    message = compose_email(
+        RenderedMessage("s", "b\n"), "jöe@example.org", "311 <no-reply@civicflow.local>", "<m@x>", SUBMITTED_AT
+    )
+    try:
+        with pytest.raises(SMTPNotSupported) as refused:
+            await SmtpSender("127.0.0.1", port, 5).send(message)
+    finally:
+        sink.close()
+        await sink.wait_closed()
+    reason = undeliverable(refused.value)
+    assert reason == "mail server cannot take a non-ASCII address (no SMTPUTF8)" and "jöe" not in reason
+    assert read_messages(tmp_path / "mail") == []
+
+    with pytest.raises(SMTPConnectError) as down:  # the same server, gone
+        await SmtpSender("127.0.0.1", port, 5).send(message)
+    assert undeliverable(down.value) is None
 
 
 def test_a_rerouted_case_tells_the_resident_who_has_it_now(templates: MessageTemplates) -> None:
