@@ -1,4 +1,4 @@
-"""gRPC CaseQueryService: GetCase by tracking number, from the read model."""
+"""gRPC CaseQueryService: GetCase by tracking number, from the read model, as the public may see it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
+from civicflow.city import CityProfile, PublicLocation
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import common_pb2, query_pb2, query_pb2_grpc
 from services.query.projection import CaseRecord, TimelineEntry
+from services.query.public import public_place
 from services.query.readmodel import find_by_tracking_number
 
 
@@ -19,7 +21,8 @@ def _timestamp(target: object, value: datetime | None) -> None:
         target.FromDatetime(value)  # type: ignore[attr-defined]
 
 
-def case_view(record: CaseRecord, timeline: list[TimelineEntry]) -> query_pb2.CaseView:
+def case_view(record: CaseRecord, timeline: list[TimelineEntry], precision: PublicLocation) -> query_pb2.CaseView:
+    """The public view of a case: its location only as precise as the city file allows for its service."""
     view = query_pb2.CaseView(
         tracking_number=record.tracking_number or "",
         service_code=record.service_code or "",
@@ -31,8 +34,10 @@ def case_view(record: CaseRecord, timeline: list[TimelineEntry]) -> query_pb2.Ca
         work_order_id=record.work_order_id or "",
         resolution=record.resolution or "",
         time_zone=record.time_zone or "",
-        location=common_pb2.Location(lat=record.lat, long=record.long, address=record.address or ""),
     )
+    place = public_place(precision, record.lat, record.long, record.address)
+    if place is not None:
+        view.location.CopyFrom(common_pb2.Location(lat=place.lat, long=place.long, address=place.address))
     _timestamp(view.submitted_at, record.submitted_at)
     _timestamp(view.due_at, record.due_at)
     for entry in timeline:
@@ -42,8 +47,9 @@ def case_view(record: CaseRecord, timeline: list[TimelineEntry]) -> query_pb2.Ca
 
 
 class CaseQueryServicer(query_pb2_grpc.CaseQueryServiceServicer):
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, city: CityProfile) -> None:
         self._engine = engine
+        self._city = city
 
     async def GetCase(self, request: query_pb2.GetCaseRequest, context: grpc.aio.ServicerContext) -> query_pb2.CaseView:
         try:
@@ -59,4 +65,5 @@ class CaseQueryServicer(query_pb2_grpc.CaseQueryServiceServicer):
                 f"no request with tracking number {number}; a new request can take a few seconds to appear",
             )
         assert found is not None
-        return case_view(*found)
+        record, timeline = found
+        return case_view(record, timeline, self._city.public_location(record.service_code or ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from civicflow.city import load_city
 from civicflow.consumer import CaseEventConsumer, Inbox
 from civicflow.db import make_engine
 from civicflow.events import CATALOGUE
@@ -22,7 +23,8 @@ def bootstrap(settings: QuerySettings) -> ServiceProcess:
     engine = make_engine(settings.database_url, pool_size=20)
     projector = Projector(Inbox(engine, "query"), PostgresEventStore())
     consumer = CaseEventConsumer("query", settings, dict.fromkeys(CATALOGUE, projector))
-    servicer = CaseQueryServicer(engine)
+    # The city file says how precisely each service's cases are located in public (services/query/public.py).
+    servicer = CaseQueryServicer(engine, load_city(settings.city_file))
     service_name = query_pb2.DESCRIPTOR.services_by_name["CaseQueryService"].full_name
     return ServiceProcess(
         "query",

@@ -1,11 +1,16 @@
-"""The live projection against real PostgreSQL: a gap or a late event rebuilds the case from the store."""
+"""The read model against real PostgreSQL: a gap or a late event rebuilds the case from the store; the
+public view locates a case as the city file allows."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
+import grpc
 import pytest
 
+from civicflow import tracking
+from civicflow.city import load_city
 from civicflow.consumer import Inbox
 from civicflow.db import make_engine
 from civicflow.events import (
@@ -17,7 +22,9 @@ from civicflow.events import (
 )
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
-from civicflow.settings import KernelSettings
+from civicflow.settings import SAMPLE_CITY, KernelSettings
+from civicflow.v1 import query_pb2
+from services.query.grpc_api import CaseQueryServicer
 from services.query.readmodel import Projector, find_by_tracking_number
 
 pytestmark = pytest.mark.integration
@@ -63,3 +70,32 @@ async def test_a_dead_lettered_event_replayed_late_still_lands_in_the_case_view(
         again = await find_by_tracking_number(conn, number)
     assert again == found
     await engine.dispose()
+
+
+async def test_get_case_shows_a_home_by_its_hundred_block_and_a_pothole_where_it_is(settings: KernelSettings) -> None:
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    projector = Projector(Inbox(engine, "query"), store)
+    servicer = CaseQueryServicer(engine, load_city(SAMPLE_CITY))
+    views = {}
+    for code in ("MISSED_PICKUP", "POTHOLE"):
+        case_id = uuid7()
+        number = tracking.issue()
+        submitted = CaseSubmitted(
+            tracking_number=number,
+            service_code=code,
+            description="at my house",
+            location=Location(lat=41.881912, long=-87.627812, address="1234 W Madison St, Apt 2"),
+            submitted_at=datetime.now(UTC),
+        )
+        async with engine.begin() as tx:
+            [recorded] = await store.append(
+                tx, case_id, 0, [submitted], EventMetadata(correlation_id=uuid7(), actor="test")
+            )
+        await projector(recorded)
+        context = cast(grpc.aio.ServicerContext, None)  # only used to refuse, and this lookup succeeds
+        views[code] = await servicer.GetCase(query_pb2.GetCaseRequest(tracking_number=number), context)
+    await engine.dispose()
+
+    home, street = views["MISSED_PICKUP"].location, views["POTHOLE"].location
+    assert (home.lat, home.long, home.address) == (41.882, -87.628, "1200 block of W Madison St")
+    assert (street.lat, street.long, street.address) == (41.881912, -87.627812, "1234 W Madison St, Apt 2")
