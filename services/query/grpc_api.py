@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import grpc
@@ -47,9 +48,9 @@ def case_view(record: CaseRecord, timeline: list[TimelineEntry], precision: Publ
 
 
 class CaseQueryServicer(query_pb2_grpc.CaseQueryServiceServicer):
-    def __init__(self, engine: AsyncEngine, city: CityProfile) -> None:
+    def __init__(self, engine: AsyncEngine, city: Callable[[], CityProfile]) -> None:
         self._engine = engine
-        self._city = city
+        self._city = city  # the city file as it is now (cityfile.CityFile.current)
 
     async def GetCase(self, request: query_pb2.GetCaseRequest, context: grpc.aio.ServicerContext) -> query_pb2.CaseView:
         try:
@@ -66,4 +67,4 @@ class CaseQueryServicer(query_pb2_grpc.CaseQueryServiceServicer):
             )
         assert found is not None
         record, timeline = found
-        return case_view(record, timeline, self._city.public_location(record.service_code or ""))
+        return case_view(record, timeline, self._city().public_location(record.service_code or ""))

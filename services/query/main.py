@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from civicflow.city import load_city
 from civicflow.consumer import CaseEventConsumer, Inbox
 from civicflow.db import make_engine
 from civicflow.events import CATALOGUE
@@ -11,6 +10,7 @@ from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, serve
 from civicflow.settings import KernelSettings
 from civicflow.v1 import query_pb2, query_pb2_grpc
+from services.query.cityfile import CityFile
 from services.query.grpc_api import CaseQueryServicer
 from services.query.readmodel import Projector, replay
 
@@ -24,7 +24,7 @@ def bootstrap(settings: QuerySettings) -> ServiceProcess:
     projector = Projector(Inbox(engine, "query"), PostgresEventStore())
     consumer = CaseEventConsumer("query", settings, dict.fromkeys(CATALOGUE, projector))
     # The city file says how precisely each service's cases are located in public (services/query/public.py).
-    servicer = CaseQueryServicer(engine, load_city(settings.city_file))
+    servicer = CaseQueryServicer(engine, CityFile(settings.city_file).current)
     service_name = query_pb2.DESCRIPTOR.services_by_name["CaseQueryService"].full_name
     return ServiceProcess(
         "query",

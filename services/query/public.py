@@ -4,8 +4,8 @@ Anyone holding a tracking number sees the case view, so the location in it must 
 resident's door. The city file says per service how precise it may be (civicflow.city.PublicLocation):
 exact (a pothole is where it is), block (a missed pickup is at someone's home: the address becomes its
 hundred block and the point is rounded to 3 decimals, about 110 m north-south), or hidden. Applied when
-the view is read, not in the projection, so a change of the city file applies to every case at the
-next start without rebuilding the read model. Pure: no I/O.
+the view is read, not in the projection, so a change of the city file applies to every case from the
+next lookup without rebuilding the read model (cityfile.py). Pure: no I/O.
 """
 
 from __future__ import annotations

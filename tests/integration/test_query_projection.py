@@ -75,7 +75,8 @@ async def test_a_dead_lettered_event_replayed_late_still_lands_in_the_case_view(
 async def test_get_case_shows_a_home_by_its_hundred_block_and_a_pothole_where_it_is(settings: KernelSettings) -> None:
     engine, store = make_engine(settings.database_url), PostgresEventStore()
     projector = Projector(Inbox(engine, "query"), store)
-    servicer = CaseQueryServicer(engine, load_city(SAMPLE_CITY))
+    city = load_city(SAMPLE_CITY)
+    servicer = CaseQueryServicer(engine, lambda: city)
     views = {}
     for code in ("MISSED_PICKUP", "POTHOLE"):
         case_id = uuid7()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from civicflow.city import load_city
 from civicflow.ids import uuid7
 from civicflow.settings import SAMPLE_CITY
+from services.query.cityfile import CityFile
 from services.query.grpc_api import case_view
 from services.query.projection import CaseRecord
 from services.query.public import PublicPlace, hundred_block, public_place
@@ -110,3 +112,16 @@ def test_the_case_view_locates_each_service_as_the_sample_city_says() -> None:
 
 def test_a_service_the_city_file_does_not_know_is_shown_by_block() -> None:
     assert load_city(SAMPLE_CITY).public_location("NOT_A_SERVICE") == "block"
+
+
+def test_a_changed_city_file_applies_at_the_next_lookup_and_a_broken_one_is_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "city.yaml"
+    path.write_text("jurisdiction: test\nservices:\n  MISSED_PICKUP: {name: Missed pickup}\n")
+    city = CityFile(path)
+    assert city.current().public_location("MISSED_PICKUP") == "block"
+
+    path.write_text("jurisdiction: test\nservices:\n  MISSED_PICKUP: {name: Missed pickup, public_location: hidden}\n")
+    assert city.current().public_location("MISSED_PICKUP") == "hidden"
+
+    path.write_text("- not a city file\n")
+    assert city.current().public_location("MISSED_PICKUP") == "hidden", "the last good file stays in force"
