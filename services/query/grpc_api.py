@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from civicflow import tracking
 from civicflow.city import CityProfile, PublicLocation
 from civicflow.grpc_errors import abort_with, invalid_argument
+from civicflow.notes import resident_text
 from civicflow.v1 import common_pb2, query_pb2, query_pb2_grpc
 from services.query.projection import CaseRecord, TimelineEntry
 from services.query.public import public_place
@@ -33,7 +34,7 @@ def case_view(record: CaseRecord, timeline: list[TimelineEntry], precision: Publ
         priority=record.priority or "",
         rule_id=record.rule_id or "",
         work_order_id=record.work_order_id or "",
-        resolution=record.resolution or "",
+        resolution=resident_text(record.resolution),  # also for rows projected before the rule
         time_zone=record.time_zone or "",
     )
     place = public_place(precision, record.lat, record.long, record.address)

@@ -1,7 +1,8 @@
-"""The case view's location as the public may see it: exact, a hundred block, or nothing."""
+"""The public case view: its location exact, as a hundred block, or not at all; its resolution plain text."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,3 +126,8 @@ def test_a_changed_city_file_applies_at_the_next_lookup_and_a_broken_one_is_not_
 
     path.write_text("- not a city file\n")
     assert city.current().public_location("MISSED_PICKUP") == "hidden", "the last good file stays in force"
+
+
+def test_a_resolution_projected_before_the_notes_rule_is_shown_without_its_link() -> None:
+    old = replace(record("POTHOLE"), status="resolved", resolution="Fixed, confirm at http://evil.example")
+    assert case_view(old, [], "exact").resolution == "Fixed, confirm at [link removed]"
