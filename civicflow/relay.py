@@ -2,7 +2,8 @@
 
 Every service process runs one; a PostgreSQL advisory lock lets exactly one of them publish at a time,
 and the others stand by to take over when it dies. The cursor lives in events.relay_cursor, so a new
-leader resumes where the old one stopped. If the broker comes back empty (the embedded broker keeps
+leader resumes where the old one stopped. Every event goes out signed (wire.signature), so consumers
+act on the store's events only. If the broker comes back empty (the embedded broker keeps
 nothing on restart) the relay notices that an event it published earlier is no longer where the broker
 said it was, and republishes from the start; consumers drop what they had already processed.
 """
@@ -24,6 +25,7 @@ from civicflow.db import as_json
 from civicflow.eventstore import PostgresEventStore
 from civicflow.kafka import ensure_topics, make_producer
 from civicflow.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PUBLISHED
+from civicflow.secrets import event_signing_key
 from civicflow.settings import KernelSettings
 from civicflow.wire import to_message
 
@@ -38,6 +40,7 @@ class Relay:
         self._settings = settings
         self._store = PostgresEventStore()
         self._topic = settings.case_events_topic
+        self._signing_key = event_signing_key(settings)
         self.is_leader = False
         self.published = 0
 
@@ -137,7 +140,7 @@ class Relay:
                 return 0
             pending = []
             for event in events:
-                key, value, headers = to_message(event)
+                key, value, headers = to_message(event, self._signing_key)
                 pending.append(await producer.send(self._topic, value=value, key=key, headers=headers))
             results = await asyncio.gather(*pending)
             last = {
