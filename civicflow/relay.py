@@ -167,9 +167,10 @@ class Relay:
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor.
 
-        An event the broker refuses for what it is gets parked (in the same transaction as the cursor),
-        and the events after it are published one at a time, in order, once more: a refused produce
-        request may have taken innocent neighbours down with it."""
+        An event refused for what it is gets parked, in the transaction that moves the cursor past it.
+        The client refuses one before sending it (too large), and the others go out as they were; the
+        broker refuses a whole produce request, which may have held innocent neighbours, so after such a
+        refusal the events from there on are published once more, one at a time and in order."""
         async with self._engine.begin() as tx:
             cursor = await self._cursor(tx)
             events = await self._store.read_all(tx, int(cursor["position"]), self._settings.relay_batch_size)  # type: ignore[call-overload]
@@ -177,13 +178,14 @@ class Relay:
                 RELAY_LAG.set(0)
                 return 0
             messages = [to_message(event, self._signing_key) for event in events]
-            results = await self._send_all(producer, messages)
-            refused = next((i for i, r in enumerate(results) if isinstance(r, BaseException)), None)
+            results, unsent = await self._send_all(producer, messages)
+            refused = next((i for i, r in enumerate(results) if isinstance(r, BaseException) and i not in unsent), None)
             if refused is not None:
                 for i in range(refused, len(events)):
                     results[i] = await self._send_one(producer, messages[i])
-                    if isinstance(results[i], BaseException):
-                        await self._park(tx, events[i], messages[i], results[i])
+            for event, message, result in zip(events, messages, results, strict=True):
+                if isinstance(result, BaseException):
+                    await self._park(tx, event, message, result)
             delivered = [(e, r) for e, r in zip(events, results, strict=True) if isinstance(r, RecordMetadata)]
             last = (
                 json.dumps(
@@ -211,11 +213,13 @@ class Relay:
 
     async def _send_all(
         self, producer: AIOKafkaProducer, messages: list[tuple[bytes, bytes, Headers]]
-    ) -> list[RecordMetadata | BaseException]:
-        """Send the whole batch at once and wait for every ack; a record refused for what it is comes back
-        as its error, anything else (the broker down) is raised, and the batch is tried again."""
+    ) -> tuple[list[RecordMetadata | BaseException], set[int]]:
+        """Send the whole batch at once and wait for every ack. A record refused for what it is comes back
+        as its error (with its index among the unsent when the client refused it before sending);
+        anything else (the broker down) is raised, and the batch is tried again."""
         pending: list[asyncio.Future[RecordMetadata]] = []
-        for key, value, headers in messages:
+        unsent: set[int] = set()
+        for index, (key, value, headers) in enumerate(messages):
             try:
                 pending.append(await producer.send(self._topic, value=value, key=key, headers=headers))
             except Exception as exc:
@@ -224,11 +228,12 @@ class Relay:
                 refused: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
                 refused.set_exception(exc)
                 pending.append(refused)
+                unsent.add(index)
         results: list[RecordMetadata | BaseException] = await asyncio.gather(*pending, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not cannot_be_published(result):
                 raise result
-        return results
+        return results, unsent
 
     async def _send_one(
         self, producer: AIOKafkaProducer, message: tuple[bytes, bytes, Headers]
