@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Awaitable
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from civicflow.db import make_engine
@@ -153,3 +154,44 @@ async def test_relay_republishes_when_the_broker_lost_what_it_had(settings: Kern
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_an_event_too_large_for_the_broker_is_parked_and_the_next_cases_still_flow(
+    settings: KernelSettings,
+) -> None:
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    small, large, after = uuid7(), uuid7(), uuid7()
+    # as the hostile test had it: a request with a 1.1 MB field, over the broker's 1 MiB message limit
+    too_large = WorkOrderStatusChanged(external_id="WO", status="x" * 1_100_000)
+    parked_before = REGISTRY.get_sample_value(
+        "civicflow_relay_parked_events_total", {"error": "MessageSizeTooLargeError"}
+    )
+    async with engine.begin() as tx:
+        await store.append(tx, small, 0, [WorkOrderStatusChanged(external_id="WO", status="open")], META)
+    async with engine.begin() as tx:
+        [big] = await store.append(tx, large, 0, [too_large], META)
+    async with engine.begin() as tx:
+        await store.append(tx, small, 1, [WorkOrderStatusChanged(external_id="WO", status="done")], META)
+        await store.append(tx, after, 0, [WorkOrderStatusChanged(external_id="WO", status="open")], META)
+
+    await run_relay_until_caught_up(settings)
+
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=3)
+    published = [(header_map(r.headers)["ce_subject"], header_map(r.headers)["ce_caseversion"]) for r in records]
+    assert (str(large), "1") not in published
+    assert [v for s, v in published if s == str(small)] == ["1", "2"], "the rest went on, in order"
+    assert (str(after), "1") in published
+    async with engine.connect() as conn:
+        parked = (
+            await conn.execute(
+                text("SELECT event_id, event_type, size_bytes, error FROM events.relay_parked WHERE topic = :t"),
+                {"t": settings.case_events_topic},
+            )
+        ).all()
+    await engine.dispose()
+    assert [(row.event_id, row.event_type) for row in parked] == [(big.event_id, "WorkOrderStatusChanged")]
+    assert parked[0].size_bytes > 1_100_000 and parked[0].error.startswith("MessageSizeTooLargeError")
+    parked_after = REGISTRY.get_sample_value(
+        "civicflow_relay_parked_events_total", {"error": "MessageSizeTooLargeError"}
+    )
+    assert (parked_after or 0) - (parked_before or 0) == 1
