@@ -188,7 +188,6 @@ class CaseEventConsumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # whatever its bytes, a record we cannot read must not stop the partition
-            log.warning("record unreadable; dead-lettering", event_type=event_type, error=describe_error(exc))
             await self._dead_letter(record, exc, attempts=0)
             EVENTS_HANDLED.labels(self.service, event_type, "dead_lettered").inc()
             return
@@ -251,7 +250,14 @@ class CaseEventConsumer:
             error = f"{error}; value of {len(record.value or b'')} bytes dropped: too large for the dead-letter topic"
             await self._dead_letters.send(record.key, None, dead_letter_headers(record, self.service, error, attempts))
         self.dead_lettered += 1
-        log.error("event dead-lettered", topic=self._settings.dead_letter_topic, error=error)
+        # where it was, not what it held: the dead-letter topic has the bytes
+        log.error(
+            "event dead-lettered" if attempts else "record unreadable or not the relay's; dead-lettered",
+            topic=self._settings.dead_letter_topic,
+            original_partition=record.partition,
+            original_offset=record.offset,
+            error=error,
+        )
 
 
 class DeadLetterTopic(Protocol):
