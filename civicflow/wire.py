@@ -1,4 +1,4 @@
-"""Events on Kafka: the payload as JSON, the envelope as CloudEvents binary-mode headers."""
+"""Events on Kafka: the payload as JSON, the envelope as CloudEvents binary-mode headers, signed by the relay."""
 
 from __future__ import annotations
 
@@ -74,9 +74,10 @@ def signature(signing_key: bytes, key: bytes | None, value: bytes | None, header
 def check_signature(signing_key: bytes, key: bytes | None, value: bytes | None, headers: RawHeaders) -> None:
     """Raise UnreadableRecord unless the relay signed this record with our key."""
     given = [raw for name, raw in headers if name == SIGNATURE_HEADER]
-    if not given or not given[-1]:
+    if not any(given):
         raise UnreadableRecord("not published by the relay: signature missing")
     expected = signature(signing_key, key, value, headers).encode()
+    # the relay signs once: a second signature is someone else's
     if len(given) > 1 or not hmac.compare_digest(given[0] or b"", expected):
         raise UnreadableRecord("not published by the relay: signature invalid")
 
@@ -84,8 +85,10 @@ def check_signature(signing_key: bytes, key: bytes | None, value: bytes | None, 
 def event_type_of(headers: RawHeaders) -> str:
     """The record's ce_type, the one header every service reads first (to skip what it does not handle)."""
     found = [raw for name, raw in headers if name == "ce_type"]
-    if len(found) != 1 or not found[0]:
-        raise UnreadableRecord("header ce_type is missing" if not found or not found[0] else "ce_type appears twice")
+    if len(found) > 1:
+        raise UnreadableRecord("header ce_type appears more than once")
+    if not found or not found[0]:
+        raise UnreadableRecord("header ce_type is missing")
     try:
         return found[0].decode()
     except UnicodeDecodeError:
