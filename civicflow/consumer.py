@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from aiosmtplib import SMTPException
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -21,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.backoff import Backoff
 from civicflow.events import RecordedEvent
+from civicflow.kafka import make_producer
 from civicflow.metrics import CONSUMER_LAG, EVENTS_HANDLED, EVENTS_REDELIVERED, HANDLER_RETRIES, HANDLER_SECONDS
+from civicflow.secrets import event_signing_key
 from civicflow.settings import KernelSettings
-from civicflow.wire import from_message, header_map
+from civicflow.wire import UnreadableRecord, event_type_of, is_catalogued, read_event
 
 log = structlog.get_logger(__name__)
 
@@ -32,15 +37,19 @@ Effect = Callable[[AsyncConnection], Awaitable[None]]
 
 # What a dead-lettered record carries besides its original headers (documented in the AsyncAPI document).
 DEAD_LETTER_HEADERS: dict[str, str] = {
-    "dlq_service": "The service whose handler gave up on the event.",
-    "dlq_error": "What went wrong, by kind, field and code (never the values, which may be personal data).",
-    "dlq_attempts": "How many times the handler tried.",
+    "dlq_service": "The service that gave up on the record (its handler failed, or it could not read it).",
+    "dlq_error": "What went wrong, by kind, field and code (never the values, which may be personal data);"
+    " 'not published by the relay: signature missing/invalid' for a record that is not from the store.",
+    "dlq_attempts": "How many times the handler tried (0: the record could not be read, nothing was tried).",
     "dlq_original_topic": "Where the event was read from.",
     "dlq_original_partition": "Its partition there.",
     "dlq_original_offset": "Its offset there.",
-    "correlation_id": "The original's ce_correlationid when it had one (the Kafka client library's own name"
-    " for it; without one, the library makes up a random id).",
+    "correlation_id": "The original's ce_correlationid when it had one (the name FastStream reads a"
+    " correlation id from); absent otherwise.",
 }
+# Where a record whose event type cannot be read, or is not in the catalogue, is counted: a label per
+# made-up type would let any producer grow the metrics without bound.
+UNREADABLE, UNKNOWN = "(unreadable)", "(unknown)"
 
 
 class Inbox:
@@ -111,13 +120,21 @@ def describe_error(exc: BaseException) -> str:
 class CaseEventConsumer:
     """Subscribes one service's group to the case-events topic and dispatches events by type."""
 
-    def __init__(self, service: str, settings: KernelSettings, handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        service: str,
+        settings: KernelSettings,
+        handlers: Mapping[str, Handler],
+        dead_letters: DeadLetterTopic | None = None,
+    ) -> None:
         self.service = service
         self.group_id = f"civicflow.{service}"
         self._settings = settings
         self._handlers = dict(handlers)
         self._backoff = Backoff(settings.handler_retry_base_seconds, settings.handler_max_backoff_seconds)
+        self._signing_key = event_signing_key(settings)
         self._broker: KafkaBroker | None = None
+        self._dead_letters = dead_letters or KafkaDeadLetterTopic(settings)
         self.dead_lettered = 0
 
     def register(self, broker: KafkaBroker) -> None:
@@ -137,25 +154,40 @@ class CaseEventConsumer:
             session_timeout_ms=self._settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
             rebalance_timeout_ms=self._settings.kafka_session_timeout_ms,
+            # FastStream would decode every header and JSON-decode every value of the batch before our
+            # handler runs: one unreadable record would then fail (or drop) the whole batch. We read each
+            # record ourselves (_on_record), so one that cannot be read is dead-lettered alone.
+            parser=parse_batch_undecoded,
+            decoder=records_undecoded,
             title=f"{self.service} case events",
         )
         subscriber(self._on_batch)
 
     async def _on_batch(self, message: KafkaMessage) -> None:
         records: Any = message.raw_message
-        for record in records if isinstance(records, tuple) else (records,):
-            await self._on_record(record)
+        try:
+            for record in records if isinstance(records, tuple) else (records,):
+                await self._on_record(record)
+        finally:
+            await self._dead_letters.close()
 
     async def _on_record(self, record: Any) -> None:
-        event_type = "(unreadable)"
+        """Read one record and hand it to its handler; one that cannot be read, or that the relay did not
+        sign, is dead-lettered with its original bytes, and the partition moves on."""
+        event_type = UNREADABLE
         try:
-            # Every service sees every event: look at its type alone before decoding anything else.
-            event_type = next((raw for name, raw in record.headers if name == "ce_type"), b"").decode()
+            # Every service sees every event: look at its type alone before reading anything else.
+            event_type = event_type_of(record.headers or ())
+            if not is_catalogued(event_type):
+                event_type = UNKNOWN
+                raise UnreadableRecord("header ce_type names no event type of the catalogue")
             handler = self._handlers.get(event_type)
             if handler is None:
                 return
-            event = from_message(header_map(record.headers), record.value)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not an event we can read at all
+            event = read_event(self._signing_key, record.key, record.value, record.headers or ())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever its bytes, a record we cannot read must not stop the partition
             await self._dead_letter(record, exc, attempts=0)
             EVENTS_HANDLED.labels(self.service, event_type, "dead_lettered").inc()
             return
@@ -206,24 +238,91 @@ class CaseEventConsumer:
                 await asyncio.sleep(delay)
 
     async def _dead_letter(self, record: Any, exc: BaseException, attempts: int) -> None:
-        assert self._broker is not None
-        headers = {name: raw.decode(errors="replace") for name, raw in record.headers or ()}
-        headers.update(
-            {
-                "dlq_service": self.service,
-                "dlq_error": describe_error(exc),
-                "dlq_attempts": str(attempts),
-                "dlq_original_topic": record.topic,
-                "dlq_original_partition": str(record.partition),
-                "dlq_original_offset": str(record.offset),
-            }
-        )
-        await self._broker.publish(
-            record.value,
-            topic=self._settings.dead_letter_topic,
-            key=record.key,
-            headers=headers,
-            correlation_id=headers.get("ce_correlationid"),
-        )
+        """Forward the record as it came (key, value and headers byte for byte, whatever they hold) with
+        the dlq_* headers; returns once the broker has it."""
+        error = describe_error(exc)
+        try:
+            await self._dead_letters.send(
+                record.key, record.value, dead_letter_headers(record, self.service, error, attempts)
+            )
+        except (MessageSizeTooLargeError, RecordTooLargeError):
+            # Too large even for the dead-letter topic: keep its envelope, say what became of the value.
+            error = f"{error}; value of {len(record.value or b'')} bytes dropped: too large for the dead-letter topic"
+            await self._dead_letters.send(record.key, None, dead_letter_headers(record, self.service, error, attempts))
         self.dead_lettered += 1
-        log.error("event dead-lettered", topic=self._settings.dead_letter_topic, error=headers["dlq_error"])
+        # where it was, not what it held: the dead-letter topic has the bytes
+        log.error(
+            "event dead-lettered" if attempts else "record unreadable or not the relay's; dead-lettered",
+            topic=self._settings.dead_letter_topic,
+            original_partition=record.partition,
+            original_offset=record.offset,
+            error=error,
+        )
+
+
+class DeadLetterTopic(Protocol):
+    """Where records a service gave up on go, byte for byte."""
+
+    async def send(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class KafkaDeadLetterTopic:
+    """The dead-letter topic on Kafka. FastStream publishes headers as text only, and a dead letter must
+    carry the original bytes, so this has its own producer: started when a batch first needs it and
+    stopped with the batch (dead letters are rare)."""
+
+    def __init__(self, settings: KernelSettings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def send(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]) -> None:
+        if self._producer is None:
+            producer = make_producer(self._settings, self._settings.dead_letter_max_bytes)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        await self._producer.send_and_wait(self._settings.dead_letter_topic, value, key=key, headers=headers)
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+def dead_letter_headers(record: Any, service: str, error: str, attempts: int) -> list[tuple[str, bytes | None]]:
+    """The record's own headers, unchanged and in order (an earlier dead-lettering's dlq_* ones left
+    out), then ours; a header without a value (null) stays without one."""
+    own = {*DEAD_LETTER_HEADERS}
+    headers: list[tuple[str, bytes | None]] = [(name, raw) for name, raw in record.headers or () if name not in own]
+    correlation = next((raw for name, raw in headers if name == "ce_correlationid" and raw), None)
+    ours = {
+        "dlq_service": service,
+        "dlq_error": error,
+        "dlq_attempts": str(attempts),
+        "dlq_original_topic": record.topic,
+        "dlq_original_partition": str(record.partition),
+        "dlq_original_offset": str(record.offset),
+    }
+    headers += [(name, value.encode()) for name, value in ours.items()]
+    if correlation is not None:
+        headers.append(("correlation_id", correlation))
+    return headers
+
+
+async def parse_batch_undecoded(records: Any, faststream_parser: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's batch message, built without decoding any header (it would fail the batch on one
+    that is not UTF-8); the message still holds the records exactly as they came."""
+    batch = records if isinstance(records, tuple) else (records,)
+    message = await faststream_parser(tuple(dataclasses.replace(r, headers=()) for r in batch))
+    message.raw_message = records
+    return message
+
+
+async def records_undecoded(message: Any) -> Any:
+    """Hand the handler the records themselves: FastStream would JSON-decode every value of the batch."""
+    return message.raw_message

@@ -29,7 +29,7 @@ async def ensure_topics(settings: KernelSettings) -> list[str]:
         await admin.close()
 
 
-def make_producer(settings: KernelSettings) -> AIOKafkaProducer:
+def make_producer(settings: KernelSettings, max_message_bytes: int | None = None) -> AIOKafkaProducer:
     # acks=all for durability; idempotence is off because the embedded broker does not support it:
     # duplicates are harmless, consumers dedupe by event id.
     return AIOKafkaProducer(
@@ -38,4 +38,5 @@ def make_producer(settings: KernelSettings) -> AIOKafkaProducer:
         enable_idempotence=False,
         linger_ms=2,
         client_id="civicflow",
+        max_request_size=max_message_bytes or settings.kafka_max_message_bytes,
     )

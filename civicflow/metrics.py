@@ -43,6 +43,12 @@ CONSUMER_LAG = Histogram(
     buckets=LAG_BUCKETS,
 )
 RELAY_PUBLISHED = Counter("civicflow_relay_published_events", "Events this process's relay published to Kafka.")
+RELAY_PARKED = Counter(
+    "civicflow_relay_parked_events",
+    "Events the relay set aside because the broker (or its client) refused them for what they are, e.g. too"
+    " large; by error kind. Each is a row in events.relay_parked.",
+    ["error"],
+)
 RELAY_LAG = Gauge(
     "civicflow_relay_lag_seconds",
     "Age of the oldest event in the relay's latest batch when the broker acknowledged it; 0 when caught up.",

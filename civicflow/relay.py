@@ -2,9 +2,12 @@
 
 Every service process runs one; a PostgreSQL advisory lock lets exactly one of them publish at a time,
 and the others stand by to take over when it dies. The cursor lives in events.relay_cursor, so a new
-leader resumes where the old one stopped. If the broker comes back empty (the embedded broker keeps
-nothing on restart) the relay notices that an event it published earlier is no longer where the broker
-said it was, and republishes from the start; consumers drop what they had already processed.
+leader resumes where the old one stopped. Every event goes out signed (wire.signature), so consumers
+act on the store's events only. An event the broker will never take (too large, say) is parked in
+events.relay_parked and the rest flow on; a broker that is down is waited for. If the broker comes back
+empty (the embedded broker keeps nothing on restart) the relay notices that an event it published
+earlier is no longer where the broker said it was, and republishes from the start; consumers drop what
+they had already processed.
 """
 
 from __future__ import annotations
@@ -17,19 +20,51 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnsupportedForMessageFormatError,
+)
+from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.db import as_json
+from civicflow.events import RecordedEvent
 from civicflow.eventstore import PostgresEventStore
 from civicflow.kafka import ensure_topics, make_producer
-from civicflow.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PUBLISHED
+from civicflow.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PARKED, RELAY_PUBLISHED
+from civicflow.secrets import event_signing_key
 from civicflow.settings import KernelSettings
-from civicflow.wire import to_message
+from civicflow.wire import Headers, to_message
 
 log = structlog.get_logger(__name__)
 
 RELAY_LOCK_KEY = 0x311_4E1A
+
+# What the broker (or the client, before sending) says about one record and would say again however often
+# it is sent: the record is parked. Everything else (the broker down, a leader moving, a timeout,
+# authorisation) is about the broker, not the record, and is retried with the whole batch.
+REFUSED_FOR_WHAT_IT_IS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    UnsupportedForMessageFormatError,
+)
+
+
+def cannot_be_published(exc: BaseException) -> bool:
+    """Whether a producer error is about the record itself: retrying it would stop the relay for good."""
+    if isinstance(exc, KafkaError):
+        return isinstance(exc, REFUSED_FOR_WHAT_IT_IS)
+    # the client refused to build the record at all (a value it cannot serialise)
+    return isinstance(exc, TypeError | ValueError)
 
 
 class Relay:
@@ -38,8 +73,10 @@ class Relay:
         self._settings = settings
         self._store = PostgresEventStore()
         self._topic = settings.case_events_topic
+        self._signing_key = event_signing_key(settings)
         self.is_leader = False
         self.published = 0
+        self.parked = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stand by until this process holds the relay lock, then publish until stopped."""
@@ -128,34 +165,122 @@ class Relay:
         return {"position": row.position, "probe": as_json(row.probe)}
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
-        """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor."""
+        """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor.
+
+        An event refused for what it is gets parked, in the transaction that moves the cursor past it.
+        The client refuses one before sending it (too large), and the others go out as they were; the
+        broker refuses a whole produce request, which may have held innocent neighbours, so after such a
+        refusal the events from there on are published once more, one at a time and in order."""
         async with self._engine.begin() as tx:
             cursor = await self._cursor(tx)
             events = await self._store.read_all(tx, int(cursor["position"]), self._settings.relay_batch_size)  # type: ignore[call-overload]
             if not events:
                 RELAY_LAG.set(0)
                 return 0
-            pending = []
-            for event in events:
-                key, value, headers = to_message(event)
-                pending.append(await producer.send(self._topic, value=value, key=key, headers=headers))
-            results = await asyncio.gather(*pending)
-            last = {
-                "partition": results[-1].partition,
-                "offset": results[-1].offset,
-                "event_id": str(events[-1].event_id),
-            }
+            messages = [to_message(event, self._signing_key) for event in events]
+            results, unsent = await self._send_all(producer, messages)
+            refused = next((i for i, r in enumerate(results) if isinstance(r, BaseException) and i not in unsent), None)
+            if refused is not None:
+                for i in range(refused, len(events)):
+                    results[i] = await self._send_one(producer, messages[i])
+            for event, message, result in zip(events, messages, results, strict=True):
+                if isinstance(result, BaseException):
+                    await self._park(tx, event, message, result)
+            delivered = [(e, r) for e, r in zip(events, results, strict=True) if isinstance(r, RecordMetadata)]
+            last = (
+                json.dumps(
+                    {
+                        "partition": delivered[-1][1].partition,
+                        "offset": delivered[-1][1].offset,
+                        "event_id": str(delivered[-1][0].event_id),
+                    }
+                )
+                if delivered
+                else None
+            )
             await tx.execute(
                 text(
-                    "UPDATE events.relay_cursor SET position = :p, last_published = CAST(:l AS jsonb),"
-                    " updated_at = now() WHERE topic = :t"
+                    "UPDATE events.relay_cursor SET position = :p,"
+                    " last_published = coalesce(CAST(:l AS jsonb), last_published), updated_at = now()"
+                    " WHERE topic = :t"
                 ),
-                {"p": events[-1].position, "l": json.dumps(last), "t": self._topic},
+                {"p": events[-1].position, "l": last, "t": self._topic},
             )
-        self.published += len(events)
-        RELAY_PUBLISHED.inc(len(events))
+        self.published += len(delivered)
+        RELAY_PUBLISHED.inc(len(delivered))
         RELAY_LAG.set((datetime.now(UTC) - events[0].recorded_at).total_seconds())
         return len(events)
+
+    async def _send_all(
+        self, producer: AIOKafkaProducer, messages: list[tuple[bytes, bytes, Headers]]
+    ) -> tuple[list[RecordMetadata | BaseException], set[int]]:
+        """Send the whole batch at once and wait for every ack. A record refused for what it is comes back
+        as its error (with its index among the unsent when the client refused it before sending);
+        anything else (the broker down) is raised, and the batch is tried again."""
+        pending: list[asyncio.Future[RecordMetadata]] = []
+        unsent: set[int] = set()
+        for index, (key, value, headers) in enumerate(messages):
+            try:
+                pending.append(await producer.send(self._topic, value=value, key=key, headers=headers))
+            except Exception as exc:
+                if not cannot_be_published(exc):
+                    raise
+                refused: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+                refused.set_exception(exc)
+                pending.append(refused)
+                unsent.add(index)
+        results: list[RecordMetadata | BaseException] = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not cannot_be_published(result):
+                raise result
+        return results, unsent
+
+    async def _send_one(
+        self, producer: AIOKafkaProducer, message: tuple[bytes, bytes, Headers]
+    ) -> RecordMetadata | BaseException:
+        key, value, headers = message
+        try:
+            return await producer.send_and_wait(self._topic, value=value, key=key, headers=headers)
+        except Exception as exc:
+            if not cannot_be_published(exc):
+                raise
+            return exc
+
+    async def _park(
+        self, tx: AsyncConnection, event: RecordedEvent, message: tuple[bytes, bytes, Headers], exc: BaseException
+    ) -> None:
+        """Set one event aside, in the transaction that moves the cursor past it."""
+        key, value, headers = message
+        size = len(key) + len(value) + sum(len(name) + len(raw) for name, raw in headers)
+        # the client's and broker's words name sizes and limits, not the record's content
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        await tx.execute(
+            text(
+                "INSERT INTO events.relay_parked (topic, position, event_id, case_id, event_type, size_bytes, error)"
+                " VALUES (:t, :p, :e, :c, :y, :s, :x) ON CONFLICT (topic, position) DO NOTHING"
+            ),
+            {
+                "t": self._topic,
+                "p": event.position,
+                "e": event.event_id,
+                "c": event.case_id,
+                "y": event.type,
+                "s": size,
+                "x": error,
+            },
+        )
+        self.parked += 1
+        RELAY_PARKED.labels(type(exc).__name__).inc()
+        log.error(
+            "relay parked an event it cannot publish; the events after it go on",
+            position=event.position,
+            event_id=str(event.event_id),
+            event_type=event.type,
+            size_bytes=size,
+            max_message_bytes=self._settings.kafka_max_message_bytes,
+            error=error,
+            hint="see events.relay_parked; publish it again once the cause is fixed",
+        )
 
 
 async def _still_there(watcher: AIOKafkaConsumer, topic: str, last: dict[str, Any]) -> bool:

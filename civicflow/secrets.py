@@ -59,3 +59,10 @@ def _kept_in(state_dir: Path, file_name: str) -> str:
         finally:
             draft.unlink()
     return path.read_text().strip()
+
+
+def event_signing_key(settings: KernelSettings) -> bytes:
+    """The key the relay signs events with and consumers check them by; the same in every process of a
+    system (one setting, or one file in the shared state folder)."""
+    key = shared_secret(settings, settings.event_signing_key, "CIVICFLOW_EVENT_SIGNING_KEY", "event-signing.key")
+    return key.encode()

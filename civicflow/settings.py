@@ -57,6 +57,16 @@ class KernelSettings(BaseSettings):
     # retries of transient failures (a database down, TryLater) wait at most this long between tries
     handler_max_backoff_seconds: float = 30.0
     relay_batch_size: int = 500
+    kafka_max_message_bytes: int = Field(
+        default=1_048_576,
+        description="Largest record the relay publishes (set it to the broker's message.max.bytes); an event"
+        " larger than this is parked in events.relay_parked instead of stopping the relay.",
+    )
+    dead_letter_max_bytes: int = Field(
+        default=64 * 1_048_576,
+        description="Largest record a consumer forwards whole to the dead-letter topic; a larger one is"
+        " dead-lettered without its value (the dlq_error says so).",
+    )
     relay_idle_poll_seconds: float = 0.05
     relay_standby_poll_seconds: float = 1.0
     log_level: str = "INFO"

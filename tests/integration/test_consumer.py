@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 from faststream.kafka import KafkaBroker
@@ -13,7 +12,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.consumer import DEAD_LETTER_HEADERS, CaseEventConsumer, Inbox
-from civicflow.db import make_engine
 from civicflow.events import EventMetadata, RecordedEvent, WorkOrderStatusChanged
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
@@ -25,21 +23,6 @@ from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
 META = EventMetadata(correlation_id=uuid7(), actor="test")
-
-
-@pytest.fixture
-async def schema(settings: KernelSettings) -> AsyncIterator[tuple[AsyncEngine, str]]:
-    """A throwaway service schema with the inbox the kernel expects and an effects table."""
-    engine = make_engine(settings.database_url)
-    name = f"svc_{uuid4().hex[:8]}"
-    async with engine.begin() as tx:
-        await tx.execute(text(f"CREATE SCHEMA {name}"))
-        await tx.execute(
-            text(f"CREATE TABLE {name}.inbox (event_id uuid PRIMARY KEY, processed_at timestamptz DEFAULT now())")
-        )
-        await tx.execute(text(f"CREATE TABLE {name}.effects (id bigserial PRIMARY KEY, event_id uuid, case_id uuid)"))
-    yield engine, name
-    await engine.dispose()
 
 
 async def append(engine: AsyncEngine, case_id: UUID, statuses: list[str]) -> None:

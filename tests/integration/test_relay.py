@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RequestTimedOutError
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from civicflow.db import make_engine
 from civicflow.events import EventMetadata, WorkOrderStatusChanged
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
+from civicflow.kafka import ensure_topics, make_producer
 from civicflow.relay import Relay
 from civicflow.settings import KernelSettings
 from civicflow.wire import from_message, header_map
@@ -153,3 +158,160 @@ async def test_relay_republishes_when_the_broker_lost_what_it_had(settings: Kern
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_an_event_too_large_for_the_broker_is_parked_and_the_next_cases_still_flow(
+    settings: KernelSettings,
+) -> None:
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    small, large, after = uuid7(), uuid7(), uuid7()
+    # as the hostile test had it: a request with a 1.1 MB field, over the broker's 1 MiB message limit
+    too_large = WorkOrderStatusChanged(external_id="WO", status="x" * 1_100_000)
+    await caught_up(settings, Relay(engine, settings))  # only this test's events count
+    parked_before = REGISTRY.get_sample_value(
+        "civicflow_relay_parked_events_total", {"error": "MessageSizeTooLargeError"}
+    )
+    async with engine.begin() as tx:
+        await store.append(tx, small, 0, [WorkOrderStatusChanged(external_id="WO", status="open")], META)
+    async with engine.begin() as tx:
+        [big] = await store.append(tx, large, 0, [too_large], META)
+    async with engine.begin() as tx:
+        await store.append(tx, small, 1, [WorkOrderStatusChanged(external_id="WO", status="done")], META)
+        await store.append(tx, after, 0, [WorkOrderStatusChanged(external_id="WO", status="open")], META)
+
+    await run_relay_until_caught_up(settings)
+
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=3)
+    published = [(header_map(r.headers)["ce_subject"], header_map(r.headers)["ce_caseversion"]) for r in records]
+    assert (str(large), "1") not in published
+    assert [v for s, v in published if s == str(small)] == ["1", "2"], "the rest went on, in order"
+    assert (str(after), "1") in published
+    async with engine.connect() as conn:
+        parked = (
+            await conn.execute(
+                text("SELECT event_id, event_type, size_bytes, error FROM events.relay_parked WHERE topic = :t"),
+                {"t": settings.case_events_topic},
+            )
+        ).all()
+    await engine.dispose()
+    assert [(row.event_id, row.event_type) for row in parked] == [(big.event_id, "WorkOrderStatusChanged")]
+    assert parked[0].size_bytes > 1_100_000 and parked[0].error.startswith("MessageSizeTooLargeError")
+    parked_after = REGISTRY.get_sample_value(
+        "civicflow_relay_parked_events_total", {"error": "MessageSizeTooLargeError"}
+    )
+    assert (parked_after or 0) - (parked_before or 0) == 1
+
+
+class BrokerStandIn:
+    """The relay's producer, with the broker's answers to one marked event made up: `refusal` for the
+    produce request holding it, which also takes down the next event sent (the same request), or, with
+    `outage`, a broker that does not answer for it at all. Everything else goes to the real producer."""
+
+    def __init__(self, real: AIOKafkaProducer, marker: bytes, refusal: KafkaError) -> None:
+        self.real, self.marker, self.refusal = real, marker, refusal
+        self._after_marker = False
+
+    async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+        fails = self.marker in value or self._after_marker
+        self._after_marker = self.marker in value  # the next event shares the refused request
+        if fails:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(self.refusal)
+            return future
+        return await self.real.send(topic, value, **kwargs)
+
+    async def send_and_wait(self, topic: str, value: bytes, **kwargs: Any) -> Any:
+        if self.marker in value:
+            raise self.refusal
+        return await self.real.send_and_wait(topic, value, **kwargs)
+
+
+async def caught_up(settings: KernelSettings, relay: Relay) -> None:
+    """Put the relay's cursor at the end of the store (the session's, which other tests fill), as if it had
+    published everything before this test's events."""
+    await relay._ensure_cursor()
+    engine = make_engine(settings.database_url)
+    async with engine.begin() as tx:
+        await tx.execute(
+            text(
+                "UPDATE events.relay_cursor SET position = (SELECT coalesce(max(position), 0)"
+                " FROM events.case_events) WHERE topic = :t"
+            ),
+            {"t": settings.case_events_topic},
+        )
+    await engine.dispose()
+
+
+async def publish_everything(relay: Relay, producer: Any) -> None:
+    while await relay.publish_batch(producer):
+        pass
+
+
+async def parked_events(settings: KernelSettings) -> list[str]:
+    engine = make_engine(settings.database_url)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT event_id FROM events.relay_parked WHERE topic = :t ORDER BY position"),
+            {"t": settings.case_events_topic},
+        )
+        found = [str(row.event_id) for row in rows]
+    await engine.dispose()
+    return found
+
+
+async def test_a_refusal_by_the_broker_parks_only_the_refused_event_and_keeps_each_case_in_order(
+    settings: KernelSettings,
+) -> None:
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    marker = f"refused-{uuid7()}"
+    first, refused, later = uuid7(), uuid7(), uuid7()
+    relay = Relay(engine, settings)
+    await caught_up(settings, relay)
+    ours: list[str] = []
+    async with engine.begin() as tx:
+        for case_id, version, status in ((first, 0, "s0"), (refused, 0, marker), (first, 1, "s1"), (later, 0, "s0")):
+            # the event after the refused one is sent right after it, so refused with it in the first pass
+            [event] = await store.append(
+                tx, case_id, version, [WorkOrderStatusChanged(external_id="WO", status=status)], META
+            )
+            ours.append(str(event.event_id))
+    await ensure_topics(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await publish_everything(relay, BrokerStandIn(producer, marker.encode(), MessageSizeTooLargeError()))
+    finally:
+        await producer.stop()
+        await engine.dispose()
+
+    assert await parked_events(settings) == [ours[1]]
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=3)
+    published = [(header_map(r.headers)["ce_subject"], header_map(r.headers)["ce_caseversion"]) for r in records]
+    assert str(refused) not in {subject for subject, _ in published}
+    assert [v for s, v in published if s == str(first)] == ["1", "2"], (
+        "the refused neighbour went out after its case's first"
+    )
+    assert (str(later), "1") in published
+
+
+async def test_a_broker_that_does_not_answer_is_waited_for_and_nothing_is_parked(settings: KernelSettings) -> None:
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    marker, case_id = f"unanswered-{uuid7()}", uuid7()
+    relay = Relay(engine, settings)
+    await caught_up(settings, relay)
+    start = await cursor(settings)
+    async with engine.begin() as tx:
+        await store.append(tx, case_id, 0, [WorkOrderStatusChanged(external_id="WO", status=marker)], META)
+    await ensure_topics(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        with pytest.raises(RequestTimedOutError):
+            await publish_everything(relay, BrokerStandIn(producer, marker.encode(), RequestTimedOutError()))
+        assert await cursor(settings) == start and await parked_events(settings) == [], "nothing moved, nothing parked"
+        await publish_everything(relay, producer)  # the broker is back
+    finally:
+        await producer.stop()
+        await engine.dispose()
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=1)
+    assert str(case_id) in {header_map(r.headers)["ce_subject"] for r in records}

@@ -65,7 +65,7 @@ def test_the_documented_headers_are_the_ones_published() -> None:
         submitted_at=now,
     )
     event = recorded(submitted, case_id=uuid7(), version=1, at=now)
-    _, _, headers = to_message(event)
+    _, _, headers = to_message(event, b"a key for the test only")
     assert [name for name, _ in headers] == list(HEADERS)
     documented = document()["components"]["schemas"]["CloudEventHeaders"]
     assert list(documented["properties"]) == list(HEADERS)

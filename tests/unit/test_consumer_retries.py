@@ -15,7 +15,12 @@ from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
 from tests.factories import recorded
 
-SETTINGS = KernelSettings(handler_attempts=3, handler_retry_base_seconds=0.001, handler_max_backoff_seconds=0.002)
+SETTINGS = KernelSettings(
+    handler_attempts=3,
+    handler_retry_base_seconds=0.001,
+    handler_max_backoff_seconds=0.002,
+    event_signing_key="a key for the unit tests only",
+)
 AN_HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
 EVENT = recorded(WorkOrderStatusChanged(external_id="WO-1", status="open"), case_id=uuid7(), version=1, at=AN_HOUR_AGO)
 
@@ -85,22 +90,30 @@ async def test_what_a_handler_did_is_counted_timed_and_aged() -> None:
 
 
 class RecordingBroker:
-    """Stands in for the Kafka broker: takes the subscription, keeps what is published."""
-
-    def __init__(self) -> None:
-        self.published: list[dict[str, Any]] = []
+    """Stands in for the Kafka broker: takes the subscription."""
 
     def subscriber(self, *args: object, **kwargs: object) -> Any:
         return lambda handler: handler
 
-    async def publish(self, value: bytes, **kwargs: Any) -> None:
-        self.published.append({"value": value, **kwargs})
+
+class RecordingDeadLetters:
+    """Stands in for the dead-letter topic: keeps what is sent to it."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+
+    async def send(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]) -> None:
+        self.published.append({"key": key, "value": value, "headers": headers})
+
+    async def close(self) -> None:
+        pass
 
 
 async def test_a_record_whose_type_is_not_even_text_is_dead_lettered_and_counted() -> None:
-    consumer = CaseEventConsumer("unreadable-test", SETTINGS, {EVENT.type: failing(0, RuntimeError())[1]})  # type: ignore[dict-item]
-    broker = RecordingBroker()
-    consumer.register(broker)  # type: ignore[arg-type]
+    dead_letters = RecordingDeadLetters()
+    handlers = {EVENT.type: failing(0, RuntimeError())[1]}
+    consumer = CaseEventConsumer("unreadable-test", SETTINGS, handlers, dead_letters)  # type: ignore[arg-type]
+    consumer.register(RecordingBroker())  # type: ignore[arg-type]
     counted = {"service": "unreadable-test", "event_type": "(unreadable)", "outcome": "dead_lettered"}
     before = sample("civicflow_events_handled_total", **counted)
     record = SimpleNamespace(
@@ -109,6 +122,8 @@ async def test_a_record_whose_type_is_not_even_text_is_dead_lettered_and_counted
 
     await consumer._on_batch(SimpleNamespace(raw_message=(record,)))  # type: ignore[arg-type]
 
-    assert consumer.dead_lettered == 1 and broker.published[0]["topic"] == SETTINGS.dead_letter_topic
-    assert broker.published[0]["headers"]["dlq_original_offset"] == "7"
+    assert consumer.dead_lettered == 1 and dead_letters.published[0]["value"] == b"{}"
+    sent = dead_letters.published[0]["headers"]
+    assert sent[0] == ("ce_type", b"\xff\xfe"), "the original header, byte for byte"
+    assert ("dlq_original_offset", b"7") in sent
     assert sample("civicflow_events_handled_total", **counted) == before + 1

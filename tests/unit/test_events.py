@@ -79,7 +79,7 @@ def test_an_event_survives_the_trip_through_kafka_headers() -> None:
         metadata=EventMetadata(correlation_id=uuid7(), actor="intake", channel="phone"),
         data=CaseSubmitted.model_validate(data),
     )
-    key, value, headers = to_message(event)
+    key, value, headers = to_message(event, b"a key for the test only")
     assert key == str(event.case_id).encode()
     names = dict(headers)
     for required in ("ce_id", "ce_type", "ce_source", "ce_subject", "ce_time", "ce_specversion"):
