@@ -11,6 +11,7 @@ import grpc
 import pytest
 from sqlalchemy import Row, text
 
+from civicflow.access import SendsApiKey
 from civicflow.db import make_engine
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
@@ -45,10 +46,13 @@ async def clients(system: SystemProcesses) -> AsyncIterator[Clients]:
 
 
 class Clients:
+    """Stubs of the system's services; every call carries the system's API key (every scope)."""
+
     def __init__(self, system: SystemProcesses) -> None:
-        self._intake = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.intake}")
-        self._query = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.query}")
-        self._router = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.router}")
+        keyed = [SendsApiKey(system.api_key)]
+        self._intake = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.intake}", interceptors=keyed)
+        self._query = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.query}", interceptors=keyed)
+        self._router = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.router}", interceptors=keyed)
         self.intake = intake_pb2_grpc.IntakeServiceStub(self._intake)
         self.query = query_pb2_grpc.CaseQueryServiceStub(self._query)
         self.routing = routing_pb2_grpc.RoutingServiceStub(self._router)
