@@ -32,6 +32,9 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
             # Code Enforcement turns graffiti down, to show a case being rerouted.
             "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
             "CIVICFLOW_RULES_DIR": str(state_dir / "rules"),
+            # polling many cases in a tight loop is more than a real client's rate; tests/integration covers the limit
+            "CIVICFLOW_API_KEY_RATE_PER_SECOND": "10000",
+            "CIVICFLOW_API_KEY_BURST": "10000",
         }
         async with isolated_system(own, state_dir, "e2e", extra_env) as system:
             yield system
