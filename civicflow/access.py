@@ -66,7 +66,9 @@ class Gatekeeper:
     """Decides one call: the client it is for (None for open methods), or a Refusal saying why not.
 
     Order matters: the rate limit comes before any lookup, so a flood costs the database nothing; a
-    looked-up key is remembered for `cache_seconds` (revoking a key takes effect within that time)."""
+    looked-up key is remembered for `cache_seconds` (revoking a key takes effect within that time).
+    The price of limiting before checking: someone who knows a key's id (not secret, but shown only by
+    `civicflow keys list`) and not its secret can use up that key's rate on one server process."""
 
     def __init__(
         self,
