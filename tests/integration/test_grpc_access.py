@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import grpc
@@ -156,7 +155,7 @@ async def test_keys_are_revoked_by_name_and_one_name_has_one_live_key(engine: As
     assert all(first.secret not in repr(c) for c in stored)
 
 
-async def test_the_local_cli_key_is_kept_while_the_database_knows_it(engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_the_local_cli_key_is_kept_while_the_database_knows_it(engine: AsyncEngine) -> None:
     name = unique("local-cli")
     made = await local_key(engine, None, name)
     assert await local_key(engine, made, name) == made
