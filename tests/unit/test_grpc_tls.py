@@ -1,4 +1,4 @@
-"""A gRPC server given a certificate serves TLS (mutual TLS with a client CA), keys and scopes still checked."""
+"""gRPC servers as every service builds them: TLS (mutual with a client CA), bind host, keyed reflection."""
 
 from __future__ import annotations
 
@@ -144,3 +144,31 @@ def test_servers_bind_loopback_in_development_and_every_interface_in_production(
     assert KernelSettings(environment="development").grpc_bind_host == "127.0.0.1"
     assert KernelSettings(environment="production").grpc_bind_host == "0.0.0.0"
     assert KernelSettings(environment="development", grpc_host="10.0.0.5").grpc_bind_host == "10.0.0.5"
+
+
+async def test_reflection_in_production_needs_a_key(tmp_path: Path) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    directory = Directory()
+    key = directory.add("ops", frozenset({Scope.TRACK}))
+    production = KernelSettings(environment="production", grpc_host="127.0.0.1")
+    port = free_port()
+    gatekeeper = Gatekeeper(directory, RateLimiter(100, 100), open_reflection=False)
+    server = await build_grpc_server(port, [], "reflection-test", production, AccessControl(gatekeeper))
+    await server.start()
+    asking = reflection_pb2.ServerReflectionRequest(list_services="")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                    iter([asking]), timeout=10
+                ):
+                    pass
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            answers = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([asking]), timeout=10, metadata=(("x-api-key", key),)
+            )
+            listed = [s.name async for answer in answers for s in answer.list_services_response.service]
+        assert "grpc.health.v1.Health" in listed
+    finally:
+        await server.stop(None)
