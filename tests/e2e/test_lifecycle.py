@@ -245,6 +245,7 @@ async def test_calls_without_a_key_are_refused_and_a_case_names_the_client_that_
     assert actor[0].startswith("client:e2e-client-")
 
     # the CLI sends CIVICFLOW_API_KEY; without it (and no cli.key in its state folder) it is told what to do
+    await eventually(lambda: view_reached(clients, reply.tracking_number, "submitted"), what="the case in the query")
     env = {
         **os.environ,
         "CIVICFLOW_STATE_DIR": str(tmp_path),
