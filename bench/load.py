@@ -12,6 +12,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.system import Endpoints
+from civicflow.access import SendsApiKey
 from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc, query_pb2, query_pb2_grpc
 
 SERVICE_CODES = ("POTHOLE", "STREETLIGHT", "MISSED_PICKUP", "GRAFFITI")
@@ -96,9 +97,10 @@ async def run_load(
 ) -> LoadResult:
     """Submit while polling; stop polling when every accepted case is routed or the deadline passes."""
     result = LoadResult(requests, concurrency)
+    keyed = [SendsApiKey(endpoints.api_key)] if endpoints.api_key else []
     async with (
-        grpc.aio.insecure_channel(endpoints.intake) as intake_channel,
-        grpc.aio.insecure_channel(endpoints.query) as query_channel,
+        grpc.aio.insecure_channel(endpoints.intake, interceptors=keyed) as intake_channel,
+        grpc.aio.insecure_channel(endpoints.query, interceptors=keyed) as query_channel,
     ):
         await asyncio.wait_for(intake_channel.channel_ready(), timeout=30)
         await asyncio.wait_for(query_channel.channel_ready(), timeout=30)

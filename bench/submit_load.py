@@ -5,6 +5,8 @@
 Without --intake/--query it starts everything itself on fresh infrastructure (embedded PostgreSQL and
 Tansu unless CIVICFLOW_* variables point elsewhere), measures the floors on that infrastructure first,
 runs the load, and stops it all again, also on Ctrl-C or an error. It measures; it never asserts.
+A system already running is called with the API key in CIVICFLOW_API_KEY (scopes submit and track;
+its per-key rate limit, 50 calls/s by default, caps what can be measured).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ async def measure_floors(infra: Infrastructure | None, database_url: str | None,
 async def bench(options: Options, infra: Infrastructure | None) -> dict[str, object]:
     if options.intake is not None and options.query is not None:
         floors = await measure_floors(infra, infra.database_url if infra else None, options.skip_floors)
-        endpoints = Endpoints(options.intake, options.query)
+        endpoints = Endpoints(options.intake, options.query, api_key=os.environ.get("CIVICFLOW_API_KEY", ""))
         summary = await _load(options, endpoints)
         kind = f"external system ({infra.kind} infrastructure for floors)" if infra else "external system"
         return document(summary, floors, kind, None, options.deadline_s)

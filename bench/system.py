@@ -29,6 +29,8 @@ class Endpoints:
     query: str
     exited: Callable[[], dict[str, int]] = nothing_exited
     metrics: dict[str, int] = field(default_factory=dict)  # service → its /metrics port, when this run started it
+    # the key every call sends (submit + track): made by this run, or CIVICFLOW_API_KEY for an external system
+    api_key: str = ""
 
 
 def use_embedded_by_default() -> None:
@@ -49,7 +51,17 @@ async def running_system(infra: Infrastructure, database_url: str, state_dir: Pa
     run_dir = state_dir / "system"  # never state_dir itself: the embedded PostgreSQL keeps its data there
     shutil.rmtree(run_dir, ignore_errors=True)  # logs and mail of the previous run
     own = Infrastructure(database_url, infra.kafka_bootstrap_servers, infra.kind)
-    async with isolated_system(own, run_dir, "bench", {"CIVICFLOW_SAMPLE_DEPT_STEP_SECONDS": "1.0"}) as system:
+    settings = {
+        "CIVICFLOW_SAMPLE_DEPT_STEP_SECONDS": "1.0",
+        # the benchmark measures the system, not the per-key rate limit (50 calls/s by default)
+        "CIVICFLOW_API_KEY_RATE_PER_SECOND": "1000000",
+        "CIVICFLOW_API_KEY_BURST": "1000000",
+    }
+    async with isolated_system(own, run_dir, "bench", settings) as system:
         yield Endpoints(
-            f"127.0.0.1:{system.ports.intake}", f"127.0.0.1:{system.ports.query}", system.exited, system.ports.metrics
+            f"127.0.0.1:{system.ports.intake}",
+            f"127.0.0.1:{system.ports.query}",
+            system.exited,
+            system.ports.metrics,
+            system.api_key,
         )

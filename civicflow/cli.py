@@ -21,6 +21,8 @@ replay_app = typer.Typer(help="Rebuild read models from the event store.", no_ar
 app.add_typer(replay_app, name="replay")
 rules_app = typer.Typer(help="Check, try out, explain and load a city's routing rules.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+keys_app = typer.Typer(help="API keys of the systems that call civicflow (call centre, portal…).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _service_entry_points() -> dict[str, Any]:
@@ -29,6 +31,11 @@ def _service_entry_points() -> dict[str, Any]:
 
 def _dev_file(settings: KernelSettings) -> Path:
     return settings.state_dir / "dev.json"
+
+
+def _cli_key_file(settings: KernelSettings) -> Path:
+    """Where `civicflow dev` keeps the key this machine's CLI calls with (every scope, mode 0600)."""
+    return settings.state_dir / "cli.key"
 
 
 @app.command()
@@ -51,6 +58,7 @@ def dev(
     with provide(state_dir) as infra:
         typer.echo(f"infrastructure: {infra.kind}; Kafka at {infra.kafka_bootstrap_servers}")
         asyncio.run(migrate(infra.database_url, all_migration_sets()))
+        _keep_local_key(infra.database_url, _cli_key_file(settings))
         asyncio.run(
             ensure_topics(settings.model_copy(update={"kafka_bootstrap_servers": infra.kafka_bootstrap_servers}))
         )
@@ -81,6 +89,7 @@ def dev(
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
                 f"  metrics   http://127.0.0.1:<port>/metrics, port by service: {metrics}\n"
                 f"  logs in {state_dir / 'logs'}\n"
+                f"  the CLI calls with the API key in {_cli_key_file(settings)} (every scope; `civicflow keys`)\n"
             )
             while True:
                 for name, code in system.exited().items():
@@ -91,6 +100,22 @@ def dev(
             typer.echo("stopping…")
         finally:
             system.stop_all()
+
+
+def _keep_local_key(database_url: str, path: Path) -> None:
+    from civicflow.api_clients import local_key, read_key_file, write_key_file
+    from civicflow.db import make_engine
+
+    async def ensure() -> str:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            return await local_key(engine, read_key_file(path))
+        finally:
+            await engine.dispose()
+
+    key = asyncio.run(ensure())
+    if key != read_key_file(path):
+        write_key_file(path, key)
 
 
 @app.command()
@@ -168,11 +193,37 @@ def _database_url() -> str:
     raise typer.BadParameter("set CIVICFLOW_DATABASE_URL, or start the system with `civicflow dev`")
 
 
+def _api_key() -> str | None:
+    """CIVICFLOW_API_KEY, else the key `civicflow dev` made for this machine's CLI."""
+    configured = os.environ.get("CIVICFLOW_API_KEY", "").strip()
+    if configured:
+        return configured
+    kept = _cli_key_file(KernelSettings())
+    return kept.read_text().strip() if kept.exists() else None
+
+
+def _channel(service: str) -> grpc.Channel:
+    """Plain text, or TLS when CIVICFLOW_GRPC_TLS_CA_FILE names the CA to trust."""
+    from civicflow.grpc_tls import TlsMisconfigured, channel_credentials
+
+    try:
+        credentials = channel_credentials(KernelSettings())
+    except TlsMisconfigured as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    address = _address(service)
+    return grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+
+
 def _call(service: str, stub: Any, method: str, request: Any, timeout: float = 10) -> Any:
-    """One gRPC call to a running service; a refusal is printed as the service explained it, exit 1."""
-    with grpc.insecure_channel(_address(service)) as channel:
+    """One gRPC call to a running service with the CLI's API key; a refusal is printed as the service
+    explained it, exit 1."""
+    from civicflow.apikeys import call_metadata
+
+    key = _api_key()
+    metadata = call_metadata(key) if key else None
+    with _channel(service) as channel:
         try:
-            return getattr(stub(channel), method)(request, timeout=timeout)
+            return getattr(stub(channel), method)(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
             _fail(error)
 
@@ -425,6 +476,83 @@ def rules_explain(
     for ev in reply.evaluations:
         mark = "MATCH" if ev.matched else ("skip " if ev.skipped else "no   ")
         typer.echo(f"  {mark} {ev.rule_id:<28} {ev.skipped or '; '.join(ev.reasons)}")
+
+
+def _with_engine(work: Any) -> Any:
+    """Run `work(engine)` on the configured database (or the running `civicflow dev` system's)."""
+    from civicflow.db import make_engine
+
+    async def go() -> Any:
+        engine = make_engine(_database_url(), pool_size=1)
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The calling system, e.g. callcentre or web-portal")],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            help="What it may do, repeatable: submit, track, recategorise, rules-read, rules-admin, status-report,"
+            " or all"
+        ),
+    ],
+) -> None:
+    """Make an API key for a client system; the key is printed once and stored only as a hash."""
+    from civicflow.api_clients import ClientRefused, create_client
+    from civicflow.apikeys import parse_scopes
+
+    try:
+        scopes = parse_scopes(scope)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        key = _with_engine(lambda engine: create_client(engine, name, scopes))
+    except ClientRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"API key for {name} (scopes: {', '.join(sorted(scopes))}); shown only now, keep it secret:")
+    typer.echo(key.reveal())
+    typer.echo("clients send it as the gRPC metadata `authorization: Bearer <key>` (the CLI: CIVICFLOW_API_KEY)")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: client, id, scopes, when made, last used and revoked (never the secret)."""
+    from civicflow.api_clients import list_clients
+
+    def when(value: Any) -> str:
+        return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+    clients = _with_engine(list_clients)
+    if not clients:
+        typer.echo("no API keys yet; `civicflow keys create NAME --scope …` makes one")
+        return
+    typer.echo(f"{'name':<20} {'id':<12}  {'created':<16}  {'last used':<16}  {'revoked':<16}  scopes")
+    for c in clients:
+        typer.echo(
+            f"{c.name:<20} {c.key_id:<12}  {when(c.created_at):<16}  {when(c.last_used_at):<16}"
+            f"  {when(c.revoked_at):<16}  {','.join(sorted(c.scopes))}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="A client's name (its live key) or a key id")]) -> None:
+    """Revoke a key; servers refuse it within CIVICFLOW_API_KEY_CACHE_SECONDS (default 5 s)."""
+    from civicflow.api_clients import ClientRefused, revoke_client
+
+    try:
+        revoked = _with_engine(lambda engine: revoke_client(engine, name_or_id))
+    except ClientRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    seconds = KernelSettings().api_key_cache_seconds
+    typer.echo(f"revoked the key {revoked.key_id} of {revoked.name}; servers refuse it within {seconds:g} s")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ class SystemProcesses:
     state_dir: Path
     ports: Ports
     extra_env: dict[str, str] = field(default_factory=dict)
+    # a key with every scope that clients of this system send (civicflow.sandbox makes one; dev: cli.key)
+    api_key: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property

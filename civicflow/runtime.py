@@ -16,7 +16,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from civicflow.access import AccessControl, Gatekeeper, NoClients
+from civicflow.api_clients import PostgresClientDirectory
+from civicflow.apikeys import RateLimiter
 from civicflow.consumer import CaseEventConsumer
+from civicflow.grpc_tls import server_credentials
 from civicflow.metrics import GrpcMetrics, serve_metrics
 from civicflow.relay import Relay
 from civicflow.settings import KernelSettings
@@ -58,10 +62,20 @@ class ServiceProcess:
     tasks: list[Task] = field(default_factory=list)
 
 
-async def build_grpc_server(port: int, servicers: list[tuple[str, AddServicer]], service: str) -> grpc.aio.Server:
-    """A gRPC server with the given services plus health checking and reflection, bound to the port; its
-    calls counted and timed under the service's name."""
-    server = grpc.aio.server(interceptors=[GrpcMetrics(service)])
+async def build_grpc_server(
+    port: int,
+    servicers: list[tuple[str, AddServicer]],
+    service: str,
+    settings: KernelSettings | None = None,
+    access: AccessControl | None = None,
+) -> grpc.aio.Server:
+    """A gRPC server with the given services plus health checking and reflection, bound to the port on
+    the settings' host (TLS when they name a certificate); its calls counted and timed under the
+    service's name, and each checked by `access` (without one, no key is known: only health answers)."""
+    settings = settings or KernelSettings()
+    if access is None:
+        access = AccessControl(Gatekeeper(NoClients(), RateLimiter(settings.api_key_rate_per_second, 1)))
+    server = grpc.aio.server(interceptors=[GrpcMetrics(service), access])
     for _, add in servicers:
         add(server)
     health_servicer = health.aio.HealthServicer()
@@ -70,10 +84,25 @@ async def build_grpc_server(port: int, servicers: list[tuple[str, AddServicer]],
     for name in [*names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    address = f"{settings.grpc_bind_host}:{port}"
+    credentials = server_credentials(settings)
+    bound = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"gRPC port {port} is taken; set another with the service's *_GRPC_PORT setting")
     return server
+
+
+def access_control(settings: KernelSettings, engine: AsyncEngine) -> AccessControl:
+    """Keys looked up in the process's database; reflection open only in development."""
+    limiter = RateLimiter(settings.api_key_rate_per_second, settings.api_key_burst)
+    return AccessControl(
+        Gatekeeper(
+            PostgresClientDirectory(engine),
+            limiter,
+            cache_seconds=settings.api_key_cache_seconds,
+            open_reflection=settings.environment == "development",
+        )
+    )
 
 
 async def serve(process: ServiceProcess) -> None:
@@ -102,9 +131,16 @@ async def serve(process: ServiceProcess) -> None:
             await broker.start()
         if settings.metrics_port:
             stop_metrics = serve_metrics(settings.metrics_host, settings.metrics_port)
-        server = await build_grpc_server(process.grpc_port, process.servicers, process.name)
+        server = await build_grpc_server(
+            process.grpc_port, process.servicers, process.name, settings, access_control(settings, process.engine)
+        )
         await server.start()
-        log.info("service ready", grpc_port=process.grpc_port, metrics_port=settings.metrics_port)
+        log.info(
+            "service ready",
+            grpc_host=settings.grpc_bind_host,
+            grpc_port=process.grpc_port,
+            metrics_port=settings.metrics_port,
+        )
         await stop.wait()
     finally:
         log.info("service stopping")

@@ -11,7 +11,9 @@ from uuid import uuid4
 import asyncpg
 from cryptography.fernet import Fernet
 
-from civicflow.db import libpq_url
+from civicflow.api_clients import create_client
+from civicflow.apikeys import ALL_SCOPES, Scope
+from civicflow.db import libpq_url, make_engine
 from civicflow.infra import Infrastructure
 from civicflow.kafka import ensure_topics
 from civicflow.launcher import Ports, SystemProcesses
@@ -52,12 +54,21 @@ def own_topics(label: str) -> dict[str, str]:
     }
 
 
+async def client_key(database_url: str, name: str, scopes: frozenset[Scope]) -> str:
+    """A new API key in the database, for a test or benchmark client; the name gets a unique suffix."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        return (await create_client(engine, f"{name}-{uuid4().hex[:6]}", scopes)).reveal()
+    finally:
+        await engine.dispose()
+
+
 @contextlib.asynccontextmanager
 async def isolated_system(
     infra: Infrastructure, state_dir: Path, label: str, extra_env: Mapping[str, str] = {}
 ) -> AsyncIterator[SystemProcesses]:
-    """Every process of the system on free ports, its own topics and the given infrastructure's database;
-    all stopped on the way out."""
+    """Every process of the system on free ports, its own topics and the given infrastructure's database
+    (migrated); all stopped on the way out. `system.api_key` has every scope (client `<label>-client-<random>`)."""
     topics = own_topics(label)
     await ensure_topics(
         KernelSettings(
@@ -71,6 +82,7 @@ async def isolated_system(
         state_dir,
         Ports.free(),
         extra_env={**topics, "CIVICFLOW_PII_MASTER_KEY": Fernet.generate_key().decode(), **extra_env},
+        api_key=await client_key(infra.database_url, f"{label}-client", ALL_SCOPES),
     )
     try:
         await asyncio.to_thread(system.start_all)

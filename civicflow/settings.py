@@ -33,6 +33,29 @@ class KernelSettings(BaseSettings):
         default="",
         description="Interface every gRPC server binds; empty: 127.0.0.1 in development, 0.0.0.0 in production.",
     )
+    grpc_tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate chain the gRPC servers present; set with the key file to serve TLS."
+    )
+    grpc_tls_key_file: Path | None = Field(default=None, description="PEM private key of grpc_tls_cert_file.")
+    grpc_tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="Mutual TLS: the servers accept only clients with a certificate signed by this CA (PEM).",
+    )
+    grpc_tls_ca_file: Path | None = Field(
+        default=None,
+        description="Clients (the CLI): call the servers over TLS, trusting this CA (PEM); unset: plain text.",
+    )
+    grpc_tls_client_cert_file: Path | None = Field(
+        default=None, description="Clients under mutual TLS: their certificate (PEM), with grpc_tls_client_key_file."
+    )
+    grpc_tls_client_key_file: Path | None = None
+    api_key_rate_per_second: float = Field(
+        default=50.0, description="Calls a second each API key may make to one server process, on average."
+    )
+    api_key_burst: int = Field(default=100, description="Calls an API key may make at once above its rate.")
+    api_key_cache_seconds: float = Field(
+        default=5.0, description="How long a server trusts a key it looked up; a revoked key works at most this long."
+    )
     city_file: Path = Field(
         default=SAMPLE_CITY, description="The jurisdiction's city file: catalogue, service area, departments, rules."
     )
@@ -76,3 +99,8 @@ class KernelSettings(BaseSettings):
         default="",
         description="Key that wraps residents' per-case keys; empty means one generated under state_dir.",
     )
+
+    @property
+    def grpc_bind_host(self) -> str:
+        """The interface gRPC servers listen on: loopback in development unless told otherwise."""
+        return self.grpc_host or ("127.0.0.1" if self.environment == "development" else "0.0.0.0")

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
+from civicflow.apikeys import actor
 from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, EventMetadata, current_service_code
 from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.ids import uuid7
@@ -112,7 +113,7 @@ class Intake:
                 attributes=request.attributes,
                 flags=request.flags,
             )
-            metadata = EventMetadata(correlation_id=uuid7(), actor="intake", channel=request.channel)
+            metadata = EventMetadata(correlation_id=uuid7(), actor=actor("intake"), channel=request.channel)
             await self._store.append(tx, case_id, 0, [event], metadata, occurred_at=submitted_at)
         log.info("case submitted", case_id=str(case_id), service_code=request.service_code)
         return Accepted(case_id, number, submitted_at, replayed=False)
@@ -158,7 +159,9 @@ async def _recategorise_once(
         if previous == service_code:
             raise NothingToChange(f"the case is already {service_code}")
         change = CaseRecategorised(service_code=service_code, previous_service_code=previous, reason=reason)
-        metadata = EventMetadata(correlation_id=stream[0].metadata.correlation_id, actor="intake", channel="phone")
+        metadata = EventMetadata(
+            correlation_id=stream[0].metadata.correlation_id, actor=actor("intake"), channel="phone"
+        )
         await store.append(tx, case_id, stream[-1].version, [change], metadata)
     log.info("case recategorised", case_id=str(case_id), service_code=service_code)
     return previous

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
+from civicflow.apikeys import actor
 from civicflow.eventstore import EventStore
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import routing_pb2, routing_pb2_grpc
@@ -17,6 +19,8 @@ from services.router.decide import facts_of
 from services.router.engine import CaseFacts, Routed
 from services.router.rulebook import RuleBook
 from services.router.rules import RuleSetError
+
+log = structlog.get_logger(__name__)
 
 
 def draft_facts(draft: routing_pb2.DraftRequest) -> CaseFacts:
@@ -98,8 +102,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         try:
             previous, version = self._rules.replace(Path(request.path) if request.path else None)
         except RuleSetError as exc:
+            log.warning("rule set reload refused", by=actor("router"))
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"rule set refused; the old one stays:\n{exc}")
             raise
+        log.info("rule set reloaded", by=actor("router"), rule_set_version=version, previous_version=previous)
         return routing_pb2.ReloadRulesResponse(rule_set_version=version, previous_version=previous)
 
     async def _facts_of_case(self, number: str) -> CaseFacts | None:

@@ -11,6 +11,7 @@ import grpc
 import pytest
 from sqlalchemy import Row, text
 
+from civicflow.access import SendsApiKey
 from civicflow.db import make_engine
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
@@ -31,6 +32,9 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
             # Code Enforcement turns graffiti down, to show a case being rerouted.
             "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
             "CIVICFLOW_RULES_DIR": str(state_dir / "rules"),
+            # polling many cases in a tight loop is more than a real client's rate; tests/integration covers the limit
+            "CIVICFLOW_API_KEY_RATE_PER_SECOND": "10000",
+            "CIVICFLOW_API_KEY_BURST": "10000",
         }
         async with isolated_system(own, state_dir, "e2e", extra_env) as system:
             yield system
@@ -45,10 +49,13 @@ async def clients(system: SystemProcesses) -> AsyncIterator[Clients]:
 
 
 class Clients:
+    """Stubs of the system's services; every call carries the system's API key (every scope)."""
+
     def __init__(self, system: SystemProcesses) -> None:
-        self._intake = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.intake}")
-        self._query = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.query}")
-        self._router = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.router}")
+        keyed = [SendsApiKey(system.api_key)]
+        self._intake = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.intake}", interceptors=keyed)
+        self._query = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.query}", interceptors=keyed)
+        self._router = grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.router}", interceptors=keyed)
         self.intake = intake_pb2_grpc.IntakeServiceStub(self._intake)
         self.query = query_pb2_grpc.CaseQueryServiceStub(self._query)
         self.routing = routing_pb2_grpc.RoutingServiceStub(self._router)

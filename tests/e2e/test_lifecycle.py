@@ -213,3 +213,49 @@ async def test_every_service_serves_prometheus_metrics_of_what_it_handled(
         {("service", "intake"), ("method", "/civicflow.v1.IntakeService/SubmitRequest"), ("code", "OK")}
     )
     assert scraped["intake"][("civicflow_grpc_requests_total", submitted)] >= 1
+
+
+async def test_calls_without_a_key_are_refused_and_a_case_names_the_client_that_submitted_it(
+    system: SystemProcesses, clients: Clients, tmp_path: Path
+) -> None:
+    from civicflow.v1 import intake_pb2_grpc, query_pb2_grpc, routing_pb2, routing_pb2_grpc
+
+    unkeyed = {
+        "intake": lambda ch: intake_pb2_grpc.IntakeServiceStub(ch).SubmitRequest(pothole(), timeout=10),
+        "query": lambda ch: query_pb2_grpc.CaseQueryServiceStub(ch).GetCase(
+            query_pb2.GetCaseRequest(tracking_number="QGPE-J5T"), timeout=10
+        ),
+        "router": lambda ch: routing_pb2_grpc.RoutingServiceStub(ch).ExplainRoute(
+            routing_pb2.ExplainRouteRequest(tracking_number="QGPE-J5T"), timeout=10
+        ),
+    }
+    for service, call in unkeyed.items():
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{system.ports.grpc(service)}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(channel)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, service
+        assert "no API key" in (refused.value.details() or "")
+
+    reply = await clients.intake.SubmitRequest(pothole())
+    [actor] = await stored_rows(
+        system,
+        "SELECT metadata->>'actor' FROM events.case_events WHERE case_id = :c AND type = 'CaseSubmitted'",
+        c=reply.case_id,
+    )
+    assert actor[0].startswith("client:e2e-client-")
+
+    # the CLI sends CIVICFLOW_API_KEY; without it (and no cli.key in its state folder) it is told what to do
+    await eventually(lambda: view_reached(clients, reply.tracking_number, "submitted"), what="the case in the query")
+    env = {
+        **os.environ,
+        "CIVICFLOW_STATE_DIR": str(tmp_path),
+        "CIVICFLOW_QUERY_ADDRESS": f"127.0.0.1:{system.ports.query}",
+    }
+    track = [sys.executable, "-m", "civicflow.cli", "track", reply.tracking_number]
+    keyed = await asyncio.to_thread(
+        subprocess.run, track, env={**env, "CIVICFLOW_API_KEY": system.api_key}, capture_output=True, text=True
+    )
+    assert keyed.returncode == 0 and reply.tracking_number in keyed.stdout, keyed.stderr
+    env.pop("CIVICFLOW_API_KEY", None)
+    bare = await asyncio.to_thread(subprocess.run, track, env=env, capture_output=True, text=True)
+    assert bare.returncode == 1 and "civicflow keys create" in bare.stderr
