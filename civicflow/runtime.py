@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.consumer import CaseEventConsumer
+from civicflow.grpc_guard import SERVER_OPTIONS, RequestGuard
 from civicflow.metrics import GrpcMetrics, serve_metrics
 from civicflow.relay import Relay
 from civicflow.settings import KernelSettings
@@ -61,7 +62,8 @@ class ServiceProcess:
 async def build_grpc_server(port: int, servicers: list[tuple[str, AddServicer]], service: str) -> grpc.aio.Server:
     """A gRPC server with the given services plus health checking and reflection, bound to the port; its
     calls counted and timed under the service's name."""
-    server = grpc.aio.server(interceptors=[GrpcMetrics(service)])
+    # the guard innermost, so the metrics count the statuses it gives
+    server = grpc.aio.server(interceptors=[GrpcMetrics(service), RequestGuard()], options=SERVER_OPTIONS)
     for _, add in servicers:
         add(server)
     health_servicer = health.aio.HealthServicer()
