@@ -26,6 +26,7 @@ _TEXT_LIMITS = {"description": 4000, "channel": 16}
 _MAX_ATTRIBUTES, _MAX_KEY, _MAX_VALUE, _MAX_FLAGS, _MAX_FLAG = 50, 64, 500, 10, 40
 _MAX_TRACKING_NUMBER_CHARS = 32
 _MAX_PATH_CHARS = 1024
+_MAX_PROBLEMS_SHOWN = 20
 # submitted_at between 2000 and 2100: due dates are counted on calendars from there, and a year 9999
 # would overflow the date arithmetic rather than explain anything.
 _EARLIEST, _LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
@@ -184,11 +185,16 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         return resolved, None
 
     def _without_folders(self, error: RuleSetError) -> str:
-        """The problems with file names shown relative to the rules folder, never the server's own paths."""
+        """The problems with file names shown relative to the rules folder, never the server's own paths;
+        the first 20, so a reply stays within what clients read (`civicflow rules check` lists them all)."""
         text = str(error)
         for folder in sorted({self._rules.rules_dir, self._rules.path.parent}, key=lambda p: -len(str(p))):
             text = text.replace(f"{folder}/", "").replace(str(folder), ".")
-        return text
+        problems = [line[:300] for line in text.splitlines()]
+        if len(problems) > _MAX_PROBLEMS_SHOWN:
+            more = len(problems) - _MAX_PROBLEMS_SHOWN
+            problems = [*problems[:_MAX_PROBLEMS_SHOWN], f"… and {more} more: `civicflow rules check` lists them all"]
+        return "\n".join(problems)
 
     async def _facts_of_case(self, number: str) -> CaseFacts | None:
         async with self._engine.connect() as conn:
