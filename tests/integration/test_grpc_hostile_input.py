@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from services.intake.handlers import Intake
 from services.query.grpc_api import CaseQueryServicer
 from services.router.grpc_api import RoutingServicer
 from services.router.rulebook import RuleBook
+from tests.grpc_metadata import call_metadata
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
@@ -77,11 +78,6 @@ HONEST = {
     grpc.StatusCode.FAILED_PRECONDITION,
 }
 EXAMPLES = 200
-
-
-def call_metadata() -> Sequence[tuple[str, str]]:
-    """Metadata every call carries; the one place to add credentials when the servers ask for them."""
-    return ()
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 from civicflow.grpc_errors import field_violations
 from civicflow.runtime import build_grpc_server
 from civicflow.v1 import query_pb2, query_pb2_grpc
+from tests.grpc_metadata import call_metadata
 
 GET_CASE = "/civicflow.v1.CaseQueryService/GetCase"
 
@@ -47,7 +48,7 @@ async def test_corrupt_bytes_or_invalid_utf8_are_an_invalid_argument_naming_the_
 ) -> None:
     send = channel.unary_unary(GET_CASE, request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await send(payload)
+        await send(payload, metadata=call_metadata())
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(refused.value) == [
         ("request", "is not a valid GetCaseRequest (corrupt bytes or invalid UTF-8)")
@@ -58,9 +59,11 @@ async def test_an_exception_a_servicer_let_escape_is_internal_with_an_error_id_a
     channel: grpc.aio.Channel,
 ) -> None:
     stub = query_pb2_grpc.CaseQueryServiceStub(channel)
-    assert (await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="ok"))).tracking_number == "ok"
+    assert (
+        await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="ok"), metadata=call_metadata())
+    ).tracking_number == "ok"
     with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="fail"))
+        await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="fail"), metadata=call_metadata())
     assert failed.value.code() == grpc.StatusCode.INTERNAL
     details = failed.value.details() or ""
     assert "error id" in details
@@ -70,5 +73,5 @@ async def test_an_exception_a_servicer_let_escape_is_internal_with_an_error_id_a
 async def test_a_request_over_the_servers_limit_is_refused_by_grpc_itself(channel: grpc.aio.Channel) -> None:
     stub = query_pb2_grpc.CaseQueryServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="x" * (2 * 1024 * 1024)))
+        await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="x" * (2 * 1024 * 1024)), metadata=call_metadata())
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
