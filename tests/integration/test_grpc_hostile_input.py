@@ -445,3 +445,55 @@ async def test_a_request_over_the_servers_limit_is_refused_before_any_servicer_r
     over_ours = intake_pb2.SubmitRequestRequest(service_code="POTHOLE", description="x" * (65 * 1024))
     code, _ = await asyncio.to_thread(caller.message, SUBMIT, over_ours)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_reload_rules_takes_only_rule_sets_in_its_folder_and_never_shows_where_or_what_is_inside(
+    caller: Caller, rules_dir: Path
+) -> None:
+    async def reload(path: str) -> tuple[grpc.StatusCode, str]:
+        send = caller.channel.unary_unary(RELOAD, request_serializer=None, response_deserializer=None)
+        payload = routing_pb2.ReloadRulesRequest(path=path).SerializeToString()
+        try:
+            await asyncio.to_thread(send, payload, metadata=call_metadata(), timeout=30)
+        except grpc.RpcError as error:
+            return error.code(), error.details() or ""
+        return grpc.StatusCode.OK, ""
+
+    expectations = [
+        ("rules\x00.yaml", grpc.StatusCode.INVALID_ARGUMENT, "path: contains the control character U+0000"),
+        ("x" * 2000, grpc.StatusCode.INVALID_ARGUMENT, "a rule-set path is at most 1024"),
+        ("/etc/passwd", grpc.StatusCode.INVALID_ARGUMENT, "only rule sets under the router's rules folder"),
+        ("../../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT, "only rule sets under the router's rules folder"),
+        ("secret.txt", grpc.StatusCode.INVALID_ARGUMENT, "ending in .yaml or .yml"),
+        ("broken.yaml", grpc.StatusCode.FAILED_PRECONDITION, "broken.yaml: not valid YAML: line "),
+        ("binary.yaml", grpc.StatusCode.FAILED_PRECONDITION, "binary.yaml: not a rule set: not UTF-8"),
+        ("missing.yaml", grpc.StatusCode.FAILED_PRECONDITION, "missing.yaml: cannot read the rule set"),
+        (str(rules_dir / "invalid.yaml"), grpc.StatusCode.FAILED_PRECONDITION, "invalid.yaml: rules:"),
+        ("sample_city.yaml", grpc.StatusCode.OK, ""),
+    ]
+    for path, code, says in expectations:
+        answered, details = await reload(path)
+        assert (answered, path) == (code, path)
+        assert says in details, details
+        assert str(rules_dir) not in details and MARKER not in details and "/work" not in details, details
+
+
+async def test_explain_route_checks_a_draft_as_intake_would(caller: Caller) -> None:
+    draft = routing_pb2.DraftRequest(
+        service_code="TREE TRIM",
+        description="branches\x00",
+        location=common_pb2.Location(lat=float("nan"), long=-87.65),
+    )
+    draft.submitted_at.seconds = 2**40
+    send = caller.channel.unary_unary(EXPLAIN, request_serializer=None, response_deserializer=None)
+    payload = routing_pb2.ExplainRouteRequest(draft=draft).SerializeToString()
+    with pytest.raises(grpc.RpcError) as refused:
+        await asyncio.to_thread(send, payload, metadata=call_metadata(), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(refused.value)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    problems = {v.field: v.description for v in bad_request.field_violations}
+    assert set(problems) == {"draft.service_code", "draft.description", "draft.location.lat", "draft.submitted_at"}
+    assert "must be a number" in problems["draft.location.lat"]
