@@ -11,8 +11,8 @@ from uuid import uuid4
 
 import grpc
 import structlog
+from sqlalchemy.exc import DBAPIError
 
-from civicflow.consumer import describe_error
 from civicflow.grpc_errors import abort_with, invalid_argument
 
 log = structlog.get_logger(__name__)
@@ -26,6 +26,14 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
     ("grpc.max_metadata_size", MAX_METADATA_BYTES),
 ]
+
+
+def _kind(exc: BaseException) -> str:
+    """What failed, for the log: the exception's kind (and the driver's, for a database error), never its
+    message, which can hold what the resident sent (an address, an email) or the SQL with its values."""
+    if isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__} ({type(exc.orig).__name__})"
+    return type(exc).__name__
 
 
 class Undecodable:
@@ -60,7 +68,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio has no type hints
     """Answers undecodable requests with INVALID_ARGUMENT, and an exception a servicer did not turn into
-    a status with INTERNAL and an error id that is logged with what went wrong (kinds and codes, no values).
+    a status with INTERNAL and an error id, logged with the error's kind and where it was raised.
     Streaming methods (health Watch, reflection) pass through: none of ours streams."""
 
     async def intercept_service(
@@ -92,7 +100,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.ai
                 error_id = uuid4().hex[:12]
                 frames = traceback.extract_tb(exc.__traceback__)
                 where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-                log.error("gRPC call failed", method=method, error_id=error_id, error=describe_error(exc), where=where)
+                log.error("gRPC call failed", method=method, error_id=error_id, error=_kind(exc), where=where)
                 await context.abort(
                     grpc.StatusCode.INTERNAL,
                     f"the server could not answer this request; quote error id {error_id} when you report it",

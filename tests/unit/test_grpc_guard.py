@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from structlog.testing import capture_logs
 
 from civicflow.grpc_errors import field_violations
 from civicflow.runtime import build_grpc_server
@@ -62,12 +63,15 @@ async def test_an_exception_a_servicer_let_escape_is_internal_with_an_error_id_a
     assert (
         await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="ok"), metadata=call_metadata())
     ).tracking_number == "ok"
-    with pytest.raises(grpc.aio.AioRpcError) as failed:
+    with capture_logs() as logs, pytest.raises(grpc.aio.AioRpcError) as failed:
         await stub.GetCase(query_pb2.GetCaseRequest(tracking_number="fail"), metadata=call_metadata())
     assert failed.value.code() == grpc.StatusCode.INTERNAL
     details = failed.value.details() or ""
     assert "error id" in details
     assert not any(leak in details for leak in ("SELECT", "RuntimeError", "/work", "File"))
+    [logged] = [entry for entry in logs if entry["event"] == "gRPC call failed"]
+    assert logged["error_id"] in details and logged["error"] == "RuntimeError"
+    assert "SELECT" not in str(logged), "the log carried the exception's message, which can hold personal data"
 
 
 async def test_a_request_over_the_servers_limit_is_refused_by_grpc_itself(channel: grpc.aio.Channel) -> None:
