@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
 from civicflow.city import ServiceArea
-from civicflow.eventstore import EventStore
+from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import intake_pb2, intake_pb2_grpc
 from services.intake.domain import (
@@ -91,6 +91,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             raise
         except NothingToChange as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
+        except ConcurrencyConflict:  # the router or notifier kept appending to the case through every retry
+            await context.abort(grpc.StatusCode.ABORTED, "the case changed while it was being corrected; try again")
             raise
         return intake_pb2.RecategoriseCaseResponse(previous_service_code=previous)
 
