@@ -80,7 +80,10 @@ def make_request(run_id: str, n: int) -> intake_pb2.SubmitRequestRequest:
         service_code=service_code,
         description=f"bench request {n}: {service_code.lower().replace('_', ' ')} reported by a resident",
         location=common_pb2.Location(
-            lat=41.85 + (n % 100) * 0.001, long=-87.65 + (n % 37) * 0.001, address=f"{100 + n} W Madison St"
+            # inside Sample City's service area (lat 41.85..41.92, long -87.70..-87.60): intake refuses others
+            lat=41.86 + (n % 50) * 0.001,
+            long=-87.65 + (n % 37) * 0.001,
+            address=f"{100 + n} W Madison St",
         ),
         contact=intake_pb2.ResidentContact(
             name=f"Resident {n}",

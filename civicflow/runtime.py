@@ -20,6 +20,7 @@ from civicflow.access import AccessControl, Gatekeeper, NoClients
 from civicflow.api_clients import PostgresClientDirectory
 from civicflow.apikeys import RateLimiter
 from civicflow.consumer import CaseEventConsumer
+from civicflow.grpc_guard import SERVER_OPTIONS, RequestGuard
 from civicflow.grpc_tls import server_credentials
 from civicflow.metrics import GrpcMetrics, serve_metrics
 from civicflow.relay import Relay
@@ -75,7 +76,8 @@ async def build_grpc_server(
     settings = settings or KernelSettings()
     if access is None:
         access = AccessControl(Gatekeeper(NoClients(), RateLimiter(settings.api_key_rate_per_second, 1)))
-    server = grpc.aio.server(interceptors=[GrpcMetrics(service), access])
+    # metrics outermost, so they count every status; the guard innermost, so a refused call never reaches it
+    server = grpc.aio.server(interceptors=[GrpcMetrics(service), access, RequestGuard()], options=SERVER_OPTIONS)
     for _, add in servicers:
         add(server)
     health_servicer = health.aio.HealthServicer()

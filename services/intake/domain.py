@@ -3,18 +3,109 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from civicflow.city import ServiceArea
 from civicflow.events import Location
 from civicflow.pii import ResidentContact
+from civicflow.plain_text import control_character_problem
 
 Channel = Literal["phone", "web", "app", "system"]
 PreferredChannel = Literal["email", "sms", "voice", "none"]
 SERVICE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 _PHONE = re.compile(r"^\+?[0-9 ().-]{7,20}$")
+# A whole SubmitRequest, serialized. Every field's own limit together stays under this; anything larger
+# is not a resident's request, and would sit in every event, topic and read model that carries the case.
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_REASON_CHARS = 500
+# Longest text a person might type for a tracking number (spaces and dashes included); more is not one.
+MAX_TRACKING_NUMBER_CHARS = 32
+_NON_ASCII_MAILBOX = (
+    "the part before @ must be ASCII letters, digits or . _ + - ; this server cannot deliver to it"
+    " (internationalised domains after @ are fine)"
+)
+
+
+def _plain(allowed: str) -> Any:
+    def check(value: str) -> str:
+        problem = control_character_problem(value, allowed)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+def _deliverable(value: str) -> str:
+    """The address as our SMTP client can send to it: an internationalised domain in its ASCII (IDNA) form.
+    The notifier's client may not speak SMTPUTF8, so a mailbox name outside ASCII is refused here, where
+    the caller can still give another address, rather than failing silently at the first email."""
+    if not value.rpartition("@")[0].isascii():
+        raise ValueError(_NON_ASCII_MAILBOX)
+    try:
+        parts = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    return str(parts.ascii_email)
+
+
+def _phone(value: str) -> str:
+    if not _PHONE.match(value):
+        raise ValueError("phone must be 7 to 20 digits, optionally with +, spaces, dots, dashes or brackets")
+    return value
+
+
+OneLine = _plain("")
+# Values: at most ~1 KiB each in UTF-8, so the largest request stays well under the broker's 1 MB.
+AttributeKey = Annotated[str, Field(min_length=1, max_length=64), OneLine]
+AttributeValue = Annotated[str, Field(max_length=500), OneLine]
+Flag = Annotated[str, Field(max_length=40, pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
+class ReportedLocation(Location):
+    """Where the resident says the problem is: a real place, described in plain text."""
+
+    address: Annotated[str, Field(max_length=300), OneLine] | None = None
+
+    @field_validator("lat", "long", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        # before the range check, which would otherwise say "≤ 90" of a NaN
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a number of degrees, not NaN or infinity")
+        return value
+
+    @model_validator(mode="after")
+    def _not_null_island(self) -> ReportedLocation:
+        if self.lat == 0 and self.long == 0:
+            raise ValueError(
+                "lat 0, long 0 is a device without a position fix, not a place in a city;"
+                " give the point where the problem is, or only the address"
+            )
+        return self
+
+
+class ContactDetails(ResidentContact):
+    """A resident's contact as intake takes it: bounded, plain text, an email the notifier can deliver."""
+
+    name: Annotated[str, Field(max_length=200), OneLine] | None = None
+    email: Annotated[str, Field(max_length=254), OneLine, AfterValidator(_deliverable)] | None = None
+    phone: Annotated[str, Field(max_length=32), AfterValidator(_phone)] | None = None
 
 
 class ServiceRequest(BaseModel):
@@ -23,26 +114,34 @@ class ServiceRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     service_code: str = Field(min_length=1, max_length=64, pattern=SERVICE_CODE.pattern)
-    description: str = Field(min_length=1, max_length=4000)
-    location: Location
-    contact: ResidentContact | None = None
+    description: Annotated[str, Field(min_length=1, max_length=4000), _plain("\n\t")]
+    location: ReportedLocation
+    contact: ContactDetails | None = None
     preferred_channel: PreferredChannel | None = None
     channel: Channel = "web"
-    attributes: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=500)]] = Field(
-        default_factory=dict, max_length=50
-    )
-    flags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]] = Field(default_factory=list, max_length=10)
+    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=50)
+    flags: list[Flag] = Field(default_factory=list, max_length=10)
 
-    @field_validator("contact")
+    @field_validator("description", mode="before")
     @classmethod
-    def _phone_looks_like_one(cls, contact: ResidentContact | None) -> ResidentContact | None:
-        if contact is not None and contact.phone and not _PHONE.match(contact.phone):
-            raise ValueError("phone must be 7 to 20 digits, optionally with +, spaces, dots, dashes or brackets")
-        return contact
+    def _one_kind_of_line_break(cls, value: Any) -> Any:
+        return value.replace("\r\n", "\n") if isinstance(value, str) else value  # a web form's CRLF is fine
+
+    @field_validator("location")
+    @classmethod
+    def _inside_the_city(cls, location: ReportedLocation, info: ValidationInfo) -> ReportedLocation:
+        area = (info.context or {}).get("service_area")
+        if isinstance(area, ServiceArea) and location.lat is not None and location.long is not None:
+            if not area.covers(location.lat, location.long):
+                raise ValueError(
+                    f"the point is outside {area.name}'s service area; give a point inside it, or only the"
+                    " address if the problem is in the city"
+                )
+        return location
 
     @model_validator(mode="after")
     def _preferred_channel_is_reachable(self) -> ServiceRequest:
-        contact = self.contact or ResidentContact()
+        contact = self.contact or ContactDetails()
         if self.preferred_channel == "email" and not contact.email:
             raise ValueError("preferred channel is email but no email address was given")
         if self.preferred_channel in ("sms", "voice") and not contact.phone:
@@ -57,25 +156,43 @@ class ServiceRequest(BaseModel):
         ).hexdigest()
 
 
-# pydantic paths → the request's field names as a client sees them
-_FIELD_NAMES = {"long": "location.long", "lat": "location.lat"}
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    """The request's field as a client names it. A map key is shown only when it is a plain word: the
+    key itself may be what is wrong (a NUL, 60 KB), and the name goes back in the reply."""
+    if loc and loc[0] == "attributes":
+        key = loc[1] if len(loc) > 1 else None
+        return f"attributes.{key}" if isinstance(key, str) and _SAFE_KEY.match(key) else "attributes"
+    path = ".".join(str(part) for part in loc) or "request"
+    return {"long": "location.long", "lat": "location.lat"}.get(path, path)
 
 
 def field_violations(error: ValidationError) -> list[tuple[str, str]]:
     violations = []
-    for item in error.errors(include_input=False, include_url=False):
-        path = ".".join(str(part) for part in item["loc"]) or "request"
+    for item in error.errors(include_input=False, include_url=False, include_context=False):
         message = item["msg"].removeprefix("Value error, ")
-        violations.append((_FIELD_NAMES.get(path, path), message))
-    return violations
+        violations.append((_field_name(item["loc"]), message))
+    return list(dict.fromkeys(violations))  # one bad map key can fail twice (as a key and by its value)
 
 
-def validate_request(raw: dict[str, Any]) -> ServiceRequest | list[tuple[str, str]]:
-    """The accepted request, or every (field, what is wrong) at once so the caller can fix them together."""
+def validate_request(
+    raw: dict[str, Any], service_area: ServiceArea | None = None
+) -> ServiceRequest | list[tuple[str, str]]:
+    """The accepted request, or every (field, what is wrong) at once so the caller can fix them together.
+    A point must lie in the service area when the city file names one."""
     try:
-        return ServiceRequest.model_validate(raw)
+        return ServiceRequest.model_validate(raw, context={"service_area": service_area})
     except ValidationError as exc:
         return field_violations(exc)
 
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+def reason_violations(reason: str) -> list[tuple[str, str]]:
+    """What is wrong with a call-taker's reason for a correction (it stays in the case's history)."""
+    if not reason.strip():
+        return [("reason", "say why, for the case's history")]
+    if len(reason) > MAX_REASON_CHARS:
+        return [("reason", f"has {len(reason)} characters; say why in at most {MAX_REASON_CHARS}")]
+    problem = control_character_problem(reason, "\n\t")
+    return [("reason", problem)] if problem else []

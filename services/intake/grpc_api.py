@@ -8,10 +8,18 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
-from civicflow.eventstore import EventStore
+from civicflow.city import ServiceArea
+from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import intake_pb2, intake_pb2_grpc
-from services.intake.domain import IDEMPOTENCY_KEY, SERVICE_CODE, validate_request
+from services.intake.domain import (
+    IDEMPOTENCY_KEY,
+    MAX_REQUEST_BYTES,
+    MAX_TRACKING_NUMBER_CHARS,
+    SERVICE_CODE,
+    reason_violations,
+    validate_request,
+)
 from services.intake.handlers import CaseNotFound, IdempotencyKeyReused, Intake, NothingToChange, recategorise
 
 _PREFERRED = {
@@ -49,28 +57,34 @@ def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
-    def __init__(self, intake: Intake, engine: AsyncEngine, store: EventStore) -> None:
+    def __init__(
+        self, intake: Intake, engine: AsyncEngine, store: EventStore, service_area: ServiceArea | None = None
+    ) -> None:
         self._intake = intake
         self._engine = engine
         self._store = store
+        self._service_area = service_area
 
     async def RecategoriseCase(
         self, request: intake_pb2.RecategoriseCaseRequest, context: grpc.aio.ServicerContext
     ) -> intake_pb2.RecategoriseCaseResponse:
         violations = []
-        try:
-            number = tracking.parse(request.tracking_number)
-        except tracking.InvalidTrackingNumber as exc:
-            violations.append(("tracking_number", str(exc)))
-        if not SERVICE_CODE.match(request.service_code):
-            violations.append(("service_code", "give the service code, letters, digits, _ . or -"))
-        if not request.reason.strip():
-            violations.append(("reason", "say why, for the case's history"))
+        number = ""
+        if len(request.tracking_number) > MAX_TRACKING_NUMBER_CHARS:
+            violations.append(("tracking_number", "a tracking number is 7 letters and digits, like 4K7Q-M2D"))
+        else:
+            try:
+                number = tracking.parse(request.tracking_number)
+            except tracking.InvalidTrackingNumber as exc:
+                violations.append(("tracking_number", str(exc)))
+        if not SERVICE_CODE.fullmatch(request.service_code):
+            violations.append(("service_code", "give the service code: 1 to 64 letters, digits, _ . or -"))
+        violations += reason_violations(request.reason)
         if violations:
             await abort_with(context, invalid_argument(violations))
         try:
             previous = await recategorise(
-                self._engine, self._store, number, request.service_code, request.reason.strip()[:500]
+                self._engine, self._store, number, request.service_code, request.reason.strip()
             )
         except CaseNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
@@ -78,14 +92,25 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         except NothingToChange as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             raise
+        except ConcurrencyConflict:  # the router or notifier kept appending to the case through every retry
+            await context.abort(grpc.StatusCode.ABORTED, "the case changed while it was being corrected; try again")
+            raise
         return intake_pb2.RecategoriseCaseResponse(previous_service_code=previous)
 
     async def SubmitRequest(
         self, request: intake_pb2.SubmitRequestRequest, context: grpc.aio.ServicerContext
     ) -> intake_pb2.SubmitRequestResponse:
-        result = validate_request(request_fields(request))
+        size = request.ByteSize()
+        if size > MAX_REQUEST_BYTES:  # before reading any field: nothing this large is one resident's request
+            await abort_with(
+                context,
+                invalid_argument(
+                    [("request", f"is {size} bytes; at most {MAX_REQUEST_BYTES} are taken: shorten its texts")]
+                ),
+            )
+        result = validate_request(request_fields(request), self._service_area)
         violations = result if isinstance(result, list) else []
-        if request.idempotency_key and not IDEMPOTENCY_KEY.match(request.idempotency_key):
+        if request.idempotency_key and not IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             violations.append(("idempotency_key", "must be 1 to 128 printable ASCII characters without spaces"))
         if violations or isinstance(result, list):
             await abort_with(context, invalid_argument(violations))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from civicflow.city import load_city
 from civicflow.db import make_engine
 from civicflow.eventstore import PostgresEventStore
 from civicflow.logging import configure_logging
@@ -21,7 +22,9 @@ def bootstrap(settings: IntakeSettings) -> ServiceProcess:
     engine = make_engine(settings.database_url, pool_size=20)
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     store = PostgresEventStore()
-    servicer = IntakeServicer(Intake(engine, store, vault), engine, store)
+    # the city file names the service area; a point outside it is refused at intake
+    city = load_city(settings.city_file)
+    servicer = IntakeServicer(Intake(engine, store, vault), engine, store, city.service_area)
     service_name = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
     return ServiceProcess(
         "intake",

@@ -236,21 +236,33 @@ def parse_rule_set(raw: Any, source: str) -> RuleSet:
         raise RuleSetError("\n".join(problems)) from exc
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's quote of the offending lines: a reload request can name a file
+    that is not a rule set, and its lines would go back to whoever asked."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or "cannot be parsed"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else str(problem)
+
+
 def read_rule_set(path: Path) -> tuple[RuleSet, dict[str, Any]]:
     """The rule set in path and the GeoJSON of its areas (read relative to the file)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise RuleSetError(f"{path}: cannot read the rule set: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RuleSetError(f"{path}: not a rule set: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
-        raise RuleSetError(f"{path}: not valid YAML: {exc}") from exc
+        raise RuleSetError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     rule_set = parse_rule_set(raw, str(path))
     geojson: dict[str, Any] = {}
     for source in rule_set.areas:
         area_path = (path.parent / source.file).resolve()
         try:
             geojson[source.file] = json.loads(area_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except OSError as exc:  # its strerror, not str(exc): that names the file's absolute path
+            raise RuleSetError(f"{path}: areas file {source.file}: cannot read it: {exc.strerror}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RuleSetError(f"{path}: areas file {source.file}: cannot read it as GeoJSON: {exc}") from exc
     return rule_set, geojson
 

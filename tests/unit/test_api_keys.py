@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
@@ -24,6 +23,7 @@ from civicflow.apikeys import (
     secret_matches,
 )
 from civicflow.v1 import intake_pb2, query_pb2, routing_pb2
+from tests.grpc_metadata import ClientsInMemory
 
 SUBMIT = "/civicflow.v1.IntakeService/SubmitRequest"
 RELOAD = "/civicflow.v1.RoutingService/ReloadRules"
@@ -112,28 +112,6 @@ def test_short_memory_forgets_after_its_time() -> None:
     assert memory.recall("k") == (False, None)
 
 
-@dataclass
-class Directory:
-    clients: dict[str, ApiClient] = field(default_factory=dict)
-    lookups: int = 0
-    used: list[str] = field(default_factory=list)
-
-    def add(self, name: str, scopes: frozenset[Scope], revoked: bool = False) -> str:
-        key = ApiKey.issue()
-        now = datetime.now(UTC)
-        self.clients[key.key_id] = ApiClient(
-            key.key_id, name, key.secret_hash, scopes, now, None, now if revoked else None
-        )
-        return key.reveal()
-
-    async def find(self, key_id: str) -> ApiClient | None:
-        self.lookups += 1
-        return self.clients.get(key_id)
-
-    async def mark_used(self, key_id: str) -> None:
-        self.used.append(key_id)
-
-
 def bearer(key: str) -> list[tuple[str, str | bytes]]:
     return [("authorization", f"Bearer {key}")]
 
@@ -145,7 +123,7 @@ async def refusal(gatekeeper: Gatekeeper, method: str, metadata: list[tuple[str,
 
 
 async def test_the_gatekeeper_names_the_client_or_says_why_not() -> None:
-    directory, clock = Directory(), FakeClock()
+    directory, clock = ClientsInMemory(), FakeClock()
     gatekeeper = Gatekeeper(directory, RateLimiter(100, 100, clock), clock=clock)
     callcentre = directory.add("callcentre", frozenset({Scope.SUBMIT, Scope.TRACK}))
     gone = directory.add("old-portal", ALL_SCOPES, revoked=True)
@@ -167,7 +145,7 @@ async def test_the_gatekeeper_names_the_client_or_says_why_not() -> None:
 
 
 async def test_reflection_is_open_only_when_asked_and_otherwise_takes_any_valid_key() -> None:
-    directory, clock = Directory(), FakeClock()
+    directory, clock = ClientsInMemory(), FakeClock()
     method = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
     open_ = Gatekeeper(directory, RateLimiter(100, 100, clock), open_reflection=True, clock=clock)
     assert await open_.admit(method, []) is None
@@ -177,7 +155,7 @@ async def test_reflection_is_open_only_when_asked_and_otherwise_takes_any_valid_
 
 
 async def test_a_looked_up_key_is_remembered_briefly_so_revocation_lands_within_that_time() -> None:
-    directory, clock = Directory(), FakeClock()
+    directory, clock = ClientsInMemory(), FakeClock()
     gatekeeper = Gatekeeper(directory, RateLimiter(100, 100, clock), cache_seconds=5, clock=clock)
     key = directory.add("portal", frozenset({Scope.SUBMIT}))
     for _ in range(3):
@@ -191,7 +169,7 @@ async def test_a_looked_up_key_is_remembered_briefly_so_revocation_lands_within_
 
 
 async def test_over_the_rate_a_key_is_told_when_to_retry_before_any_lookup() -> None:
-    directory, clock = Directory(), FakeClock()
+    directory, clock = ClientsInMemory(), FakeClock()
     gatekeeper = Gatekeeper(directory, RateLimiter(per_second=4, burst=2, clock=clock), clock=clock)
     key = directory.add("portal", frozenset({Scope.SUBMIT}))
     await gatekeeper.admit(SUBMIT, bearer(key))
@@ -208,7 +186,7 @@ async def test_over_the_rate_a_key_is_told_when_to_retry_before_any_lookup() -> 
 
 
 async def test_a_database_away_is_unavailable_not_unknown() -> None:
-    class Away(Directory):
+    class Away(ClientsInMemory):
         async def find(self, key_id: str) -> ApiClient | None:
             raise ConnectionRefusedError
 

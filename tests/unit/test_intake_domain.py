@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 
-from services.intake.domain import ServiceRequest, validate_request
+from civicflow.city import load_city
+from civicflow.settings import SAMPLE_CITY
+from services.intake.domain import ContactDetails, ServiceRequest, reason_violations, validate_request
+
+SAMPLE_AREA = load_city(SAMPLE_CITY).service_area
 
 GOOD: dict[str, Any] = {
     "service_code": "POTHOLE",
@@ -37,7 +41,7 @@ def test_a_complete_request_is_accepted() -> None:
         ({"location": {"lat": 41.0}}, "location", "both lat and long"),
         ({"location": {}}, "location", "lat and long or an address"),
         ({"contact": {"email": "not-an-email"}}, "contact.email", "email"),
-        ({"contact": {"phone": "call me"}}, "contact", "phone must be"),
+        ({"contact": {"phone": "call me"}}, "contact.phone", "phone must be"),
         ({"preferred_channel": "email"}, "request", "no email address"),
         ({"preferred_channel": "sms", "contact": {"email": "a@b.org"}}, "request", "no phone number"),
         ({"channel": "fax"}, "channel", "'phone', 'web', 'app' or 'system'"),
@@ -60,3 +64,68 @@ def test_the_fingerprint_tells_a_retry_from_a_different_request() -> None:
     other = ServiceRequest.model_validate({**GOOD, "description": "Two potholes"})
     assert first.fingerprint("k1") == same.fingerprint("k1")
     assert first.fingerprint("k1") != other.fingerprint("k1")
+
+
+def inside(raw: dict[str, Any]) -> ServiceRequest:
+    result = validate_request(raw, SAMPLE_AREA)
+    assert isinstance(result, ServiceRequest), result
+    return result
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"location": {"lat": float("nan"), "long": -87.65}}, "location.lat", "must be a number"),
+        ({"location": {"lat": 41.88, "long": float("-inf")}}, "location.long", "must be a number"),
+        ({"location": {"lat": 0.0, "long": 0.0}}, "location", "without a position fix"),
+        ({"location": {"lat": 41.0, "long": -87.0}}, "location", "outside Sample City's service area"),
+        ({"location": {"address": "1 Main St\x00"}}, "location.address", "U+0000"),
+        ({"location": {"address": "x" * 301}}, "location.address", "at most 300"),
+        ({"description": "light out\x1b[2J"}, "description", "U+001B"),
+        ({"description": "x" * 4001}, "description", "at most 4000"),
+        ({"contact": {"name": "Ada\u2028Resident"}}, "contact.name", "U+2028"),
+        ({"contact": {"name": "A" * 201}}, "contact.name", "at most 200"),
+        ({"contact": {"email": "ü@exämple.org"}}, "contact.email", "the part before @ must be ASCII"),
+        ({"contact": {"email": ("a" * 250) + "@example.org"}}, "contact.email", "at most 254"),
+        ({"contact": {"phone": "5" * 33}}, "contact.phone", "at most 32"),
+        ({"attributes": {"dog_behaviour": "\x00"}}, "attributes.dog_behaviour", "U+0000"),
+        ({"attributes": {"\x00" * 3: "calm"}}, "attributes", "U+0000"),
+        ({"attributes": {"k" * 65: "calm"}}, "attributes", "at most 64"),
+        ({"attributes": {f"q{n}": "a" for n in range(51)}}, "attributes", "at most 50"),
+        ({"flags": ["hazard\x00"]}, "flags.0", "match pattern"),
+        ({"flags": ["hazard"] * 11}, "flags", "at most 10"),
+    ],
+)
+def test_sizes_control_characters_and_places_are_checked_field_by_field(
+    change: dict[str, Any], field: str, says: str
+) -> None:
+    result = validate_request({**GOOD, **change}, SAMPLE_AREA)
+    assert isinstance(result, list), "expected the request to be refused"
+    problems = dict(result)
+    assert field in problems, problems
+    assert says in problems[field]
+    assert "\x00" not in "".join(f + d for f, d in result), "a violation echoed a control character"
+
+
+def test_line_breaks_and_tabs_are_fine_in_a_description_and_crlf_becomes_lf() -> None:
+    accepted = inside({**GOOD, "description": "two holes:\r\n\t- one\n\t- two"})
+    assert accepted.description == "two holes:\n\t- one\n\t- two"
+
+
+def test_an_internationalised_domain_is_kept_in_the_ascii_form_smtp_can_send_to() -> None:
+    accepted = inside({**GOOD, "contact": {"email": "ada@exämple.org"}, "preferred_channel": "email"})
+    assert accepted.contact == ContactDetails(email="ada@xn--exmple-cua.org")
+
+
+def test_a_point_inside_the_city_or_an_address_alone_is_accepted_and_no_area_still_refuses_null_island() -> None:
+    inside({**GOOD, "location": {"lat": 41.88, "long": -87.65}})
+    inside({**GOOD, "location": {"address": "1200 W Madison St"}})
+    assert isinstance(validate_request({**GOOD, "location": {"lat": 41.0, "long": -87.0}}), ServiceRequest)
+    assert dict(fields({**GOOD, "location": {"lat": 0, "long": 0}})).keys() == {"location"}
+
+
+def test_a_reason_is_plain_text_of_bounded_length() -> None:
+    assert reason_violations("caller meant the party\nnext door") == []
+    assert reason_violations("  ") == [("reason", "say why, for the case's history")]
+    assert "at most 500" in dict(reason_violations("x" * 501))["reason"]
+    assert "U+0000" in dict(reason_violations("why\x00"))["reason"]

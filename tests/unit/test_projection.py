@@ -38,7 +38,7 @@ LIFE = [
             tracking_number="QGPE-J5T",
             service_code="POTHOLE",
             description="secret description from the resident",
-            location=Location(lat=41.0, long=-87.0, address="1 Main St"),
+            location=Location(lat=41.88, long=-87.65, address="1 Main St"),
             submitted_at=T0,
             sealed_contact="gAAAA-sealed",
             has_email=True,
