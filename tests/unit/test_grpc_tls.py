@@ -23,7 +23,7 @@ from civicflow.infra import free_port
 from civicflow.runtime import build_grpc_server
 from civicflow.settings import KernelSettings
 from civicflow.v1 import query_pb2, query_pb2_grpc
-from tests.unit.test_api_keys import Directory
+from tests.grpc_metadata import ClientsInMemory
 
 
 def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
@@ -60,7 +60,7 @@ class NamesTheCaller(query_pb2_grpc.CaseQueryServiceServicer):
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: KernelSettings, directory: Directory) -> AsyncIterator[int]:
+async def serving(settings: KernelSettings, directory: ClientsInMemory) -> AsyncIterator[int]:
     port = free_port()
     servicer = NamesTheCaller()
     server = await build_grpc_server(
@@ -89,7 +89,7 @@ def server_cert(tmp_path: Path) -> tuple[Path, Path]:
 
 async def test_a_keyed_call_over_tls_is_answered_for_its_client(tmp_path: Path, server_cert: tuple[Path, Path]) -> None:
     cert, key = server_cert
-    directory = Directory()
+    directory = ClientsInMemory()
     api_key = directory.add("portal", frozenset({Scope.TRACK}))
     settings = KernelSettings(grpc_tls_cert_file=cert, grpc_tls_key_file=key)
     client = KernelSettings(grpc_tls_ca_file=cert)
@@ -123,7 +123,7 @@ async def test_mutual_tls_turns_away_a_client_without_a_certificate(
     )
     without = channel_credentials(KernelSettings(grpc_tls_ca_file=cert))
     assert with_cert is not None and without is not None
-    async with serving(settings, Directory()) as port:
+    async with serving(settings, ClientsInMemory()) as port:
         target = f"127.0.0.1:{port}"
         async with grpc.aio.secure_channel(target, with_cert) as channel:
             assert (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)).status
@@ -149,7 +149,7 @@ def test_servers_bind_loopback_in_development_and_every_interface_in_production(
 async def test_reflection_in_production_needs_a_key(tmp_path: Path) -> None:
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    directory = Directory()
+    directory = ClientsInMemory()
     key = directory.add("ops", frozenset({Scope.TRACK}))
     production = KernelSettings(environment="production", grpc_host="127.0.0.1")
     port = free_port()
