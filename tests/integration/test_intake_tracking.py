@@ -11,11 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
 from civicflow.db import make_engine
-from civicflow.events import Location
 from civicflow.eventstore import PostgresEventStore
 from civicflow.pii import ContactVault, load_master_key
 from civicflow.settings import KernelSettings
-from services.intake.domain import ServiceRequest
+from services.intake.domain import ReportedLocation, ServiceRequest
 from services.intake.handlers import Intake, NoFreeTrackingNumber
 
 pytestmark = pytest.mark.integration
@@ -29,7 +28,9 @@ async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
 
 
 def request() -> ServiceRequest:
-    return ServiceRequest(service_code="POTHOLE", description="a deep one", location=Location(lat=41.88, long=-87.63))
+    return ServiceRequest(
+        service_code="POTHOLE", description="a deep one", location=ReportedLocation(lat=41.88, long=-87.63)
+    )
 
 
 def intake(engine: AsyncEngine, tmp_path: Path, numbers: Iterator[str]) -> Intake:
