@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 from uuid import UUID
 
 from cryptography.fernet import Fernet, InvalidToken
-from pydantic import BaseModel, ConfigDict, EmailStr
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def _mail_address(value: str) -> str:
+    """A valid address in the form a plain SMTP server takes: an internationalised domain in its ASCII
+    (IDNA) form. pydantic's EmailStr would turn `a@xn--exmple-cua.org` back into `a@exämple.org`, which
+    a server without SMTPUTF8 refuses; a mailbox that is not ASCII stays as it is (it cannot be written
+    in ASCII) and the notifier records it as undeliverable."""
+    try:
+        parts = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    return str(parts.ascii_email or parts.normalized)
+
+
+MailAddress = Annotated[str, AfterValidator(_mail_address)]
 
 
 class ResidentContact(BaseModel):
@@ -18,7 +35,7 @@ class ResidentContact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str | None = None
-    email: EmailStr | None = None
+    email: MailAddress | None = None
     phone: str | None = None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from civicflow.city import load_city
+from civicflow.pii import ResidentContact
 from civicflow.settings import SAMPLE_CITY
 from services.intake.domain import ContactDetails, ServiceRequest, reason_violations, validate_request
 
@@ -115,6 +116,11 @@ def test_line_breaks_and_tabs_are_fine_in_a_description_and_crlf_becomes_lf() ->
 def test_an_internationalised_domain_is_kept_in_the_ascii_form_smtp_can_send_to() -> None:
     accepted = inside({**GOOD, "contact": {"email": "ada@exämple.org"}, "preferred_channel": "email"})
     assert accepted.contact == ContactDetails(email="ada@xn--exmple-cua.org")
+    # and stays so when the notifier unseals it (pydantic's EmailStr would turn it back into Unicode)
+    assert accepted.contact is not None
+    unsealed = ResidentContact.model_validate_json(accepted.contact.model_dump_json())
+    assert unsealed.email == "ada@xn--exmple-cua.org"
+    assert ResidentContact(email="ada@exämple.org").email == "ada@xn--exmple-cua.org"
 
 
 def test_a_point_inside_the_city_or_an_address_alone_is_accepted_and_no_area_still_refuses_null_island() -> None:
