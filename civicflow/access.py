@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from civicflow.apikeys import (
     key_from_metadata,
     secret_matches,
 )
+from civicflow.grpc_wrapping import answer_of, answered_by
 
 log = structlog.get_logger(__name__)
 
@@ -183,18 +183,11 @@ def _on_behalf_of(handler: grpc.RpcMethodHandler, client: str) -> grpc.RpcMethod
     async def answered(request: Any, context: grpc.aio.ServicerContext) -> Any:
         token = CALLING_CLIENT.set(client)
         try:
-            response = answer(request, context)
-            if inspect.isawaitable(response):
-                response = await response
-            return response
+            return await answer_of(answer, request, context)
         finally:
             CALLING_CLIENT.reset(token)
 
-    return grpc.unary_unary_rpc_method_handler(
-        answered,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return answered_by(handler, answered)
 
 
 class AccessControl(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio has no type hints

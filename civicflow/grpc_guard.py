@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +13,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 
 from civicflow.grpc_errors import abort_with, invalid_argument
+from civicflow.grpc_wrapping import answer_of, answered_by
 
 log = structlog.get_logger(__name__)
 
@@ -90,10 +90,7 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.ai
                     ),
                 )
             try:
-                response = answer(request, context)
-                if inspect.isawaitable(response):  # grpc.aio also takes plain functions as handlers
-                    response = await response
-                return response
+                return await answer_of(answer, request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -106,8 +103,4 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.ai
                     f"the server could not answer this request; quote error id {error_id} when you report it",
                 )
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        return answered_by(handler, guarded, _tolerant(handler.request_deserializer))

@@ -5,13 +5,14 @@ when CIVICFLOW_METRICS_PORT is set (`civicflow dev` gives each service its own p
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from civicflow.grpc_wrapping import answer_of, answered_by
 
 # Seconds: from a few milliseconds (a healthy system) to minutes (a service catching up after an outage).
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -85,9 +86,7 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio
             started = time.perf_counter()
             code = "UNKNOWN"  # an exception the servicer did not turn into a status
             try:
-                response = answer(request, context)
-                if inspect.isawaitable(response):  # grpc.aio also takes plain functions as handlers
-                    response = await response
+                response = await answer_of(answer, request, context)
                 code = _code_name(context.code(), "OK")
                 return response
             except grpc.aio.AbortError:
@@ -100,11 +99,7 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio
                 GRPC_REQUESTS.labels(service, method, code).inc()
                 GRPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
 
-        return grpc.unary_unary_rpc_method_handler(
-            counted,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return answered_by(handler, counted)
 
 
 def _code_name(code: grpc.StatusCode | int | None, otherwise: str) -> str:

@@ -1,4 +1,4 @@
-"""Fixtures of the integration tier: a throwaway service schema beside the real event store."""
+"""Fixtures of the integration tier: an engine on the test database, a throwaway service schema."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.db import make_engine
 from civicflow.settings import KernelSettings
+
+
+@pytest.fixture
+async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
+    """An engine on the session's test database, disposed of after the test."""
+    engine = make_engine(settings.database_url)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from civicflow.api_clients import (
     revoke_client,
 )
 from civicflow.apikeys import ALL_SCOPES, ApiKey, RateLimiter, Scope
-from civicflow.db import make_engine
 from civicflow.eventstore import PostgresEventStore
 from civicflow.infra import free_port
 from civicflow.pii import ContactVault
@@ -33,13 +32,6 @@ from services.intake.handlers import Intake
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
-
-
-@pytest.fixture
-async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    await engine.dispose()
 
 
 def unique(name: str) -> str:

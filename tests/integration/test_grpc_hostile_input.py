@@ -35,7 +35,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.city import load_city
-from civicflow.db import make_engine
 from civicflow.eventstore import PostgresEventStore
 from civicflow.grpc_errors import MAX_VIOLATIONS
 from civicflow.grpc_guard import MAX_RECEIVE_MESSAGE_BYTES
@@ -132,13 +131,6 @@ class Caller:
 
     def message(self, method: str, request: Message) -> tuple[grpc.StatusCode, bytes]:
         return self.call(method, request.SerializeToString(), str(request))
-
-
-@pytest.fixture
-async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,21 +10,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
-from civicflow.db import make_engine
 from civicflow.eventstore import PostgresEventStore
 from civicflow.pii import ContactVault, load_master_key
-from civicflow.settings import KernelSettings
 from services.intake.domain import ReportedLocation, ServiceRequest
 from services.intake.handlers import Intake, NoFreeTrackingNumber
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    await engine.dispose()
 
 
 def request() -> ServiceRequest:

@@ -3,7 +3,6 @@ recorded as failed, once, without the address; a mail server that is down is ret
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,12 +12,10 @@ from aiosmtplib import SMTPConnectError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from civicflow.db import make_engine
 from civicflow.events import CaseSubmitted, EventMetadata, Location, NotificationFailed, RecordedEvent
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
-from civicflow.settings import KernelSettings
 from samples.smtp_sink.sink import read_messages, start_sink
 from services.notifier.domain import MessageTemplates
 from services.notifier.mail import SmtpSender
@@ -26,13 +23,6 @@ from services.notifier.main import NotificationHandler
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
-
-
-@pytest.fixture
-async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

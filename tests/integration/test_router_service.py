@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -14,7 +13,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.consumer import Inbox
-from civicflow.db import make_engine
 from civicflow.events import (
     CaseNeedsTriage,
     CaseOverdue,
@@ -37,13 +35,6 @@ from services.router.rules import RuleSetError
 pytestmark = pytest.mark.integration
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "city"
 STORE = PostgresEventStore()
-
-
-@pytest.fixture
-async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
