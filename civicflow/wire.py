@@ -23,7 +23,7 @@ HEADERS: dict[str, str] = {
     "ce_specversion": "CloudEvents spec version, always 1.0.",
     "ce_id": "The event id (UUIDv7); unique, so a consumer can drop a redelivered event.",
     "ce_type": "The event type, one of the messages of this channel (e.g. CaseRouted).",
-    "ce_source": "urn:civicflow:<actor>, the service or person that recorded the event.",
+    "ce_source": "urn:civicflow:<actor>: who acted (see ce_actor).",
     "ce_subject": "The case id (UUID); also the record key, so a case's events stay in order on one partition.",
     "ce_time": "When it happened (ISO 8601 with offset).",
     "content-type": "Always application/json.",
@@ -33,7 +33,8 @@ HEADERS: dict[str, str] = {
     "ce_recordedtime": "When the event store recorded it (ISO 8601 with offset).",
     "ce_correlationid": "The id shared by every event that follows from one request.",
     "ce_causationid": "The id of the event this one reacts to; empty for a request from outside.",
-    "ce_actor": "The service or person that recorded the event.",
+    "ce_actor": "Who acted: a civicflow service (intake, router, …), an API client (client:<name>) or a"
+    " department's system reporting on its work order (department:<id>).",
     "ce_channel": "How the request reached the city (phone, web, app, open311, …); may be empty.",
     SIGNATURE_HEADER: "HMAC-SHA256 (hex) by the relay, with the event signing key, over the record key, the value"
     " and every other header above; a consumer acts only on a record whose signature checks out, so an event"

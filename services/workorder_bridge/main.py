@@ -132,7 +132,8 @@ class StatusReportRecorder:
             metadata = EventMetadata(
                 correlation_id=work_order.correlation_id,
                 causation_id=None,
-                actor=SERVICE,
+                # who acted: the department's system, known by the webhook's shared secret
+                actor=f"department:{report.department_id}",
                 channel="department-system",
             )
             with structlog.contextvars.bound_contextvars(

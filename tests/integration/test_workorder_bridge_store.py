@@ -300,6 +300,13 @@ async def test_each_status_report_is_recorded_once_and_only_if_it_says_something
         "recorded",
     ]
     # The case is resolved once; the job's later changes are on its timeline, none resolves it again.
+    # Each records the department's system as who acted.
+    async with engine.connect() as conn:
+        actors = await conn.scalars(
+            text("SELECT DISTINCT metadata->>'actor' FROM events.case_events WHERE case_id = :c AND version > 3"),
+            {"c": case.case_id},
+        )
+        assert list(actors) == ["department:streets"]
     assert (await types(engine, case.case_id))[3:] == [
         "WorkOrderStatusChanged",
         "WorkOrderStatusChanged",
