@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -29,7 +30,20 @@ class ConcurrencyConflict(Exception):
         self.case_id = case_id
 
 
+@dataclass(frozen=True)
+class StreamAppend:
+    """Events to append to one case, after `expected_version` (None: after whatever the case holds)."""
+
+    case_id: UUID
+    expected_version: int | None
+    events: Sequence[CaseEvent]
+    metadata: EventMetadata
+    occurred_at: datetime | None = None
+
+
 class EventStore(Protocol):
+    async def append_many(self, tx: AsyncConnection, appends: Sequence[StreamAppend]) -> list[RecordedEvent]: ...
+
     async def append(
         self,
         tx: AsyncConnection,
@@ -138,6 +152,15 @@ class PostgresEventStore:
                     metadata=metadata,
                     data=event,
                 )
+            )
+        return recorded
+
+    async def append_many(self, tx: AsyncConnection, appends: Sequence[StreamAppend]) -> list[RecordedEvent]:
+        """Several cases' appends in one transaction, in order; a conflict on any fails them all."""
+        recorded: list[RecordedEvent] = []
+        for append in appends:
+            recorded += await self.append(
+                tx, append.case_id, append.expected_version, append.events, append.metadata, append.occurred_at
             )
         return recorded
 
