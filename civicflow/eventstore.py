@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,17 +17,17 @@ from civicflow.db import as_json
 from civicflow.events import CaseEvent, EventMetadata, RecordedEvent, decode_payload
 from civicflow.ids import uuid7
 
-# Appends take this transaction-scoped advisory lock, so positions are handed out in commit order and
-# a reader that has seen position N will never later find a committed event below N. See DESIGN.md.
-APPEND_LOCK_KEY = 0x311_C_A5E
+# Writers to one case take this advisory lock class (with the case's key) for their transaction, so the
+# version they read is the version they append after. Writers to different cases never wait for each other.
+CASE_LOCK_CLASS = 0x311C
 
 
 class ConcurrencyConflict(Exception):
     """Another writer appended to the case first; reload the case and decide again."""
 
-    def __init__(self, case_id: UUID, expected: int, actual: int | None) -> None:
+    def __init__(self, case_id: UUID, expected: int, actual: int | None, why: str | None = None) -> None:
         found = "a concurrent append" if actual is None else f"version {actual}"
-        super().__init__(f"case {case_id}: expected version {expected}, found {found}")
+        super().__init__(f"case {case_id}: {why or f'expected version {expected}, found {found}'}")
         self.case_id = case_id
 
 
@@ -41,7 +42,33 @@ class StreamAppend:
     occurred_at: datetime | None = None
 
 
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """Where a whole-store reader stands: after the event at `position` written by transaction `xid`.
+
+    The store is read in (xid, position) order, and only transactions older than the oldest one still
+    running are read, so no event can ever commit behind a checkpoint. Positions alone are not in that
+    order (a transaction may take a position and commit after a later one), so keep both."""
+
+    xid: int = 0
+    position: int = 0
+
+
+START = Checkpoint()
+
+
+@dataclass(frozen=True)
+class Page:
+    """A batch of the whole store in commit order, and the checkpoint to read on from."""
+
+    events: list[RecordedEvent]
+    next: Checkpoint
+
+
 class EventStore(Protocol):
+    """The store port. `tx` is the caller's transaction (an AsyncConnection for PostgreSQL; the in-memory
+    store takes anything), so events are appended together with the caller's own state changes."""
+
     async def append_many(self, tx: AsyncConnection, appends: Sequence[StreamAppend]) -> list[RecordedEvent]: ...
 
     async def append(
@@ -62,7 +89,7 @@ class EventStore(Protocol):
 
     async def count_streams_opened_since(self, tx: AsyncConnection, since: datetime) -> int: ...
 
-    async def read_all(self, tx: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]: ...
+    async def read_all(self, tx: AsyncConnection, after: Checkpoint, limit: int) -> Page: ...
 
 
 _COLUMNS = "position, event_id, case_id, version, type, schema_version, data, metadata, occurred_at, recorded_at"
@@ -83,6 +110,37 @@ def _row_to_event(row: Any) -> RecordedEvent:
     )
 
 
+def _case_lock_key(case_id: UUID) -> int:
+    # the last 4 bytes of a UUIDv7 are random; a collision only makes two cases' writers take turns
+    return int.from_bytes(case_id.bytes[-4:], "big", signed=True)
+
+
+def next_versions(current: dict[UUID, int], appends: Sequence[StreamAppend]) -> list[int]:
+    """The version each append lands after, checking expected versions against `current` (each case's
+    latest version, updated in place). A case may appear several times: each append follows the last."""
+    after: list[int] = []
+    for append in appends:
+        latest = current.get(append.case_id, 0)
+        if append.expected_version is not None and append.expected_version != latest:
+            raise ConcurrencyConflict(append.case_id, append.expected_version, latest)
+        after.append(latest)
+        current[append.case_id] = latest + len(append.events)
+    return after
+
+
+_INSERT_MANY = text(
+    "INSERT INTO events.case_events"
+    " (event_id, case_id, version, type, schema_version, data, metadata, occurred_at)"
+    " SELECT e, c, v, t, s, CAST(d AS jsonb), CAST(m AS jsonb), o"
+    " FROM unnest(CAST(:e AS uuid[]), CAST(:c AS uuid[]), CAST(:v AS int[]), CAST(:t AS text[]),"
+    " CAST(:s AS int[]), CAST(:d AS text[]), CAST(:m AS text[]), CAST(:o AS timestamptz[]))"
+    " WITH ORDINALITY AS r(e, c, v, t, s, d, m, o, n)"
+    " ORDER BY n"  # positions follow the order of the batch
+    " RETURNING event_id, position, recorded_at"
+)
+_CONFLICT_KEY = re.compile(r"\(case_id, version\)=\(([0-9a-f-]{36}), (\d+)\)")
+
+
 class PostgresEventStore:
     """The system of record, table events.case_events. Every method runs inside the caller's transaction."""
 
@@ -97,72 +155,86 @@ class PostgresEventStore:
     ) -> list[RecordedEvent]:
         """Append after expected_version, or after whatever the case holds when expected_version is None
         (for reactions whose decision does not depend on the rest of the stream)."""
-        if not events:
-            return []
-        await tx.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK_KEY})
-        current = (
-            await tx.execute(
-                text("SELECT coalesce(max(version), 0) FROM events.case_events WHERE case_id = :c"),
-                {"c": case_id},
-            )
-        ).scalar_one()
-        if expected_version is None:
-            expected_version = current
-        elif current != expected_version:
-            raise ConcurrencyConflict(case_id, expected_version, current)
-        when = occurred_at or datetime.now(UTC)
-        meta_json = metadata.model_dump_json()
-        recorded: list[RecordedEvent] = []
-        for offset, event in enumerate(events, start=1):
-            params: dict[str, Any] = {
-                "event_id": uuid7(),
-                "case_id": case_id,
-                "version": expected_version + offset,
-                "type": event.event_type,
-                "schema_version": event.schema_version,
-                "data": event.model_dump_json(),
-                "metadata": meta_json,
-                "occurred_at": when,
-            }
-            try:
-                row = (
-                    await tx.execute(
-                        text(
-                            "INSERT INTO events.case_events"
-                            " (event_id, case_id, version, type, schema_version, data, metadata, occurred_at)"
-                            " VALUES (:event_id, :case_id, :version, :type, :schema_version,"
-                            " CAST(:data AS jsonb), CAST(:metadata AS jsonb), :occurred_at)"
-                            " RETURNING position, recorded_at"
-                        ),
-                        params,
-                    )
-                ).one()
-            except IntegrityError as exc:  # the unique (case_id, version) caught a racing writer
-                raise ConcurrencyConflict(case_id, expected_version, None) from exc
-            recorded.append(
-                RecordedEvent(
-                    position=row.position,
-                    event_id=params["event_id"],
-                    case_id=case_id,
-                    version=params["version"],
-                    type=event.event_type,
-                    schema_version=event.schema_version,
-                    occurred_at=when,
-                    recorded_at=row.recorded_at,
-                    metadata=metadata,
-                    data=event,
-                )
-            )
-        return recorded
+        return await self.append_many(tx, [StreamAppend(case_id, expected_version, events, metadata, occurred_at)])
 
     async def append_many(self, tx: AsyncConnection, appends: Sequence[StreamAppend]) -> list[RecordedEvent]:
-        """Several cases' appends in one transaction, in order; a conflict on any fails them all."""
-        recorded: list[RecordedEvent] = []
-        for append in appends:
-            recorded += await self.append(
-                tx, append.case_id, append.expected_version, append.events, append.metadata, append.occurred_at
+        """Several cases' appends in one transaction, in order, as one INSERT; a conflict on any fails them
+        all (raised as ConcurrencyConflict naming the case; roll the transaction back and decide again)."""
+        appends = [a for a in appends if a.events]
+        if not appends:
+            return []
+        cases = list(dict.fromkeys(a.case_id for a in appends))
+        # One writer per case at a time, taken in key order so two batches never wait for each other.
+        await tx.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(:cls, k) FROM unnest(CAST(:keys AS int[])) WITH ORDINALITY AS u(k, n)"
+                " ORDER BY n"
+            ),
+            {"cls": CASE_LOCK_CLASS, "keys": sorted({_case_lock_key(c) for c in cases})},
+        )
+        # A new statement, so a new snapshot: it sees what the case's previous lock holder committed. Readers
+        # follow transaction ids, so a case's events must be in the order of their transactions' ids too: a
+        # transaction that took its id before the one that last wrote the case (it wrote elsewhere first)
+        # may not follow it, and decides again in a new transaction, which gets a newer id.
+        rows = (
+            await tx.execute(
+                text(
+                    "SELECT case_id, max(version) AS version, max(xid) > pg_current_xact_id() AS younger"
+                    " FROM events.case_events WHERE case_id = ANY(CAST(:ids AS uuid[])) GROUP BY case_id"
+                ),
+                {"ids": cases},
             )
-        return recorded
+        ).all()
+        current = {row.case_id: row.version for row in rows}
+        for row in rows:
+            if row.younger:
+                expected = next(a.expected_version for a in appends if a.case_id == row.case_id)
+                why = "a transaction younger than this one appended to it first; decide again in a new transaction"
+                raise ConcurrencyConflict(row.case_id, row.version if expected is None else expected, row.version, why)
+        after = next_versions(current, appends)
+        now = datetime.now(UTC)
+        drafts: list[RecordedEvent] = []
+        for append, latest in zip(appends, after, strict=True):
+            when = append.occurred_at or now
+            for offset, event in enumerate(append.events, start=1):
+                drafts.append(
+                    RecordedEvent(
+                        position=0,
+                        event_id=uuid7(),
+                        case_id=append.case_id,
+                        version=latest + offset,
+                        type=event.event_type,
+                        schema_version=event.schema_version,
+                        occurred_at=when,
+                        recorded_at=when,
+                        metadata=append.metadata,
+                        data=event,
+                    )
+                )
+        metadata_json = {id(a.metadata): a.metadata.model_dump_json() for a in appends}
+        try:
+            inserted = await tx.execute(
+                _INSERT_MANY,
+                {
+                    "e": [d.event_id for d in drafts],
+                    "c": [d.case_id for d in drafts],
+                    "v": [d.version for d in drafts],
+                    "t": [d.type for d in drafts],
+                    "s": [d.schema_version for d in drafts],
+                    "d": [d.data.model_dump_json() for d in drafts],
+                    "m": [metadata_json[id(d.metadata)] for d in drafts],
+                    "o": [d.occurred_at for d in drafts],
+                },
+            )
+        except IntegrityError as exc:  # the unique (case_id, version): a writer that took no case lock
+            raise _conflict_from(exc, appends) from exc
+        stored = {row.event_id: row for row in inserted}
+        return [
+            d.model_copy(
+                update={"position": stored[d.event_id].position, "recorded_at": stored[d.event_id].recorded_at}
+            )
+            for d in drafts
+        ]
 
     async def read_stream(self, tx: AsyncConnection, case_id: UUID) -> list[RecordedEvent]:
         rows = await tx.execute(
@@ -204,9 +276,32 @@ class PostgresEventStore:
             ).scalar_one()
         )
 
-    async def read_all(self, tx: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]:
-        rows = await tx.execute(
-            text(f"SELECT {_COLUMNS} FROM events.case_events WHERE position > :p ORDER BY position LIMIT :n"),
-            {"p": after, "n": limit},
-        )
-        return [_row_to_event(row) for row in rows]
+    async def read_all(self, tx: AsyncConnection, after: Checkpoint, limit: int) -> Page:
+        """The next events after `after` in commit order, from transactions that can no longer be joined by
+        an earlier one: those older than the oldest transaction still running. A long transaction anywhere
+        in the database cluster holds this back (civicflow_store_oldest_transaction_seconds)."""
+        rows = (
+            await tx.execute(
+                text(
+                    f"SELECT CAST(xid AS text) AS xid, {_COLUMNS} FROM events.case_events"
+                    " WHERE (xid, position) > (CAST(CAST(:x AS text) AS xid8), :p)"
+                    " AND xid < pg_snapshot_xmin(pg_current_snapshot())"
+                    " ORDER BY xid, position LIMIT :n"
+                ),
+                {"x": str(after.xid), "p": after.position, "n": limit},
+            )
+        ).all()
+        if not rows:
+            return Page([], after)
+        return Page([_row_to_event(row) for row in rows], Checkpoint(int(rows[-1].xid), rows[-1].position))
+
+
+def _conflict_from(exc: IntegrityError, appends: Sequence[StreamAppend]) -> ConcurrencyConflict:
+    """Name the case whose version another writer took (PostgreSQL's detail says which), else the first."""
+    driver_error = exc.orig.__cause__ if exc.orig is not None else None  # asyncpg's, behind SQLAlchemy's adapter
+    detail = str(getattr(driver_error, "detail", None) or "")
+    found = _CONFLICT_KEY.search(detail)
+    if found is None and "case_events_event_id_key" in str(exc.orig):
+        raise exc  # a repeated event id is a bug, not a race
+    named = next((a for a in appends if found and str(a.case_id) == found.group(1)), appends[0])
+    return ConcurrencyConflict(named.case_id, named.expected_version or 0, None)

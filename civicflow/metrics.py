@@ -54,6 +54,12 @@ RELAY_LAG = Gauge(
     "civicflow_relay_lag_seconds",
     "Age of the oldest event in the relay's latest batch when the broker acknowledged it; 0 when caught up.",
 )
+STORE_OLDEST_TRANSACTION = Gauge(
+    "civicflow_store_oldest_transaction_seconds",
+    "Age of the oldest running transaction (with a transaction id) in the database cluster, as the leading"
+    " relay sees it. The relay and replays read only events of transactions older than it, so this is how"
+    " long they may be held back: keep transactions short.",
+)
 RELAY_LEADER = Gauge("civicflow_relay_leader", "1 while this process's relay is the one publishing.")
 GRPC_REQUESTS = Counter(
     "civicflow_grpc_requests",

@@ -35,9 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.db import as_json
 from civicflow.events import RecordedEvent
-from civicflow.eventstore import PostgresEventStore
+from civicflow.eventstore import Checkpoint, PostgresEventStore
 from civicflow.kafka import ensure_topics, make_producer
-from civicflow.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PARKED, RELAY_PUBLISHED
+from civicflow.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PARKED, RELAY_PUBLISHED, STORE_OLDEST_TRANSACTION
 from civicflow.secrets import event_signing_key
 from civicflow.settings import KernelSettings
 from civicflow.wire import Headers, to_message
@@ -45,6 +45,13 @@ from civicflow.wire import Headers, to_message
 log = structlog.get_logger(__name__)
 
 RELAY_LOCK_KEY = 0x311_4E1A
+
+# The transaction that holds readers back: the oldest one that has a transaction id (one that has written
+# or locked something), in any database of the cluster, as transaction ids are the cluster's.
+_OLDEST_TRANSACTION = text(
+    "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(xact_start)), 0)"
+    " FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+)
 
 # What the broker (or the client, before sending) says about one record and would say again however often
 # it is sent: the record is parked. Everything else (the broker down, a leader moving, a timeout,
@@ -114,7 +121,7 @@ class Relay:
             last_check = time.monotonic()
             while not stop.is_set():
                 # the lock connection doubles as our heartbeat: if it died, another relay may lead now
-                await lock_conn.execute(text("SELECT 1"))
+                STORE_OLDEST_TRANSACTION.set(float(await lock_conn.scalar(_OLDEST_TRANSACTION) or 0))
                 if time.monotonic() - last_check > 5:
                     await self._check_broker(watcher)
                     last_check = time.monotonic()
@@ -143,7 +150,8 @@ class Relay:
             await ensure_topics(self._settings)
             await tx.execute(
                 text(
-                    "UPDATE events.relay_cursor SET position = 0, last_published = NULL, probe = NULL WHERE topic = :t"
+                    "UPDATE events.relay_cursor SET xid = '0', position = 0, last_published = NULL, probe = NULL"
+                    " WHERE topic = :t"
                 ),
                 {"t": self._topic},
             )
@@ -158,11 +166,18 @@ class Relay:
     async def _cursor(self, tx: AsyncConnection) -> dict[str, object]:
         row = (
             await tx.execute(
-                text("SELECT position, probe FROM events.relay_cursor WHERE topic = :t FOR UPDATE"),
+                text(
+                    "SELECT CAST(xid AS text) AS xid, position, probe FROM events.relay_cursor"
+                    " WHERE topic = :t FOR UPDATE"
+                ),
                 {"t": self._topic},
             )
         ).one()
-        return {"position": row.position, "probe": as_json(row.probe)}
+        return {
+            "checkpoint": Checkpoint(int(row.xid), row.position),
+            "position": row.position,
+            "probe": as_json(row.probe),
+        }
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor.
@@ -173,7 +188,10 @@ class Relay:
         refusal the events from there on are published once more, one at a time and in order."""
         async with self._engine.begin() as tx:
             cursor = await self._cursor(tx)
-            events = await self._store.read_all(tx, int(cursor["position"]), self._settings.relay_batch_size)  # type: ignore[call-overload]
+            checkpoint = cursor["checkpoint"]
+            assert isinstance(checkpoint, Checkpoint)
+            page = await self._store.read_all(tx, checkpoint, self._settings.relay_batch_size)
+            events = page.events
             if not events:
                 RELAY_LAG.set(0)
                 return 0
@@ -200,11 +218,11 @@ class Relay:
             )
             await tx.execute(
                 text(
-                    "UPDATE events.relay_cursor SET position = :p,"
+                    "UPDATE events.relay_cursor SET xid = CAST(CAST(:x AS text) AS xid8), position = :p,"
                     " last_published = coalesce(CAST(:l AS jsonb), last_published), updated_at = now()"
                     " WHERE topic = :t"
                 ),
-                {"p": events[-1].position, "l": last, "t": self._topic},
+                {"x": str(page.next.xid), "p": page.next.position, "l": last, "t": self._topic},
             )
         self.published += len(delivered)
         RELAY_PUBLISHED.inc(len(delivered))

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.consumer import Inbox
 from civicflow.events import RecordedEvent
-from civicflow.eventstore import EventStore
+from civicflow.eventstore import START, EventStore
 from services.query.projection import CaseRecord, TimelineEntry, apply
 
 _CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
@@ -97,15 +97,15 @@ async def replay(engine: AsyncEngine, store: EventStore, batch_size: int = 2000)
     count = 0
     async with engine.begin() as tx:
         await tx.execute(text("TRUNCATE query.cases, query.timeline, query.inbox"))
-        position = 0
-        while batch := await store.read_all(tx, position, batch_size):
+        checkpoint = START
+        while batch := (page := await store.read_all(tx, checkpoint, batch_size)).events:
             for event in batch:
                 record, entry = apply(records.get(event.case_id), event)
                 records[event.case_id] = record
                 if entry is not None:
                     entries.append(entry)
             await tx.execute(text("INSERT INTO query.inbox (event_id) VALUES (:e)"), [{"e": e.event_id} for e in batch])
-            position = batch[-1].position
+            checkpoint = page.next
             count += len(batch)
         if records:
             await tx.execute(_UPSERT, [asdict(r) for r in records.values()])

@@ -73,7 +73,8 @@ async def test_a_redelivered_event_changes_nothing(settings: KernelSettings, sch
         # Redeliver everything: rewind the relay so the whole store is published a second time.
         async with engine.begin() as tx:
             await tx.execute(
-                text("UPDATE events.relay_cursor SET position = 0 WHERE topic = :t"), {"t": settings.case_events_topic}
+                text("UPDATE events.relay_cursor SET xid = '0', position = 0 WHERE topic = :t"),
+                {"t": settings.case_events_topic},
             )
         await eventually(lambda: _at_least(relay, 12), what="the store republished")
         await eventually(lambda: _delivered(deliveries, 12), what="every event delivered twice")

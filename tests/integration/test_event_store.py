@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from civicflow.db import make_engine
 from civicflow.events import CaseResolved, EventMetadata, WorkOrderStatusChanged
-from civicflow.eventstore import ConcurrencyConflict, PostgresEventStore
+from civicflow.eventstore import START, Checkpoint, ConcurrencyConflict, PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
 
@@ -66,43 +67,85 @@ async def test_racing_writers_on_one_case_exactly_one_wins(settings: KernelSetti
     await engine.dispose()
 
 
-async def test_reading_by_position_never_skips_an_event_under_concurrent_writers(settings: KernelSettings) -> None:
-    """Writers hold their transactions open for random times; a reader following positions must still
-    end up having seen every committed event exactly once, in position order."""
-    engine = make_engine(settings.database_url, pool_size=12)
+async def test_reading_in_commit_order_never_skips_an_event_under_many_concurrent_writers(
+    settings: KernelSettings,
+) -> None:
+    """Many writers take their transaction ids early, then hold their transactions open for random times
+    before and after inserting, so ids, positions and commits come in different orders. A reader following
+    checkpoints must still end up having seen every committed event exactly once."""
+    writers, appends_each = 24, 8
+    engine = make_engine(settings.database_url, pool_size=writers + 2)
     store = PostgresEventStore()
     async with engine.connect() as conn:
-        start = (await conn.execute(text("SELECT coalesce(max(position), 0) FROM events.case_events"))).scalar_one()
+        start = await _end_of_store(conn)
     writers_done = asyncio.Event()
     written: set[int] = set()
 
     async def writer(w: int) -> None:
-        for n in range(15):
+        for n in range(appends_each):
             async with engine.begin() as tx:
+                await tx.execute(text("SELECT pg_current_xact_id()"))  # as a handler writing its inbox first
+                await asyncio.sleep(random.uniform(0, 0.01))
                 recorded = await store.append(tx, uuid7(), 0, [status(w * 100 + n)], META)
                 await asyncio.sleep(random.uniform(0, 0.01))  # hold the transaction open a while
             written.update(e.position for e in recorded)
 
-    seen: list[int] = []
+    seen: list[Checkpoint] = []
 
     async def reader() -> None:
-        position = start
+        checkpoint = start
         while True:
             done = writers_done.is_set()
             async with engine.connect() as conn:
-                batch = await store.read_all(conn, position, 7)
-            seen.extend(e.position for e in batch)
-            if batch:
-                position = batch[-1].position
+                page = await store.read_all(conn, checkpoint, 7)
+                xids = await conn.execute(
+                    text("SELECT position, CAST(xid AS text) AS xid FROM events.case_events WHERE position = ANY(:p)"),
+                    {"p": [e.position for e in page.events]},
+                )
+                by_position = {row.position: int(row.xid) for row in xids}
+            seen.extend(Checkpoint(by_position[e.position], e.position) for e in page.events)
+            if page.events:
+                assert page.next == seen[-1]
+                checkpoint = page.next
             elif done:
                 return
             await asyncio.sleep(0)
 
     reading = asyncio.create_task(reader())
-    await asyncio.gather(*(writer(w) for w in range(8)))
+    await asyncio.gather(*(writer(w) for w in range(writers)))
     writers_done.set()
     await reading
-    assert seen == sorted(seen)
-    assert len(seen) == len(set(seen))
-    assert written <= set(seen), f"reader skipped {len(written - set(seen))} committed events"
+    positions = [c.position for c in seen]
+    assert seen == sorted(seen), "read in (transaction id, position) order"
+    assert len(positions) == len(set(positions))
+    assert written <= set(positions), f"reader skipped {len(written - set(positions))} committed events"
+    await engine.dispose()
+
+
+async def _end_of_store(conn: AsyncConnection) -> Checkpoint:
+    row = (
+        await conn.execute(
+            text(
+                "SELECT CAST(xid AS text) AS xid, position FROM events.case_events"
+                " ORDER BY xid DESC, position DESC LIMIT 1"
+            )
+        )
+    ).first()
+    return START if row is None else Checkpoint(int(row.xid), row.position)
+
+
+async def test_a_transaction_older_than_the_cases_last_writer_may_not_follow_it(settings: KernelSettings) -> None:
+    """Readers follow transaction ids, so a case's versions must be in the order of their writers' ids."""
+    engine, store, case_id = make_engine(settings.database_url), PostgresEventStore(), uuid7()
+    async with engine.connect() as older:
+        async with older.begin():
+            await older.execute(text("SELECT pg_current_xact_id()"))  # it wrote something else first
+            async with engine.begin() as younger:
+                await younger.execute(text("SELECT pg_current_xact_id()"))
+                await store.append(younger, case_id, None, [status(1)], META)
+            with pytest.raises(ConcurrencyConflict, match="younger"):
+                await store.append(older, case_id, None, [status(2)], META)
+    async with engine.begin() as tx:  # a new transaction has a newer id and goes on
+        [event] = await store.append(tx, case_id, None, [status(2)], META)
+    assert event.version == 2
     await engine.dispose()

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from civicflow.db import make_engine
 from civicflow.events import EventMetadata, WorkOrderStatusChanged
-from civicflow.eventstore import PostgresEventStore
+from civicflow.eventstore import START, Checkpoint, PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.kafka import ensure_topics, make_producer
 from civicflow.relay import Relay
@@ -39,24 +39,33 @@ async def append_cases(settings: KernelSettings, cases: int, per_case: int) -> s
     return {str(i) for i in ids}
 
 
-async def cursor(settings: KernelSettings) -> int:
+async def cursor(settings: KernelSettings) -> Checkpoint:
     engine = make_engine(settings.database_url)
     async with engine.connect() as conn:
-        value = (
+        row = (
             await conn.execute(
-                text("SELECT position FROM events.relay_cursor WHERE topic = :t"), {"t": settings.case_events_topic}
+                text("SELECT CAST(xid AS text) AS xid, position FROM events.relay_cursor WHERE topic = :t"),
+                {"t": settings.case_events_topic},
             )
-        ).scalar_one_or_none()
+        ).first()
     await engine.dispose()
-    return int(value or 0)
+    return START if row is None else Checkpoint(int(row.xid), row.position)
 
 
-async def store_end(settings: KernelSettings) -> int:
+async def store_end(settings: KernelSettings) -> Checkpoint:
+    """The last event in the relay's (commit) order."""
     engine = make_engine(settings.database_url)
     async with engine.connect() as conn:
-        value = (await conn.execute(text("SELECT max(position) FROM events.case_events"))).scalar_one()
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT CAST(xid AS text) AS xid, position FROM events.case_events"
+                    " ORDER BY xid DESC, position DESC LIMIT 1"
+                )
+            )
+        ).first()
     await engine.dispose()
-    return int(value)
+    return START if row is None else Checkpoint(int(row.xid), row.position)
 
 
 async def run_relay_until_caught_up(settings: KernelSettings) -> None:
@@ -72,7 +81,7 @@ async def run_relay_until_caught_up(settings: KernelSettings) -> None:
         await engine.dispose()
 
 
-async def _at_least(settings: KernelSettings, target: int) -> bool:
+async def _at_least(settings: KernelSettings, target: Checkpoint) -> bool:
     return await cursor(settings) >= target
 
 
@@ -230,14 +239,12 @@ async def caught_up(settings: KernelSettings, relay: Relay) -> None:
     """Put the relay's cursor at the end of the store (the session's, which other tests fill), as if it had
     published everything before this test's events."""
     await relay._ensure_cursor()
+    end = await store_end(settings)
     engine = make_engine(settings.database_url)
     async with engine.begin() as tx:
         await tx.execute(
-            text(
-                "UPDATE events.relay_cursor SET position = (SELECT coalesce(max(position), 0)"
-                " FROM events.case_events) WHERE topic = :t"
-            ),
-            {"t": settings.case_events_topic},
+            text("UPDATE events.relay_cursor SET xid = CAST(CAST(:x AS text) AS xid8), position = :p WHERE topic = :t"),
+            {"x": str(end.xid), "p": end.position, "t": settings.case_events_topic},
         )
     await engine.dispose()
 
