@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
@@ -33,7 +34,7 @@ from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from civicflow.db import as_json
+from civicflow.db import as_json, libpq_url
 from civicflow.events import RecordedEvent
 from civicflow.eventstore import Checkpoint, PostgresEventStore
 from civicflow.kafka import ensure_topics, make_producer
@@ -45,6 +46,8 @@ from civicflow.wire import Headers, to_message
 log = structlog.get_logger(__name__)
 
 RELAY_LOCK_KEY = 0x311_4E1A
+# The channel migration 0004's trigger notifies once per transaction that inserted events.
+NOTIFY_CHANNEL = "civicflow_case_events"
 
 # The transaction that holds readers back: the oldest one that has a transaction id (one that has written
 # or locked something), in any database of the cluster, as transaction ids are the cluster's.
@@ -114,20 +117,38 @@ class Relay:
         await self._ensure_cursor()  # once per leadership, not on every poll
         producer = make_producer(self._settings)
         watcher = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, enable_auto_commit=False)
+        committed = asyncio.Event()
+        listener = await _listen(self._settings.database_url, committed)
         await producer.start()
         await watcher.start()
         try:
             await self._check_broker(watcher)
-            last_check = time.monotonic()
+            last_check = last_beat = time.monotonic()
+            announced = False  # a commit was announced that we have not read yet
             while not stop.is_set():
-                # the lock connection doubles as our heartbeat: if it died, another relay may lead now
-                STORE_OLDEST_TRANSACTION.set(float(await lock_conn.scalar(_OLDEST_TRANSACTION) or 0))
+                if time.monotonic() - last_beat > 1:
+                    # the lock connection doubles as our heartbeat: if it died, another relay may lead now
+                    STORE_OLDEST_TRANSACTION.set(float(await lock_conn.scalar(_OLDEST_TRANSACTION) or 0))
+                    last_beat = time.monotonic()
                 if time.monotonic() - last_check > 5:
                     await self._check_broker(watcher)
                     last_check = time.monotonic()
-                if await self.publish_batch(producer) == 0:
-                    await _wait(stop, self._settings.relay_idle_poll_seconds)
+                committed.clear()  # before reading, so a commit announced while we read wakes the next wait
+                if await self.publish_batch(producer) > 0:
+                    announced = False
+                    continue
+                announced = announced or committed.is_set() or listener is None
+                # announced but not readable: an older transaction holds the readers back; look again soon
+                wait = (
+                    self._settings.relay_idle_poll_seconds if announced else self._settings.relay_fallback_poll_seconds
+                )
+                await _wait_either(stop, committed, wait)
+                if listener is not None and listener.is_closed():
+                    log.warning("relay lost its LISTEN connection; polling until it leads again")
+                    listener = None
         finally:
+            if listener is not None and not listener.is_closed():
+                await listener.close()
             await watcher.stop()
             await producer.stop()
 
@@ -312,6 +333,28 @@ async def _still_there(watcher: AIOKafkaConsumer, topic: str, last: dict[str, An
             record.offset == int(last["offset"]) and dict(record.headers).get("ce_id") == last["event_id"].encode()
         )
     return False
+
+
+async def _listen(database_url: str, committed: asyncio.Event) -> asyncpg.Connection | None:
+    """A connection of its own that sets `committed` whenever a transaction that appended events commits
+    (the trigger of migration 0004). Without it the relay polls, so a failure here is logged, not raised."""
+    try:
+        conn = await asyncpg.connect(libpq_url(database_url))
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: committed.set())
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("relay cannot LISTEN for commits; polling instead", error=type(exc).__name__)
+        return None
+    return conn
+
+
+async def _wait_either(stop: asyncio.Event, woken: asyncio.Event, seconds: float) -> None:
+    """Wait until stopped, woken or `seconds` passed."""
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(woken.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -79,7 +79,10 @@ class KernelSettings(BaseSettings):
     handler_retry_base_seconds: float = 0.2
     # retries of transient failures (a database down, TryLater) wait at most this long between tries
     handler_max_backoff_seconds: float = 30.0
-    relay_batch_size: int = 500
+    relay_batch_size: int = Field(
+        default=2000,
+        description="Events the relay reads and sends before waiting for the broker's acknowledgements.",
+    )
     kafka_max_message_bytes: int = Field(
         default=1_048_576,
         description="Largest record the relay publishes (set it to the broker's message.max.bytes); an event"
@@ -90,7 +93,16 @@ class KernelSettings(BaseSettings):
         description="Largest record a consumer forwards whole to the dead-letter topic; a larger one is"
         " dead-lettered without its value (the dlq_error says so).",
     )
-    relay_idle_poll_seconds: float = 0.05
+    relay_idle_poll_seconds: float = Field(
+        default=0.05,
+        description="How soon the relay looks again after a commit was announced (LISTEN/NOTIFY) but was not"
+        " yet readable: an older transaction still running holds the store's readers back.",
+    )
+    relay_fallback_poll_seconds: float = Field(
+        default=1.0,
+        description="How often the relay looks for events when no commit was announced, in case a"
+        " notification was lost (its listening connection dropped) or a transaction that held it back ended.",
+    )
     relay_standby_poll_seconds: float = 1.0
     log_level: str = "INFO"
     metrics_port: int | None = Field(default=None, description="Serve Prometheus /metrics on this port; unset: none.")

@@ -322,3 +322,33 @@ async def test_a_broker_that_does_not_answer_is_waited_for_and_nothing_is_parked
         await engine.dispose()
     records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=1)
     assert str(case_id) in {header_map(r.headers)["ce_subject"] for r in records}
+
+
+async def test_a_commit_wakes_the_relay_without_waiting_for_its_poll(settings: KernelSettings) -> None:
+    """LISTEN/NOTIFY: with polling slowed to a minute, a committed event still goes out at once."""
+    settings = settings.model_copy(update={"relay_idle_poll_seconds": 60, "relay_fallback_poll_seconds": 60})
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    relay, stop = Relay(engine, settings), asyncio.Event()
+    await caught_up(settings, relay)
+    task = asyncio.create_task(relay.run(stop))
+    case_id = uuid7()
+    try:
+        await eventually(lambda: _leads(relay), what="the relay to lead")
+        await asyncio.sleep(0.5)  # let it read the empty store once and settle into its (minute-long) wait
+        async with engine.begin() as tx:
+            await store.append(tx, case_id, 0, [WorkOrderStatusChanged(external_id="WO", status="open")], META)
+        await eventually(lambda: _published(relay, 1), timeout=10, what="the relay woken by the commit")
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=1)
+    assert str(case_id) in {header_map(r.headers)["ce_subject"] for r in records}
+
+
+async def _leads(relay: Relay) -> bool:
+    return relay.is_leader
+
+
+async def _published(relay: Relay, at_least: int) -> bool:
+    return relay.published >= at_least
