@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from civicflow.db import as_json
@@ -138,6 +138,7 @@ _INSERT_MANY = text(
     " ORDER BY n"  # positions follow the order of the batch
     " RETURNING event_id, position, recorded_at"
 )
+_DEADLOCK_DETECTED = "40P01"
 _CONFLICT_KEY = re.compile(r"\(case_id, version\)=\(([0-9a-f-]{36}), (\d+)\)")
 
 
@@ -165,13 +166,21 @@ class PostgresEventStore:
             return []
         cases = list(dict.fromkeys(a.case_id for a in appends))
         # One writer per case at a time, taken in key order so two batches never wait for each other.
-        await tx.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(:cls, k) FROM unnest(CAST(:keys AS int[])) WITH ORDINALITY AS u(k, n)"
-                " ORDER BY n"
-            ),
-            {"cls": CASE_LOCK_CLASS, "keys": sorted({_case_lock_key(c) for c in cases})},
-        )
+        try:
+            await tx.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(:cls, k)"
+                    " FROM unnest(CAST(:keys AS int[])) WITH ORDINALITY AS u(k, n) ORDER BY n"
+                ),
+                {"cls": CASE_LOCK_CLASS, "keys": sorted({_case_lock_key(c) for c in cases})},
+            )
+        except DBAPIError as exc:
+            # Two transactions that each appended to one case and then to the other's (in separate appends)
+            # wait for each other; PostgreSQL ends one of them. Like a lost race, it is decided again.
+            if getattr(getattr(exc.orig, "driver_exception", None), "sqlstate", None) != _DEADLOCK_DETECTED:
+                raise
+            why = "another transaction holding a case of this one waited for a case this one held; decide again"
+            raise ConcurrencyConflict(appends[0].case_id, 0, None, why) from exc
         # A new statement, so a new snapshot: it sees what the case's previous lock holder committed. Readers
         # follow transaction ids, so a case's events must be in the order of their transactions' ids too: a
         # transaction that took its id before the one that last wrote the case (it wrote elsewhere first)

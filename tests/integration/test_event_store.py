@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from uuid import UUID
 
 import pytest
 from sqlalchemy import text
@@ -179,3 +180,29 @@ async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
                 )
             )
         )
+
+
+async def test_two_transactions_appending_to_each_others_cases_crosswise_end_in_one_conflict(
+    settings: KernelSettings,
+) -> None:
+    """Separate appends lock their cases one append at a time, so two transactions can wait for each other;
+    PostgreSQL ends one, and the store says so as a conflict (decide again), not as a database error."""
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    x, y = uuid7(), uuid7()
+    first_appended = [asyncio.Event(), asyncio.Event()]
+
+    async def crosswise(mine: UUID, theirs: UUID, me: int) -> bool:
+        try:
+            async with engine.begin() as tx:
+                await store.append(tx, mine, None, [status(me)], META)
+                first_appended[me].set()
+                await first_appended[1 - me].wait()
+                await store.append(tx, theirs, None, [status(me)], META)
+            return True
+        except ConcurrencyConflict as conflict:
+            assert "waited for a case this one held" in str(conflict)
+            return False
+
+    outcomes = await asyncio.gather(crosswise(x, y, 0), crosswise(y, x, 1))
+    assert sorted(outcomes) == [False, True]
+    await engine.dispose()
