@@ -352,3 +352,31 @@ async def _leads(relay: Relay) -> bool:
 
 async def _published(relay: Relay, at_least: int) -> bool:
     return relay.published >= at_least
+
+
+async def test_a_long_transaction_holds_the_relay_back_and_the_gauge_shows_it(settings: KernelSettings) -> None:
+    """The price of reading in commit order: an event committed after a still-running transaction began
+    writing waits for it to end, and civicflow_store_oldest_transaction_seconds says how long so far."""
+    engine, store = make_engine(settings.database_url), PostgresEventStore()
+    relay, stop = Relay(engine, settings), asyncio.Event()
+    await caught_up(settings, relay)
+    task = asyncio.create_task(relay.run(stop))
+    case_id = uuid7()
+    try:
+        async with engine.connect() as long_one:
+            await long_one.begin()
+            await long_one.execute(text("SELECT pg_current_xact_id()"))  # it has written something
+            async with engine.begin() as tx:
+                await store.append(tx, case_id, 0, [WorkOrderStatusChanged(external_id="WO", status="open")], META)
+            await eventually(lambda: _gauge_at_least(1.0), what="the gauge to show the long transaction")
+            assert relay.published == 0, "the event went out while an older transaction could still commit"
+            await long_one.rollback()
+        await eventually(lambda: _published(relay, 1), what="the event once the long transaction ended")
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+
+
+async def _gauge_at_least(seconds: float) -> bool:
+    return (REGISTRY.get_sample_value("civicflow_store_oldest_transaction_seconds") or 0) >= seconds
