@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import structlog
@@ -75,6 +75,13 @@ def cannot_be_published(exc: BaseException) -> bool:
         return isinstance(exc, REFUSED_FOR_WHAT_IT_IS)
     # the client refused to build the record at all (a value it cannot serialise)
     return isinstance(exc, TypeError | ValueError)
+
+
+class RelayCursor(NamedTuple):
+    """The relay's row of events.relay_cursor: where it stands in the store, and its broker probe."""
+
+    at: Checkpoint
+    probe: dict[str, Any] | None
 
 
 class Relay:
@@ -160,14 +167,14 @@ class Relay:
         """
         async with self._engine.begin() as tx:
             cursor = await self._cursor(tx)
-            probe = cursor["probe"]
-            if not probe or await _still_there(watcher, self._topic, probe):  # type: ignore[arg-type]
+            probe = cursor.probe
+            if not probe or await _still_there(watcher, self._topic, probe):
                 await tx.execute(
                     text("UPDATE events.relay_cursor SET probe = last_published WHERE topic = :t"),
                     {"t": self._topic},
                 )
                 return
-            log.warning("broker lost published events; republishing the store", since_position=cursor["position"])
+            log.warning("broker lost published events; republishing the store", since_position=cursor.at.position)
             await ensure_topics(self._settings)
             await tx.execute(
                 text(
@@ -184,7 +191,7 @@ class Relay:
                 {"t": self._topic},
             )
 
-    async def _cursor(self, tx: AsyncConnection) -> dict[str, object]:
+    async def _cursor(self, tx: AsyncConnection) -> RelayCursor:
         row = (
             await tx.execute(
                 text(
@@ -194,11 +201,7 @@ class Relay:
                 {"t": self._topic},
             )
         ).one()
-        return {
-            "checkpoint": Checkpoint(int(row.xid), row.position),
-            "position": row.position,
-            "probe": as_json(row.probe),
-        }
+        return RelayCursor(Checkpoint(int(row.xid), row.position), as_json(row.probe))
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
         """Publish the next batch after the cursor, wait for the broker's acks, then move the cursor.
@@ -209,9 +212,7 @@ class Relay:
         refusal the events from there on are published once more, one at a time and in order."""
         async with self._engine.begin() as tx:
             cursor = await self._cursor(tx)
-            checkpoint = cursor["checkpoint"]
-            assert isinstance(checkpoint, Checkpoint)
-            page = await self._store.read_all(tx, checkpoint, self._settings.relay_batch_size)
+            page = await self._store.read_all(tx, cursor.at, self._settings.relay_batch_size)
             events = page.events
             if not events:
                 RELAY_LAG.set(0)
