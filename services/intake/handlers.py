@@ -99,8 +99,14 @@ class Intake:
                 if not accepted.replayed:
                     appends.append(await self._case_submitted(tx, submission, accepted))
             await self._store.append_many(tx, appends)
-        for append in appends:
-            log.info("case submitted", case_id=str(append.case_id), group=len(group))
+        for submission, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Accepted) and not outcome.replayed:
+                log.info(
+                    "case submitted",
+                    case_id=str(outcome.case_id),
+                    service_code=submission.request.service_code,
+                    group=len(group),
+                )
         return outcomes
 
     async def _claim(self, tx: AsyncConnection, submission: Submission) -> Accepted:
