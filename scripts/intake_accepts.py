@@ -1,6 +1,6 @@
 """Accepted requests a second through an in-process intake gRPC server, with many callers at once.
 
-    .venv/bin/python scripts/intake_accepts.py [--requests N] [--callers C]
+    .venv/bin/python scripts/intake_accepts.py [--requests N] [--callers C] [--window-ms W] [--max-group G]
 
 Starts embedded PostgreSQL (or uses CIVICFLOW_DATABASE_URL) with a scratch database, serves intake's
 servicer on a free port behind the real access control, and has C callers submit N requests in all.
@@ -46,11 +46,13 @@ def pothole(n: int) -> intake_pb2.SubmitRequestRequest:
     )
 
 
-async def measure(infra: Infrastructure, requests: int, callers: int) -> None:
+async def measure(infra: Infrastructure, requests: int, callers: int, window_ms: float, max_group: int) -> None:
     async with scratch_database(infra, "accepts") as url:
         engine = make_engine(url, pool_size=20)
         store = PostgresEventStore()
-        intake = Intake(engine, store, ContactVault(Fernet.generate_key()))
+        intake = Intake(
+            engine, store, ContactVault(Fernet.generate_key()), group_window_s=window_ms / 1000, max_group=max_group
+        )
         servicer = IntakeServicer(intake, engine, store)
         key = (await create_client(engine, f"bench-{uuid4().hex[:8]}", frozenset({Scope.SUBMIT}))).reveal()
         port = free_port()
@@ -84,18 +86,23 @@ async def measure(infra: Infrastructure, requests: int, callers: int) -> None:
             await server.stop(None)
             await intake.close()
             await engine.dispose()
-    print(f"{requests} requests, {callers} callers: {elapsed:.2f} s, {requests / elapsed:.0f} accepted/s")
+    print(
+        f"{requests} requests, {callers} callers, window {window_ms:g} ms, groups of at most {max_group}:"
+        f" {elapsed:.2f} s, {requests / elapsed:.0f} accepted/s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--callers", type=int, default=100)
+    parser.add_argument("--window-ms", type=float, default=2.0, help="CIVICFLOW_INTAKE_GROUP_COMMIT_MS")
+    parser.add_argument("--max-group", type=int, default=64, help="1: every request in a transaction of its own")
     args = parser.parse_args()
     os.environ.setdefault("CIVICFLOW_USE_TESTCONTAINERS", "no")
     os.environ.setdefault("CIVICFLOW_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # intake alone needs no broker
     with provide(STATE_DIR) as infra:
-        asyncio.run(measure(infra, args.requests, args.callers))
+        asyncio.run(measure(infra, args.requests, args.callers, args.window_ms, args.max_group))
 
 
 if __name__ == "__main__":
