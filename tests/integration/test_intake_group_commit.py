@@ -4,18 +4,26 @@ keep every promise a request made alone (idempotency, its own client as actor, a
 from __future__ import annotations
 
 import asyncio
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import grpc
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow import tracking
-from civicflow.apikeys import CALLING_CLIENT
+from civicflow.access import AccessControl, Gatekeeper, SendsApiKey
+from civicflow.api_clients import PostgresClientDirectory, create_client
+from civicflow.apikeys import CALLING_CLIENT, RateLimiter, Scope
 from civicflow.eventstore import PostgresEventStore
+from civicflow.infra import free_port
 from civicflow.pii import ContactVault, ResidentContact
+from civicflow.runtime import build_grpc_server
+from civicflow.settings import KernelSettings
+from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc
 from services.intake.domain import ContactDetails, ReportedLocation, ServiceRequest
+from services.intake.grpc_api import IntakeServicer
 from services.intake.handlers import Accepted, IdempotencyKeyReused, Intake
 
 pytestmark = pytest.mark.integration
@@ -137,3 +145,35 @@ async def test_a_request_the_database_refuses_fails_alone_and_the_rest_of_its_gr
             text("SELECT count(*) FROM intake.requests WHERE case_id = ANY(:ids)"), {"ids": [a.case_id for a in fine]}
         )
     assert stored == 2
+
+
+async def test_a_request_reaching_an_intake_that_is_closing_is_told_to_try_again(engine: AsyncEngine) -> None:
+    door = intake(engine)
+    await door.close()
+    servicer = IntakeServicer(door, engine, STORE)
+    key = (await create_client(engine, f"closing-{uuid4().hex[:8]}", frozenset({Scope.SUBMIT}))).reveal()
+    port = free_port()
+    gatekeeper = Gatekeeper(PostgresClientDirectory(engine), RateLimiter(100, 100), cache_seconds=0)
+    server = await build_grpc_server(
+        port,
+        [("civicflow.v1.IntakeService", lambda s: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, s))],
+        "closing-test",
+        KernelSettings(),
+        AccessControl(gatekeeper),
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=[SendsApiKey(key)]) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await intake_pb2_grpc.IntakeServiceStub(channel).SubmitRequest(
+                    intake_pb2.SubmitRequestRequest(
+                        service_code="POTHOLE",
+                        description="late",
+                        location=common_pb2.Location(address="1200 W Madison St"),
+                    ),
+                    timeout=10,
+                )
+    finally:
+        await server.stop(None)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "same idempotency key" in (refused.value.details() or "")
