@@ -40,3 +40,15 @@ def test_a_contribution_that_cannot_load_is_reported_and_the_others_are_added() 
     assert "'nowhere.thing'" in problems[1] and "names no command group; use one of replay" in problems[1]
     result = runner.invoke(target, ["rules", "check", "--help"])
     assert result.exit_code == 0, result.output
+
+
+def test_replay_progress_takes_what_a_replay_reports_positionally_or_by_name() -> None:
+    from services.query.cli import _reporter
+
+    seen: list[tuple[int, int | None]] = []
+    report = _reporter(lambda done, total: seen.append((done, total)))
+    report(10)
+    report(20, 100)
+    report(done=30, total=100)
+    report()
+    assert seen == [(10, None), (20, 100), (30, 100)]
