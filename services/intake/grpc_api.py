@@ -20,6 +20,7 @@ from services.intake.domain import (
     reason_violations,
     validate_request,
 )
+from services.intake.group_commit import CommitterClosed
 from services.intake.handlers import CaseNotFound, IdempotencyKeyReused, Intake, NothingToChange, recategorise
 
 _PREFERRED = {
@@ -119,6 +120,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             accepted = await self._intake.submit(result, request.idempotency_key or None)
         except IdempotencyKeyReused as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+            raise
+        except CommitterClosed as exc:  # stopping: the client may retry at another replica with the same key
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             raise
         response = intake_pb2.SubmitRequestResponse(
             tracking_number=accepted.tracking_number, case_id=str(accepted.case_id), replayed=accepted.replayed

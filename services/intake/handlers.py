@@ -1,23 +1,24 @@
-"""Accepting a request: one transaction records the key, the sealed contact and CaseSubmitted."""
+"""Accepting a request: one transaction records the key, the sealed contact and CaseSubmitted (for a group of them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow import tracking
 from civicflow.apikeys import actor
 from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, EventMetadata, current_service_code
-from civicflow.eventstore import ConcurrencyConflict, EventStore
+from civicflow.eventstore import ConcurrencyConflict, EventStore, StreamAppend
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault
 from services.intake.domain import ServiceRequest
+from services.intake.group_commit import GroupCommitter
 
 log = structlog.get_logger(__name__)
 
@@ -42,81 +43,133 @@ class NoFreeTrackingNumber(RuntimeError):
 TRACKING_NUMBER_DRAWS = 8
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One caller's request as queued for a group commit."""
+
+    request: ServiceRequest
+    idempotency_key: str
+    fingerprint: str
+    actor: str  # taken in the caller's call: the calling client is a contextvar the flusher task does not see
+
+
 class Intake:
+    """Accepts requests in groups: those arriving within `group_window_s` of each other (at most `max_group`)
+    share one transaction, and each caller is answered once it has committed (group_commit.py)."""
+
     def __init__(
         self,
         engine: AsyncEngine,
         store: EventStore,
         vault: ContactVault,
         issue_number: Callable[[], str] = tracking.issue,
+        group_window_s: float = 0.002,
+        max_group: int = 64,
     ) -> None:
         self._engine = engine
         self._store = store
         self._vault = vault
         self._issue_number = issue_number
+        self._committer: GroupCommitter[Submission, Accepted] = GroupCommitter(
+            self._write_group, group_window_s, max_group
+        )
 
     async def submit(self, request: ServiceRequest, idempotency_key: str | None) -> Accepted:
         """Record the request; returns only once CaseSubmitted is committed. A known key replays its answer."""
         key = idempotency_key or f"generated:{uuid7()}"
-        fingerprint = request.fingerprint(key)
+        return await self._committer.submit(Submission(request, key, request.fingerprint(key), actor("intake")))
+
+    async def close(self) -> None:
+        """Take no more requests; return once every queued one is answered."""
+        await self._committer.close()
+
+    async def _write_group(self, group: Sequence[Submission]) -> list[Accepted | Exception]:
+        """Every request of the group in one transaction: claims, sealed contacts, then all CaseSubmitted at once.
+        A request refused for itself (reused key, no free number) wrote nothing and does not stop the others."""
+        outcomes: list[Accepted | Exception] = []
+        appends: list[StreamAppend] = []
         async with self._engine.begin() as tx:
-            case_id, submitted_at = uuid7(), datetime.now(UTC)
-            for _ in range(TRACKING_NUMBER_DRAWS):
-                number = self._issue_number()
-                # No conflict target: a taken key and a taken tracking number both insert nothing.
-                claimed = (
-                    await tx.execute(
-                        text(
-                            "INSERT INTO intake.requests"
-                            " (idempotency_key, request_hash, case_id, tracking_number, submitted_at)"
-                            " VALUES (:k, :h, :c, :t, :s) ON CONFLICT DO NOTHING RETURNING case_id"
-                        ),
-                        {"k": key, "h": fingerprint, "c": case_id, "t": number, "s": submitted_at},
-                    )
-                ).first()
-                if claimed is not None:
-                    break
-                row = (
-                    await tx.execute(
-                        text(
-                            "SELECT request_hash, case_id, tracking_number, submitted_at"
-                            " FROM intake.requests WHERE idempotency_key = :k"
-                        ),
-                        {"k": key},
-                    )
-                ).first()
-                if row is None:  # the key is free, so the number was taken: draw another
-                    log.info("tracking number already taken; drawing another")
+            for submission in group:
+                try:
+                    accepted = await self._claim(tx, submission)
+                except (IdempotencyKeyReused, NoFreeTrackingNumber) as exc:
+                    outcomes.append(exc)
                     continue
-                # the key was used before (or by a racing retry that committed first)
-                if row.request_hash != fingerprint:
-                    raise IdempotencyKeyReused(
-                        "this idempotency key was already used for a different request; use a new key"
-                    )
-                return Accepted(row.case_id, row.tracking_number, row.submitted_at, replayed=True)
-            else:
-                raise NoFreeTrackingNumber(
-                    f"{TRACKING_NUMBER_DRAWS} tracking numbers drawn in a row were all taken; check that"
-                    " civicflow.tracking.issue draws at random, then try the request again"
+                outcomes.append(accepted)
+                if not accepted.replayed:
+                    appends.append(await self._case_submitted(tx, submission, accepted))
+            await self._store.append_many(tx, appends)
+        for submission, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Accepted) and not outcome.replayed:
+                log.info(
+                    "case submitted",
+                    case_id=str(outcome.case_id),
+                    service_code=submission.request.service_code,
+                    group=len(group),
                 )
-            contact = request.contact
-            sealed = await self._vault.seal(tx, case_id, contact) if contact else None
-            event = CaseSubmitted(
-                tracking_number=number,
-                service_code=request.service_code,
-                description=request.description,
-                location=request.location,
-                submitted_at=submitted_at,
-                sealed_contact=sealed,
-                preferred_channel=request.preferred_channel,
-                has_email=bool(contact and contact.email),
-                attributes=request.attributes,
-                flags=request.flags,
-            )
-            metadata = EventMetadata(correlation_id=uuid7(), actor=actor("intake"), channel=request.channel)
-            await self._store.append(tx, case_id, 0, [event], metadata, occurred_at=submitted_at)
-        log.info("case submitted", case_id=str(case_id), service_code=request.service_code)
-        return Accepted(case_id, number, submitted_at, replayed=False)
+        return outcomes
+
+    async def _claim(self, tx: AsyncConnection, submission: Submission) -> Accepted:
+        """Record the key with a fresh tracking number, or find the answer the key was given before (also
+        earlier in this same group: the transaction sees its own rows)."""
+        key, fingerprint = submission.idempotency_key, submission.fingerprint
+        case_id, submitted_at = uuid7(), datetime.now(UTC)
+        for _ in range(TRACKING_NUMBER_DRAWS):
+            number = self._issue_number()
+            # No conflict target: a taken key and a taken tracking number both insert nothing.
+            claimed = (
+                await tx.execute(
+                    text(
+                        "INSERT INTO intake.requests"
+                        " (idempotency_key, request_hash, case_id, tracking_number, submitted_at)"
+                        " VALUES (:k, :h, :c, :t, :s) ON CONFLICT DO NOTHING RETURNING case_id"
+                    ),
+                    {"k": key, "h": fingerprint, "c": case_id, "t": number, "s": submitted_at},
+                )
+            ).first()
+            if claimed is not None:
+                return Accepted(case_id, number, submitted_at, replayed=False)
+            row = (
+                await tx.execute(
+                    text(
+                        "SELECT request_hash, case_id, tracking_number, submitted_at"
+                        " FROM intake.requests WHERE idempotency_key = :k"
+                    ),
+                    {"k": key},
+                )
+            ).first()
+            if row is None:  # the key is free, so the number was taken: draw another
+                log.info("tracking number already taken; drawing another")
+                continue
+            # the key was used before (or by a racing retry that committed first)
+            if row.request_hash != fingerprint:
+                raise IdempotencyKeyReused(
+                    "this idempotency key was already used for a different request; use a new key"
+                )
+            return Accepted(row.case_id, row.tracking_number, row.submitted_at, replayed=True)
+        raise NoFreeTrackingNumber(
+            f"{TRACKING_NUMBER_DRAWS} tracking numbers drawn in a row were all taken; check that"
+            " civicflow.tracking.issue draws at random, then try the request again"
+        )
+
+    async def _case_submitted(self, tx: AsyncConnection, submission: Submission, accepted: Accepted) -> StreamAppend:
+        request = submission.request
+        contact = request.contact
+        sealed = await self._vault.seal(tx, accepted.case_id, contact) if contact else None
+        event = CaseSubmitted(
+            tracking_number=accepted.tracking_number,
+            service_code=request.service_code,
+            description=request.description,
+            location=request.location,
+            submitted_at=accepted.submitted_at,
+            sealed_contact=sealed,
+            preferred_channel=request.preferred_channel,
+            has_email=bool(contact and contact.email),
+            attributes=request.attributes,
+            flags=request.flags,
+        )
+        metadata = EventMetadata(correlation_id=uuid7(), actor=submission.actor, channel=request.channel)
+        return StreamAppend(accepted.case_id, 0, [event], metadata, occurred_at=accepted.submitted_at)
 
 
 class CaseNotFound(LookupError):

@@ -1,0 +1,85 @@
+"""The call-taker's commands: submit a request, correct its service type, track it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from civicflow.cli.reach import call
+
+
+def submit(
+    service_code: Annotated[str, typer.Option("--service-code", "-s", help="e.g. POTHOLE, STREETLIGHT")],
+    description: Annotated[str, typer.Option("--description", "-d")],
+    address: Annotated[str, typer.Option(help="Street address of the problem")] = "",
+    lat: Annotated[float | None, typer.Option()] = None,
+    long: Annotated[float | None, typer.Option()] = None,
+    name: Annotated[str, typer.Option(help="Resident's name (kept private)")] = "",
+    email: Annotated[str, typer.Option(help="Resident's email for updates (kept private)")] = "",
+    phone: Annotated[str, typer.Option(help="Resident's phone (kept private)")] = "",
+    channel: Annotated[str, typer.Option(help="phone, web, app or system")] = "phone",
+    idempotency_key: Annotated[str, typer.Option(help="Retrying with the same key never opens a second case")] = "",
+    attribute: Annotated[list[str] | None, typer.Option(help="question=answer, repeatable")] = None,
+    flag: Annotated[list[str] | None, typer.Option(help="hazard, blocking_traffic…, repeatable")] = None,
+) -> None:
+    """Submit a request as a call-taker would; prints its tracking number."""
+    from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc
+
+    location = common_pb2.Location(address=address)
+    if lat is not None:
+        location.lat = lat
+    if long is not None:
+        location.long = long
+    preferred = intake_pb2.CONTACT_CHANNEL_EMAIL if email else intake_pb2.CONTACT_CHANNEL_UNSPECIFIED
+    request = intake_pb2.SubmitRequestRequest(
+        service_code=service_code,
+        description=description,
+        location=location,
+        contact=intake_pb2.ResidentContact(name=name, email=email, phone=phone, preferred_channel=preferred),
+        idempotency_key=idempotency_key,
+        channel=channel,
+        attributes=dict(a.split("=", 1) for a in attribute or [] if "=" in a),
+        flags=flag or [],
+    )
+    reply = call("intake", intake_pb2_grpc.IntakeServiceStub, "SubmitRequest", request)
+    typer.echo(f"tracking number: {reply.tracking_number}" + (" (already accepted earlier)" if reply.replayed else ""))
+
+
+def recategorise(
+    tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")],
+    service_code: Annotated[str, typer.Option("--service-code", "-s", help="The service it really is")],
+    reason: Annotated[str, typer.Option(help="Why, for the case's history")],
+) -> None:
+    """Correct a case's service type as a call-taker; the router places it again."""
+    from civicflow.v1 import intake_pb2, intake_pb2_grpc
+
+    request = intake_pb2.RecategoriseCaseRequest(
+        tracking_number=tracking_number, service_code=service_code, reason=reason
+    )
+    reply = call("intake", intake_pb2_grpc.IntakeServiceStub, "RecategoriseCase", request)
+    typer.echo(f"{tracking_number}: {reply.previous_service_code} -> {service_code}; the router will place it again")
+
+
+def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")]) -> None:
+    """Show where a request is: status, department, due date and every stage so far."""
+    from civicflow.v1 import query_pb2, query_pb2_grpc
+
+    view = call(
+        "query",
+        query_pb2_grpc.CaseQueryServiceStub,
+        "GetCase",
+        query_pb2.GetCaseRequest(tracking_number=tracking_number),
+    )
+    from civicflow.localtime import local, wall_clock
+
+    zone = view.time_zone or None  # the department's: times as the city reads them (UTC until routed)
+    typer.echo(f"{view.tracking_number}  {view.service_code}  status: {view.status}")
+    if view.department_name:
+        due = f", due {wall_clock(view.due_at.ToDatetime(), zone)}" if view.HasField("due_at") else ""
+        typer.echo(f"department: {view.department_name}{due}  (rule {view.rule_id or '-'})")
+    if view.work_order_id:
+        typer.echo(f"work order: {view.work_order_id}")
+    for entry in view.timeline:
+        typer.echo(f"  {local(entry.at.ToDatetime(), zone):%Y-%m-%d %H:%M:%S %Z}  {entry.stage:<22} {entry.detail}")
+
