@@ -157,6 +157,8 @@ async def test_a_batch_is_decided_in_one_unit_of_work_and_a_poison_event_in_it_i
         decision = Decision()
         for event in events:
             assert isinstance(event.data, WorkOrderStatusChanged)
+            if event.case_id not in {clean, poisoned}:
+                continue  # the store is the session's: other tests' events are published too
             if event.data.status == "poison":
                 raise RuntimeError("the department system rejected this work order")
             decision.writes.append(Statement(record_effect, {"e": event.event_id, "c": event.case_id}))
@@ -176,7 +178,8 @@ async def test_a_batch_is_decided_in_one_unit_of_work_and_a_poison_event_in_it_i
     try:
         await eventually(lambda: _count(effects(engine, name, {clean, poisoned}), 5), what="all but the poison event")
         dead = await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, 1)
-        assert len(dead) == 1 and header_map(dead[0].headers)["ce_caseversion"] == "2"
+        ours = [header_map(d.headers) for d in dead if header_map(d.headers)["ce_subject"] == str(poisoned)]
+        assert len(ours) == 1 and ours[0]["ce_caseversion"] == "2"
         assert max(batches) > 1, "the events came as one batch at least once"
     finally:
         await broker.stop()
