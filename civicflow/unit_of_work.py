@@ -58,6 +58,10 @@ class Reads:
             self._stored[case_id] = await self._store.read_stream(self.tx, case_id)
         return self._stored[case_id] + self._pending.get(case_id, [])
 
+    def pending(self, case_id: UUID) -> list[RecordedEvent]:
+        """The events this batch decided for the case so far, not appended yet."""
+        return list(self._pending.get(case_id, []))
+
     async def stage(self, appends: Sequence[StreamAppend]) -> None:
         """Let the batch's later policies see these appends as part of their cases."""
         now = datetime.now(UTC)
