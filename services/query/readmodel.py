@@ -52,8 +52,7 @@ def _unnest(columns: list[str], types: dict[str, str]) -> str:
 
 _UPSERT_CASES = text(
     f"INSERT INTO query.cases ({', '.join(_CASE_COLUMNS)}) SELECT * FROM unnest({_unnest(_CASE_COLUMNS, _CASE_TYPES)})"
-    " ON CONFLICT (case_id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CASE_COLUMNS if c != "case_id")
+    " ON CONFLICT (case_id) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CASE_COLUMNS if c != "case_id")
 )
 _INSERT_ENTRIES = text(
     f"INSERT INTO query.timeline ({', '.join(_ENTRY_COLUMNS)})"

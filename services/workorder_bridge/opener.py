@@ -249,9 +249,7 @@ class WorkOrderOpener:
             department_id=routed.department_id,
             status_code=refused.status_code,
         )
-        return Decision(
-            appends=[StreamAppend(event.case_id, None, [rejected], event.caused(SERVICE))], writes=[forget]
-        )
+        return Decision(appends=[StreamAppend(event.case_id, None, [rejected], event.caused(SERVICE))], writes=[forget])
 
     def _replaced(self, event: RecordedEvent) -> None:
         """A later routing decision replaced this one: no work order and no rejection (the later one gets
