@@ -24,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.backoff import Backoff
 from civicflow.events import RecordedEvent
+from civicflow.eventstore import ConcurrencyConflict
 from civicflow.kafka import make_producer
 from civicflow.metrics import CONSUMER_LAG, EVENTS_HANDLED, EVENTS_REDELIVERED, HANDLER_RETRIES, HANDLER_SECONDS
 from civicflow.secrets import event_signing_key
 from civicflow.settings import KernelSettings
+from civicflow.unit_of_work import BatchPolicy, UnitOfWork
 from civicflow.wire import UnreadableRecord, event_type_of, is_catalogued, read_event
 
 log = structlog.get_logger(__name__)
@@ -88,14 +90,31 @@ class Inbox:
             return True
 
 
+@dataclasses.dataclass(frozen=True)
+class Reactions:
+    """A service whose policies decide and whose kernel records: the event types it reacts to, the
+    policy for them, and the unit of work that runs it over a batch."""
+
+    types: frozenset[str]
+    policy: BatchPolicy
+    unit: UnitOfWork
+
+    def one_at_a_time(self) -> Handler:
+        async def handle(event: RecordedEvent) -> None:
+            await self.unit.run([event], self.policy)
+
+        return handle
+
+
 class TryLater(Exception):
     """Raised by a handler when something it needs is down for now (a department's system, say): the
     event is retried until it goes through instead of being dead-lettered."""
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Failures that pass by themselves: TryLater, and a database that cannot be reached right now."""
-    if isinstance(exc, TryLater):
+    """Failures that pass by themselves: TryLater, a database that cannot be reached right now, and
+    another writer on the same case first (deciding again on fresh state resolves it)."""
+    if isinstance(exc, TryLater | ConcurrencyConflict):
         return True
     if isinstance(exc, DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
@@ -118,18 +137,26 @@ def describe_error(exc: BaseException) -> str:
 
 
 class CaseEventConsumer:
-    """Subscribes one service's group to the case-events topic and dispatches events by type."""
+    """Subscribes one service's group to the case-events topic and dispatches events by type.
+
+    Given Reactions, a batch's readable events are decided and recorded in one unit of work; if that
+    fails for any reason, they are handled one at a time, each in its own transaction, with the retries
+    and dead-lettering below, so a poison event is isolated and dead-lettered alone."""
 
     def __init__(
         self,
         service: str,
         settings: KernelSettings,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Handler] | Reactions,
         dead_letters: DeadLetterTopic | None = None,
     ) -> None:
         self.service = service
         self.group_id = f"civicflow.{service}"
         self._settings = settings
+        self._reactions: Reactions | None = None
+        if isinstance(handlers, Reactions):
+            self._reactions = handlers
+            handlers = dict.fromkeys(handlers.types, handlers.one_at_a_time())
         self._handlers = dict(handlers)
         self._backoff = Backoff(settings.handler_retry_base_seconds, settings.handler_max_backoff_seconds)
         self._signing_key = event_signing_key(settings)
@@ -156,7 +183,7 @@ class CaseEventConsumer:
             rebalance_timeout_ms=self._settings.kafka_session_timeout_ms,
             # FastStream would decode every header and JSON-decode every value of the batch before our
             # handler runs: one unreadable record would then fail (or drop) the whole batch. We read each
-            # record ourselves (_on_record), so one that cannot be read is dead-lettered alone.
+            # record ourselves (_read), so one that cannot be read is dead-lettered alone.
             parser=parse_batch_undecoded,
             decoder=records_undecoded,
             title=f"{self.service} case events",
@@ -166,14 +193,51 @@ class CaseEventConsumer:
     async def _on_batch(self, message: KafkaMessage) -> None:
         records: Any = message.raw_message
         try:
+            ready: list[tuple[RecordedEvent, Handler, Any]] = []
             for record in records if isinstance(records, tuple) else (records,):
-                await self._on_record(record)
+                if (read := await self._read(record)) is not None:
+                    ready.append(read)
+            if len(ready) > 1 and self._reactions is not None and await self._decide_together(self._reactions, ready):
+                return
+            for event, handler, record in ready:
+                await self.dispatch(event, handler, record)
         finally:
             await self._dead_letters.close()
 
+    async def _decide_together(self, reactions: Reactions, ready: list[tuple[RecordedEvent, Handler, Any]]) -> bool:
+        """The whole batch in one unit of work; False when it failed (then nothing of it was recorded)."""
+        events = [event for event, _, _ in ready]
+        started = time.perf_counter()
+        try:
+            with structlog.contextvars.bound_contextvars(batch_size=len(events)):
+                await reactions.unit.run(events, reactions.policy)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "batch failed; handling its events one at a time",
+                batch_size=len(events),
+                transient=is_transient(exc),
+                error=describe_error(exc),
+            )
+            return False
+        share = (time.perf_counter() - started) / len(events)
+        now = datetime.now(UTC)
+        for event in events:
+            HANDLER_SECONDS.labels(self.service, event.type).observe(share)
+            EVENTS_HANDLED.labels(self.service, event.type, "handled").inc()
+            CONSUMER_LAG.labels(self.service).observe((now - event.recorded_at).total_seconds())
+        return True
+
     async def _on_record(self, record: Any) -> None:
-        """Read one record and hand it to its handler; one that cannot be read, or that the relay did not
-        sign, is dead-lettered with its original bytes, and the partition moves on."""
+        """One record on its own: read, then handled as its handler would be outside a batch."""
+        if (read := await self._read(record)) is not None:
+            await self.dispatch(*read)
+
+    async def _read(self, record: Any) -> tuple[RecordedEvent, Handler, Any] | None:
+        """Read one record for its handler (None: not this service's type, or dead-lettered): one that
+        cannot be read, or that the relay did not sign, is dead-lettered with its original bytes, and the
+        partition moves on."""
         event_type = UNREADABLE
         try:
             # Every service sees every event: look at its type alone before reading anything else.
@@ -183,15 +247,15 @@ class CaseEventConsumer:
                 raise UnreadableRecord("header ce_type names no event type of the catalogue")
             handler = self._handlers.get(event_type)
             if handler is None:
-                return
+                return None
             event = read_event(self._signing_key, record.key, record.value, record.headers or ())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # whatever its bytes, a record we cannot read must not stop the partition
             await self._dead_letter(record, exc, attempts=0)
             EVENTS_HANDLED.labels(self.service, event_type, "dead_lettered").inc()
-            return
-        await self.dispatch(event, handler, record)
+            return None
+        return event, handler, record
 
     async def dispatch(self, event: RecordedEvent, handler: Handler, record: Any = None) -> None:
         with structlog.contextvars.bound_contextvars(

@@ -82,4 +82,3 @@ def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")])
         typer.echo(f"work order: {view.work_order_id}")
     for entry in view.timeline:
         typer.echo(f"  {local(entry.at.ToDatetime(), zone):%Y-%m-%d %H:%M:%S %Z}  {entry.stage:<22} {entry.detail}")
-

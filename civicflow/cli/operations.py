@@ -90,4 +90,3 @@ def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="A client's name 
         raise typer.Exit(1) from exc
     seconds = KernelSettings().api_key_cache_seconds
     typer.echo(f"revoked the key {revoked.key_id} of {revoked.name}; servers refuse it within {seconds:g} s")
-

@@ -112,4 +112,3 @@ def with_engine(work: Any) -> Any:
             await engine.dispose()
 
     return asyncio.run(go())
-

@@ -2,11 +2,13 @@
 
 Delivery runs in three steps so a crash or a redelivery never sends a second email for a stage:
 
-1. (transaction) read the case, unseal the contact, decide; record the delivery as 'sending' in
-   notifier.deliveries, keyed by (case, stage). A row already 'sent' means another delivery of this
-   stage finished: only the inbox is marked.
+1. (the batch's unit of work) read the case as the batch leaves it, unseal the contact, decide; then,
+   in a small transaction of its own committed before anyone is called, record the delivery as
+   'sending' in notifier.deliveries, keyed by (case, stage). A row already 'sent' means another
+   delivery of this stage finished: nothing is decided and the kernel only marks the inbox.
 2. hand the email to SMTP, with the Message-ID ``<case_id.stage@civicflow.local>``.
-3. (transaction) mark the row 'sent', mark the inbox, append NotificationSent.
+3. (the batch's unit of work) move the row to 'sent' and decide NotificationSent; the kernel appends
+   it and marks the inbox when the batch commits.
 
 An SMTP outage raises, so the consumer retries with back-off and dead-letters after its bounded
 attempts; the row stays 'sending' and a replay resends. An address that cannot be delivered to is
@@ -19,7 +21,9 @@ commits. The event is then redelivered, finds the row still 'sending' and sends 
 Message-ID. The SMTP sink files a Message-ID once, and mail clients thread or collapse messages with
 one Message-ID as one message, so the resident sees it once. The same holds when two consumers race
 on one event during a rebalance: both may send, only the one whose step 3 moves the row from
-'sending' to 'sent' appends NotificationSent.
+'sending' to 'sent' appends NotificationSent; and when a batch fails after some of its emails went out
+(it is then handled one event at a time): their rows are still 'sending', and they go again with
+their Message-IDs.
 """
 
 from __future__ import annotations
@@ -32,14 +36,15 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from civicflow.consumer import CaseEventConsumer, Inbox
+from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
 from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, RecordedEvent
-from civicflow.eventstore import EventStore, PostgresEventStore
+from civicflow.eventstore import PostgresEventStore, StreamAppend
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, serve
 from civicflow.settings import KernelSettings
+from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
 from services.notifier.domain import (
     STAGE_OF_EVENT,
     CannotNotify,
@@ -74,52 +79,48 @@ class NotifierSettings(KernelSettings):
 
 
 class NotificationHandler:
-    """Reacts to CaseSubmitted, CaseRouted, CaseRerouted and CaseResolved with one email, or a recorded reason
-    why not."""
+    """The notifier's policy for CaseSubmitted, CaseRouted, CaseRerouted and CaseResolved: one email, or a
+    recorded reason why not. It returns what to append; the kernel records it with the inbox mark."""
 
     def __init__(
         self,
         engine: AsyncEngine,
-        store: EventStore,
         vault: ContactVault,
         sender: MailSender,
         templates: MessageTemplates,
         mail_from: str,
     ) -> None:
         self._engine = engine
-        self._inbox = Inbox(engine, "notifier")
-        self._store = store
         self._vault = vault
         self._sender = sender
         self._templates = templates
         self._mail_from = mail_from
 
-    async def __call__(self, event: RecordedEvent) -> None:
+    async def __call__(self, event: RecordedEvent, reads: Reads) -> Decision:
         stage = STAGE_OF_EVENT[event.type]
         message_id = message_id_for(event.case_id, stage)
+        if any(_tells(e.data, stage) for e in reads.pending(event.case_id)):
+            log.info("stage already notified", stage=stage)  # by an earlier event of this batch
+            return Decision()
+        facts = stage_facts(event, await reads.stream(event.case_id))
+        contact = None
+        if facts.sealed_contact is not None:
+            contact = await self._vault.unseal(reads.tx, event.case_id, facts.sealed_contact)
+        delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel)
+        if not isinstance(delivery, SendEmail):
+            return self._without_sending(event, stage, delivery)
+        rendered = self._templates.render(facts)
+        try:
+            message = compose_email(rendered, delivery.to, self._mail_from, message_id, datetime.now(UTC))
+        except ValueError as exc:  # an address the email package will not put in a To header
+            problem = f"mail client cannot write this address in a message ({type(exc).__name__})"
+            return self._without_sending(event, stage, CannotNotify("email", problem))
+        # Its own transaction, committed before the mail server is called: a crash after sending leaves
+        # the row 'sending', and the redelivery sends the same Message-ID again rather than a new email.
         async with self._engine.begin() as tx:
-            if await self._inbox.seen(tx, event.event_id):
-                return
-            facts = stage_facts(event, await self._store.read_stream(tx, event.case_id))
-            contact = None
-            if facts.sealed_contact is not None:
-                contact = await self._vault.unseal(tx, event.case_id, facts.sealed_contact)
-            delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel)
-            if not isinstance(delivery, SendEmail):
-                await self._record_without_sending(tx, event, stage, delivery)
-                return
-            rendered = self._templates.render(facts)
-            try:
-                message = compose_email(rendered, delivery.to, self._mail_from, message_id, datetime.now(UTC))
-            except ValueError as exc:  # an address the email package will not put in a To header
-                problem = f"mail client cannot write this address in a message ({type(exc).__name__})"
-                await self._record_without_sending(tx, event, stage, CannotNotify("email", problem))
-                return
             if not await self._start_delivery(tx, event, stage, message_id):
-                await self._inbox.claim(tx, event.event_id)
                 log.info("stage already notified", stage=stage)
-                return
-        # Outside any transaction: nothing is held open while the mail server answers.
+                return Decision()
         outcome: CaseEvent
         try:
             await self._sender.send(message)
@@ -129,11 +130,9 @@ class NotificationHandler:
             if reason is None:
                 raise  # an outage: the consumer retries
             outcome, status = NotificationFailed(stage=stage, channel="email", reason=reason), "refused"
-        async with self._engine.begin() as tx:
-            finished = await self._finish_delivery(tx, event, stage, status)
-            await self._inbox.claim(tx, event.event_id)
-            if finished:
-                await self._store.append(tx, event.case_id, None, [outcome], event.caused(ACTOR))
+        # In the batch's transaction: of two consumers racing on one event (a rebalance), only the one
+        # whose batch moves the row from 'sending' records the outcome; the other waits here for it.
+        finished = await self._finish_delivery(reads.tx, event, stage, status)
         log.info(
             "notification delivered" if status == "sent" else "notification refused",
             stage=stage,
@@ -141,18 +140,17 @@ class NotificationHandler:
             message_id=message_id,
             recorded=finished,
         )
+        if not finished:
+            return Decision()
+        return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))])
 
-    async def _record_without_sending(
-        self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, delivery: CannotNotify | NothingToSend
-    ) -> None:
-        if not await self._inbox.claim(tx, event.event_id):
-            return
-        if isinstance(delivery, CannotNotify):
-            failed = NotificationFailed(stage=stage, channel=delivery.channel, reason=delivery.reason)
-            await self._store.append(tx, event.case_id, None, [failed], event.caused(ACTOR))
-            log.info("notification not possible", stage=stage, channel=delivery.channel, reason=delivery.reason)
-        else:
+    def _without_sending(self, event: RecordedEvent, stage: Stage, delivery: CannotNotify | NothingToSend) -> Decision:
+        if isinstance(delivery, NothingToSend):
             log.info("nothing to send", stage=stage, reason=delivery.reason)
+            return Decision()
+        log.info("notification not possible", stage=stage, channel=delivery.channel, reason=delivery.reason)
+        failed = NotificationFailed(stage=stage, channel=delivery.channel, reason=delivery.reason)
+        return Decision(appends=[StreamAppend(event.case_id, None, [failed], event.caused(ACTOR))])
 
     async def _start_delivery(self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, message_id: str) -> bool:
         """Record the delivery as 'sending'; False when this stage was already sent (or refused)."""
@@ -183,6 +181,10 @@ class NotificationHandler:
         return finished.first() is not None
 
 
+def _tells(event: CaseEvent, stage: Stage) -> bool:
+    return isinstance(event, NotificationSent | NotificationFailed) and event.stage == stage
+
+
 def city_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -196,13 +198,14 @@ def bootstrap(settings: NotifierSettings, sender: MailSender | None = None) -> S
     engine = make_engine(settings.database_url)
     handler = NotificationHandler(
         engine,
-        PostgresEventStore(),
         ContactVault(load_master_key(settings.pii_master_key, settings.state_dir)),
         sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
         MessageTemplates(city_timezone(settings.city_timezone), settings.public_tracking_url),
         settings.mail_from,
     )
-    consumer = CaseEventConsumer(ACTOR, settings, dict.fromkeys(STAGE_OF_EVENT, handler))
+    unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
+    reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)
+    consumer = CaseEventConsumer(ACTOR, settings, reactions)
     return ServiceProcess(ACTOR, settings, engine, settings.notifier_grpc_port, consumer=consumer)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from civicflow.events import (
@@ -67,12 +68,12 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     if record is not None and event.version <= record.last_version:
         return record, None  # already applied
     base = record or CaseRecord(case_id=event.case_id, status="unknown", last_version=0, updated_at=event.occurred_at)
-    base = replace(base, last_version=event.version, updated_at=event.occurred_at)
+    # One copy of the record per event (replay folds every event of the store through here).
+    changes: dict[str, Any] = {"last_version": event.version, "updated_at": event.occurred_at}
     data = event.data
     stage, detail = "", ""
     if isinstance(data, CaseSubmitted):
-        base = replace(
-            base,
+        changes.update(
             status="submitted",
             tracking_number=data.tracking_number,
             service_code=data.service_code,
@@ -83,8 +84,7 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         )
         stage, detail = "submitted", f"request {data.tracking_number} received ({data.service_code})"
     elif isinstance(data, RoutingDecision):
-        base = replace(
-            base,
+        changes.update(
             status="routed",
             department_id=data.department_id,
             department_name=data.department_name,
@@ -100,20 +100,20 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             detail += f": {data.reason}"
     elif isinstance(data, CaseNeedsTriage):
         # No department, so no due date: the call centre places it (the view keeps the time zone to read by).
-        base = replace(
-            base, status="triage", department_id=data.queue, department_name="311 triage", due_at=None, rule_id=None
+        changes.update(
+            status="triage", department_id=data.queue, department_name="311 triage", due_at=None, rule_id=None
         )
         stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
     elif isinstance(data, WorkOrderRejected):
         stage, detail = "turned_down", f"{data.department_id} turned it down: {resident_text(data.reason)}"
     elif isinstance(data, CaseRecategorised):
-        base = replace(base, service_code=data.service_code)
+        changes["service_code"] = data.service_code
         stage = "recategorised"
         detail = f"service changed from {data.previous_service_code} to {data.service_code}: {data.reason}"
     elif isinstance(data, CaseOverdue):
         stage, detail = "overdue", f"passed its due date {wall_clock(data.due_at, base.time_zone)} unresolved"
     elif isinstance(data, WorkOrderOpened):
-        base = replace(base, status="work_order_open", work_order_id=data.external_id)
+        changes.update(status="work_order_open", work_order_id=data.external_id)
         stage, detail = "work_order_opened", f"work order {data.external_id} opened"
     elif isinstance(data, WorkOrderSyncFailed):
         stage = "work_order_waiting"
@@ -122,19 +122,20 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         )
     elif isinstance(data, WorkOrderStatusChanged):
         if base.status != "resolved":  # a case is resolved once; later changes are on its timeline only
-            base = replace(base, status=_WORK_ORDER_STATUS.get(data.status, base.status))
+            changes["status"] = _WORK_ORDER_STATUS.get(data.status, base.status)
         stage = f"work_order_{data.status}"
         detail = f"work order {data.external_id} is {data.status.replace('_', ' ')}"
         if note := resident_text(data.note):  # a department's words: plain text without links
             detail += f": {note}"
     elif isinstance(data, CaseResolved):
         resolution = resident_text(data.resolution)
-        base = replace(base, status="resolved", resolution=resolution)
+        changes.update(status="resolved", resolution=resolution)
         stage, detail = "resolved", f"resolved: {resolution}"
     elif isinstance(data, NotificationSent):
         stage, detail = "resident_notified", f"resident told of '{data.stage}' by {data.channel}"
     elif isinstance(data, NotificationFailed):
         stage, detail = "notification_failed", f"could not tell the resident of '{data.stage}' by {data.channel}"
+    after = replace(base, **changes)
     if not stage:
-        return base, None
-    return base, TimelineEntry(event.case_id, event.version, stage, event.occurred_at, detail)
+        return after, None
+    return after, TimelineEntry(event.case_id, event.version, stage, event.occurred_at, detail)

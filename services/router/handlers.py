@@ -1,4 +1,4 @@
-"""The router's reactions: place new cases, reroute rejected or recategorised ones, flag overdue ones."""
+"""The router's policies: place new cases, reroute rejected or recategorised ones; and the overdue scan."""
 
 from __future__ import annotations
 
@@ -7,79 +7,88 @@ from uuid import UUID
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from civicflow.consumer import Inbox
 from civicflow.events import (
     CaseEvent,
     CaseNeedsTriage,
     CaseOverdue,
+    CaseRecategorised,
+    CaseResolved,
     CaseSubmitted,
     EventMetadata,
     RecordedEvent,
     RoutingDecision,
+    WorkOrderRejected,
 )
-from civicflow.eventstore import EventStore
+from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
+from civicflow.unit_of_work import Decision, Policy, Reads, Statement
 from services.router.decide import reroute, route_new_case
 from services.router.rulebook import RuleBook
 
 log = structlog.get_logger(__name__)
 
+ACTOR = "router"
 
-async def track_open_case(tx: AsyncConnection, case_id: UUID, decision: CaseEvent) -> None:
+
+_TRACK = text(
+    "INSERT INTO router.open_cases (case_id, department_id, due_at) VALUES (:c, :d, :due)"
+    " ON CONFLICT (case_id) DO UPDATE SET department_id = :d, due_at = :due, overdue_for = NULL"
+)
+_FORGET = text("DELETE FROM router.open_cases WHERE case_id = :c")
+
+
+def track_open_case(case_id: UUID, decision: CaseEvent) -> list[Statement]:
     """Keep router.open_cases in step with the decision, in the same transaction."""
     if isinstance(decision, RoutingDecision):
-        await tx.execute(
-            text(
-                "INSERT INTO router.open_cases (case_id, department_id, due_at) VALUES (:c, :d, :due)"
-                " ON CONFLICT (case_id) DO UPDATE SET department_id = :d, due_at = :due, overdue_for = NULL"
-            ),
-            {"c": case_id, "d": decision.department_id, "due": decision.due_at},
-        )
-    elif isinstance(decision, CaseNeedsTriage):
-        await tx.execute(text("DELETE FROM router.open_cases WHERE case_id = :c"), {"c": case_id})
+        return [Statement(_TRACK, {"c": case_id, "d": decision.department_id, "due": decision.due_at})]
+    if isinstance(decision, CaseNeedsTriage):
+        return [Statement(_FORGET, {"c": case_id})]
+    return []
 
 
 class Router:
-    def __init__(self, engine: AsyncEngine, inbox: Inbox, store: EventStore, rules: RuleBook) -> None:
+    """The router's policies: each returns the decision for one event; the kernel records it."""
+
+    def __init__(self, engine: AsyncEngine, store: EventStore, rules: RuleBook) -> None:
         self._engine = engine
-        self._inbox = inbox
         self._store = store
         self._rules = rules
 
-    async def on_submitted(self, event: RecordedEvent) -> None:
+    def policies(self) -> dict[str, Policy]:
+        return {
+            CaseSubmitted.event_type: self.on_submitted,
+            WorkOrderRejected.event_type: self.on_reroute_trigger,
+            CaseRecategorised.event_type: self.on_reroute_trigger,
+            CaseResolved.event_type: self.on_resolved,
+        }
+
+    async def on_submitted(self, event: RecordedEvent, reads: Reads) -> Decision:
         assert isinstance(event.data, CaseSubmitted)
         decision = route_new_case(self._rules.current, event.data, event.metadata.channel)
+        return Decision(
+            appends=[StreamAppend(event.case_id, None, [decision], event.caused(ACTOR))],
+            writes=track_open_case(event.case_id, decision),
+        )
 
-        async def record(tx: AsyncConnection) -> None:
-            await self._store.append(tx, event.case_id, None, [decision], event.caused("router"))
-            await track_open_case(tx, event.case_id, decision)
-
-        await self._inbox.process_once(event, record)
-
-    async def on_reroute_trigger(self, event: RecordedEvent) -> None:
+    async def on_reroute_trigger(self, event: RecordedEvent, reads: Reads) -> Decision:
         """WorkOrderRejected or CaseRecategorised: back through the rules, without who turned it down."""
+        stream = await reads.stream(event.case_id)
+        history = [e.data for e in stream if e.version <= event.version]
+        channel = stream[0].metadata.channel if stream else None
+        decision = reroute(self._rules.current, history, event.data, channel)
+        if decision is None:
+            log.info("rejection ignored: the case has moved on", case_id=str(event.case_id))
+            return Decision()
+        expected = stream[-1].version if stream else 0
+        return Decision(
+            appends=[StreamAppend(event.case_id, expected, [decision], event.caused(ACTOR))],
+            writes=track_open_case(event.case_id, decision),
+        )
 
-        async def record(tx: AsyncConnection) -> None:
-            stream = await self._store.read_stream(tx, event.case_id)
-            history = [e.data for e in stream if e.version <= event.version]
-            channel = stream[0].metadata.channel if stream else None
-            decision = reroute(self._rules.current, history, event.data, channel)
-            if decision is None:
-                log.info("rejection ignored: the case has moved on")
-                return
-            expected = stream[-1].version if stream else 0
-            await self._store.append(tx, event.case_id, expected, [decision], event.caused("router"))
-            await track_open_case(tx, event.case_id, decision)
-
-        await self._inbox.process_once(event, record)
-
-    async def on_resolved(self, event: RecordedEvent) -> None:
-        async def forget(tx: AsyncConnection) -> None:
-            await tx.execute(text("DELETE FROM router.open_cases WHERE case_id = :c"), {"c": event.case_id})
-
-        await self._inbox.process_once(event, forget)
+    async def on_resolved(self, event: RecordedEvent, reads: Reads) -> Decision:
+        return Decision(writes=[Statement(_FORGET, {"c": event.case_id})])
 
     async def mark_overdue(self, now: datetime, limit: int = 200) -> int:
         """Append CaseOverdue once for each open case past its due date; safe with several routers."""
@@ -94,12 +103,22 @@ class Router:
                     {"now": now, "n": limit},
                 )
             ).all()
-            for row in rows:
-                overdue = CaseOverdue(department_id=row.department_id, due_at=row.due_at)
-                meta = EventMetadata(correlation_id=uuid7(), actor="router", channel=None)
-                await self._store.append(tx, row.case_id, None, [overdue], meta)
+            if rows:
+                await self._store.append_many(
+                    tx,
+                    [
+                        StreamAppend(
+                            row.case_id,
+                            None,
+                            [CaseOverdue(department_id=row.department_id, due_at=row.due_at)],
+                            EventMetadata(correlation_id=uuid7(), actor=ACTOR, channel=None),
+                        )
+                        for row in rows
+                    ],
+                )
                 await tx.execute(
-                    text("UPDATE router.open_cases SET overdue_for = due_at WHERE case_id = :c"), {"c": row.case_id}
+                    text("UPDATE router.open_cases SET overdue_for = due_at WHERE case_id = ANY(:c)"),
+                    {"c": [row.case_id for row in rows]},
                 )
         if rows:
             log.info("cases overdue", count=len(rows))

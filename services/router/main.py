@@ -7,13 +7,13 @@ from pathlib import Path
 
 import structlog
 
-from civicflow.consumer import CaseEventConsumer, Inbox
+from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
-from civicflow.events import CaseRecategorised, CaseResolved, CaseSubmitted, WorkOrderRejected
 from civicflow.eventstore import PostgresEventStore
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, periodically, serve
 from civicflow.settings import SAMPLE_CITY, KernelSettings
+from civicflow.unit_of_work import UnitOfWork, in_order
 from civicflow.v1 import routing_pb2, routing_pb2_grpc
 from services.router.grpc_api import RoutingServicer
 from services.router.handlers import Router
@@ -35,17 +35,10 @@ def bootstrap(settings: RouterSettings) -> ServiceProcess:
     engine = make_engine(settings.database_url)
     store = PostgresEventStore()
     rules = RuleBook(settings.city_file, settings.rules_dir)
-    router = Router(engine, Inbox(engine, "router"), store, rules)
-    consumer = CaseEventConsumer(
-        "router",
-        settings,
-        {
-            CaseSubmitted.event_type: router.on_submitted,
-            WorkOrderRejected.event_type: router.on_reroute_trigger,
-            CaseRecategorised.event_type: router.on_reroute_trigger,
-            CaseResolved.event_type: router.on_resolved,
-        },
-    )
+    router = Router(engine, store, rules)
+    policies = router.policies()
+    reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, "router", store))
+    consumer = CaseEventConsumer("router", settings, reactions)
     servicer = RoutingServicer(rules, engine, store)
     service_name = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
     return ServiceProcess(

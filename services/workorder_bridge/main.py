@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.backoff import Backoff
-from civicflow.consumer import CaseEventConsumer, Inbox
+from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
 from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
 from civicflow.eventstore import ConcurrencyConflict, EventStore, PostgresEventStore
@@ -18,6 +18,7 @@ from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
+from civicflow.unit_of_work import UnitOfWork, in_order
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, events_for_status, is_resolved
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
@@ -172,14 +173,16 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
         tasks.append(close_on_stop(rest))
         connector = rest
     backoff = Backoff(settings.workorder_retry_first_seconds, settings.workorder_retry_max_seconds)
-    opener = WorkOrderOpener(engine, Inbox(engine, SERVICE), store, connector, settings.callback_url, backoff)
+    opener = WorkOrderOpener(engine, store, connector, settings.callback_url, backoff)
     retry = periodically(
         settings.workorder_retry_scan_seconds,
         lambda: opener.retry_due(datetime.now(UTC)),
         "retrying parked work orders",
     )
     tasks.append(retry)
-    consumer = CaseEventConsumer(SERVICE, settings, {CaseRouted.event_type: opener, CaseRerouted.event_type: opener})
+    policies = {CaseRouted.event_type: opener, CaseRerouted.event_type: opener}
+    reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, SERVICE, store))
+    consumer = CaseEventConsumer(SERVICE, settings, reactions)
     webhooks = create_webhook_app(StatusReportRecorder(engine, store), secret)
     tasks.append(WebhookServer(webhooks, settings.bridge_http_host, settings.bridge_http_port))
     return ServiceProcess(SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks)

@@ -3,8 +3,8 @@
 A department's system that does not answer must not hold up anyone else's work orders: the consumer
 reads every case in partition order, so waiting in the handler would stall a quarter of the city's
 cases behind one department's outage. Instead the decision is parked in
-`workorder_bridge.pending_work_orders` (in the same transaction that marks the event processed) and
-the handler moves on; `retry_due` tries parked ones again with backoff until the system answers.
+`workorder_bridge.pending_work_orders` (the kernel writes it in the transaction that marks the event
+processed) and the policy moves on; `retry_due` tries parked ones again with backoff until the system answers.
 
 A system that answers but refuses the work order (4xx) will not change its mind: the bridge records
 WorkOrderRejected, and the router places the case again (or sends it to triage), as it does when a
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +23,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.backoff import Backoff
-from civicflow.consumer import Inbox, describe_error
+from civicflow.consumer import describe_error
 from civicflow.events import (
     CaseNeedsTriage,
     RecordedEvent,
@@ -34,7 +33,8 @@ from civicflow.events import (
     WorkOrderSyncFailed,
     current_service_code,
 )
-from civicflow.eventstore import EventStore
+from civicflow.eventstore import EventStore, StreamAppend
+from civicflow.unit_of_work import Decision, Reads, Statement, record
 from services.workorder_bridge.connector import (
     DepartmentConnector,
     DepartmentUnavailable,
@@ -66,17 +66,35 @@ def standing_decision(stream: Sequence[RecordedEvent], routed_event_id: UUID) ->
     return parked
 
 
-class WorkOrderOpener:
-    """Opens the work order in the department's system, then records it and WorkOrderOpened at once.
+_FORGET_PENDING = text("DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c")
+_FORGET_PENDING_DECISION = text(
+    "DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c AND routed_event_id = :e"
+)
+_RECORD_WORK_ORDER = text(
+    "INSERT INTO workorder_bridge.work_orders"
+    " (department_id, external_id, case_id, system, opened_by_event, correlation_id)"
+    " VALUES (:d, :x, :c, :s, :e, :r)"
+)
+_PARK = text(
+    "INSERT INTO workorder_bridge.pending_work_orders"
+    " (case_id, routed_event_id, department_id, attempts, first_failed_at, next_attempt_at, last_error)"
+    " VALUES (:c, :e, :d, 1, :now, :next, :error)"
+    " ON CONFLICT (case_id) DO UPDATE SET routed_event_id = :e, department_id = :d, attempts = 1,"
+    " first_failed_at = :now, next_attempt_at = :next, last_error = :error"
+)
 
-    The routing event's id is the Idempotency-Key, so a redelivery, a retry of a parked decision, or a
-    crash between the HTTP call and the commit finds the same work order again instead of opening a
-    second one."""
+
+class WorkOrderOpener:
+    """Opens the work order in the department's system, and decides the work order row and
+    WorkOrderOpened for the kernel to record with the inbox mark.
+
+    The routing event's id is the Idempotency-Key, so a redelivery, a retry of a parked decision, a
+    batch handled again one event at a time, or a crash between the HTTP call and the commit finds the
+    same work order again instead of opening a second one."""
 
     def __init__(
         self,
         engine: AsyncEngine,
-        inbox: Inbox,
         store: EventStore,
         connector: DepartmentConnector,
         callback_url: str,
@@ -84,41 +102,36 @@ class WorkOrderOpener:
         clock: Clock = utc_now,
     ) -> None:
         self._engine = engine
-        self._inbox = inbox
         self._store = store
         self._connector = connector
         self._callback_url = callback_url
         self._backoff = backoff
         self._clock = clock
 
-    async def __call__(self, event: RecordedEvent) -> None:
-        """The consumer's handler for CaseRouted and CaseRerouted: a new work order either way."""
+    async def __call__(self, event: RecordedEvent, reads: Reads) -> Decision:
+        """The policy for CaseRouted and CaseRerouted: a new work order either way."""
         assert isinstance(event.data, RoutingDecision)
-        async with self._engine.connect() as conn:
-            if await self._inbox.seen(conn, event.event_id):
-                return  # a redelivery: spare the department a call
-            stream = await self._store.read_stream(conn, event.case_id)
+        stream = await reads.stream(event.case_id)
         if standing_decision(stream, event.event_id) is None:  # we are behind: a later decision is coming
-            await self._inbox.process_once(event, partial(self._replaced, event=event))
-            return
+            self._replaced(event)
+            return Decision()
         try:
             opened = await self._open(event, stream)
         except DepartmentUnavailable as exc:
             error = describe_error(exc)
-            if await self._inbox.process_once(event, partial(self._park, event=event, error=error)):
-                log.warning(
-                    "department system unavailable; the work order waits",
-                    department_id=event.data.department_id,
-                    error=error,
-                    retry_in_seconds=self._backoff.first_seconds,
-                )
-            return
+            log.warning(
+                "department system unavailable; the work order waits",
+                department_id=event.data.department_id,
+                error=error,
+                retry_in_seconds=self._backoff.first_seconds,
+            )
+            return self._park(event, error)
         except WorkOrderRefused as exc:
-            await self._inbox.process_once(event, partial(self._turned_down, event=event, refused=exc))
-            return
-
-        if await self._inbox.process_once(event, partial(self._record, event=event, opened=opened)):
-            log.info("work order opened", department_id=event.data.department_id, external_id=opened.external_id)
+            # read again: the case may have been placed elsewhere while the department answered
+            now = await self._store.read_stream(reads.tx, event.case_id) + reads.pending(event.case_id)
+            return self._turned_down(event, exc, now)
+        log.info("work order opened", department_id=event.data.department_id, external_id=opened.external_id)
+        return self._record(event, opened)
 
     async def retry_due(self, now: datetime) -> int:
         """Try every parked work order whose time has come, one transaction each; how many were opened.
@@ -164,17 +177,16 @@ class WorkOrderOpener:
         stream = await self._store.read_stream(tx, row.case_id)
         event = standing_decision(stream, row.routed_event_id)
         if event is None:
-            await tx.execute(
-                text("DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c"), {"c": row.case_id}
-            )
+            await tx.execute(_FORGET_PENDING, {"c": row.case_id})
             log.info("parked work order dropped: a later routing decision replaced it", department_id=row.department_id)
             return 0
         try:
             work_order = await self._open(event, stream)
         except WorkOrderRefused as refused:
-            await self._turned_down(tx, event, refused)
+            now = await self._store.read_stream(tx, row.case_id)  # as the department's answer finds it
+            await record(tx, self._store, self._turned_down(event, refused, now))
             return 0
-        await self._record(tx, event, work_order)
+        await record(tx, self._store, self._record(event, work_order))
         log.info(
             "parked work order opened",
             department_id=row.department_id,
@@ -198,85 +210,72 @@ class WorkOrderOpener:
         )
         return await self._connector.open_work_order(routed.department_id, request, str(event.event_id))
 
-    async def _record(self, tx: AsyncConnection, event: RecordedEvent, opened: OpenedWorkOrder) -> None:
+    def _record(self, event: RecordedEvent, opened: OpenedWorkOrder) -> Decision:
         """The work order row, WorkOrderOpened, and nothing left parked for the case."""
         routed = event.data
         assert isinstance(routed, RoutingDecision)
-        await tx.execute(
-            text(
-                "INSERT INTO workorder_bridge.work_orders"
-                " (department_id, external_id, case_id, system, opened_by_event, correlation_id)"
-                " VALUES (:d, :x, :c, :s, :e, :r)"
-            ),
-            {
-                "d": routed.department_id,
-                "x": opened.external_id,
-                "c": event.case_id,
-                "s": self._connector.system,
-                "e": event.event_id,
-                "r": event.metadata.correlation_id,
-            },
-        )
-        await tx.execute(
-            text("DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c"), {"c": event.case_id}
-        )
+        row = {
+            "d": routed.department_id,
+            "x": opened.external_id,
+            "c": event.case_id,
+            "s": self._connector.system,
+            "e": event.event_id,
+            "r": event.metadata.correlation_id,
+        }
         opened_event = WorkOrderOpened(
             department_id=routed.department_id, system=self._connector.system, external_id=opened.external_id
         )
-        await self._store.append(tx, event.case_id, None, [opened_event], event.caused(SERVICE))
+        return Decision(
+            appends=[StreamAppend(event.case_id, None, [opened_event], event.caused(SERVICE))],
+            writes=[Statement(_RECORD_WORK_ORDER, row), Statement(_FORGET_PENDING, {"c": event.case_id})],
+        )
 
-    async def _turned_down(self, tx: AsyncConnection, event: RecordedEvent, refused: WorkOrderRefused) -> None:
+    def _turned_down(
+        self, event: RecordedEvent, refused: WorkOrderRefused, stream: Sequence[RecordedEvent]
+    ) -> Decision:
         """The department's system will not take it: WorkOrderRejected, and the router places the case again
-        (unless it already has, while the department was being asked)."""
+        (unless it already has, while the department was being asked: `stream` is the case read after
+        the answer)."""
         routed = event.data
         assert isinstance(routed, RoutingDecision)
-        await tx.execute(
-            text("DELETE FROM workorder_bridge.pending_work_orders WHERE case_id = :c AND routed_event_id = :e"),
-            {"c": event.case_id, "e": event.event_id},
-        )
-        if standing_decision(await self._store.read_stream(tx, event.case_id), event.event_id) is None:
-            await self._replaced(tx, event)
-            return
+        forget = Statement(_FORGET_PENDING_DECISION, {"c": event.case_id, "e": event.event_id})
+        if standing_decision(stream, event.event_id) is None:
+            self._replaced(event)
+            return Decision(writes=[forget])
         reason = f"its work-order system refused the work order (HTTP {refused.status_code})"
         rejected = WorkOrderRejected(department_id=routed.department_id, reason=reason)
-        await self._store.append(tx, event.case_id, None, [rejected], event.caused(SERVICE))
         log.warning(
             "department system refused the work order; the router places the case again",
             department_id=routed.department_id,
             status_code=refused.status_code,
         )
+        return Decision(appends=[StreamAppend(event.case_id, None, [rejected], event.caused(SERVICE))], writes=[forget])
 
-    async def _replaced(self, tx: AsyncConnection, event: RecordedEvent) -> None:
+    def _replaced(self, event: RecordedEvent) -> None:
         """A later routing decision replaced this one: no work order and no rejection (the later one gets
-        its own); marked processed by the caller's transaction."""
+        its own)."""
         assert isinstance(event.data, RoutingDecision)
         log.info("routing decision replaced by a later one; no work order", department_id=event.data.department_id)
 
-    async def _park(self, tx: AsyncConnection, event: RecordedEvent, error: str) -> None:
+    def _park(self, event: RecordedEvent, error: str) -> Decision:
         """Wait for the department, and say so in the case's history (WorkOrderSyncFailed, once per
         decision); a later routing decision for the case replaces an earlier one waiting."""
         routed = event.data
         assert isinstance(routed, RoutingDecision)
         now = self._clock()
-        await tx.execute(
-            text(
-                "INSERT INTO workorder_bridge.pending_work_orders"
-                " (case_id, routed_event_id, department_id, attempts, first_failed_at, next_attempt_at, last_error)"
-                " VALUES (:c, :e, :d, 1, :now, :next, :error)"
-                " ON CONFLICT (case_id) DO UPDATE SET routed_event_id = :e, department_id = :d, attempts = 1,"
-                " first_failed_at = :now, next_attempt_at = :next, last_error = :error"
-            ),
-            {
-                "c": event.case_id,
-                "e": event.event_id,
-                "d": routed.department_id,
-                "now": now,
-                "next": now + self._backoff.after(1),
-                "error": error,
-            },
-        )
+        row = {
+            "c": event.case_id,
+            "e": event.event_id,
+            "d": routed.department_id,
+            "now": now,
+            "next": now + self._backoff.after(1),
+            "error": error,
+        }
         waiting = WorkOrderSyncFailed(department_id=routed.department_id, reason=error)
-        await self._store.append(tx, event.case_id, None, [waiting], event.caused(SERVICE))
+        return Decision(
+            appends=[StreamAppend(event.case_id, None, [waiting], event.caused(SERVICE))],
+            writes=[Statement(_PARK, row)],
+        )
 
     async def _postpone(self, tx: AsyncConnection, row: Row[Any], error: str) -> None:
         attempts = row.attempts + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from uuid import UUID
 
 import pytest
@@ -11,12 +12,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from civicflow.consumer import DEAD_LETTER_HEADERS, CaseEventConsumer, Inbox
+from civicflow.consumer import DEAD_LETTER_HEADERS, CaseEventConsumer, Inbox, Reactions
 from civicflow.events import EventMetadata, RecordedEvent, WorkOrderStatusChanged
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.relay import Relay
 from civicflow.settings import KernelSettings
+from civicflow.unit_of_work import Decision, Reads, Statement, UnitOfWork
 from civicflow.wire import HEADERS, header_map
 from tests.conftest import eventually
 from tests.integration.kafka_helpers import read_topic
@@ -142,3 +144,45 @@ async def _at_least(relay: Relay, n: int) -> bool:
 
 async def _delivered(deliveries: list[UUID], n: int) -> bool:
     return len(deliveries) >= n
+
+
+async def test_a_batch_is_decided_in_one_unit_of_work_and_a_poison_event_in_it_is_dead_lettered_alone(
+    settings: KernelSettings, schema: tuple[AsyncEngine, str]
+) -> None:
+    engine, name = schema
+    record_effect = text(f"INSERT INTO {name}.effects (event_id, case_id) VALUES (:e, :c)")
+    batches: list[int] = []
+
+    async def policy(events: Sequence[RecordedEvent], reads: Reads) -> Decision:
+        batches.append(len(events))
+        decision = Decision()
+        for event in events:
+            assert isinstance(event.data, WorkOrderStatusChanged)
+            if event.case_id not in {clean, poisoned}:
+                continue  # the store is the session's: other tests' events are published too
+            if event.data.status == "poison":
+                raise RuntimeError("the department system rejected this work order")
+            decision.writes.append(Statement(record_effect, {"e": event.event_id, "c": event.case_id}))
+            # each event's reaction sees the ones before it in the batch
+            before = [e for e in await reads.stream(event.case_id) if e.version < event.version]
+            assert len(before) == event.version - 1
+        return decision
+
+    clean, poisoned = uuid7(), uuid7()
+    await append(engine, clean, ["open", "in_progress", "done"])
+    await append(engine, poisoned, ["open", "poison", "done"])
+    relay, stop = Relay(engine, settings), asyncio.Event()
+    relay_task = asyncio.create_task(relay.run(stop))
+    await eventually(lambda: _at_least(relay, 6), what="the store published")
+    reactions = Reactions(frozenset({"WorkOrderStatusChanged"}), policy, UnitOfWork(engine, name, PostgresEventStore()))
+    broker = await start_consumer(settings, CaseEventConsumer(name, settings, reactions))
+    try:
+        await eventually(lambda: _count(effects(engine, name, {clean, poisoned}), 5), what="all but the poison event")
+        dead = await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, 1)
+        ours = [header_map(d.headers) for d in dead if header_map(d.headers)["ce_subject"] == str(poisoned)]
+        assert len(ours) == 1 and ours[0]["ce_caseversion"] == "2"
+        assert max(batches) > 1, "the events came as one batch at least once"
+    finally:
+        await broker.stop()
+        stop.set()
+        await relay_task

@@ -3,6 +3,7 @@ recorded as failed, once, without the address; a mail server that is down is ret
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ from civicflow.events import CaseSubmitted, EventMetadata, Location, Notificatio
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
+from civicflow.unit_of_work import UnitOfWork, in_order
 from samples.smtp_sink.sink import read_messages, start_sink
 from services.notifier.domain import MessageTemplates
 from services.notifier.mail import SmtpSender
@@ -50,15 +52,17 @@ async def submitted_case(engine: AsyncEngine, vault: ContactVault, address: str)
     return recorded
 
 
-def handler(engine: AsyncEngine, vault: ContactVault, port: int) -> NotificationHandler:
-    return NotificationHandler(
+def handler(engine: AsyncEngine, vault: ContactVault, port: int) -> Callable[[RecordedEvent], Awaitable[int]]:
+    """The notifier's policy as its consumer runs it, each event in a unit of work of its own."""
+    policy = NotificationHandler(
         engine,
-        STORE,
         vault,
         SmtpSender("127.0.0.1", port, 5),
         MessageTemplates(ZoneInfo("UTC")),
         "311 <no-reply@civicflow.local>",
     )
+    unit = UnitOfWork(engine, "notifier", STORE)
+    return lambda event: unit.run([event], in_order({event.type: policy}))
 
 
 async def delivery_status(engine: AsyncEngine, event: RecordedEvent) -> str | None:

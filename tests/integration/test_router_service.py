@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from civicflow.consumer import Inbox
 from civicflow.events import (
     CaseNeedsTriage,
     CaseOverdue,
@@ -27,6 +26,7 @@ from civicflow.events import (
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
+from civicflow.unit_of_work import UnitOfWork, in_order
 from services.router.dryrun import dry_run
 from services.router.handlers import Router
 from services.router.rulebook import RuleBook, load_rules
@@ -35,6 +35,23 @@ from services.router.rules import RuleSetError
 pytestmark = pytest.mark.integration
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "city"
 STORE = PostgresEventStore()
+
+
+class RouterUnderTest:
+    """The router's policies run as its consumer runs them, each event in a unit of work of its own."""
+
+    def __init__(self, engine: AsyncEngine, rules: RuleBook) -> None:
+        self.router = Router(engine, STORE, rules)
+        self._unit = UnitOfWork(engine, "router", STORE)
+        self._policy = in_order(self.router.policies())
+
+    async def on_submitted(self, event: RecordedEvent) -> None:
+        await self._unit.run([event], self._policy)
+
+    on_reroute_trigger = on_submitted
+
+    async def mark_overdue(self, now: datetime) -> int:
+        return await self.router.mark_overdue(now)
 
 
 @pytest.fixture
@@ -76,7 +93,7 @@ async def stream(engine: AsyncEngine, case_id: UUID) -> list[RecordedEvent]:
 
 async def test_a_replaced_rule_set_decides_new_cases_only(engine: AsyncEngine, rules_file: Path) -> None:
     book = RuleBook(rules_file)
-    router = Router(engine, Inbox(engine, "router"), STORE, book)
+    router = RouterUnderTest(engine, book)
     before = await submit(engine, "NOISE", "drilling")
     await router.on_submitted(before)
 
@@ -103,7 +120,7 @@ async def test_a_replaced_rule_set_decides_new_cases_only(engine: AsyncEngine, r
 async def test_a_rejected_case_is_rerouted_then_triaged_and_its_history_shows_each_step(
     engine: AsyncEngine, rules_file: Path
 ) -> None:
-    router = Router(engine, Inbox(engine, "router"), STORE, RuleBook(rules_file))
+    router = RouterUnderTest(engine, RuleBook(rules_file))
     submitted = await submit(engine, "TREE_DOWN", "branch down, and a gas smell")
     await router.on_submitted(submitted)
     await router.on_submitted(submitted)  # redelivered: decided once
@@ -144,7 +161,7 @@ async def test_a_rejected_case_is_rerouted_then_triaged_and_its_history_shows_ea
 
 
 async def test_an_overdue_case_is_flagged_once(engine: AsyncEngine, rules_file: Path) -> None:
-    router = Router(engine, Inbox(engine, "router"), STORE, RuleBook(rules_file))
+    router = RouterUnderTest(engine, RuleBook(rules_file))
     submitted = await submit(engine, "POTHOLE", "deep")
     await router.on_submitted(submitted)
     later = datetime.now(UTC) + timedelta(days=60)
@@ -155,7 +172,7 @@ async def test_an_overdue_case_is_flagged_once(engine: AsyncEngine, rules_file: 
 
 
 async def test_a_dry_run_reports_what_would_change_and_writes_nothing(engine: AsyncEngine, rules_file: Path) -> None:
-    router = Router(engine, Inbox(engine, "router"), STORE, RuleBook(rules_file))
+    router = RouterUnderTest(engine, RuleBook(rules_file))
     since = datetime.now(UTC) - timedelta(seconds=1)
     submitted = [await submit(engine, "NOISE", d) for d in ("drilling", "hammering")]
     submitted.append(await submit(engine, "POTHOLE", "deep"))
@@ -189,7 +206,7 @@ async def test_the_dry_run_command_prints_the_summary_and_writes_the_csv(
 
     from civicflow.cli import app
 
-    router = Router(engine, Inbox(engine, "router"), STORE, RuleBook(rules_file))
+    router = RouterUnderTest(engine, RuleBook(rules_file))
     await router.on_submitted(await submit(engine, "NOISE", "drilling"))
     candidate = rules_file.with_name("candidate.yaml")
     candidate.write_text(

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from civicflow.backoff import Backoff
-from civicflow.consumer import Inbox
 from civicflow.db import make_engine
 from civicflow.events import (
     CaseEvent,
@@ -35,6 +34,7 @@ from civicflow.events import (
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
+from civicflow.unit_of_work import UnitOfWork, in_order
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
 from services.workorder_bridge.connector import DepartmentUnavailable, OpenedWorkOrder, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
@@ -114,17 +114,27 @@ async def connector(department: Department) -> AsyncIterator[CountingConnector]:
     await client.aclose()
 
 
+class OpenerUnderTest:
+    """The opener's policy as its consumer runs it, each event in a unit of work of its own."""
+
+    def __init__(self, engine: AsyncEngine, opener: OpenerUnderTest) -> None:
+        self._unit = UnitOfWork(engine, "workorder_bridge", STORE)
+        self._opener = opener
+        self._policy = in_order({"CaseRouted": opener, "CaseRerouted": opener})
+
+    async def __call__(self, event: RecordedEvent) -> None:
+        await self._unit.run([event], self._policy)
+
+    async def retry_due(self, now: datetime) -> int:
+        return await self._opener.retry_due(now)
+
+
 @pytest.fixture
-def opener(engine: AsyncEngine, connector: CountingConnector) -> WorkOrderOpener:
-    return WorkOrderOpener(
-        engine,
-        Inbox(engine, "workorder_bridge"),
-        STORE,
-        connector,
-        "http://bridge.test/hook",
-        Backoff(5.0, 300.0),
-        clock=lambda: NOW,
+def opener(engine: AsyncEngine, connector: CountingConnector) -> OpenerUnderTest:
+    policy = WorkOrderOpener(
+        engine, STORE, connector, "http://bridge.test/hook", Backoff(5.0, 300.0), clock=lambda: NOW
     )
+    return OpenerUnderTest(engine, policy)
 
 
 def decision(department_id: str) -> CaseRouted:
@@ -194,7 +204,7 @@ async def parked(engine: AsyncEngine, case_id: UUID) -> tuple[str, int] | None:
 
 
 async def test_a_department_that_is_down_parks_its_work_order_and_holds_up_no_one_else(
-    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, department: Department, connector: CountingConnector
 ) -> None:
     department.out_of_order("streets")
     pothole, missed_pickup = await routed_case(engine, "streets"), await routed_case(engine, "sanitation")
@@ -215,7 +225,7 @@ async def test_a_department_that_is_down_parks_its_work_order_and_holds_up_no_on
 
 
 async def test_parked_work_orders_open_once_when_the_department_answers_again(
-    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, department: Department, connector: CountingConnector
 ) -> None:
     department.out_of_order("streets")
     cases = [await routed_case(engine, "streets") for _ in range(3)]
@@ -242,7 +252,7 @@ async def test_parked_work_orders_open_once_when_the_department_answers_again(
 
 
 async def test_a_later_decision_replaces_the_one_waiting(
-    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, department: Department, connector: CountingConnector
 ) -> None:
     department.out_of_order("streets")
     case = await routed_case(engine, "streets")
@@ -257,7 +267,7 @@ async def test_a_later_decision_replaces_the_one_waiting(
 
 
 async def test_each_status_report_is_recorded_once_and_only_if_it_says_something_new(
-    engine: AsyncEngine, opener: WorkOrderOpener
+    engine: AsyncEngine, opener: OpenerUnderTest
 ) -> None:
     case = await routed_case(engine, "streets")
     await opener(case)
@@ -319,7 +329,7 @@ async def test_each_status_report_is_recorded_once_and_only_if_it_says_something
 
 
 async def test_a_second_done_from_another_report_resolves_nothing_again(
-    engine: AsyncEngine, opener: WorkOrderOpener
+    engine: AsyncEngine, opener: OpenerUnderTest
 ) -> None:
     case = await routed_case(engine, "streets")
     await opener(case)
@@ -354,7 +364,7 @@ async def test_a_second_done_from_another_report_resolves_nothing_again(
 
 
 async def test_a_decision_replaced_while_it_waited_is_dropped_without_calling_the_department(
-    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, department: Department, connector: CountingConnector
 ) -> None:
     department.out_of_order("streets")
     triaged, recategorised = await routed_case(engine, "streets"), await routed_case(engine, "streets")
@@ -376,7 +386,7 @@ async def test_a_decision_replaced_while_it_waited_is_dropped_without_calling_th
 
 
 async def test_a_lost_answer_then_a_recategorisation_still_finds_the_same_work_order(
-    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, department: Department, connector: CountingConnector
 ) -> None:
     case = await routed_case(engine, "streets")
     connector.lose_next_answer = True
@@ -394,7 +404,7 @@ async def test_a_lost_answer_then_a_recategorisation_still_finds_the_same_work_o
 
 
 async def test_a_refused_work_order_goes_back_to_the_router_as_turned_down(
-    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, department: Department, connector: CountingConnector
 ) -> None:
     refused_now, refused_later = await routed_case(engine, "streets"), await routed_case(engine, "streets")
     for case in (refused_now, refused_later):
@@ -419,7 +429,7 @@ async def test_a_refused_work_order_goes_back_to_the_router_as_turned_down(
 
 
 async def test_one_broken_parked_row_holds_up_no_other_and_a_long_outage_never_overflows_the_backoff(
-    engine: AsyncEngine, opener: WorkOrderOpener, department: Department, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, department: Department, connector: CountingConnector
 ) -> None:
     broken, long_down, fine = [await routed_case(engine, d) for d in ("streets", "water", "sanitation")]
     department.out_of_order("streets", "water", "sanitation")
@@ -457,7 +467,7 @@ async def stream(engine: AsyncEngine, case_id: UUID) -> list[RecordedEvent]:
 
 
 async def test_a_decision_already_replaced_when_the_bridge_reaches_it_opens_nothing(
-    engine: AsyncEngine, opener: WorkOrderOpener, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, connector: CountingConnector
 ) -> None:
     case = await routed_case(engine, "streets")
     rerouted = await append(engine, case.case_id, rerouted_to("forestry"))  # the bridge is behind
@@ -470,7 +480,7 @@ async def test_a_decision_already_replaced_when_the_bridge_reaches_it_opens_noth
 
 
 async def test_a_refusal_that_comes_back_after_the_case_was_rerouted_rejects_nothing(
-    engine: AsyncEngine, opener: WorkOrderOpener, connector: CountingConnector
+    engine: AsyncEngine, opener: OpenerUnderTest, connector: CountingConnector
 ) -> None:
     case = await routed_case(engine, "streets")
     await key_taken(connector, "streets", case)
@@ -484,7 +494,7 @@ async def test_a_refusal_that_comes_back_after_the_case_was_rerouted_rejects_not
 
 
 async def test_two_work_orders_of_one_case_reporting_done_at_once_resolve_it_once(
-    engine: AsyncEngine, opener: WorkOrderOpener
+    engine: AsyncEngine, opener: OpenerUnderTest
 ) -> None:
     case = await routed_case(engine, "streets")
     await opener(case)

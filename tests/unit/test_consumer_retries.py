@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
 
-from civicflow.consumer import CaseEventConsumer, TryLater, is_transient
+from civicflow.consumer import CaseEventConsumer, Reactions, TryLater, is_transient
 from civicflow.events import RecordedEvent, WorkOrderStatusChanged
 from civicflow.ids import uuid7
+from civicflow.secrets import event_signing_key
 from civicflow.settings import KernelSettings
+from civicflow.unit_of_work import BatchPolicy, UnitOfWork
+from civicflow.wire import to_message
 from tests.factories import recorded
 
 SETTINGS = KernelSettings(
@@ -127,3 +131,44 @@ async def test_a_record_whose_type_is_not_even_text_is_dead_lettered_and_counted
     assert sent[0] == ("ce_type", b"\xff\xfe"), "the original header, byte for byte"
     assert ("dlq_original_offset", b"7") in sent
     assert sample("civicflow_events_handled_total", **counted) == before + 1
+
+
+class SplittingUnit:
+    """Stands in for the unit of work: a batch holding the poison event fails; one event at a time, only
+    the poison one does."""
+
+    def __init__(self, poison: RecordedEvent) -> None:
+        self.poison = poison
+        self.runs: list[list[RecordedEvent]] = []
+
+    async def run(self, events: Sequence[RecordedEvent], policy: object) -> int:
+        self.runs.append(list(events))
+        if self.poison in events:
+            raise RuntimeError("a bug")
+        return len(events)
+
+
+async def test_a_failed_batch_is_handled_one_event_at_a_time_and_only_its_poison_event_is_dead_lettered() -> None:
+    key = event_signing_key(SETTINGS)
+    case_id = uuid7()
+    events = [
+        recorded(WorkOrderStatusChanged(external_id="WO-1", status=s), case_id=case_id, version=v, at=AN_HOUR_AGO)
+        for v, s in enumerate(["open", "in_progress", "done"], 1)
+    ]
+    unit = SplittingUnit(poison=events[1])
+    dead_letters = RecordingDeadLetters()
+    reactions = Reactions(frozenset({EVENT.type}), cast(BatchPolicy, None), cast(UnitOfWork, unit))
+    consumer = CaseEventConsumer("batch-test", SETTINGS, reactions, dead_letters)
+    records = []
+    for offset, event in enumerate(events):
+        k, value, headers = to_message(event, key)
+        records.append(
+            SimpleNamespace(key=k, value=value, headers=list(headers), topic="t", partition=0, offset=offset)
+        )
+
+    await consumer._on_batch(SimpleNamespace(raw_message=tuple(records)))  # type: ignore[arg-type]
+
+    assert unit.runs[0] == events, "first the whole batch in one unit of work"
+    assert unit.runs[1:] == [[events[0]], *[[events[1]]] * SETTINGS.handler_attempts, [events[2]]]
+    assert consumer.dead_lettered == 1
+    assert ("dlq_original_offset", b"1") in dead_letters.published[0]["headers"]
