@@ -1,11 +1,24 @@
-"""The benchmark's pure parts: the open-loop schedule and a case's progress."""
+"""The benchmark's pure parts: percentiles, the open-loop schedule, a case's progress, and the report."""
 
 from __future__ import annotations
 
 import asyncio
 
-from bench.pacing import arrival_offsets, arrivals, burst, paced
+from bench.floors import BatchedInsertFloor, KafkaFloor, PostgresFloor
+from bench.load import Lookups, RunPlan, RunResult
+from bench.memory import MemoryPeaks
+from bench.pacing import Pacing, arrival_offsets, arrivals, burst, paced
 from bench.progress import CaseProgress, StoredEvent
+from bench.report import Floors, document, percentile, summarise, table
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(n) for n in range(1, 1001)]
+    assert percentile(values, 50) == 500.0
+    assert percentile(values, 99) == 990.0
+    assert percentile(values, 99.9) == 999.0
+    assert percentile([3.0], 99.9) == 3.0
+    assert percentile([], 50) is None
 
 
 def test_arrivals_are_evenly_spaced_at_the_rate() -> None:
@@ -118,3 +131,62 @@ def test_a_triage_case_is_finished_once_placed_and_visible() -> None:
     assert not case.finished
     case.seen_in_read_model("triage", 2.0)
     assert case.triage and case.finished and case.fully_processed_at is None
+
+
+def _run() -> RunResult:
+    plan = RunPlan.open_loop(2, 1, 10, 5, 30)
+    done = _case(with_email=False)
+    for event in _events(
+        ("CaseSubmitted", 100.0, None, None),
+        ("CaseRouted", 100.2, None, None),
+        ("WorkOrderStatusChanged", 101.0, None, "done"),
+        ("CaseResolved", 101.0, None, None),
+    ):
+        done.apply(event)
+    done.seen_in_read_model("resolved", 101.5)
+    waiting = CaseProgress("c2", "ABCD-EFH", False, 100.5)
+    waiting.apply(StoredEvent(9, "c2", "CaseSubmitted", 100.5, None, None))
+    return RunResult(
+        plan,
+        started_at=99.9,
+        submit_finished_at=100.9,
+        drain_finished_at=130.0,
+        submit_latencies_s=[0.01, 0.03],
+        pacing=Pacing(2, [0.0, 0.02], 1),
+        lookups=Lookups(5, [0.002, 0.004], seconds=1.0),
+        cases=[done, waiting],
+    )
+
+
+def test_summary_rates_count_from_the_first_submit() -> None:
+    summary = summarise(_run())
+    assert summary["accepted"] == 2 and summary["accepted_per_s"] == 2.0
+    assert summary["fully_processed"] == 1 and summary["unfinished_at_drain_deadline"] == 1
+    assert abs(summary["fully_processed_per_s"] - 1 / 1.6) < 1e-9
+    assert summary["late_starts"] == 1
+    assert summary["submit_p99_s"] == 0.03 and summary["get_case_p50_s"] == 0.002
+
+
+def test_the_table_prints_each_target_beside_its_measurement() -> None:
+    floors = Floors(
+        PostgresFloor(100, 1.0, 100.0, "on", "on"),
+        BatchedInsertFloor(5000, 500, 400, 0.5, 10_000.0),
+        KafkaFloor(1000, 100, 6, 0.1, 10_000.0, 0.2, 5000.0),
+    )
+    memory = MemoryPeaks()
+    memory.add({"intake": 100 * 2**20, "query": 50 * 2**20})
+    doc = document(
+        {"open": summarise(_run())},
+        {"events": 5, "seconds": 0.001, "events_per_s": 5000.0},
+        memory,
+        floors,
+        "embedded",
+        3.0,
+    )
+    text = table(doc)
+    assert "storm: GetCase p99" in text and "≤ 5 ms" in text and "4.0 ms" in text
+    assert "replay events/s" in text and "≥ 20,000" in text and "not met" in text
+    assert "intake" in text and "150 MiB" in text
+    assert "not measured" in text  # no burst in this run
+    burst_targets = [t for t in doc["targets"] if t["target"].startswith("burst")]
+    assert all(t["met"] is None for t in burst_targets)
