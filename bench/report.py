@@ -319,6 +319,14 @@ def table(doc: dict[str, Any]) -> str:
     exited = {name: codes for name, codes in exited.items() if codes}
     if exited:
         lines += ["", f"WARNING: system processes exited mid-run (run: name → exit code): {exited}"]
+    backlog = {name: run["unfinished_at_drain_deadline"] for name, run in doc["runs"].items()}
+    backlog = {name: count for name, count in backlog.items() if count}
+    if backlog:
+        lines += [
+            "",
+            f"WARNING: cases unfinished at the drain deadline (run: count): {backlog}; a run after one of these"
+            " started on its backlog (raise --drain to let it clear)",
+        ]
     lines += ["", f"note: {NOTE}"]
     return "\n".join(lines)
 
