@@ -4,7 +4,6 @@ at a fixed rate meanwhile, and follow every case through the store and the read 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc, query_pb2, que
 
 SERVICE_CODES = ("POTHOLE", "STREETLIGHT", "MISSED_PICKUP", "GRAFFITI")
 CHANNELS = ("phone", "web", "app")
-# GetCase looks up cases accepted at least this long ago, which the read model has had time to show.
-LOOKUP_AGE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +53,7 @@ class Lookups:
     rate_per_s: float
     latencies_s: list[float] = field(default_factory=list)
     not_found: int = 0
+    unused_slots: int = 0  # planned lookups skipped because no case of the run was visible yet
     errors: dict[str, int] = field(default_factory=dict)  # status code name → count
     pacing: Pacing = field(default_factory=Pacing)
     seconds: float = 0.0
@@ -114,14 +112,13 @@ async def run_load(endpoints: Endpoints, database_url: str, plan: RunPlan) -> Ru
         await asyncio.wait_for(query_channel.channel_ready(), timeout=30)
         intake = intake_pb2_grpc.IntakeServiceStub(intake_channel)
         query = query_pb2_grpc.CaseQueryServiceStub(query_channel)
-        accepted: list[tuple[float, str]] = []  # (perf_counter when accepted, tracking number), in order
         stop_observing, stop_lookups = asyncio.Event(), asyncio.Event()
         await observer.start()  # fixes its cursor before anything is submitted
         following = asyncio.create_task(observer.follow(stop_observing))
-        looking_up = asyncio.create_task(_look_up(query, result.lookups, accepted, stop_lookups))
+        looking_up = asyncio.create_task(_look_up(query, result.lookups, observer.visible, stop_lookups))
         result.started_at = time.time()
         try:
-            result.pacing = await _submit(intake, plan, result, observer, accepted)
+            result.pacing = await _submit(intake, plan, result, observer)
         finally:
             result.submit_finished_at = time.time()
             stop_lookups.set()
@@ -146,7 +143,6 @@ async def _submit(
     plan: RunPlan,
     result: RunResult,
     observer: Observer,
-    accepted: list[tuple[float, str]],
 ) -> Pacing:
     run_id = uuid4().hex[:8]
 
@@ -158,9 +154,7 @@ async def _submit(
         except grpc.aio.AioRpcError as error:
             result.submit_errors.append(f"{error.code().name}: {error.details()}")
             return
-        now = time.perf_counter()
-        result.submit_latencies_s.append(now - started)
-        accepted.append((now, reply.tracking_number))
+        result.submit_latencies_s.append(time.perf_counter() - started)
         observer.register(CaseProgress(reply.case_id, reply.tracking_number, bool(request.contact.email), started_wall))
 
     if plan.rate_per_s is None:
@@ -171,20 +165,21 @@ async def _submit(
 async def _look_up(
     query: query_pb2_grpc.CaseQueryServiceStub,
     lookups: Lookups,
-    accepted: list[tuple[float, str]],
+    visible: list[str],
     stop: asyncio.Event,
     max_in_flight: int = 256,
 ) -> None:
-    """GetCase at lookups.rate_per_s until stop is set, each of a random case accepted LOOKUP_AGE_S ago."""
+    """GetCase at lookups.rate_per_s until stop is set, each of a random case of the run that the read model
+    already shows (as the observer saw it): a lookup of a case not projected yet would time a NOT_FOUND."""
     if lookups.rate_per_s <= 0:
         return
     chooser = random.Random(311)
 
     async def look_up(_: int) -> None:
-        ripe = bisect.bisect_right(accepted, (time.perf_counter() - LOOKUP_AGE_S, "~"))
-        if ripe == 0:
-            return  # nothing old enough yet: the slot passes unused
-        number = accepted[chooser.randrange(ripe)][1]
+        if not visible:
+            lookups.unused_slots += 1  # nothing to look up yet
+            return
+        number = visible[chooser.randrange(len(visible))]
         started = time.perf_counter()
         try:
             await query.GetCase(query_pb2.GetCaseRequest(tracking_number=number), timeout=10)

@@ -46,6 +46,7 @@ class Observer:
         # events of cases whose SubmitRequest reply has not reached this client yet
         self._early: dict[str, list[StoredEvent]] = defaultdict(list)
         self._conn: asyncpg.Connection | None = None
+        self.visible: list[str] = []  # tracking numbers the read model shows placed, in the order first seen
         self.polls = 0
         self.poll_seconds = 0.0
 
@@ -90,7 +91,11 @@ class Observer:
         if unseen:
             now = time.time()
             for row in await conn.fetch(_READ_MODEL, unseen):
-                self.cases[row["case_id"]].seen_in_read_model(row["status"], now)
+                case = self.cases[row["case_id"]]
+                was_visible = case.visible_placed_at is not None
+                case.seen_in_read_model(row["status"], now)
+                if not was_visible and case.visible_placed_at is not None:
+                    self.visible.append(case.tracking_number)
 
     async def reconcile(self) -> None:
         """Refold every case from all its stored events: exact figures even if a poll was cut short."""

@@ -54,10 +54,14 @@ async def paced(
     running: set[asyncio.Task[None]] = set()
     start = clock()
 
+    active = 0  # started and not finished (a finished task can linger in `running` until its callback)
+
     async def one(n: int) -> None:
+        nonlocal active
         try:
             await call(n)
         finally:
+            active -= 1
             gate.release()
 
     for n, offset in enumerate(offsets):
@@ -78,7 +82,8 @@ async def paced(
         task = asyncio.create_task(one(n))
         running.add(task)
         task.add_done_callback(running.discard)
-        pacing.max_in_flight = max(pacing.max_in_flight, len(running))
+        active += 1
+        pacing.max_in_flight = max(pacing.max_in_flight, active)
     if running:
         await asyncio.gather(*running)
     return pacing

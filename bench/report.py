@@ -149,6 +149,7 @@ def summarise(run: RunResult) -> dict[str, Any]:
         "get_case_calls": len(lookups.latencies_s),
         "get_case_achieved_per_s": rate(len(lookups.latencies_s) + lookups.not_found, lookups.seconds),
         "get_case_not_found": lookups.not_found,
+        "get_case_unused_slots": lookups.unused_slots,
         "get_case_errors": sum(lookups.errors.values()),
         "get_case_errors_by_code": lookups.errors,
         "get_case_late_starts": lookups.pacing.late_starts(),
@@ -305,7 +306,7 @@ def table(doc: dict[str, Any]) -> str:
         ("floor: PostgreSQL batched insert rows/s (500/INSERT)", _num(batched["rows_per_s"]) if batched else "skipped"),
         ("floor: Kafka produce→consume msgs/s", _num(kafka["end_to_end_msgs_per_s"]) if kafka else "skipped"),
     ]
-    rows += [(f"ratio: {_ratio_label(key)}", _num(v, 4)) for key, v in ratio.items()]
+    rows += [(f"ratio: {_ratio_label(key)}", "-" if v is None else f"{v:.3g}") for key, v in ratio.items()]
     width = max(len(label) for label, _ in rows)
     m = doc["machine"]
     header = (
