@@ -4,9 +4,9 @@
                                 [--lookups-per-s L] [--json PATH] [--intake ADDR --query ADDR]
 
 suite (the default): a burst (2,000 requests, 64 in flight), then an open-loop storm (100 requests/s for
-60 s with GetCase at 500/s), each drained until every case is done; then the query read model is replayed
-from the store. Progress is read from the event store and query.cases by read-only SQL, never by GetCase;
-GetCase is measured on its own at a fixed rate.
+60 s with GetCase at 500/s), each followed until every case is done or 60 s (--drain) after its last
+submit; then the query read model is replayed from the store. Progress is read from the event store and
+query.cases by read-only SQL, never by GetCase; GetCase is measured on its own at a fixed rate.
 
 Without --intake/--query it starts everything itself on fresh infrastructure (embedded PostgreSQL and
 Tansu unless CIVICFLOW_* variables point elsewhere), measures the floors on it first, samples every
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--lookups-per-s", type=float, default=500.0, help="open loop: GetCase calls per second (default 500; 0: none)"
     )
     parser.add_argument(
-        "--drain", type=float, default=120.0, help="seconds after the last submit to wait for every case (default 120)"
+        "--drain", type=float, default=60.0, help="seconds after the last submit to wait for every case (default 60)"
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results/system_load.json"), help="results file")
     parser.add_argument("--intake", help="intake gRPC address of an already running system (host:port)")
