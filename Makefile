@@ -49,7 +49,8 @@ proto-check: install
 		|| (echo "generated gRPC stubs are out of date: run 'make proto' and commit" >&2; exit 1)
 
 # Routing first: it runs in process and needs no infrastructure. BENCH_ARGS are submit_load's here
-# (e.g. --requests), so routing runs with its defaults; `make bench-routing BENCH_ARGS=...` to change them.
+# (e.g. --mode burst, --rate 200), so routing runs with its defaults; `make bench-routing BENCH_ARGS=...`
+# to change them. The default suite (burst, open-loop storm, replay) takes a few minutes.
 bench: install
 	$(BIN)/python -m bench.routing
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)

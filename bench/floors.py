@@ -1,7 +1,9 @@
 """Floors: what the infrastructure alone manages on this machine, to read the system's figures against.
 
 (a) PostgreSQL single-writer commits/s: one connection, one row per transaction, committed one by one.
-(b) Kafka produce→consume msgs/s through aiokafka with the system's producer settings (acks=all, no
+(b) PostgreSQL batched inserts rows/s: one connection, 500-row multi-row INSERTs of rows shaped like
+    events.case_events (same columns and unique indexes, ~0.5 KiB of JSON), one transaction per batch.
+(c) Kafka produce→consume msgs/s through aiokafka with the system's producer settings (acks=all, no
     idempotence, linger 2 ms), one producer and one group-less consumer reading a fresh topic.
 """
 
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+import uuid
 from dataclasses import dataclass
 from uuid import uuid4
 
@@ -27,6 +31,15 @@ class PostgresFloor:
     commits_per_s: float
     synchronous_commit: str
     fsync: str
+
+
+@dataclass(frozen=True)
+class BatchedInsertFloor:
+    rows: int
+    rows_per_batch: int
+    row_bytes: int
+    seconds: float
+    rows_per_s: float
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,43 @@ async def postgres_commits(database_url: str, max_commits: int = 2000, max_secon
     finally:
         await conn.close()
     return PostgresFloor(commits, seconds, commits / seconds, synchronous_commit, fsync)
+
+
+async def postgres_batched_inserts(
+    database_url: str, rows_per_batch: int = 500, max_batches: int = 200, max_seconds: float = 3.0
+) -> BatchedInsertFloor:
+    """Multi-row INSERT (one statement of rows_per_batch rows, unnest of arrays) + COMMIT in a loop."""
+    table = f"bench_floor_batch_{uuid4().hex[:8]}"
+    data = json.dumps({"service_code": "POTHOLE", "description": "x" * 300, "location": {"lat": 41.9, "long": -87.6}})
+    metadata = json.dumps(
+        {"correlation_id": str(uuid4()), "causation_id": str(uuid4()), "actor": "bench", "channel": "web"}
+    )
+    conn = await asyncpg.connect(libpq_url(database_url))
+    try:
+        await conn.execute(
+            f"CREATE TABLE {table} (position bigserial PRIMARY KEY, event_id uuid NOT NULL UNIQUE,"
+            " case_id uuid NOT NULL, version integer NOT NULL, type text NOT NULL, schema_version integer NOT NULL,"
+            " data jsonb NOT NULL, metadata jsonb NOT NULL, occurred_at timestamptz NOT NULL DEFAULT now(),"
+            " recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(), UNIQUE (case_id, version))"
+        )
+        insert = (
+            f"INSERT INTO {table} (event_id, case_id, version, type, schema_version, data, metadata)"
+            " SELECT e, c, 1, 'CaseSubmitted', 1, $3::jsonb, $4::jsonb FROM unnest($1::uuid[], $2::uuid[]) AS t(e, c)"
+        )
+        batches = 0
+        start = time.perf_counter()
+        while batches < max_batches and time.perf_counter() - start < max_seconds:
+            ids = [uuid.uuid4() for _ in range(rows_per_batch)]
+            cases = [uuid.uuid4() for _ in range(rows_per_batch)]
+            async with conn.transaction():
+                await conn.execute(insert, ids, cases, data, metadata)
+            batches += 1
+        seconds = time.perf_counter() - start
+        await conn.execute(f"DROP TABLE {table}")
+    finally:
+        await conn.close()
+    rows = batches * rows_per_batch
+    return BatchedInsertFloor(rows, rows_per_batch, len(data) + len(metadata), seconds, rows / seconds)
 
 
 async def kafka_produce_consume(

@@ -1,75 +1,78 @@
-"""The load itself: submit N requests over gRPC at concurrency C, and poll the query service until each
-case is visible past "submitted" (routed, or further along), timing every call."""
+"""One load run: submit over gRPC open loop (a fixed arrival rate) or as a burst, look cases up with GetCase
+at a fixed rate meanwhile, and follow every case through the store and the read model until it is done."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from uuid import uuid4
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from bench.observer import Observer
+from bench.pacing import Pacing, arrival_offsets, arrivals, burst, paced
+from bench.progress import CaseProgress
 from bench.system import Endpoints
 from civicflow.access import SendsApiKey
 from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc, query_pb2, query_pb2_grpc
 
 SERVICE_CODES = ("POTHOLE", "STREETLIGHT", "MISSED_PICKUP", "GRAFFITI")
 CHANNELS = ("phone", "web", "app")
-# The stage whose timeline time marks "routed"; a case no rule can place shows "triage" instead.
-ROUTED_STAGES = ("routed", "triage")
 
 
 @dataclass(frozen=True)
-class Submitted:
-    tracking_number: str
-    latency_s: float
-    accepted_at: float  # perf_counter() when the reply arrived
+class RunPlan:
+    """A burst of `requests` (rate_per_s None), or rate_per_s for duration_s, open loop."""
 
+    name: str
+    requests: int
+    rate_per_s: float | None
+    duration_s: float | None
+    max_in_flight: int
+    lookups_per_s: float
+    drain_deadline_s: float  # after the last submit, how long to wait for every case to finish
 
-@dataclass(frozen=True)
-class Routed:
-    status: str
-    observed_at: float  # perf_counter() when this client first saw it past "submitted"
-    submitted_at_s: float | None  # server clock, seconds since the epoch
-    routed_at_s: float | None  # the timeline's routed (or triage) entry, server clock
+    @classmethod
+    def burst(cls, requests: int, max_in_flight: int, lookups_per_s: float, drain_s: float) -> RunPlan:
+        return cls("burst", requests, None, None, max_in_flight, lookups_per_s, drain_s)
+
+    @classmethod
+    def open_loop(
+        cls, rate_per_s: float, duration_s: float, max_in_flight: int, lookups_per_s: float, drain_s: float
+    ) -> RunPlan:
+        requests = len(arrival_offsets(rate_per_s, duration_s))
+        return cls("open", requests, rate_per_s, duration_s, max_in_flight, lookups_per_s, drain_s)
 
 
 @dataclass
-class LoadResult:
-    requests: int
-    concurrency: int
-    started_at: float = 0.0
+class Lookups:
+    """GetCase at a fixed rate, open loop, over the run's own tracking numbers."""
+
+    rate_per_s: float
+    latencies_s: list[float] = field(default_factory=list)
+    not_found: int = 0
+    unused_slots: int = 0  # planned lookups skipped because no case of the run was visible yet
+    errors: dict[str, int] = field(default_factory=dict)  # status code name → count
+    pacing: Pacing = field(default_factory=Pacing)
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    plan: RunPlan
+    started_at: float = 0.0  # epoch seconds, this client
     submit_finished_at: float = 0.0
-    submitted: list[Submitted] = field(default_factory=list)
+    drain_finished_at: float = 0.0
+    submit_latencies_s: list[float] = field(default_factory=list)
     submit_errors: list[str] = field(default_factory=list)
-    routed: dict[str, Routed] = field(default_factory=dict)
-    get_case_latencies_s: list[float] = field(default_factory=list)
-    get_case_not_found: int = 0
-    get_case_errors: dict[str, int] = field(default_factory=dict)  # status code name -> count
-    poll_rounds_s: list[float] = field(default_factory=list)  # how long each polling round took
-    exited_services: dict[str, int] = field(default_factory=dict)  # name -> exit code, if any died mid-run
-
-    @property
-    def submit_to_routed_s(self) -> list[float]:
-        """Per case: routed entry time - submitted_at, both server clock."""
-        return [
-            r.routed_at_s - r.submitted_at_s
-            for r in self.routed.values()
-            if r.routed_at_s is not None and r.submitted_at_s is not None
-        ]
-
-    @property
-    def server_span_s(self) -> float | None:
-        """Server clock: first submitted_at to last routed entry, over the cases seen routed."""
-        submitted = [r.submitted_at_s for r in self.routed.values() if r.submitted_at_s is not None]
-        routed = [r.routed_at_s for r in self.routed.values() if r.routed_at_s is not None]
-        return max(routed) - min(submitted) if submitted and routed else None
-
-    @property
-    def unrouted(self) -> list[str]:
-        return [s.tracking_number for s in self.submitted if s.tracking_number not in self.routed]
+    pacing: Pacing = field(default_factory=Pacing)
+    lookups: Lookups = field(default_factory=lambda: Lookups(0.0))
+    cases: list[CaseProgress] = field(default_factory=list)
+    observer_polls: int = 0
+    observer_poll_seconds: float = 0.0
+    exited_services: dict[str, int] = field(default_factory=dict)
 
 
 def make_request(run_id: str, n: int) -> intake_pb2.SubmitRequestRequest:
@@ -95,11 +98,11 @@ def make_request(run_id: str, n: int) -> intake_pb2.SubmitRequestRequest:
     )
 
 
-async def run_load(
-    endpoints: Endpoints, requests: int, concurrency: int, poll_concurrency: int, deadline_s: float
-) -> LoadResult:
-    """Submit while polling; stop polling when every accepted case is routed or the deadline passes."""
-    result = LoadResult(requests, concurrency)
+async def run_load(endpoints: Endpoints, database_url: str, plan: RunPlan) -> RunResult:
+    """Submit per the plan while the observer follows the store; then wait for every case to finish (or the
+    drain deadline, or a process of the system exiting), and refold all cases from the store."""
+    result = RunResult(plan, lookups=Lookups(plan.lookups_per_s))
+    observer = Observer(database_url)
     keyed = [SendsApiKey(endpoints.api_key)] if endpoints.api_key else []
     async with (
         grpc.aio.insecure_channel(endpoints.intake, interceptors=keyed) as intake_channel,
@@ -109,100 +112,86 @@ async def run_load(
         await asyncio.wait_for(query_channel.channel_ready(), timeout=30)
         intake = intake_pb2_grpc.IntakeServiceStub(intake_channel)
         query = query_pb2_grpc.CaseQueryServiceStub(query_channel)
-        pending: dict[str, None] = {}  # accepted, not yet seen routed; insertion-ordered
-        submitting_done = asyncio.Event()
-        result.started_at = time.perf_counter()
-        poller = asyncio.create_task(
-            _poll_until_routed(query, result, pending, submitting_done, endpoints, poll_concurrency, deadline_s)
-        )
+        stop_observing, stop_lookups = asyncio.Event(), asyncio.Event()
+        await observer.start()  # fixes its cursor before anything is submitted
+        following = asyncio.create_task(observer.follow(stop_observing))
+        looking_up = asyncio.create_task(_look_up(query, result.lookups, observer.visible, stop_lookups))
+        result.started_at = time.time()
         try:
-            await _submit_all(intake, result, pending, concurrency)
+            result.pacing = await _submit(intake, plan, result, observer)
         finally:
-            result.submit_finished_at = time.perf_counter()
-            submitting_done.set()
-        await poller
+            result.submit_finished_at = time.time()
+            stop_lookups.set()
+        await looking_up
+        deadline = time.monotonic() + plan.drain_deadline_s
+        while time.monotonic() < deadline:  # the observer's polls decide; they set no event to wait on
+            if not observer.unfinished or endpoints.exited():
+                break
+            await asyncio.sleep(0.2)
+        result.drain_finished_at = time.time()
+        result.exited_services = endpoints.exited()
+        stop_observing.set()
+        await following
+    await observer.reconcile()
+    result.cases = list(observer.cases.values())
+    result.observer_polls, result.observer_poll_seconds = observer.polls, observer.poll_seconds
     return result
 
 
-async def _submit_all(
-    intake: intake_pb2_grpc.IntakeServiceStub, result: LoadResult, pending: dict[str, None], concurrency: int
-) -> None:
+async def _submit(
+    intake: intake_pb2_grpc.IntakeServiceStub,
+    plan: RunPlan,
+    result: RunResult,
+    observer: Observer,
+) -> Pacing:
     run_id = uuid4().hex[:8]
-    numbers = iter(range(result.requests))  # shared by the workers: each takes the next number
 
-    async def worker() -> None:
-        for n in numbers:
-            start = time.perf_counter()
-            try:
-                reply = await intake.SubmitRequest(make_request(run_id, n), timeout=30)
-            except grpc.aio.AioRpcError as error:
-                result.submit_errors.append(f"{error.code().name}: {error.details()}")
-                continue
-            now = time.perf_counter()
-            result.submitted.append(Submitted(reply.tracking_number, now - start, now))
-            pending[reply.tracking_number] = None
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def _poll_until_routed(
-    query: query_pb2_grpc.CaseQueryServiceStub,
-    result: LoadResult,
-    pending: dict[str, None],
-    submitting_done: asyncio.Event,
-    endpoints: Endpoints,
-    poll_concurrency: int,
-    deadline_s: float,
-    min_round_s: float = 0.2,
-) -> None:
-    """Rounds over every pending case (at most poll_concurrency calls in flight) until none is left, the
-    deadline passes, or a process of the system exits (then waiting longer would only measure its absence)."""
-    deadline = result.started_at + deadline_s
-    gate = asyncio.Semaphore(poll_concurrency)
-
-    async def poll(number: str) -> None:
-        async with gate:
-            routed = await _get_case(query, result, number)
-        if routed is not None:
-            result.routed[number] = routed
-            pending.pop(number, None)
-
-    while time.perf_counter() < deadline and not (submitting_done.is_set() and not pending):
-        round_started = time.perf_counter()
-        await asyncio.gather(*(poll(number) for number in list(pending)))
-        result.poll_rounds_s.append(time.perf_counter() - round_started)
-        result.exited_services = endpoints.exited()
-        if result.exited_services:
+    async def submit(n: int) -> None:
+        request = make_request(run_id, n)
+        started_wall, started = time.time(), time.perf_counter()
+        try:
+            reply = await intake.SubmitRequest(request, timeout=30)
+        except grpc.aio.AioRpcError as error:
+            result.submit_errors.append(f"{error.code().name}: {error.details()}")
             return
-        await asyncio.sleep(max(0.0, min_round_s - (time.perf_counter() - round_started)))
+        result.submit_latencies_s.append(time.perf_counter() - started)
+        observer.register(CaseProgress(reply.case_id, reply.tracking_number, bool(request.contact.email), started_wall))
+
+    if plan.rate_per_s is None:
+        return await burst(plan.requests, submit, plan.max_in_flight)
+    return await paced(arrival_offsets(plan.rate_per_s, plan.duration_s or 0.0), submit, plan.max_in_flight)
 
 
-async def _get_case(query: query_pb2_grpc.CaseQueryServiceStub, result: LoadResult, number: str) -> Routed | None:
-    """One timed GetCase; the case's routing if it is past "submitted", else None."""
-    start = time.perf_counter()
-    try:
-        view = await query.GetCase(query_pb2.GetCaseRequest(tracking_number=number), timeout=30)
-    except grpc.aio.AioRpcError as error:
-        result.get_case_latencies_s.append(time.perf_counter() - start)
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            result.get_case_not_found += 1  # not projected yet: a normal answer, timed like any other
-        else:
-            code = error.code().name
-            result.get_case_errors[code] = result.get_case_errors.get(code, 0) + 1
-        return None
-    now = time.perf_counter()
-    result.get_case_latencies_s.append(now - start)
-    if view.status in ("submitted", "unknown", ""):
-        return None
-    routed_at = next((entry.at for entry in view.timeline if entry.stage in ROUTED_STAGES), None)
-    return Routed(
-        view.status,
-        now,
-        _seconds(view.submitted_at) if view.HasField("submitted_at") else None,
-        _seconds(routed_at) if routed_at is not None else None,
-    )
+async def _look_up(
+    query: query_pb2_grpc.CaseQueryServiceStub,
+    lookups: Lookups,
+    visible: list[str],
+    stop: asyncio.Event,
+    max_in_flight: int = 256,
+) -> None:
+    """GetCase at lookups.rate_per_s until stop is set, each of a random case of the run that the read model
+    already shows (as the observer saw it): a lookup of a case not projected yet would time a NOT_FOUND."""
+    if lookups.rate_per_s <= 0:
+        return
+    chooser = random.Random(311)
 
+    async def look_up(_: int) -> None:
+        if not visible:
+            lookups.unused_slots += 1  # nothing to look up yet
+            return
+        number = visible[chooser.randrange(len(visible))]
+        started = time.perf_counter()
+        try:
+            await query.GetCase(query_pb2.GetCaseRequest(tracking_number=number), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                lookups.not_found += 1
+            else:
+                code = error.code().name
+                lookups.errors[code] = lookups.errors.get(code, 0) + 1
+            return
+        lookups.latencies_s.append(time.perf_counter() - started)
 
-def _seconds(timestamp: Timestamp) -> float:
-    nanoseconds: int = timestamp.ToNanoseconds()
-    return nanoseconds / 1e9
+    started = time.perf_counter()
+    lookups.pacing = await paced(arrivals(lookups.rate_per_s), look_up, max_in_flight, stop=stop)
+    lookups.seconds = time.perf_counter() - started

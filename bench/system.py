@@ -20,6 +20,10 @@ def nothing_exited() -> dict[str, int]:
     return {}
 
 
+def no_processes() -> dict[str, int]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where the benchmark client finds the system's gRPC services, and how to tell if any of its processes
@@ -31,6 +35,9 @@ class Endpoints:
     metrics: dict[str, int] = field(default_factory=dict)  # service → its /metrics port, when this run started it
     # the key every call sends (submit + track): made by this run, or CIVICFLOW_API_KEY for an external system
     api_key: str = ""
+    # name → pid of each process of the system (services, sample department system, SMTP sink), to watch
+    # their memory; always empty for a system this run did not start
+    pids: Callable[[], dict[str, int]] = no_processes
 
 
 def use_embedded_by_default() -> None:
@@ -64,4 +71,5 @@ async def running_system(infra: Infrastructure, database_url: str, state_dir: Pa
             system.exited,
             system.ports.metrics,
             system.api_key,
+            lambda: {name: process.pid for name, process in system.processes.items()},
         )

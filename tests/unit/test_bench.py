@@ -1,0 +1,192 @@
+"""The benchmark's pure parts: percentiles, the open-loop schedule, a case's progress, and the report."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench.floors import BatchedInsertFloor, KafkaFloor, PostgresFloor
+from bench.load import Lookups, RunPlan, RunResult
+from bench.memory import MemoryPeaks
+from bench.pacing import Pacing, arrival_offsets, arrivals, burst, paced
+from bench.progress import CaseProgress, StoredEvent
+from bench.report import Floors, document, percentile, summarise, table
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(n) for n in range(1, 1001)]
+    assert percentile(values, 50) == 500.0
+    assert percentile(values, 99) == 990.0
+    assert percentile(values, 99.9) == 999.0
+    assert percentile([3.0], 99.9) == 3.0
+    assert percentile([], 50) is None
+
+
+def test_arrivals_are_evenly_spaced_at_the_rate() -> None:
+    offsets = arrival_offsets(100, 60)
+    assert len(offsets) == 6000
+    assert offsets[:3] == [0.0, 0.01, 0.02]
+    assert offsets[-1] == 59.99
+    assert arrival_offsets(0, 10) == []
+
+
+async def test_open_loop_starts_on_time_however_long_calls_take() -> None:
+    started: list[int] = []
+
+    async def slow(n: int) -> None:
+        started.append(n)
+        await asyncio.sleep(0.2)  # far longer than the 5 ms between arrivals
+
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    pacing = await paced(arrival_offsets(200, 0.1), slow, max_in_flight=100)
+    assert started == list(range(20))
+    assert pacing.planned == 20
+    assert pacing.max_in_flight == 20  # none waited for an earlier one to finish
+    assert loop.time() - begin < 1.0  # 95 ms of arrivals + one 200 ms call, not 20 of them (4 s)
+
+
+async def test_a_start_held_by_the_in_flight_bound_counts_late() -> None:
+    async def slow(_: int) -> None:
+        await asyncio.sleep(0.05)
+
+    pacing = await paced(arrival_offsets(1000, 0.004), slow, max_in_flight=2)
+    assert pacing.planned == 4
+    assert pacing.late_starts() == 2  # the 3rd and 4th waited ~50 ms for a slot
+
+
+async def test_burst_keeps_the_in_flight_bound() -> None:
+    running = peak = 0
+
+    async def call(_: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+
+    pacing = await burst(50, call, max_in_flight=8)
+    assert peak == 8 and pacing.planned == 50 and pacing.late_starts() == 0
+
+
+async def test_paced_stops_when_told() -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    async def call(_: int) -> None:
+        return None
+
+    pacing = await paced(arrivals(100), call, max_in_flight=10, stop=stop)
+    assert 3 <= pacing.planned <= 8
+
+
+def _case(with_email: bool = True) -> CaseProgress:
+    return CaseProgress("c1", "ABCD-EFG", with_email, submit_started_at=99.9)
+
+
+def _events(*rows: tuple[str, float, str | None, str | None]) -> list[StoredEvent]:
+    return [StoredEvent(n, "c1", kind, at, stage, status) for n, (kind, at, stage, status) in enumerate(rows)]
+
+
+def test_a_case_is_fully_processed_when_resolved_done_told_and_visible() -> None:
+    case = _case()
+    for event in _events(
+        ("CaseSubmitted", 100.0, None, None),
+        ("NotificationSent", 100.2, "submitted", None),
+        ("CaseRouted", 100.1, None, None),
+        ("WorkOrderOpened", 100.3, None, None),
+        ("NotificationSent", 100.4, "routed", None),
+        ("WorkOrderStatusChanged", 102.0, None, "in_progress"),
+        ("WorkOrderStatusChanged", 103.0, None, "done"),
+        ("CaseResolved", 103.0, None, None),
+    ):
+        case.apply(event)
+    case.seen_in_read_model("routed", 100.5)
+    assert case.submit_to_routed_s is not None and abs(case.submit_to_routed_s - 0.1) < 1e-9
+    assert case.fully_processed_at is None  # the resolved email is not sent yet
+    case.apply(StoredEvent(9, "c1", "NotificationFailed", 103.5, "resolved", None))
+    assert case.fully_processed_at is None  # nor is it visible as resolved
+    case.seen_in_read_model("resolved", 103.7)
+    assert case.fully_processed_at == 103.7
+    assert case.notifications_failed == 1 and case.visible_placed_at == 100.5 and case.finished
+
+
+def test_a_case_without_email_expects_no_notification() -> None:
+    case = _case(with_email=False)
+    for event in _events(
+        ("CaseSubmitted", 1.0, None, None),
+        ("CaseRouted", 2.0, None, None),
+        ("WorkOrderStatusChanged", 3.0, None, "done"),
+        ("CaseResolved", 3.0, None, None),
+    ):
+        case.apply(event)
+    case.seen_in_read_model("resolved", 3.2)
+    assert case.fully_processed_at == 3.2
+    assert case.submit_to_resolved_s == 2.0
+
+
+def test_a_triage_case_is_finished_once_placed_and_visible() -> None:
+    case = _case(with_email=False)
+    for event in _events(("CaseSubmitted", 1.0, None, None), ("CaseNeedsTriage", 1.5, None, None)):
+        case.apply(event)
+    assert not case.finished
+    case.seen_in_read_model("triage", 2.0)
+    assert case.triage and case.finished and case.fully_processed_at is None
+
+
+def _run() -> RunResult:
+    plan = RunPlan.open_loop(2, 1, 10, 5, 30)
+    done = _case(with_email=False)
+    for event in _events(
+        ("CaseSubmitted", 100.0, None, None),
+        ("CaseRouted", 100.2, None, None),
+        ("WorkOrderStatusChanged", 101.0, None, "done"),
+        ("CaseResolved", 101.0, None, None),
+    ):
+        done.apply(event)
+    done.seen_in_read_model("resolved", 101.5)
+    waiting = CaseProgress("c2", "ABCD-EFH", False, 100.5)
+    waiting.apply(StoredEvent(9, "c2", "CaseSubmitted", 100.5, None, None))
+    return RunResult(
+        plan,
+        started_at=99.9,
+        submit_finished_at=100.9,
+        drain_finished_at=130.0,
+        submit_latencies_s=[0.01, 0.03],
+        pacing=Pacing(2, [0.0, 0.02], 1),
+        lookups=Lookups(5, [0.002, 0.004], seconds=1.0),
+        cases=[done, waiting],
+    )
+
+
+def test_summary_rates_count_from_the_first_submit() -> None:
+    summary = summarise(_run())
+    assert summary["accepted"] == 2 and summary["accepted_per_s"] == 2.0
+    assert summary["fully_processed"] == 1 and summary["unfinished_at_drain_deadline"] == 1
+    assert abs(summary["fully_processed_per_s"] - 1 / 1.6) < 1e-9
+    assert summary["late_starts"] == 1
+    assert summary["submit_p99_s"] == 0.03 and summary["get_case_p50_s"] == 0.002
+
+
+def test_the_table_prints_each_target_beside_its_measurement() -> None:
+    floors = Floors(
+        PostgresFloor(100, 1.0, 100.0, "on", "on"),
+        BatchedInsertFloor(5000, 500, 400, 0.5, 10_000.0),
+        KafkaFloor(1000, 100, 6, 0.1, 10_000.0, 0.2, 5000.0),
+    )
+    memory = MemoryPeaks()
+    memory.add({"intake": 100 * 2**20, "query": 50 * 2**20})
+    doc = document(
+        {"open": summarise(_run())},
+        {"events": 5, "seconds": 0.001, "events_per_s": 5000.0},
+        memory,
+        floors,
+        "embedded",
+        3.0,
+    )
+    text = table(doc)
+    assert "storm: GetCase p99" in text and "≤ 5 ms" in text and "4.0 ms" in text
+    assert "replay events/s" in text and "≥ 20,000" in text and "not met" in text
+    assert "intake" in text and "150 MiB" in text
+    assert "not measured" in text  # no burst in this run
+    burst_targets = [t for t in doc["targets"] if t["target"].startswith("burst")]
+    assert all(t["met"] is None for t in burst_targets)
