@@ -1,6 +1,6 @@
 """Accepted requests a second through an in-process intake gRPC server, with many callers at once.
 
-    .venv/bin/python scripts/intake_accepts.py [--requests N] [--callers C] [--window-ms W] [--max-group G]
+    .venv/bin/python -m bench.intake_accepts [--requests N] [--callers C] [--window-ms W] [--max-group G]
 
 Starts embedded PostgreSQL (or uses CIVICFLOW_DATABASE_URL) with a scratch database, serves intake's
 servicer on a free port behind the real access control, and has C callers submit N requests in all.

@@ -1,6 +1,6 @@
 """How fast `replay` rebuilds the query read model: seeds a scratch database with N events, times it.
 
-.venv/bin/python -m tests.replay_speed --events 100000
+.venv/bin/python -m bench.replay_speed --events 100000
 """
 
 from __future__ import annotations
