@@ -299,10 +299,12 @@ class PostgresEventStore:
         """The next events after `after` in commit order, from transactions that can no longer be joined by
         an earlier one: those older than the oldest transaction still running. A long transaction anywhere
         in the database cluster holds this back (civicflow_store_oldest_transaction_seconds)."""
+        # The id comes back as text (asyncpg has no xid8 codec) under another name than the column: an
+        # ORDER BY xid would otherwise sort that text, and '999' > '1000'.
         rows = (
             await tx.execute(
                 text(
-                    f"SELECT CAST(xid AS text) AS xid, {_COLUMNS} FROM events.case_events"
+                    f"SELECT CAST(xid AS text) AS xid_text, {_COLUMNS} FROM events.case_events"
                     " WHERE (xid, position) > (CAST(CAST(:x AS text) AS xid8), :p)"
                     " AND xid < pg_snapshot_xmin(pg_current_snapshot())"
                     " ORDER BY xid, position LIMIT :n"
@@ -312,7 +314,7 @@ class PostgresEventStore:
         ).all()
         if not rows:
             return Page([], after)
-        return Page([_row_to_event(row) for row in rows], Checkpoint(int(rows[-1].xid), rows[-1].position))
+        return Page([_row_to_event(row) for row in rows], Checkpoint(int(rows[-1].xid_text), rows[-1].position))
 
 
 def _conflict_from(exc: IntegrityError, appends: Sequence[StreamAppend]) -> ConcurrencyConflict:

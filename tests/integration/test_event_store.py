@@ -116,12 +116,12 @@ async def _end_of_store(conn: AsyncConnection) -> Checkpoint:
     row = (
         await conn.execute(
             text(
-                "SELECT CAST(xid AS text) AS xid, position FROM events.case_events"
+                "SELECT CAST(xid AS text) AS xid_text, position FROM events.case_events"
                 " ORDER BY xid DESC, position DESC LIMIT 1"
             )
         )
     ).first()
-    return START if row is None else Checkpoint(int(row.xid), row.position)
+    return START if row is None else Checkpoint(int(row.xid_text), row.position)
 
 
 async def test_a_transaction_older_than_the_cases_last_writer_may_not_follow_it(settings: KernelSettings) -> None:
@@ -206,3 +206,32 @@ async def test_two_transactions_appending_to_each_others_cases_crosswise_end_in_
     outcomes = await asyncio.gather(crosswise(x, y, 0), crosswise(y, x, 1))
     assert sorted(outcomes) == [False, True]
     await engine.dispose()
+
+
+async def test_transaction_ids_are_read_in_numeric_order_across_a_power_of_ten(settings: KernelSettings) -> None:
+    """A store's transaction ids pass 999 → 1000 early in its life: read as text, '1000' sorted before '999'
+    and the reader skipped back and forth (found on a fresh cluster). Two events written as if by
+    transactions 9 and 10, the one of 9 stored after the one of 10, must come back 9 first."""
+    engine, store, case_id = make_engine(settings.database_url), PostgresEventStore(), uuid7()
+    async with engine.begin() as tx:
+        for xid, version in ((10, 1), (9, 2)):
+            await tx.execute(
+                text(
+                    "INSERT INTO events.case_events (xid, event_id, case_id, version, type, schema_version, data,"
+                    " metadata, occurred_at) VALUES (CAST(CAST(:x AS text) AS xid8), :e, :c, :v,"
+                    " 'WorkOrderStatusChanged', 1, CAST(:d AS jsonb), CAST(:m AS jsonb), now())"
+                ),
+                {
+                    "x": str(xid),
+                    "e": uuid7(),
+                    "c": case_id,
+                    "v": version,
+                    "d": status(version).model_dump_json(),
+                    "m": META.model_dump_json(),
+                },
+            )
+    async with engine.connect() as conn:
+        page = await store.read_all(conn, Checkpoint(8, 0), 2)
+    await engine.dispose()
+    assert [e.version for e in page.events] == [2, 1]
+    assert page.next.xid == 10

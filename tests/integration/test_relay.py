@@ -59,13 +59,13 @@ async def store_end(settings: KernelSettings) -> Checkpoint:
         row = (
             await conn.execute(
                 text(
-                    "SELECT CAST(xid AS text) AS xid, position FROM events.case_events"
+                    "SELECT CAST(xid AS text) AS xid_text, position FROM events.case_events"
                     " ORDER BY xid DESC, position DESC LIMIT 1"
                 )
             )
         ).first()
     await engine.dispose()
-    return START if row is None else Checkpoint(int(row.xid), row.position)
+    return START if row is None else Checkpoint(int(row.xid_text), row.position)
 
 
 async def run_relay_until_caught_up(settings: KernelSettings) -> None:
