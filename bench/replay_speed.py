@@ -1,6 +1,8 @@
-"""How fast `replay` rebuilds the query read model: seeds a scratch database with N events, times it.
+"""How fast `replay` rebuilds the query read model, and how fast a rules dry run goes over past cases:
+seeds a scratch database with N events (a case's life is 5 of them), times each.
 
 .venv/bin/python -m bench.replay_speed --events 100000
+.venv/bin/python -m bench.replay_speed --events 500000 --dry-run   # 100,000 cases
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.infra import provide
 from civicflow.sandbox import scratch_database
+from civicflow.settings import SAMPLE_CITY
 from services.query.readmodel import replay
+from services.router.dryrun import dry_run
+from services.router.rulebook import load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +94,7 @@ async def seed(url: str, events: int) -> None:
         await conn.close()
 
 
-async def measure(events: int, batch_size: int) -> None:
+async def measure(events: int, batch_size: int, dry_run_too: bool) -> None:
     with provide(ROOT / ".civicflow" / "replay-speed") as infra:
         async with scratch_database(infra, "replay") as url:
             await seed(url, events)
@@ -98,17 +103,30 @@ async def measure(events: int, batch_size: int) -> None:
                 started = time.perf_counter()
                 count = await replay(engine, PostgresEventStore(), batch_size=batch_size)
                 seconds = time.perf_counter() - started
+                print(
+                    f"replayed {count} events in {seconds:.2f} s: {count / seconds:,.0f} events/s"
+                    f" (batch_size {batch_size})"
+                )
+                if dry_run_too:
+                    rules = load_rules(SAMPLE_CITY)
+                    started = time.perf_counter()
+                    report = await dry_run(engine, rules, datetime(2026, 11, 1, tzinfo=UTC))
+                    seconds = time.perf_counter() - started
+                    print(
+                        f"dry run of the sample city over {report.cases:,} cases in {seconds:.2f} s:"
+                        f" {report.cases / seconds:,.0f} cases/s"
+                    )
             finally:
                 await engine.dispose()
-    print(f"replayed {count} events in {seconds:.2f} s: {count / seconds:,.0f} events/s (batch_size {batch_size})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--dry-run", action="store_true", help="also time `rules dry-run` of the sample city")
     args = parser.parse_args()
-    asyncio.run(measure(args.events, args.batch_size))
+    asyncio.run(measure(args.events, args.batch_size, args.dry_run))
 
 
 if __name__ == "__main__":
