@@ -24,6 +24,17 @@ class InMemoryEventStore:
         self._streams: dict[UUID, list[RecordedEvent]] = {}
         self._last_xid = 0
 
+    def hold(self, history: Sequence[RecordedEvent]) -> None:
+        """Take events recorded elsewhere (a test's fixtures, an imported history) as this store's own, in
+        the given order, each as a transaction of its own."""
+        for event in history:
+            self._last_xid += 1
+            self._events.append(event)
+            self._xids.append(self._last_xid)
+            stream = self._streams.setdefault(event.case_id, [])
+            stream.append(event)
+            stream.sort(key=lambda e: e.version)
+
     async def append(
         self,
         tx: object,

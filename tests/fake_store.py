@@ -1,4 +1,4 @@
-"""A stand-in for the event store's reads, for policies tested without a database."""
+"""The in-memory event store as policies' unit tests use it: holding given events, counting its reads."""
 
 from __future__ import annotations
 
@@ -10,24 +10,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from civicflow.events import RecordedEvent
 from civicflow.eventstore import EventStore
+from civicflow.eventstore_memory import InMemoryEventStore
 from civicflow.unit_of_work import Reads
 
 
-class StoredStreams:
-    """Holds case streams in memory and answers read_stream, the one store read Reads makes."""
+class StoredStreams(InMemoryEventStore):
+    """An InMemoryEventStore that already holds the given events and counts read_stream calls."""
 
     def __init__(self, *events: RecordedEvent) -> None:
-        self.streams: dict[UUID, list[RecordedEvent]] = {}
-        for event in events:
-            self.streams.setdefault(event.case_id, []).append(event)
+        super().__init__()
+        self.hold(events)
         self.reads = 0
 
-    async def read_stream(self, tx: AsyncConnection, case_id: UUID) -> list[RecordedEvent]:
+    async def read_stream(self, tx: object, case_id: UUID) -> list[RecordedEvent]:
         self.reads += 1
-        return sorted(self.streams.get(case_id, []), key=lambda e: e.version)
+        return await super().read_stream(tx, case_id)
 
     def reads_of(self) -> Reads:
-        """Reads over these streams, with no transaction (a policy under test must not need one)."""
+        """Reads over this store, with no transaction (a policy under test must not need one)."""
         return Reads(cast(AsyncConnection, None), cast(EventStore, self))
 
 
