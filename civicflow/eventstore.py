@@ -65,6 +65,27 @@ class Page:
     next: Checkpoint
 
 
+def drafted(append: StreamAppend, after: int, now: datetime) -> list[RecordedEvent]:
+    """The append's events as they will be recorded after version `after`: fresh event ids, and position 0
+    and recorded at `now` until a store records them and says when and where."""
+    occurred_at = append.occurred_at or now
+    return [
+        RecordedEvent(
+            position=0,
+            event_id=uuid7(),
+            case_id=append.case_id,
+            version=after + offset,
+            type=event.event_type,
+            schema_version=event.schema_version,
+            occurred_at=occurred_at,
+            recorded_at=now,
+            metadata=append.metadata,
+            data=event,
+        )
+        for offset, event in enumerate(append.events, start=1)
+    ]
+
+
 class EventStore(Protocol):
     """The store port. `tx` is the caller's transaction (an AsyncConnection for PostgreSQL; the in-memory
     store takes anything), so events are appended together with the caller's own state changes."""
@@ -212,24 +233,7 @@ class PostgresEventStore:
                 raise ConcurrencyConflict(row.case_id, row.version if expected is None else expected, row.version, why)
         after = next_versions(current, appends)
         now = datetime.now(UTC)
-        drafts: list[RecordedEvent] = []
-        for append, latest in zip(appends, after, strict=True):
-            when = append.occurred_at or now
-            for offset, event in enumerate(append.events, start=1):
-                drafts.append(
-                    RecordedEvent(
-                        position=0,
-                        event_id=uuid7(),
-                        case_id=append.case_id,
-                        version=latest + offset,
-                        type=event.event_type,
-                        schema_version=event.schema_version,
-                        occurred_at=when,
-                        recorded_at=when,
-                        metadata=append.metadata,
-                        data=event,
-                    )
-                )
+        drafts = [d for append, latest in zip(appends, after, strict=True) for d in drafted(append, latest, now)]
         metadata_json = {id(a.metadata): a.metadata.model_dump_json() for a in appends}
         try:
             inserted = await tx.execute(

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from civicflow.events import CaseEvent, EventMetadata, RecordedEvent
-from civicflow.eventstore import Checkpoint, EventStore, Page, StreamAppend, next_versions
-from civicflow.ids import uuid7
+from civicflow.eventstore import Checkpoint, EventStore, Page, StreamAppend, drafted, next_versions
 
 
 class InMemoryEventStore:
@@ -57,19 +56,8 @@ class InMemoryEventStore:
         now = datetime.now(UTC)
         recorded: list[RecordedEvent] = []
         for append, latest in zip(appends, after, strict=True):
-            for offset, event in enumerate(append.events, start=1):
-                stored = RecordedEvent(
-                    position=len(self._events) + 1,
-                    event_id=uuid7(),
-                    case_id=append.case_id,
-                    version=latest + offset,
-                    type=event.event_type,
-                    schema_version=event.schema_version,
-                    occurred_at=append.occurred_at or now,
-                    recorded_at=now,
-                    metadata=append.metadata,
-                    data=event,
-                )
+            for draft in drafted(append, latest, now):
+                stored = draft.model_copy(update={"position": len(self._events) + 1})
                 self._events.append(stored)
                 self._xids.append(self._last_xid)
                 self._streams.setdefault(append.case_id, []).append(stored)

@@ -12,8 +12,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.events import RecordedEvent
-from civicflow.eventstore import EventStore, StreamAppend
-from civicflow.ids import uuid7
+from civicflow.eventstore import EventStore, StreamAppend, drafted
 from civicflow.metrics import EVENTS_REDELIVERED
 
 
@@ -68,22 +67,7 @@ class Reads:
         for append in appends:
             version = (await self.stream(append.case_id))[-1:]
             last = version[0].version if version else 0
-            pending = self._pending.setdefault(append.case_id, [])
-            for offset, event in enumerate(append.events, start=1):
-                pending.append(
-                    RecordedEvent(
-                        position=0,
-                        event_id=uuid7(),
-                        case_id=append.case_id,
-                        version=last + offset,
-                        type=event.event_type,
-                        schema_version=event.schema_version,
-                        occurred_at=append.occurred_at or now,
-                        recorded_at=now,
-                        metadata=append.metadata,
-                        data=event,
-                    )
-                )
+            self._pending.setdefault(append.case_id, []).extend(drafted(append, last, now))
 
 
 class BatchPolicy(Protocol):

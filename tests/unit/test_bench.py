@@ -29,27 +29,50 @@ def test_arrivals_are_evenly_spaced_at_the_rate() -> None:
     assert arrival_offsets(0, 10) == []
 
 
+class StoppedClock:
+    """The pacer's clock, moved only by the test: lateness depends on what the test says, not on the machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_open_loop_starts_on_time_however_long_calls_take() -> None:
     started: list[int] = []
+    all_started = asyncio.Event()
 
-    async def slow(n: int) -> None:
+    async def held(n: int) -> None:  # no call ends before the last has started
         started.append(n)
-        await asyncio.sleep(0.2)  # far longer than the 5 ms between arrivals
+        if len(started) == 20:
+            all_started.set()
+        await all_started.wait()
 
-    loop = asyncio.get_running_loop()
-    begin = loop.time()
-    pacing = await paced(arrival_offsets(200, 0.1), slow, max_in_flight=100)
+    pacing = await paced(arrival_offsets(200, 0.1), held, max_in_flight=100, clock=StoppedClock())
     assert started == list(range(20))
     assert pacing.planned == 20
     assert pacing.max_in_flight == 20  # none waited for an earlier one to finish
-    assert loop.time() - begin < 1.0  # 95 ms of arrivals + one 200 ms call, not 20 of them (4 s)
+    assert pacing.late_starts() == 0
 
 
 async def test_a_start_held_by_the_in_flight_bound_counts_late() -> None:
-    async def slow(_: int) -> None:
-        await asyncio.sleep(0.05)
+    clock, release, both_running, running = StoppedClock(), asyncio.Event(), asyncio.Event(), []
 
-    pacing = await paced(arrival_offsets(1000, 0.004), slow, max_in_flight=2)
+    async def held(n: int) -> None:
+        running.append(n)
+        if len(running) == 2:
+            both_running.set()
+        await release.wait()
+
+    async def free_the_slots_50_ms_later() -> None:
+        await both_running.wait()
+        clock.now = 0.05
+        release.set()
+
+    freeing = asyncio.create_task(free_the_slots_50_ms_later())
+    pacing = await paced(arrival_offsets(1000, 0.004), held, max_in_flight=2, clock=clock)
+    await freeing
     assert pacing.planned == 4
     assert pacing.late_starts() == 2  # the 3rd and 4th waited ~50 ms for a slot
 
@@ -70,13 +93,13 @@ async def test_burst_keeps_the_in_flight_bound() -> None:
 
 async def test_paced_stops_when_told() -> None:
     stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(0.05, stop.set)
 
-    async def call(_: int) -> None:
-        return None
+    async def call(n: int) -> None:
+        if n == 4:
+            stop.set()
 
-    pacing = await paced(arrivals(100), call, max_in_flight=10, stop=stop)
-    assert 3 <= pacing.planned <= 8
+    pacing = await paced(arrivals(1000), call, max_in_flight=10, stop=stop, clock=StoppedClock())
+    assert pacing.planned == 5  # the fifth call said stop; nothing was planned after it
 
 
 def _case(with_email: bool = True) -> CaseProgress:
