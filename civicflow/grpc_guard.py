@@ -25,6 +25,9 @@ MAX_METADATA_BYTES = 16 * 1024
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
     ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    # grpc-core turns SO_REUSEPORT on by default: a second server on a taken port would then start and
+    # quietly take half of the first one's calls (answering UNIMPLEMENTED). A taken port must fail.
+    ("grpc.so_reuseport", 0),
 ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from civicflow.infra import Infrastructure, free_port, wait_for_port
+from civicflow.infra import Infrastructure, free_ports, wait_for_port
 
 SERVICES = ("intake", "router", "workorder_bridge", "notifier", "query")
 
@@ -38,8 +38,9 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        intake, query, router, bridge, notifier, bridge_http, department, smtp = (free_port() for _ in range(8))
-        metrics = {service: free_port() for service in SERVICES}
+        drawn = free_ports(8 + len(SERVICES))
+        intake, query, router, bridge, notifier, bridge_http, department, smtp = drawn[:8]
+        metrics = dict(zip(SERVICES, drawn[8:], strict=True))
         return cls(intake, query, router, bridge, notifier, bridge_http, department, smtp, metrics)
 
     def grpc(self, service: str) -> int:

@@ -88,8 +88,14 @@ async def build_grpc_server(
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{settings.grpc_bind_host}:{port}"
     credentials = server_credentials(settings)
-    bound = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    try:
+        bound = (
+            server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+        )
+    except RuntimeError:  # grpcio's "Failed to bind" (a port in use, without SO_REUSEPORT)
+        bound = 0
     if bound == 0:
+        await server.stop(None)
         raise OSError(f"gRPC port {port} is taken; set another with the service's *_GRPC_PORT setting")
     return server
 
