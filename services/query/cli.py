@@ -9,26 +9,25 @@ from typing import Any
 
 import typer
 
-from civicflow.cli.reach import require_infrastructure
+from civicflow.cli.reach import database_url
 
 
 def replay_query() -> None:
-    """Rebuild the query service's read model from the event store."""
-    require_infrastructure(kafka=False)
-    count = asyncio.run(_rebuild())
+    """Rebuild the query service's read model from the event store (CIVICFLOW_DATABASE_URL's, or the
+    system `civicflow dev` is running)."""
+    count = asyncio.run(_rebuild(database_url()))
     typer.echo(f"read model rebuilt from {count} events")
 
 
-async def _rebuild() -> int:
+async def _rebuild(url: str) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
     from civicflow.db import make_engine
     from civicflow.eventstore import PostgresEventStore
-    from services.query.main import QuerySettings
     from services.query.readmodel import replay
 
-    engine = make_engine(QuerySettings().database_url)
+    engine = make_engine(url)
     try:
         # transient and on stderr: the one line this command prints stays what it was
         with Progress(transient=True, console=Console(stderr=True)) as progress:
