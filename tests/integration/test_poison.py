@@ -13,6 +13,7 @@ from uuid import UUID
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from faststream.kafka import KafkaBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -139,13 +140,14 @@ async def test_no_record_stops_a_partition_and_each_is_dead_lettered_once_as_it_
     signing_key = event_signing_key(settings)  # the relay's and the consumer's: the same state folder
     relay, stop = Relay(engine, settings), asyncio.Event()
     relay_task = asyncio.create_task(relay.run(stop))
-    consumer = CaseEventConsumer(name, settings, {"WorkOrderStatusChanged": handler})
-    broker = await start_consumer(settings, consumer)
+    broker: KafkaBroker | None = None
     hostile = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * FIVE_MB)
-    await hostile.start()
     sent: dict[str, tuple[int, str, Record]] = {}  # poison id -> (partition, kind, record as sent)
     fresh: set[UUID] = set()
     try:
+        consumer = CaseEventConsumer(name, settings, {"WorkOrderStatusChanged": handler})
+        broker = await start_consumer(settings, consumer)
+        await hostile.start()
         for partition in range(settings.topic_partitions):
             for kind, (make, _) in POISON.items():
                 key, value, headers = make(signing_key)
@@ -166,10 +168,17 @@ async def test_no_record_stops_a_partition_and_each_is_dead_lettered_once_as_it_
                 fresh.add(case_id)
 
         await eventually(lambda: _handled(engine, name, fresh), timeout=180, what="every fresh case handled")
-        dead = await read_topic(settings.kafka_bootstrap_servers, settings.dead_letter_topic, len(sent), timeout=60)
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            settings.dead_letter_topic,
+            len(sent),
+            timeout=60,
+            until=lambda records: {dict(r.headers)["x-poison-id"].decode() for r in records} >= sent.keys(),
+        )
     finally:
         await hostile.stop()
-        await broker.stop()
+        if broker is not None:
+            await broker.stop()
         stop.set()
         await relay_task
 

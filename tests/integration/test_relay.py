@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,10 +85,36 @@ async def _at_least(settings: KernelSettings, target: Checkpoint) -> bool:
     return await cursor(settings) >= target
 
 
+def own_records(records: list[Any], subjects: set[str]) -> list[Any]:
+    """The records of this test's cases: the topic holds the whole session store's events."""
+    return [r for r in records if header_map(r.headers)["ce_subject"] in subjects]
+
+
+def has_own(subjects: set[str], count: int) -> Callable[[list[Any]], bool]:
+    """A read_topic `until`: at least `count` records of these cases were read."""
+    return lambda records: len(own_records(records, subjects)) >= count
+
+
+def published_pairs(records: list[Any]) -> list[tuple[str, str]]:
+    return [(header_map(r.headers)["ce_subject"], header_map(r.headers)["ce_caseversion"]) for r in records]
+
+
+async def publish_until_caught_up(relay: Relay, producer: Any, settings: KernelSettings) -> None:
+    """Publish in passes until the cursor reaches the store's end as it is now: a pass sees only events of
+    transactions older than the oldest one running in the cluster, so one pass may miss what just committed."""
+    target = await store_end(settings)
+
+    async def caught() -> bool:
+        await publish_everything(relay, producer)
+        return await cursor(settings) >= target
+
+    await eventually(caught, what="the relay to publish up to the store's end")
+
+
 async def test_relay_publishes_each_case_in_order_with_cloudevents_headers(settings: KernelSettings) -> None:
     ours = await append_cases(settings, cases=5, per_case=6)
     await run_relay_until_caught_up(settings)
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=30)
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, until=has_own(ours, 30))
     versions: dict[str, list[int]] = defaultdict(list)
     partitions: dict[str, set[int]] = defaultdict(set)
     for record in records:
@@ -107,13 +133,14 @@ async def test_relay_publishes_each_case_in_order_with_cloudevents_headers(setti
 async def test_a_new_relay_resumes_from_the_durable_cursor(settings: KernelSettings) -> None:
     first = await append_cases(settings, cases=2, per_case=3)
     await run_relay_until_caught_up(settings)
-    published_before = len(await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, 6, 5))
     second = await append_cases(settings, cases=2, per_case=2)
     await run_relay_until_caught_up(settings)  # a fresh Relay object, as after a crash
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, published_before + 4, 10)
-    subjects = [header_map(r.headers)["ce_subject"] for r in records]
-    assert len(records) == published_before + 4, "the second relay republished what the first had sent"
-    assert sum(s in first for s in subjects) == 6 and sum(s in second for s in subjects) == 4
+    ours = first | second
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, until=has_own(ours, 10))
+    # read to the topic's end after the second relay caught up: a republished event would be there too
+    own = published_pairs(own_records(records, ours))
+    assert len(own) == len(set(own)), "the second relay republished what the first had sent"
+    assert sum(s in first for s, _ in own) == 6 and sum(s in second for s, _ in own) == 4
 
 
 async def test_only_one_relay_leads_at_a_time(settings: KernelSettings) -> None:
@@ -153,20 +180,16 @@ async def test_relay_republishes_when_the_broker_lost_what_it_had(settings: Kern
     stop = asyncio.Event()
     task = asyncio.create_task(Relay(engine, settings).run(stop))
 
-    async def ours_on_topic() -> int:
-        records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, 4, 2)
-        return sum(header_map(r.headers)["ce_subject"] in ours for r in records)
-
     try:
-        await eventually(lambda: _equals(ours_on_topic(), 4), what="the store republished")  # each event twice
+        records = await read_topic(
+            settings.kafka_bootstrap_servers, settings.case_events_topic, timeout=60, until=has_own(ours, 4)
+        )
     finally:
         stop.set()
         await task
         await engine.dispose()
-
-
-async def _equals(value: Awaitable[int], expected: int) -> bool:
-    return await value == expected
+    own = published_pairs(own_records(records, ours))
+    assert sorted(own) == sorted(2 * [(s, v) for s in ours for v in ("1", "2")]), "each event twice"
 
 
 async def test_an_event_too_large_for_the_broker_is_parked_and_the_next_cases_still_flow(
@@ -190,8 +213,10 @@ async def test_an_event_too_large_for_the_broker_is_parked_and_the_next_cases_st
 
     await run_relay_until_caught_up(settings)
 
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=3)
-    published = [(header_map(r.headers)["ce_subject"], header_map(r.headers)["ce_caseversion"]) for r in records]
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, settings.case_events_topic, until=has_own({str(small), str(after)}, 3)
+    )
+    published = published_pairs(records)
     assert (str(large), "1") not in published
     assert [v for s, v in published if s == str(small)] == ["1", "2"], "the rest went on, in order"
     assert (str(after), "1") in published
@@ -286,14 +311,18 @@ async def test_a_refusal_by_the_broker_parks_only_the_refused_event_and_keeps_ea
     producer = make_producer(settings)
     await producer.start()
     try:
-        await publish_everything(relay, BrokerStandIn(producer, marker.encode(), MessageSizeTooLargeError()))
+        await publish_until_caught_up(
+            relay, BrokerStandIn(producer, marker.encode(), MessageSizeTooLargeError()), settings
+        )
     finally:
         await producer.stop()
         await engine.dispose()
 
     assert await parked_events(settings) == [ours[1]]
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=3)
-    published = [(header_map(r.headers)["ce_subject"], header_map(r.headers)["ce_caseversion"]) for r in records]
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, settings.case_events_topic, until=has_own({str(first), str(later)}, 3)
+    )
+    published = published_pairs(records)
     assert str(refused) not in {subject for subject, _ in published}
     assert [v for s, v in published if s == str(first)] == ["1", "2"], (
         "the refused neighbour went out after its case's first"
@@ -313,14 +342,25 @@ async def test_a_broker_that_does_not_answer_is_waited_for_and_nothing_is_parked
     producer = make_producer(settings)
     await producer.start()
     try:
-        with pytest.raises(RequestTimedOutError):
-            await publish_everything(relay, BrokerStandIn(producer, marker.encode(), RequestTimedOutError()))
+        stand_in = BrokerStandIn(producer, marker.encode(), RequestTimedOutError())
+
+        async def timed_out() -> bool:  # once the event is visible to the relay, publishing it times out
+            try:
+                await publish_everything(relay, stand_in)
+            except RequestTimedOutError:
+                return True
+            assert await cursor(settings) == start, "the relay went past the event it could not publish"
+            return False
+
+        await eventually(timed_out, what="the publish of the event to time out")
         assert await cursor(settings) == start and await parked_events(settings) == [], "nothing moved, nothing parked"
-        await publish_everything(relay, producer)  # the broker is back
+        await publish_until_caught_up(relay, producer, settings)  # the broker is back
     finally:
         await producer.stop()
         await engine.dispose()
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=1)
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, settings.case_events_topic, until=has_own({str(case_id)}, 1)
+    )
     assert str(case_id) in {header_map(r.headers)["ce_subject"] for r in records}
 
 
@@ -337,12 +377,14 @@ async def test_a_commit_wakes_the_relay_without_waiting_for_its_poll(settings: K
         await asyncio.sleep(0.5)  # let it read the empty store once and settle into its (minute-long) wait
         async with engine.begin() as tx:
             await store.append(tx, case_id, 0, [WorkOrderStatusChanged(external_id="WO", status="open")], META)
-        await eventually(lambda: _published(relay, 1), timeout=10, what="the relay woken by the commit")
+        await eventually(lambda: _published(relay, 1), timeout=30, what="the relay woken by the commit")
     finally:
         stop.set()
         await task
         await engine.dispose()
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.case_events_topic, expect_at_least=1)
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, settings.case_events_topic, until=has_own({str(case_id)}, 1)
+    )
     assert str(case_id) in {header_map(r.headers)["ce_subject"] for r in records}
 
 

@@ -12,12 +12,13 @@ import asyncpg
 import pytest
 
 from civicflow.db import libpq_url, make_engine
-from civicflow.events import EventMetadata, WorkOrderStatusChanged
+from civicflow.events import EventMetadata, RecordedEvent, WorkOrderStatusChanged
 from civicflow.eventstore import START, Checkpoint, PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.infra import Infrastructure
 from civicflow.migrate import KERNEL, MigrationSet, migrate
 from civicflow.sandbox import with_database
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
 META = EventMetadata(correlation_id=uuid7(), actor="test")
@@ -71,9 +72,18 @@ async def test_a_store_from_before_0004_keeps_its_order_and_its_relay_cursor(
     engine, store = make_engine(empty_database), PostgresEventStore()
     async with engine.begin() as tx:
         [new] = await store.append(tx, uuid7(), 0, [WorkOrderStatusChanged(external_id="WO", status="new")], META)
-    async with engine.connect() as conn2:
-        everything = (await store.read_all(conn2, START, 10)).events
-        resumed = (await store.read_all(conn2, Checkpoint(0, first), 10)).events
-    await engine.dispose()
+
+    async def read_with_the_new_event() -> tuple[list[RecordedEvent], list[RecordedEvent]] | None:
+        # a whole-store read sees only transactions older than the cluster's oldest running one: wait for it
+        async with engine.connect() as conn2:
+            everything = (await store.read_all(conn2, START, 10)).events
+            resumed = (await store.read_all(conn2, Checkpoint(0, first), 10)).events
+        seen = [e.event_id for e in everything], [e.event_id for e in resumed]
+        return (everything, resumed) if all(new.event_id in ids for ids in seen) else None
+
+    try:
+        everything, resumed = await eventually(read_with_the_new_event, what="the new event in the whole store")
+    finally:
+        await engine.dispose()
     assert [e.case_id for e in everything] == [*old_cases, new.case_id], "the old events first, in position order"
     assert [e.case_id for e in resumed] == [*old_cases[1:], new.case_id], "a cursor at (0, N) goes on after N"
