@@ -10,15 +10,16 @@ from uuid import UUID
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.db import make_engine
 from civicflow.events import EventMetadata, WorkOrderStatusChanged
-from civicflow.eventstore import START, Checkpoint, ConcurrencyConflict, EventStore, PostgresEventStore, StreamAppend
+from civicflow.eventstore import Checkpoint, ConcurrencyConflict, EventStore, PostgresEventStore, StreamAppend
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
 from tests.conftest import eventually
 from tests.eventstore_contract import Begin, EventStoreContract
+from tests.integration.store_ends import end_of_store
 
 pytestmark = pytest.mark.integration
 META = EventMetadata(correlation_id=uuid7(), actor="test")
@@ -68,7 +69,7 @@ async def test_reading_in_commit_order_never_skips_an_event_under_many_concurren
     engine = make_engine(settings.database_url, pool_size=writers + 2)
     store = PostgresEventStore()
     async with engine.connect() as conn:
-        start = await _end_of_store(conn)
+        start = await end_of_store(conn)
     writers_done = asyncio.Event()
     written: set[int] = set()
 
@@ -114,7 +115,7 @@ async def test_reading_in_commit_order_never_skips_an_event_under_many_concurren
     try:
         await asyncio.gather(*(writer(w) for w in range(writers)))
         async with engine.connect() as conn:
-            store_end_after_writers.append(await _end_of_store(conn))
+            store_end_after_writers.append(await end_of_store(conn))
         give_up_at.append(time.monotonic() + 60)
     finally:
         writers_done.set()  # also when a writer failed, so the reader does not go on for ever
@@ -124,18 +125,6 @@ async def test_reading_in_commit_order_never_skips_an_event_under_many_concurren
     assert len(positions) == len(set(positions))
     assert written <= set(positions), f"reader skipped {len(written - set(positions))} committed events"
     await engine.dispose()
-
-
-async def _end_of_store(conn: AsyncConnection) -> Checkpoint:
-    row = (
-        await conn.execute(
-            text(
-                "SELECT CAST(xid AS text) AS xid_text, position FROM events.case_events"
-                " ORDER BY xid DESC, position DESC LIMIT 1"
-            )
-        )
-    ).first()
-    return START if row is None else Checkpoint(int(row.xid_text), row.position)
 
 
 async def test_a_transaction_older_than_the_cases_last_writer_may_not_follow_it(settings: KernelSettings) -> None:

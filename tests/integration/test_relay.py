@@ -23,6 +23,7 @@ from civicflow.settings import KernelSettings
 from civicflow.wire import from_message, header_map
 from tests.conftest import eventually
 from tests.integration.kafka_helpers import read_topic
+from tests.integration.store_ends import end_of_store
 
 pytestmark = pytest.mark.integration
 META = EventMetadata(correlation_id=uuid7(), actor="test", channel="web")
@@ -56,16 +57,9 @@ async def store_end(settings: KernelSettings) -> Checkpoint:
     """The last event in the relay's (commit) order."""
     engine = make_engine(settings.database_url)
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text(
-                    "SELECT CAST(xid AS text) AS xid_text, position FROM events.case_events"
-                    " ORDER BY xid DESC, position DESC LIMIT 1"
-                )
-            )
-        ).first()
+        end = await end_of_store(conn)
     await engine.dispose()
-    return START if row is None else Checkpoint(int(row.xid_text), row.position)
+    return end
 
 
 async def run_relay_until_caught_up(settings: KernelSettings) -> None:

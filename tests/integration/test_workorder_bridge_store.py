@@ -266,15 +266,22 @@ async def test_a_later_decision_replaces_the_one_waiting(
     assert (await types(engine, case.case_id))[-1] == "WorkOrderOpened"
 
 
+async def external_id_of(engine: AsyncEngine, case_id: UUID) -> str:
+    """The id the department's system gave the case's work order."""
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            text("SELECT external_id FROM workorder_bridge.work_orders WHERE case_id = :c"), {"c": case_id}
+        )
+    assert isinstance(found, str), "the case has no work order"
+    return found
+
+
 async def test_each_status_report_is_recorded_once_and_only_if_it_says_something_new(
     engine: AsyncEngine, opener: OpenerUnderTest
 ) -> None:
     case = await routed_case(engine, "streets")
     await opener(case)
-    async with engine.connect() as conn:
-        external_id = await conn.scalar(
-            text("SELECT external_id FROM workorder_bridge.work_orders WHERE case_id = :c"), {"c": case.case_id}
-        )
+    external_id = await external_id_of(engine, case.case_id)
     record = StatusReportRecorder(engine, STORE)
 
     async def report(status: str, minutes: int, note: str | None = None) -> str:
@@ -333,10 +340,7 @@ async def test_a_second_done_from_another_report_resolves_nothing_again(
 ) -> None:
     case = await routed_case(engine, "streets")
     await opener(case)
-    async with engine.connect() as conn:
-        external_id = await conn.scalar(
-            text("SELECT external_id FROM workorder_bridge.work_orders WHERE case_id = :c"), {"c": case.case_id}
-        )
+    external_id = await external_id_of(engine, case.case_id)
     record = StatusReportRecorder(engine, STORE)
     forged = StatusReport(
         external_id=external_id, department_id="streets", status="done", changed_at=NOW, note="Confirm your details"
