@@ -13,7 +13,7 @@ from civicflow.unit_of_work import UnitOfWork
 from civicflow.v1 import query_pb2, query_pb2_grpc
 from services.query.cityfile import CityFile
 from services.query.grpc_api import CaseQueryServicer
-from services.query.readmodel import Projector, replay
+from services.query.readmodel import Projector
 
 
 class QuerySettings(KernelSettings):
@@ -44,12 +44,3 @@ async def run() -> None:
     configure_logging("query", settings.log_level)
     await serve(bootstrap(settings))
 
-
-async def rebuild() -> int:
-    """`civicflow replay query`: rebuild the read model from the event store."""
-    settings = QuerySettings()
-    engine = make_engine(settings.database_url)
-    try:
-        return await replay(engine, PostgresEventStore())
-    finally:
-        await engine.dispose()
