@@ -24,6 +24,23 @@ from shapely.ops import unary_union
 # hidden: no location at all in public views.
 PublicLocation = Literal["exact", "block", "hidden"]
 DEFAULT_PUBLIC_LOCATION: PublicLocation = "block"
+# Whether a request of the service must say where (a pothole), may (a noise complaint), or has no place
+# at all (a benefit card, a question).
+LocationNeed = Literal["required", "optional", "none"]
+DescriptionNeed = Literal["required", "optional"]
+
+
+class ServiceSpec(BaseModel):
+    """One entry of the city file's service catalogue, as every service reads it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    group: str
+    # how precisely the public case view may show where it is
+    public_location: PublicLocation = DEFAULT_PUBLIC_LOCATION
+    location: LocationNeed = "required"
+    description: DescriptionNeed = "optional"
 
 
 class ServiceAreaSpec(BaseModel):
@@ -71,11 +88,12 @@ class CityProfile:
 
     name: str
     service_area: ServiceArea | None
-    public_locations: dict[str, PublicLocation]
+    services: dict[str, ServiceSpec]
 
     def public_location(self, service_code: str) -> PublicLocation:
         """How precisely a case of this service may be located in public; unknown codes get the default."""
-        return self.public_locations.get(service_code, DEFAULT_PUBLIC_LOCATION)
+        spec = self.services.get(service_code)
+        return spec.public_location if spec else DEFAULT_PUBLIC_LOCATION
 
 
 def _display_name(jurisdiction: str) -> str:
@@ -101,7 +119,7 @@ def area_geometry(spec: ServiceAreaSpec, base_dir: Path) -> BaseGeometry:
 
 
 def load_city(path: Path) -> CityProfile:
-    """Read the city file's name, service area and services' public location precision."""
+    """Read the city file's name, service area and service catalogue (the router checks the file in full)."""
     raw: Any = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: not a city file (expected a mapping at the top)")
@@ -110,10 +128,9 @@ def load_city(path: Path) -> CityProfile:
     if raw.get("service_area") is not None:
         spec = ServiceAreaSpec.model_validate(raw["service_area"])
         area = ServiceArea(name, area_geometry(spec, path.parent))
-    services = raw.get("services") or {}
-    public = {
-        str(code): definition.get("public_location", DEFAULT_PUBLIC_LOCATION)
-        for code, definition in services.items()
+    services = {
+        str(code): ServiceSpec.model_validate(definition)
+        for code, definition in (raw.get("services") or {}).items()
         if isinstance(definition, dict)
     }
-    return CityProfile(name, area, public)
+    return CityProfile(name, area, services)

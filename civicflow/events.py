@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -100,6 +100,10 @@ class Location(BaseModel):
     lat: float | None = Field(default=None, ge=-90, le=90)
     long: float | None = Field(default=None, ge=-180, le=180)
     address: str | None = None
+    point_source: Literal["given", "geocoded"] | None = Field(
+        default=None, description="given: the point came with the request; geocoded: found from the address."
+    )
+    unplaced: str | None = Field(default=None, description="Why the address could not be placed on the map.")
 
     @model_validator(mode="after")
     def _one_way_to_find_it(self) -> Location:
@@ -119,7 +123,7 @@ class CaseSubmitted(CaseEvent):
     tracking_number: str
     service_code: str
     description: str
-    location: Location
+    location: Location | None = Field(default=None, description="None for a service with no place (a question).")
     submitted_at: datetime
     # The resident's contact, sealed with the case's own key (see civicflow.pii); never readable from
     # the log alone, and forgotten for good when that key is deleted.

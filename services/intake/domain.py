@@ -19,14 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from civicflow.city import ServiceArea
+from civicflow.city import CityProfile
+from civicflow.codes import CODE, CODE_RULE, Channel, channel_of, channel_problem
 from civicflow.events import Location
 from civicflow.pii import ResidentContact
 from civicflow.plain_text import control_character_problem
 
-Channel = Literal["phone", "web", "app", "system"]
 PreferredChannel = Literal["email", "sms", "voice", "none"]
-SERVICE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SERVICE_CODE = CODE
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 _PHONE = re.compile(r"^\+?[0-9 ().-]{7,20}$")
 # A whole SubmitRequest, serialized. Every field's own limit together stays under this; anything larger
@@ -113,7 +113,7 @@ class ServiceRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
-    service_code: str = Field(min_length=1, max_length=64, pattern=SERVICE_CODE.pattern)
+    service_code: str
     description: Annotated[str, Field(min_length=1, max_length=4000), _plain("\n\t")]
     location: ReportedLocation
     contact: ContactDetails | None = None
@@ -121,6 +121,23 @@ class ServiceRequest(BaseModel):
     channel: Channel = "web"
     attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=50)
     flags: list[Flag] = Field(default_factory=list, max_length=10)
+
+    @field_validator("service_code")
+    @classmethod
+    def _a_code(cls, value: str) -> str:
+        if not CODE.match(value):
+            raise ValueError(f"give the service code: {CODE_RULE}")
+        return value
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _known_channel(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            channel = channel_of(value)
+            if channel is None:
+                raise ValueError(channel_problem(value))
+            return channel
+        return value
 
     @field_validator("description", mode="before")
     @classmethod
@@ -130,8 +147,9 @@ class ServiceRequest(BaseModel):
     @field_validator("location")
     @classmethod
     def _inside_the_city(cls, location: ReportedLocation, info: ValidationInfo) -> ReportedLocation:
-        area = (info.context or {}).get("service_area")
-        if isinstance(area, ServiceArea) and location.lat is not None and location.long is not None:
+        city = (info.context or {}).get("city")
+        area = city.service_area if isinstance(city, CityProfile) else None
+        if area is not None and location.lat is not None and location.long is not None:
             if not area.covers(location.lat, location.long):
                 raise ValueError(
                     f"the point is outside {area.name}'s service area; give a point inside it, or only the"
@@ -177,13 +195,11 @@ def field_violations(error: ValidationError) -> list[tuple[str, str]]:
     return list(dict.fromkeys(violations))  # one bad map key can fail twice (as a key and by its value)
 
 
-def validate_request(
-    raw: dict[str, Any], service_area: ServiceArea | None = None
-) -> ServiceRequest | list[tuple[str, str]]:
+def validate_request(raw: dict[str, Any], city: CityProfile | None = None) -> ServiceRequest | list[tuple[str, str]]:
     """The accepted request, or every (field, what is wrong) at once so the caller can fix them together.
-    A point must lie in the service area when the city file names one."""
+    With the city's profile, a point must lie in its service area."""
     try:
-        return ServiceRequest.model_validate(raw, context={"service_area": service_area})
+        return ServiceRequest.model_validate(raw, context={"city": city})
     except ValidationError as exc:
         return field_violations(exc)
 

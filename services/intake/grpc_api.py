@@ -8,7 +8,8 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
-from civicflow.city import ServiceArea
+from civicflow.city import CityProfile
+from civicflow.codes import CODE_RULE
 from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import intake_pb2, intake_pb2_grpc
@@ -59,12 +60,12 @@ def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     def __init__(
-        self, intake: Intake, engine: AsyncEngine, store: EventStore, service_area: ServiceArea | None = None
+        self, intake: Intake, engine: AsyncEngine, store: EventStore, city: CityProfile | None = None
     ) -> None:
         self._intake = intake
         self._engine = engine
         self._store = store
-        self._service_area = service_area
+        self._city = city
 
     async def RecategoriseCase(
         self, request: intake_pb2.RecategoriseCaseRequest, context: grpc.aio.ServicerContext
@@ -79,7 +80,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             except tracking.InvalidTrackingNumber as exc:
                 violations.append(("tracking_number", str(exc)))
         if not SERVICE_CODE.fullmatch(request.service_code):
-            violations.append(("service_code", "give the service code: 1 to 64 letters, digits, _ . or -"))
+            violations.append(("service_code", f"give the service code: {CODE_RULE}"))
         violations += reason_violations(request.reason)
         if violations:
             await abort_with(context, invalid_argument(violations))
@@ -109,7 +110,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                     [("request", f"is {size} bytes; at most {MAX_REQUEST_BYTES} are taken: shorten its texts")]
                 ),
             )
-        result = validate_request(request_fields(request), self._service_area)
+        result = validate_request(request_fields(request), self._city)
         violations = result if isinstance(result, list) else []
         if request.idempotency_key and not IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             violations.append(("idempotency_key", "must be 1 to 128 printable ASCII characters without spaces"))

@@ -41,7 +41,7 @@ def bootstrap(settings: IntakeSettings) -> ServiceProcess:
         group_window_s=settings.intake_group_commit_ms / 1000,
         max_group=settings.intake_group_commit_max,
     )
-    servicer = IntakeServicer(intake, engine, store, city.service_area)
+    servicer = IntakeServicer(intake, engine, store, city)
     service_name = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
     return ServiceProcess(
         "intake",

@@ -73,14 +73,15 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     data = event.data
     stage, detail = "", ""
     if isinstance(data, CaseSubmitted):
+        place = data.location
         changes.update(
             status="submitted",
             tracking_number=data.tracking_number,
             service_code=data.service_code,
             submitted_at=data.submitted_at,
-            lat=data.location.lat,
-            long=data.location.long,
-            address=data.location.address,
+            lat=place.lat if place else None,
+            long=place.long if place else None,
+            address=place.address if place else None,
         )
         stage, detail = "submitted", f"request {data.tracking_number} received ({data.service_code})"
     elif isinstance(data, RoutingDecision):

@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from civicflow.city import DEFAULT_PUBLIC_LOCATION, PublicLocation, ServiceAreaSpec
+from civicflow.city import ServiceAreaSpec, ServiceSpec
+from civicflow.codes import Channel
 from services.router.calendar import CalendarSpec, Weekday, parse_window
 
 Priority = Literal["low", "normal", "high", "urgent"]
-Channel = Literal["phone", "web", "app", "system"]
 _ID = r"^[a-z0-9][a-z0-9_.-]*$"
 
 
@@ -35,13 +35,6 @@ class Department(_Strict):
     email: str | None = None
     phone: str | None = None
     on_call_queue: str | None = None
-
-
-class ServiceType(_Strict):
-    name: str
-    group: str
-    # how precisely the public case view may show where it is (civicflow/city.py)
-    public_location: PublicLocation = DEFAULT_PUBLIC_LOCATION
 
 
 class AreaSource(_Strict):
@@ -148,7 +141,7 @@ class RuleSet(_Strict):
     triage: TriageSettings = TriageSettings()
     calendars: dict[str, CalendarSpec]
     departments: dict[str, Department]
-    services: dict[str, ServiceType]
+    services: dict[str, ServiceSpec]
     areas: list[AreaSource] = []
     rules: list[Rule]
 

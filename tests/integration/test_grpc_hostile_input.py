@@ -148,7 +148,7 @@ def rules_dir(tmp_path: Path) -> Path:
 async def caller(engine: AsyncEngine, rules_dir: Path) -> AsyncIterator[Caller]:
     city = load_city(SAMPLE_CITY)
     intake = IntakeServicer(
-        Intake(engine, STORE, ContactVault(Fernet.generate_key())), engine, STORE, city.service_area
+        Intake(engine, STORE, ContactVault(Fernet.generate_key())), engine, STORE, city
     )
     routing = RoutingServicer(RuleBook(rules_dir / SAMPLE_CITY.name), engine, STORE)
     query = CaseQueryServicer(engine, lambda: city)

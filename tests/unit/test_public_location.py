@@ -117,11 +117,11 @@ def test_a_service_the_city_file_does_not_know_is_shown_by_block() -> None:
 
 def test_a_changed_city_file_applies_at_the_next_lookup_and_a_broken_one_is_not_taken(tmp_path: Path) -> None:
     path = tmp_path / "city.yaml"
-    path.write_text("jurisdiction: test\nservices:\n  MISSED_PICKUP: {name: Missed pickup}\n")
+    path.write_text("jurisdiction: test\nservices:\n  MISSED_PICKUP: {name: Missed pickup, group: sanitation}\n")
     city = CityFile(path)
     assert city.current().public_location("MISSED_PICKUP") == "block"
 
-    path.write_text("jurisdiction: test\nservices:\n  MISSED_PICKUP: {name: Missed pickup, public_location: hidden}\n")
+    path.write_text("jurisdiction: test\nservices:\n  MISSED_PICKUP: {name: Missed pickup, group: sanitation, public_location: hidden}\n")
     assert city.current().public_location("MISSED_PICKUP") == "hidden"
 
     path.write_text("- not a city file\n")
