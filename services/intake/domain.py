@@ -22,6 +22,7 @@ from pydantic import (
 from civicflow.city import CityProfile
 from civicflow.codes import CODE, CODE_RULE, Channel, channel_of, channel_problem
 from civicflow.events import Location
+from civicflow.geocode import Geocoder, Placed
 from civicflow.pii import ResidentContact
 from civicflow.plain_text import control_character_problem
 
@@ -212,3 +213,19 @@ def reason_violations(reason: str) -> list[tuple[str, str]]:
         return [("reason", f"has {len(reason)} characters; say why in at most {MAX_REASON_CHARS}")]
     problem = control_character_problem(reason, "\n\t")
     return [("reason", problem)] if problem else []
+
+
+def place(request: ServiceRequest, geocoder: Geocoder) -> ServiceRequest:
+    """The request with its point's source said: given with the request, or found from its address by the
+    geocoder; an address that cannot be placed keeps no point and records why (routing goes on without it)."""
+    location = request.location
+    if location.lat is not None:
+        return request.model_copy(update={"location": location.model_copy(update={"point_source": "given"})})
+    if not location.address:
+        return request
+    found = geocoder.locate(location.address)
+    if isinstance(found, Placed):
+        update: dict[str, Any] = {"lat": found.lat, "long": found.long, "point_source": "geocoded"}
+    else:
+        update = {"unplaced": found.reason}
+    return request.model_copy(update={"location": location.model_copy(update=update)})

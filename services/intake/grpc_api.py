@@ -11,6 +11,7 @@ from civicflow import tracking
 from civicflow.city import CityProfile
 from civicflow.codes import CODE_RULE
 from civicflow.eventstore import ConcurrencyConflict, EventStore
+from civicflow.geocode import Geocoder, NoGeocoder
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import intake_pb2, intake_pb2_grpc
 from services.intake.domain import (
@@ -18,6 +19,7 @@ from services.intake.domain import (
     MAX_REQUEST_BYTES,
     MAX_TRACKING_NUMBER_CHARS,
     SERVICE_CODE,
+    place,
     reason_violations,
     validate_request,
 )
@@ -60,9 +62,15 @@ def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     def __init__(
-        self, intake: Intake, engine: AsyncEngine, store: EventStore, city: CityProfile | None = None
+        self,
+        intake: Intake,
+        engine: AsyncEngine,
+        store: EventStore,
+        city: CityProfile | None = None,
+        geocoder: Geocoder | None = None,
     ) -> None:
         self._intake = intake
+        self._geocoder = geocoder or NoGeocoder()
         self._engine = engine
         self._store = store
         self._city = city
@@ -118,7 +126,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             await abort_with(context, invalid_argument(violations))
             raise AssertionError("unreachable")  # abort raises
         try:
-            accepted = await self._intake.submit(result, request.idempotency_key or None)
+            accepted = await self._intake.submit(place(result, self._geocoder), request.idempotency_key or None)
         except IdempotencyKeyReused as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
             raise

@@ -121,7 +121,8 @@ def test_a_changed_city_file_applies_at_the_next_lookup_and_a_broken_one_is_not_
     city = CityFile(path)
     assert city.current().public_location("MISSED_PICKUP") == "block"
 
-    path.write_text("jurisdiction: test\nservices:\n  MISSED_PICKUP: {name: Missed pickup, group: sanitation, public_location: hidden}\n")
+    hidden = "{name: Missed pickup, group: sanitation, public_location: hidden}"
+    path.write_text(f"jurisdiction: test\nservices:\n  MISSED_PICKUP: {hidden}\n")
     assert city.current().public_location("MISSED_PICKUP") == "hidden"
 
     path.write_text("- not a city file\n")
