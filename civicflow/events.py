@@ -143,7 +143,7 @@ class RoutingDecision(CaseEvent):
     department_id: str
     department_name: str
     priority: str
-    due_at: datetime
+    due_at: datetime | None = Field(description="When the department must have dealt with it; null: no SLA.")
     rule_id: str = Field(description="The rule that decided, by its id in the rule set.")
     rule_set_version: str
     explanation: list[str] = Field(default=[], description="Which of the rule's conditions matched, in words.")

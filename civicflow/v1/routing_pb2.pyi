@@ -44,18 +44,22 @@ class ExplainRouteRequest(_message.Message):
     def __init__(self, draft: _Optional[_Union[DraftRequest, _Mapping]] = ..., tracking_number: _Optional[str] = ...) -> None: ...
 
 class RuleEvaluation(_message.Message):
-    __slots__ = ("rule_id", "description", "matched", "reasons", "skipped")
+    __slots__ = ("rule_id", "description", "matched", "reasons", "skipped", "conditions_held", "conditions")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_HELD_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     description: str
     matched: bool
     reasons: _containers.RepeatedScalarFieldContainer[str]
     skipped: str
-    def __init__(self, rule_id: _Optional[str] = ..., description: _Optional[str] = ..., matched: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., skipped: _Optional[str] = ...) -> None: ...
+    conditions_held: int
+    conditions: int
+    def __init__(self, rule_id: _Optional[str] = ..., description: _Optional[str] = ..., matched: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ..., skipped: _Optional[str] = ..., conditions_held: _Optional[int] = ..., conditions: _Optional[int] = ...) -> None: ...
 
 class ExplainRouteResponse(_message.Message):
     __slots__ = ("routed", "department_id", "department_name", "queue", "priority", "due_at", "sla", "rule_id", "rule_set_version", "reasons", "tags", "triage_reason", "evaluations", "time_zone")

@@ -95,8 +95,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             time_zone=data.time_zone,
         )
         stage = "rerouted" if isinstance(data, CaseRerouted) else "routed"
-        expected = wall_clock(data.due_at, data.time_zone)
-        detail = f"{stage} to {data.department_name}, expected by {expected} (rule {data.rule_id})"
+        expected = f"expected by {wall_clock(data.due_at, data.time_zone)}" if data.due_at else "no expected date"
+        detail = f"{stage} to {data.department_name}, {expected} (rule {data.rule_id})"
         if isinstance(data, CaseRerouted):
             detail += f": {data.reason}"
     elif isinstance(data, CaseNeedsTriage):

@@ -136,7 +136,6 @@ def rules_explain(
     """Why would (or did) a request go where it goes? Writes nothing."""
     from datetime import UTC, datetime
 
-    from civicflow.localtime import wall_clock
     from civicflow.v1 import common_pb2, routing_pb2, routing_pb2_grpc
 
     if tracking_number:
@@ -159,15 +158,32 @@ def rules_explain(
             draft.submitted_at.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
         request = routing_pb2.ExplainRouteRequest(draft=draft)
     reply = call("router", routing_pb2_grpc.RoutingServiceStub, "ExplainRoute", request)
+    for line in explanation_lines(reply):
+        typer.echo(line)
+
+
+def explanation_lines(reply: Any) -> list[str]:
+    """An ExplainRouteResponse as `rules explain` prints it: the decision, then the rules looked at in
+    order (routed) or the rules that came closest (triage), each with how many of its conditions held."""
+    from civicflow.localtime import wall_clock
+
+    lines = []
     if reply.routed:
-        typer.echo(
-            f"-> {reply.department_name} ({reply.department_id}), priority {reply.priority},"
-            f" due {wall_clock(reply.due_at.ToDatetime(), reply.time_zone or None)} ({reply.sla})"
+        due = (
+            f"due {wall_clock(reply.due_at.ToDatetime(), reply.time_zone or None)} ({reply.sla})"
+            if reply.HasField("due_at")
+            else "no SLA"
         )
-        typer.echo(f"   rule {reply.rule_id} of rule set {reply.rule_set_version}: " + "; ".join(reply.reasons))
+        lines.append(f"-> {reply.department_name} ({reply.department_id}), priority {reply.priority}, {due}")
+        lines.append(f"   rule {reply.rule_id} of rule set {reply.rule_set_version}: " + "; ".join(reply.reasons))
+        lines.append("rules looked at, in order:")
     else:
-        typer.echo(f"-> triage: {reply.triage_reason} (rule set {reply.rule_set_version})")
-    typer.echo("rules looked at, in order:")
+        lines.append(f"-> triage: {reply.triage_reason} (rule set {reply.rule_set_version})")
+        lines.append("rules that came closest:")
+    width = max((len(ev.rule_id) for ev in reply.evaluations), default=0)
     for ev in reply.evaluations:
         mark = "MATCH" if ev.matched else ("skip " if ev.skipped else "no   ")
-        typer.echo(f"  {mark} {ev.rule_id:<28} {ev.skipped or '; '.join(ev.reasons)}")
+        held = f"{ev.conditions_held}/{ev.conditions}"
+        why = "; ".join(part for part in (ev.skipped, *ev.reasons) if part)
+        lines.append(f"  {mark} {ev.rule_id:<{width}}  {held:>5}  {why}")
+    return lines

@@ -35,6 +35,7 @@ def facts_of(history: Sequence[CaseEvent], channel: str | None) -> CaseFacts:
         attributes=submitted.attributes,
         flags=frozenset(submitted.flags),
         channel=channel,
+        unplaced=submitted.location.unplaced if submitted.location else None,
     )
 
 

@@ -1,7 +1,8 @@
 """Routing decisions: the first rule whose conditions all hold decides the department and due date.
 
 Pure: no framework, no I/O. A RuleSet is compiled once (regexes, prepared polygons, calendars) so that
-a decision takes microseconds; `route` answers, `explain` answers with the reasons for every rule.
+a decision takes microseconds; `route` answers, `explain` answers with the reasons: for a routed case
+every rule up to the one that decided, for a triaged one the rules that came closest.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class CaseFacts:
     attributes: Mapping[str, str] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()
     channel: str | None = None
+    unplaced: str | None = None  # why the address could not be put on the map (Location.unplaced)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Routed:
     queue: str | None
     crew: str | None
     priority: str
-    due_at: datetime
+    due_at: datetime | None  # None: the rule gives no SLA
     sla: str
     rule_id: str
     rule_set_version: str
@@ -63,8 +65,12 @@ class Triage:
 class RuleTrace:
     rule_id: str
     matched: bool
-    reasons: tuple[str, ...]  # why it matched, or the first condition that did not hold
+    # Why it matched; else, for a routed case, the first condition that did not hold, and for a triaged
+    # one the conditions that held followed by the first that did not.
+    reasons: tuple[str, ...]
     skipped: str | None = None  # e.g. the department already rejected the case
+    held: int = 0  # how many of its conditions hold for the case
+    conditions: int = 0  # how many conditions the rule has
 
 
 Decision = Routed | Triage
@@ -109,6 +115,24 @@ class _CompiledRule:
                 return False, (f"not {asks}",)
             reasons.append(reason)
         return True, tuple(reasons) or ("the rule has no conditions: it catches every case",)
+
+    def assess(self, ctx: _Context) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Every condition, not just up to the first that fails: (why those that hold do, what those that
+        do not asked). How close a rule came is how many held."""
+        held: list[str] = []
+        failed: list[str] = []
+        for check, asks in self.checks:
+            reason = check(ctx)
+            if reason is None:
+                failed.append(f"not {asks}")
+            else:
+                held.append(reason)
+        return tuple(held), tuple(failed)
+
+
+CLOSEST_SHOWN = 5  # rules a triaged case's explanation shows
+_PLACE_RULES_NAMED = 5  # rules a triage reason names as needing the place
+_UNPLACED_CHARS = 200
 
 
 class CompiledRuleSet:
@@ -168,29 +192,38 @@ class CompiledRuleSet:
                 return self._routed(compiled.rule, facts, reasons)
         return self._triage(facts, exclude)
 
-    def explain(self, facts: CaseFacts, exclude: frozenset[str] = frozenset()) -> tuple[Decision, list[RuleTrace]]:
-        """The decision and, for every rule up to the one that decided, why it did or did not match."""
+    def explain(
+        self, facts: CaseFacts, exclude: frozenset[str] = frozenset(), closest: int = CLOSEST_SHOWN
+    ) -> tuple[Decision, list[RuleTrace]]:
+        """The decision and its reasons. Routed: every rule up to the one that decided, why it did or did
+        not match. Triaged: the `closest` rules that came nearest (those for the case's service first,
+        then by how many of their conditions held, then in order), with what held and what first failed."""
         ctx = _Context(facts, self)
         trace: list[RuleTrace] = []
+        near_misses: list[RuleTrace] = []
         for compiled in self._rules:
             rule = compiled.rule
-            if rule.then.department in exclude:
-                trace.append(RuleTrace(rule.id, False, (), skipped=f"{rule.then.department} already turned it down"))
-                continue
-            matched, reasons = compiled.evaluate(ctx)
-            trace.append(RuleTrace(rule.id, matched, reasons))
-            if matched:
+            held, failed = compiled.assess(ctx)
+            n, of = len(held), len(compiled.checks)
+            skipped = f"{rule.then.department} already turned it down" if rule.then.department in exclude else None
+            near_misses.append(RuleTrace(rule.id, False, (*held, *failed[:1]), skipped, held=n, conditions=of))
+            if skipped:
+                trace.append(near_misses[-1])
+            elif failed:
+                trace.append(RuleTrace(rule.id, False, failed[:1], held=n, conditions=of))
+            else:
+                reasons = held or ("the rule has no conditions: it catches every case",)
+                trace.append(RuleTrace(rule.id, True, reasons, held=n, conditions=of))
                 return self._routed(rule, facts, reasons), trace
-        return self._triage(facts, exclude), trace
+        for_service = {c.rule.id for c in self._candidates(facts.service_code)}
+        near_misses.sort(key=lambda t: (t.rule_id not in for_service, -t.held))  # stable: then in order
+        return self._triage(facts, exclude), near_misses[:closest]
 
     def _routed(self, rule: Rule, facts: CaseFacts, reasons: tuple[str, ...]) -> Routed:
         then = rule.then
         department = self.rule_set.departments[then.department]
         calendar = self.calendars[department.calendar]
-        if then.sla.business_hours is not None:
-            due = calendar.add_business_hours(facts.submitted_at, then.sla.business_hours)
-        else:
-            due = calendar.add_calendar_days(facts.submitted_at, then.sla.calendar_days or 0)
+        due = then.sla.due(facts.submitted_at, calendar)
         return Routed(
             department_id=then.department,
             department_name=department.name,
@@ -210,7 +243,29 @@ class CompiledRuleSet:
         reason = f"no rule places service {facts.service_code!r}"
         if exclude:
             reason += f" with {', '.join(sorted(exclude))} excluded"
+        if needing_place := self._rules_needing_place(facts, exclude):
+            named = ", ".join(needing_place[:_PLACE_RULES_NAMED])
+            if len(needing_place) > _PLACE_RULES_NAMED:
+                named += f" and {len(needing_place) - _PLACE_RULES_NAMED} more"
+            why = (
+                f"the address could not be placed: {facts.unplaced[:_UNPLACED_CHARS]}"
+                if facts.unplaced
+                else "the request has no place on the map"
+            )
+            need = "rule {} needs" if len(needing_place) == 1 else "rules {} need"
+            reason += f"; {need.format(named)} the place on the map; {why}"
         return Triage(queue=self.rule_set.triage.queue, reason=reason, rule_set_version=self.version)
+
+    def _rules_needing_place(self, facts: CaseFacts, exclude: frozenset[str]) -> list[str]:
+        """The rules for the case's service that ask where it is, when the case has no point: the call
+        centre fixes the address and those rules can place it."""
+        if facts.lat is not None and facts.long is not None:
+            return []
+        return [
+            c.rule.id
+            for c in self._candidates(facts.service_code)
+            if (c.rule.when.inside or c.rule.when.outside) and c.rule.then.department not in exclude
+        ]
 
     # --- compiling conditions -------------------------------------------------------------------
 
@@ -271,7 +326,7 @@ class CompiledRuleSet:
                 )
             )
         if when.words_any:
-            words = re.compile(r"\b(" + "|".join(re.escape(w) for w in when.words_any) + r")\b", re.IGNORECASE)
+            words = _phrases(when.words_any)
             checks.append(
                 (
                     lambda c: _found(words, c.facts.description, "description mentions '{}'"),
@@ -279,7 +334,7 @@ class CompiledRuleSet:
                 )
             )
         if when.words_none:
-            banned = re.compile(r"\b(" + "|".join(re.escape(w) for w in when.words_none) + r")\b", re.IGNORECASE)
+            banned = _phrases(when.words_none)
             checks.append(
                 (
                     lambda c: _said(
@@ -333,6 +388,30 @@ class CompiledRuleSet:
         if time.inside_business_hours_of:
             checks.append(self._business_hours_check(time.inside_business_hours_of, want_open=True))
         return checks
+
+
+_WORD_CHARACTER = re.compile(r"\w")
+_NEVER = re.compile(r"(?!)")
+
+
+def _phrases(phrases: list[str]) -> re.Pattern[str]:
+    """One case-insensitive search for any of the phrases, each as whole words. A phrase edge that is a
+    word character must not touch another (`\b` would also demand it of an edge such as the ")" of
+    "(B1)" or the "+" of "C++", which then never match after a space); an edge that is punctuation
+    matches as written. Spaces inside a phrase match any run of white space. A blank phrase is
+    ignored: it would match every description."""
+    alternatives = []
+    for phrase in phrases:
+        words = phrase.split()
+        if not words:
+            continue
+        body = r"\s+".join(re.escape(w) for w in words)
+        before = r"(?<!\w)" if _WORD_CHARACTER.match(words[0][0]) else ""
+        after = r"(?!\w)" if _WORD_CHARACTER.match(words[-1][-1]) else ""
+        alternatives.append(before + body + after)
+    if not alternatives:
+        return _NEVER
+    return re.compile("|".join(alternatives), re.IGNORECASE)
 
 
 def _said(holds: bool, reason: str) -> str | None:

@@ -128,6 +128,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                     matched=t.matched,
                     reasons=list(t.reasons),
                     skipped=t.skipped or "",
+                    conditions_held=t.held,
+                    conditions=t.conditions,
                 )
                 for t in trace
             ],
@@ -138,7 +140,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             response.department_name = decision.department_name
             response.queue = decision.queue or ""
             response.priority = decision.priority
-            response.due_at.FromDatetime(decision.due_at)
+            if decision.due_at is not None:  # unset: no SLA
+                response.due_at.FromDatetime(decision.due_at)
             response.time_zone = decision.time_zone
             response.sla = decision.sla
             response.rule_id = decision.rule_id

@@ -40,10 +40,11 @@ _FORGET = text("DELETE FROM router.open_cases WHERE case_id = :c")
 
 
 def track_open_case(case_id: UUID, decision: CaseEvent) -> list[Statement]:
-    """Keep router.open_cases in step with the decision, in the same transaction."""
-    if isinstance(decision, RoutingDecision):
+    """Keep router.open_cases in step with the decision, in the same transaction. A case with no SLA is
+    not tracked: it has no due date to pass."""
+    if isinstance(decision, RoutingDecision) and decision.due_at is not None:
         return [Statement(_TRACK, {"c": case_id, "d": decision.department_id, "due": decision.due_at})]
-    if isinstance(decision, CaseNeedsTriage):
+    if isinstance(decision, RoutingDecision | CaseNeedsTriage):
         return [Statement(_FORGET, {"c": case_id})]
     return []
 

@@ -10,16 +10,26 @@ import difflib
 import json
 import re
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from civicflow.city import ServiceAreaSpec, ServiceSpec
 from civicflow.codes import Channel
-from services.router.calendar import CalendarSpec, Weekday, parse_window
+from services.router.calendar import BusinessCalendar, CalendarSpec, Weekday, parse_window
 
 Priority = Literal["low", "normal", "high", "urgent"]
 _ID = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -46,18 +56,53 @@ class AreaSource(_Strict):
 
 
 class Sla(_Strict):
-    """How long the department has: business hours on its calendar, or plain calendar days."""
+    """How long the department has: business hours on its calendar, or plain calendar days; 0 of either
+    means due at once (at the moment the case is submitted, open or not); `sla: none` means no SLA at all
+    (no due date, never overdue)."""
 
-    business_hours: float | None = Field(default=None, gt=0)
-    calendar_days: float | None = Field(default=None, gt=0)
+    business_hours: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    calendar_days: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    none: bool = False  # written `sla: none`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_as_a_word(cls, raw: Any) -> Any:
+        if isinstance(raw, str) and raw.strip().lower() == "none":
+            return {"none": True}
+        if raw is None:
+            raise ValueError(
+                "the SLA is empty; give business_hours or calendar_days (0 for due at once), or write `sla: none`"
+            )
+        if isinstance(raw, str):
+            raise ValueError(f"{raw[:40]!r} is not an SLA; give business_hours or calendar_days, or write `sla: none`")
+        return raw
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Sla:
-        if (self.business_hours is None) == (self.calendar_days is None):
-            raise ValueError("give exactly one of business_hours or calendar_days")
+        given = (self.business_hours is not None) + (self.calendar_days is not None) + self.none
+        if given != 1:
+            raise ValueError("give exactly one of business_hours or calendar_days, or write `sla: none`")
         return self
 
+    @model_serializer(mode="wrap")
+    def _none_written_as_a_word(self, serialise: SerializerFunctionWrapHandler) -> Any:
+        return "none" if self.none else serialise(self)
+
+    def due(self, submitted_at: datetime, calendar: BusinessCalendar) -> datetime | None:
+        """When the department must have dealt with a case submitted at submitted_at."""
+        if self.none:
+            return None
+        if self.business_hours == 0 or self.calendar_days == 0:
+            return submitted_at
+        if self.business_hours is not None:
+            return calendar.add_business_hours(submitted_at, self.business_hours)
+        return calendar.add_calendar_days(submitted_at, self.calendar_days or 0)
+
     def describe(self) -> str:
+        if self.none:
+            return "no SLA"
+        if self.business_hours == 0 or self.calendar_days == 0:
+            return "due at once"
         if self.business_hours is not None:
             return f"{self.business_hours:g} business hours"
         return f"{self.calendar_days:g} calendar days"

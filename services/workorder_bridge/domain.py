@@ -37,7 +37,7 @@ class WorkOrderRequest(BaseModel):
     service_code: str
     summary: str
     callback_url: str
-    due_at: datetime
+    due_at: datetime | None  # None: the rule gives no SLA
 
 
 class StatusReport(BaseModel):
