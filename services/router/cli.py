@@ -52,20 +52,26 @@ def rules_dry_run(
     csv_path: Annotated[Path, typer.Option("--csv", help="Where to write the changed cases")] = Path(
         "rules-dry-run.csv"
     ),
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every service type, not only those whose cases change")
+    ] = False,
 ) -> None:
-    """Replay past cases through a candidate rule set and report what would change. Writes nothing."""
+    """Replay past cases through a candidate rule set and report what would change. Writes nothing but
+    the CSV of changed cases (tracking number, submitted time, old and new department and rule)."""
     from datetime import UTC, datetime
 
     from rich.progress import Progress
 
     from civicflow.db import make_engine
     from services.router.dryrun import dry_run
+    from services.router.dryrun_report import render_report
 
     rules = _load_rules_or_exit(path)
     try:
-        start = datetime.fromisoformat(since).replace(tzinfo=UTC)
+        start = datetime.fromisoformat(since)
     except ValueError as exc:
-        raise typer.BadParameter(f"--since {since!r} is not a date like 2026-11-01") from exc
+        raise typer.BadParameter(f"--since {since[:40]!r} is not a date like 2026-11-01") from exc
+    start = start if start.tzinfo else start.replace(tzinfo=UTC)  # a date alone is read in UTC
 
     async def replay() -> Any:
         engine = make_engine(database_url())
@@ -84,21 +90,7 @@ def rules_dry_run(
 
     report = asyncio.run(replay())
     report.write_csv(csv_path)
-    typer.echo(
-        f"rule set {report.rule_set_version} on {report.cases} cases submitted since {since}:"
-        f" {len(report.changed)} would go to a different department;"
-        f" {report.same_department_other_rule} would stay but be decided by another rule"
-    )
-    typer.echo("\nby service type (changed / cases):")
-    for code, total in sorted(report.by_service.items()):
-        typer.echo(f"  {code:<24} {report.changed_by_service[code]:>6} / {total}")
-    if report.moves:
-        typer.echo("\nby department (from -> to: cases):")
-        for (old, new), count in report.moves.most_common():
-            typer.echo(f"  {old} -> {new}: {count}")
-    typer.echo("\nrules that would fire:")
-    for rule_id, count in report.rules_fired.most_common():
-        typer.echo(f"  {rule_id:<32} {count}")
+    typer.echo(render_report(report, show_all))
     typer.echo(f"\nchanged cases written to {csv_path}")
 
 
