@@ -26,7 +26,7 @@ from civicflow.v1 import common_pb2 as civicflow_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ivicflow/v1/routing.proto\x12\x0c\x63ivicflow.v1\x1a\x19\x63ivicflow/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x0c\x44raftRequest\x12\x14\n\x0cservice_code\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x08location\x18\x03 \x01(\x0b\x32\x16.civicflow.v1.Location\x12>\n\nattributes\x18\x04 \x03(\x0b\x32*.civicflow.v1.DraftRequest.AttributesEntry\x12\r\n\x05\x66lags\x18\x05 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x13\x45xplainRouteRequest\x12+\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.civicflow.v1.DraftRequestH\x00\x12\x19\n\x0ftracking_number\x18\x02 \x01(\tH\x00\x42\t\n\x07subject\"\x96\x01\n\x0eRuleEvaluation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07matched\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x0f\n\x07skipped\x18\x05 \x01(\t\x12\x17\n\x0f\x63onditions_held\x18\x06 \x01(\x05\x12\x12\n\nconditions\x18\x07 \x01(\x05\"\xd7\x02\n\x14\x45xplainRouteResponse\x12\x0e\n\x06routed\x18\x01 \x01(\x08\x12\x15\n\rdepartment_id\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65partment_name\x18\x03 \x01(\t\x12\r\n\x05queue\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\t\x12*\n\x06\x64ue_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03sla\x18\x07 \x01(\t\x12\x0f\n\x07rule_id\x18\x08 \x01(\t\x12\x18\n\x10rule_set_version\x18\t \x01(\t\x12\x0f\n\x07reasons\x18\n \x03(\t\x12\x0c\n\x04tags\x18\x0b \x03(\t\x12\x15\n\rtriage_reason\x18\x0c \x01(\t\x12\x31\n\x0b\x65valuations\x18\r \x03(\x0b\x32\x1c.civicflow.v1.RuleEvaluation\x12\x11\n\ttime_zone\x18\x0e \x01(\t\"\"\n\x12ReloadRulesRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"I\n\x13ReloadRulesResponse\x12\x18\n\x10rule_set_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t2\xbb\x01\n\x0eRoutingService\x12U\n\x0c\x45xplainRoute\x12!.civicflow.v1.ExplainRouteRequest\x1a\".civicflow.v1.ExplainRouteResponse\x12R\n\x0bReloadRules\x12 .civicflow.v1.ReloadRulesRequest\x1a!.civicflow.v1.ReloadRulesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63ivicflow/v1/routing.proto\x12\x0c\x63ivicflow.v1\x1a\x19\x63ivicflow/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\x0c\x44raftRequest\x12\x14\n\x0cservice_code\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x08location\x18\x03 \x01(\x0b\x32\x16.civicflow.v1.Location\x12>\n\nattributes\x18\x04 \x03(\x0b\x32*.civicflow.v1.DraftRequest.AttributesEntry\x12\r\n\x05\x66lags\x18\x05 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x13\x45xplainRouteRequest\x12+\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.civicflow.v1.DraftRequestH\x00\x12\x19\n\x0ftracking_number\x18\x02 \x01(\tH\x00\x42\t\n\x07subject\"\xaf\x01\n\x0eRuleEvaluation\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07matched\x18\x03 \x01(\x08\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x0f\n\x07skipped\x18\x05 \x01(\t\x12\x1c\n\x0f\x63onditions_held\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nconditions\x18\x07 \x01(\x05\x42\x12\n\x10_conditions_held\"\xd7\x02\n\x14\x45xplainRouteResponse\x12\x0e\n\x06routed\x18\x01 \x01(\x08\x12\x15\n\rdepartment_id\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65partment_name\x18\x03 \x01(\t\x12\r\n\x05queue\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\t\x12*\n\x06\x64ue_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03sla\x18\x07 \x01(\t\x12\x0f\n\x07rule_id\x18\x08 \x01(\t\x12\x18\n\x10rule_set_version\x18\t \x01(\t\x12\x0f\n\x07reasons\x18\n \x03(\t\x12\x0c\n\x04tags\x18\x0b \x03(\t\x12\x15\n\rtriage_reason\x18\x0c \x01(\t\x12\x31\n\x0b\x65valuations\x18\r \x03(\x0b\x32\x1c.civicflow.v1.RuleEvaluation\x12\x11\n\ttime_zone\x18\x0e \x01(\t\"\"\n\x12ReloadRulesRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"I\n\x13ReloadRulesResponse\x12\x18\n\x10rule_set_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t2\xbb\x01\n\x0eRoutingService\x12U\n\x0c\x45xplainRoute\x12!.civicflow.v1.ExplainRouteRequest\x1a\".civicflow.v1.ExplainRouteResponse\x12R\n\x0bReloadRules\x12 .civicflow.v1.ReloadRulesRequest\x1a!.civicflow.v1.ReloadRulesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPLAINROUTEREQUEST']._serialized_start=403
   _globals['_EXPLAINROUTEREQUEST']._serialized_end=507
   _globals['_RULEEVALUATION']._serialized_start=510
-  _globals['_RULEEVALUATION']._serialized_end=660
-  _globals['_EXPLAINROUTERESPONSE']._serialized_start=663
-  _globals['_EXPLAINROUTERESPONSE']._serialized_end=1006
-  _globals['_RELOADRULESREQUEST']._serialized_start=1008
-  _globals['_RELOADRULESREQUEST']._serialized_end=1042
-  _globals['_RELOADRULESRESPONSE']._serialized_start=1044
-  _globals['_RELOADRULESRESPONSE']._serialized_end=1117
-  _globals['_ROUTINGSERVICE']._serialized_start=1120
-  _globals['_ROUTINGSERVICE']._serialized_end=1307
+  _globals['_RULEEVALUATION']._serialized_end=685
+  _globals['_EXPLAINROUTERESPONSE']._serialized_start=688
+  _globals['_EXPLAINROUTERESPONSE']._serialized_end=1031
+  _globals['_RELOADRULESREQUEST']._serialized_start=1033
+  _globals['_RELOADRULESREQUEST']._serialized_end=1067
+  _globals['_RELOADRULESRESPONSE']._serialized_start=1069
+  _globals['_RELOADRULESRESPONSE']._serialized_end=1142
+  _globals['_ROUTINGSERVICE']._serialized_start=1145
+  _globals['_ROUTINGSERVICE']._serialized_end=1332
 # @@protoc_insertion_point(module_scope)

@@ -175,7 +175,7 @@ def explanation_lines(reply: Any) -> list[str]:
     width = max((len(ev.rule_id) for ev in reply.evaluations), default=0)
     for ev in reply.evaluations:
         mark = "MATCH" if ev.matched else ("skip " if ev.skipped else "no   ")
-        held = f"{ev.conditions_held}/{ev.conditions}"
+        held = f"{ev.conditions_held}/{ev.conditions}" if ev.HasField("conditions_held") else ""
         why = "; ".join(part for part in (ev.skipped, *ev.reasons) if part)
         lines.append(f"  {mark} {ev.rule_id:<{width}}  {held:>5}  {why}")
     return lines

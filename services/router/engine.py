@@ -69,7 +69,7 @@ class RuleTrace:
     # one the conditions that held followed by the first that did not.
     reasons: tuple[str, ...]
     skipped: str | None = None  # e.g. the department already rejected the case
-    held: int = 0  # how many of its conditions hold for the case
+    held: int | None = None  # how many of its conditions hold; not counted past the first failure of a routed case
     conditions: int = 0  # how many conditions the rule has
 
 
@@ -196,28 +196,36 @@ class CompiledRuleSet:
         self, facts: CaseFacts, exclude: frozenset[str] = frozenset(), closest: int = CLOSEST_SHOWN
     ) -> tuple[Decision, list[RuleTrace]]:
         """The decision and its reasons. Routed: every rule up to the one that decided, why it did or did
-        not match. Triaged: the `closest` rules that came nearest (those for the case's service first,
-        then by how many of their conditions held, then in order), with what held and what first failed."""
+        not match. Triaged: the `closest` rules that came nearest (see `_closest`)."""
         ctx = _Context(facts, self)
         trace: list[RuleTrace] = []
-        near_misses: list[RuleTrace] = []
+        for compiled in self._rules:
+            rule, conditions = compiled.rule, len(compiled.checks)
+            if rule.then.department in exclude:
+                skipped = f"{rule.then.department} already turned it down"
+                trace.append(RuleTrace(rule.id, False, (), skipped=skipped, conditions=conditions))
+                continue
+            matched, reasons = compiled.evaluate(ctx)
+            trace.append(
+                RuleTrace(rule.id, matched, reasons, held=conditions if matched else None, conditions=conditions)
+            )
+            if matched:
+                return self._routed(rule, facts, reasons), trace
+        return self._triage(facts, exclude), self._closest(ctx, exclude, closest)
+
+    def _closest(self, ctx: _Context, exclude: frozenset[str], closest: int) -> list[RuleTrace]:
+        """The rules that came nearest to placing a triaged case: those for its service first, then by how
+        many of their conditions held, then in order; each with what held and what first failed. Every
+        condition of every rule is assessed here, which a decision never needs."""
+        assessed = []
         for compiled in self._rules:
             rule = compiled.rule
             held, failed = compiled.assess(ctx)
-            n, of = len(held), len(compiled.checks)
             skipped = f"{rule.then.department} already turned it down" if rule.then.department in exclude else None
-            near_misses.append(RuleTrace(rule.id, False, (*held, *failed[:1]), skipped, held=n, conditions=of))
-            if skipped:
-                trace.append(near_misses[-1])
-            elif failed:
-                trace.append(RuleTrace(rule.id, False, failed[:1], held=n, conditions=of))
-            else:
-                reasons = held or ("the rule has no conditions: it catches every case",)
-                trace.append(RuleTrace(rule.id, True, reasons, held=n, conditions=of))
-                return self._routed(rule, facts, reasons), trace
-        for_service = {c.rule.id for c in self._candidates(facts.service_code)}
-        near_misses.sort(key=lambda t: (t.rule_id not in for_service, -t.held))  # stable: then in order
-        return self._triage(facts, exclude), near_misses[:closest]
+            assessed.append(RuleTrace(rule.id, False, (*held, *failed[:1]), skipped, len(held), len(compiled.checks)))
+        for_service = {c.rule.id for c in self._candidates(ctx.facts.service_code)}
+        assessed.sort(key=lambda t: (t.rule_id not in for_service, -(t.held or 0)))  # stable: then in order
+        return assessed[:closest]
 
     def _routed(self, rule: Rule, facts: CaseFacts, reasons: tuple[str, ...]) -> Routed:
         then = rule.then
@@ -395,23 +403,27 @@ _NEVER = re.compile(r"(?!)")
 
 
 def _phrases(phrases: list[str]) -> re.Pattern[str]:
-    """One case-insensitive search for any of the phrases, each as whole words. A phrase edge that is a
-    word character must not touch another (`\b` would also demand it of an edge such as the ")" of
-    "(B1)" or the "+" of "C++", which then never match after a space); an edge that is punctuation
-    matches as written. Spaces inside a phrase match any run of white space. A blank phrase is
-    ignored: it would match every description."""
-    alternatives = []
+    """One case-insensitive search for any of the phrases, each as whole words: an edge that is a word
+    character must not touch another (`\b` there), an edge that is punctuation matches as written (`\b`
+    there would demand a word character beside the ")" of "(B1)" or the "+" of "C++", so they never
+    matched after a space). Spaces inside a phrase match any run of white space. A blank phrase is
+    ignored: it would match every description. Phrases are grouped by their edges, so the common case
+    is one `\b(?:…|…)\b` the regex engine scans quickly."""
+    groups: dict[tuple[bool, bool], list[str]] = {}
     for phrase in phrases:
         words = phrase.split()
-        if not words:
-            continue
-        body = r"\s+".join(re.escape(w) for w in words)
-        before = r"(?<!\w)" if _WORD_CHARACTER.match(words[0][0]) else ""
-        after = r"(?!\w)" if _WORD_CHARACTER.match(words[-1][-1]) else ""
-        alternatives.append(before + body + after)
-    if not alternatives:
+        if words:
+            edges = (bool(_WORD_CHARACTER.match(words[0][0])), bool(_WORD_CHARACTER.match(words[-1][-1])))
+            groups.setdefault(edges, []).append(r"\s+".join(re.escape(w) for w in words))
+    if not groups:
         return _NEVER
-    return re.compile("|".join(alternatives), re.IGNORECASE)
+    return re.compile(
+        "|".join(
+            (r"\b" if before else "") + "(?:" + "|".join(bodies) + ")" + (r"\b" if after else "")
+            for (before, after), bodies in groups.items()
+        ),
+        re.IGNORECASE,
+    )
 
 
 def _said(holds: bool, reason: str) -> str | None:

@@ -128,7 +128,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                     matched=t.matched,
                     reasons=list(t.reasons),
                     skipped=t.skipped or "",
-                    conditions_held=t.held,
+                    conditions_held=t.held,  # None leaves it unset
                     conditions=t.conditions,
                 )
                 for t in trace

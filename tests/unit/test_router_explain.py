@@ -127,6 +127,7 @@ def test_a_routed_case_still_shows_every_rule_up_to_the_one_that_decided() -> No
     assert isinstance(decision, Routed) and decision.rule_id == "wide"
     assert [t.rule_id for t in trace] == ["any-gas", "graffiti", "deep-hazard", "by-web", "deep-by-web", "wide"]
     assert trace[2].reasons == ("not flagged hazard",)  # the first condition that failed, cheapest first
+    assert (trace[2].held, trace[2].conditions) == (None, 3), "not counted past the first failure"
     assert (trace[-1].matched, trace[-1].held, trace[-1].conditions) == (True, 2, 2)
 
 
@@ -175,3 +176,18 @@ def test_explain_route_of_a_rule_without_sla_leaves_the_due_date_unset(tmp_path:
     reply = explain_draft(RuleBook(tmp_path / "rules.yaml"), draft)
     assert reply.routed and not reply.HasField("due_at") and reply.sla == "no SLA"
     assert explanation_lines(reply)[0] == "-> Streets (streets), priority normal, no SLA"
+
+
+def test_explain_route_of_a_routed_draft_lists_every_rule_up_to_the_one_that_decided() -> None:
+    draft = routing_pb2.DraftRequest(service_code="TREE_DOWN", description="fictional", channel="phone")
+    draft.location.lat, draft.location.long = 41.87, -87.68  # west, outside the park
+    draft.submitted_at.FromDatetime(AT)
+    reply = explain_draft(RuleBook(FIXTURE), draft)
+    assert reply.routed and reply.rule_id == "trees-west"
+    lines = explanation_lines(reply)
+    assert lines[0].startswith("-> Streets (streets), priority normal, due ") and lines[0].endswith(
+        "(24 business hours)"
+    )
+    assert lines[2] == "rules looked at, in order:"
+    assert lines[3].split() == ["no", "water-main-break", "not", "service", "WATER_LEAK"]
+    assert lines[-1].split()[:3] == ["MATCH", "trees-west", "3/3"]
