@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -55,6 +56,10 @@ class AreaSource(_Strict):
     kind: str = "area"
 
 
+_MOST_CALENDAR_DAYS = 3653.0
+_MOST_BUSINESS_HOURS = 24.0 * _MOST_CALENDAR_DAYS
+
+
 class Sla(_Strict):
     """How long the department has: business hours on its calendar, or plain calendar days; 0 of either
     means due at once (at the moment the case is submitted, open or not); `sla: none` means no SLA at all
@@ -63,6 +68,15 @@ class Sla(_Strict):
     business_hours: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     calendar_days: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     none: bool = False  # written `sla: none`
+
+    @field_validator("business_hours", "calendar_days")
+    @classmethod
+    def _within_ten_years(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # A due date is counted hour by open hour on the calendar; ten years is already no deadline.
+        limit = _MOST_BUSINESS_HOURS if info.field_name == "business_hours" else _MOST_CALENDAR_DAYS
+        if value is not None and value > limit:
+            raise ValueError(f"at most {limit:g} (about ten years); for no deadline write `sla: none`")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -80,6 +80,8 @@ def test_an_sla_reads_back_from_the_yaml_it_is_written_as(sla: Any) -> None:
         ({"calendar_days": float("nan")}, "finite number"),
         ({"business_hours": float("inf")}, "finite number"),
         ({"business_hours": "\x00"}, "valid number"),
+        ({"calendar_days": 1e9}, "at most 3653 (about ten years); for no deadline write `sla: none`"),
+        ({"business_hours": 1e300}, "at most 87672 (about ten years)"),
     ],
 )
 def test_a_wrong_sla_is_refused_naming_the_rule_and_field(sla: Any, message: str) -> None:
@@ -183,3 +185,9 @@ def test_a_work_order_for_a_case_without_sla_carries_no_due_date() -> None:
     )
     request = work_order_request(uuid4(), submitted, no_sla_decision(), "https://example.test/callback")
     assert request.due_at is None
+
+
+def test_the_longest_slas_allowed_still_give_a_due_date() -> None:
+    assert routed({"calendar_days": 3653}).due_at == SATURDAY_NIGHT + timedelta(days=3653)
+    due = routed({"business_hours": 24 * 3653}).due_at
+    assert due is not None and due > SATURDAY_NIGHT + timedelta(days=3653)
