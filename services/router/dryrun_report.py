@@ -125,16 +125,16 @@ def render_report(report: DryRunReport, show_all: bool = False) -> str:
     ]
     services = sorted(report.by_service if show_all else report.changed_by_service)
     if services:
-        lines.append("by service type (changed / cases):" if show_all else "service types whose cases change:")
+        which = "by service type" if show_all else "service types whose cases change"
+        lines.append(f"{which} (changed / cases):")
         width = max(len(shortened(code)) for code in services)
         for code in services:
             lines.append(
                 f"  {shortened(code):<{width}}  {report.changed_by_service[code]:>6} / {report.by_service[code]}"
             )
-        if not show_all and len(report.by_service) > len(services):
-            lines.append(
-                f"  ({len(report.by_service) - len(services)} other service types unchanged; --all lists them)"
-            )
+        if not show_all and (unchanged := len(report.by_service) - len(services)):
+            kinds = "service type" if unchanged == 1 else "service types"
+            lines.append(f"  ({unchanged} other {kinds} unchanged; --all lists them)")
     else:
         lines.append("no service type's cases would change")
     if report.moves:

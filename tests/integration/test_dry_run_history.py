@@ -4,6 +4,7 @@ carries that time."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner
 
+from civicflow.cli import app
 from civicflow.events import CaseRouted, CaseSubmitted, EventMetadata, Location
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
+from civicflow.settings import KernelSettings
 from services.router.dryrun import dry_run
 from services.router.dryrun_report import changed_cases_csv
 from services.router.rulebook import load_rules
@@ -69,3 +73,24 @@ async def test_since_picks_imported_cases_by_their_original_time_and_the_csv_car
     rows = {r["tracking_number"]: r for r in csv.DictReader(io.StringIO(changed_cases_csv(report)))}
     assert rows[later]["submitted_at"] == (moment + timedelta(hours=1)).isoformat()
     assert (rows[later]["old_department"], rows[later]["new_department"]) == ("parks", "police")
+
+
+async def test_the_command_lists_changed_services_or_all_and_writes_the_csv(
+    engine: AsyncEngine, settings: KernelSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moment = datetime(2001, 1, 1, tzinfo=UTC) + timedelta(days=uuid7().int % 5000)
+    number = await import_case(engine, moment + timedelta(hours=1))
+    monkeypatch.setenv("CIVICFLOW_DATABASE_URL", settings.database_url)
+    out = tmp_path / "changed.csv"
+    rules = Path(__file__).parents[1] / "fixtures" / "city" / "rules.yaml"
+    command = ["rules", "dry-run", str(rules), "--since", moment.date().isoformat(), "--csv", str(out)]
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, command)
+    assert result.exit_code == 0, result.output
+    assert "service types whose cases change (changed / cases):" in result.output
+    assert "parks -> police" in result.output
+    assert any(row["tracking_number"] == number for row in csv.DictReader(out.open()))
+
+    every = await asyncio.to_thread(CliRunner().invoke, app, [*command, "--all"])
+    assert every.exit_code == 0, every.output
+    assert "by service type (changed / cases):" in every.output

@@ -51,10 +51,10 @@ def test_the_totals_count_changed_and_same_department_cases() -> None:
 
 def test_only_services_whose_cases_change_are_listed_unless_all_are_asked_for() -> None:
     text = render_report(report())
-    table = _section(text, "service types whose cases change:")
+    table = _section(text, "service types whose cases change (changed / cases):")
     assert [line.split()[0] for line in table[:-1]] == ["NOISE", shortened(LONG)]
     assert "POTHOLE" not in "\n".join(table[:-1])
-    assert table[-1] == "  (1 other service types unchanged; --all lists them)"
+    assert table[-1] == "  (1 other service type unchanged; --all lists them)"
     every = _section(render_report(report(), show_all=True), "by service type (changed / cases):")
     assert sorted(line.split()[0] for line in every) == sorted(["NOISE", "POTHOLE", shortened(LONG)])
     assert any(line.split()[0] == "POTHOLE" and line.split()[1:] == ["0", "/", "2"] for line in every)
@@ -67,7 +67,7 @@ def test_nothing_changing_is_said_in_words() -> None:
 
 
 def test_a_long_code_keeps_its_columns_and_is_cut_in_the_middle() -> None:
-    table = _section(render_report(report()), "service types whose cases change:")[:-1]
+    table = _section(render_report(report()), "service types whose cases change (changed / cases):")[:-1]
     assert len({line.index("/") for line in table}) == 1, "the counts line up whatever the code's length"
     cut = shortened(LONG)
     assert len(cut) == 40 and cut.startswith(LONG[:20]) and cut.endswith(LONG[-19:]) and "…" in cut
@@ -80,7 +80,7 @@ def test_the_table_lines_up_for_any_codes(codes: list[str]) -> None:
     r = DryRunReport("any")
     for code in codes:
         r.add("7KQ2-M9X", code, IMPORTED_AT, ("a", "r1"), ("b", "r2"))
-    table = _section(render_report(r), "service types whose cases change:")
+    table = _section(render_report(r), "service types whose cases change (changed / cases):")
     assert len(table) == len(codes), "one line per service, whatever its code holds"
     assert len({line.rindex(" / ") for line in table}) == 1
     assert all(len(line) <= 2 + 40 + 2 + 6 + 3 + 1 for line in table)
