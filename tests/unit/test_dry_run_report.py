@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from civicflow.cli import app
 from civicflow.events import CaseNeedsTriage, CaseRouted, CaseSubmitted, Location
 from services.router.dryrun import compare, first_decision
 from services.router.dryrun_report import (
@@ -154,3 +157,12 @@ def _section(text: str, heading: str) -> list[str]:
     start = lines.index(heading) + 1
     end = next((n for n in range(start, len(lines)) if not lines[n].startswith("  ")), len(lines))
     return lines[start:end]
+
+
+@pytest.mark.parametrize("since", ["\x00", "2026-13-01", "", "yesterday" * 100_000, "2026-11-01\udcff"])
+def test_a_wrong_since_is_refused_before_anything_is_read(since: str) -> None:
+    result = CliRunner().invoke(app, ["rules", "dry-run", str(FIXTURE), "--since", since])
+    assert result.exit_code == 2
+    said = " ".join(result.output.replace("│", " ").split())  # as read, without rich's box and wrapping
+    assert "is not a date like 2026-11-01" in said
+    assert len(result.output) < 2000, "the value is quoted, not echoed whole"
