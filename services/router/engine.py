@@ -19,6 +19,7 @@ from shapely import STRtree
 
 from services.router.calendar import BusinessCalendar, within_daily_window
 from services.router.rules import Conditions, Rule, RuleSet, RuleSetError
+from services.router.words import phrase_search
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -334,7 +335,7 @@ class CompiledRuleSet:
                 )
             )
         if when.words_any:
-            words = _phrases(when.words_any)
+            words = phrase_search(when.words_any)
             checks.append(
                 (
                     lambda c: _found(words, c.facts.description, "description mentions '{}'"),
@@ -342,7 +343,7 @@ class CompiledRuleSet:
                 )
             )
         if when.words_none:
-            banned = _phrases(when.words_none)
+            banned = phrase_search(when.words_none)
             checks.append(
                 (
                     lambda c: _said(
@@ -396,34 +397,6 @@ class CompiledRuleSet:
         if time.inside_business_hours_of:
             checks.append(self._business_hours_check(time.inside_business_hours_of, want_open=True))
         return checks
-
-
-_WORD_CHARACTER = re.compile(r"\w")
-_NEVER = re.compile(r"(?!)")
-
-
-def _phrases(phrases: list[str]) -> re.Pattern[str]:
-    """One case-insensitive search for any of the phrases, each as whole words: an edge that is a word
-    character must not touch another (`\b` there), an edge that is punctuation matches as written (`\b`
-    there would demand a word character beside the ")" of "(B1)" or the "+" of "C++", so they never
-    matched after a space). Spaces inside a phrase match any run of white space. A blank phrase is
-    ignored: it would match every description. Phrases are grouped by their edges, so the common case
-    is one `\b(?:…|…)\b` the regex engine scans quickly."""
-    groups: dict[tuple[bool, bool], list[str]] = {}
-    for phrase in phrases:
-        words = phrase.split()
-        if words:
-            edges = (bool(_WORD_CHARACTER.match(words[0][0])), bool(_WORD_CHARACTER.match(words[-1][-1])))
-            groups.setdefault(edges, []).append(r"\s+".join(re.escape(w) for w in words))
-    if not groups:
-        return _NEVER
-    return re.compile(
-        "|".join(
-            (r"\b" if before else "") + "(?:" + "|".join(bodies) + ")" + (r"\b" if after else "")
-            for (before, after), bodies in groups.items()
-        ),
-        re.IGNORECASE,
-    )
 
 
 def _said(holds: bool, reason: str) -> str | None:
