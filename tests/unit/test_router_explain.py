@@ -12,9 +12,9 @@ import yaml
 
 from civicflow.events import CaseSubmitted, Location
 from civicflow.v1 import common_pb2, routing_pb2
-from services.router.cli import explanation_lines
 from services.router.decide import facts_of
 from services.router.engine import CaseFacts, CompiledRuleSet, Routed, Triage, compile_rule_set
+from services.router.explanation import explanation_lines
 from services.router.grpc_api import RoutingServicer
 from services.router.rulebook import RuleBook, load_rules
 from services.router.rules import dump_rule_set, parse_rule_set
