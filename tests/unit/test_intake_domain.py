@@ -37,10 +37,10 @@ def test_a_complete_request_is_accepted() -> None:
     [
         ({"service_code": ""}, "service_code", "give the service code"),
         ({"service_code": "POT HOLE"}, "service_code", "give the service code"),
-        ({"description": "   "}, "description", "at least 1 character"),
+        ({"description": "x" * 4001}, "description", "at most 4000 characters"),
         ({"location": {"lat": 91, "long": 0}}, "location.lat", "less than or equal to 90"),
         ({"location": {"lat": 41.0}}, "location", "both lat and long"),
-        ({"location": {}}, "location", "lat and long or an address"),
+        ({"location": {}}, "location", "POTHOLE needs to know where: give a point (lat and long), the address"),
         ({"contact": {"email": "not-an-email"}}, "contact.email", "email"),
         ({"contact": {"phone": "call me"}}, "contact.phone", "phone must be"),
         ({"preferred_channel": "email"}, "request", "no email address"),
@@ -55,7 +55,7 @@ def test_each_problem_is_named_with_its_field(change: dict[str, Any], field: str
 
 
 def test_a_missing_location_is_reported_with_every_other_problem_at_once() -> None:
-    problems = fields({"service_code": "", "description": ""})
+    problems = fields({"service_code": "", "description": "x" * 4001})
     assert set(problems) == {"service_code", "description", "location"}
 
 
