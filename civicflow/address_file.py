@@ -61,6 +61,10 @@ def _column(header: list[str], given: str | None, known: tuple[str, ...], what: 
     return None
 
 
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _coordinate(value: str, low: float, high: float) -> float | str:
     try:
         number = float(value.strip())
@@ -99,7 +103,7 @@ def read_address_file(
     ]
     if missing:
         raise AddressFileError(
-            f"no column for the {' and '.join(missing)};"
+            f"no column for the {_listed(missing)};"
             f" the file's columns are: {', '.join(h.strip() for h in header)}."
             " Name them with --address-column, --lat-column and --long-column"
         )
