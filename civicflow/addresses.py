@@ -3,9 +3,10 @@
 "1234 north Main Street, Apt 4, Sample City IL 60601", "1234 N. MAIN ST" and "1234 n main st #4" all read
 as `1234 n main st`. The unit, city, state and ZIP are dropped (an address point is a building's door);
 directions, street types and ordinal words take their USPS abbreviations; case, punctuation and spacing
-do not count. Plain forms ("1234 N Main St") are read by a small grammar here, because `usaddress`'s
-tagger takes ~150 µs an address and intake reads one per request; anything else (units, commas, a city,
-words the grammar does not know) goes to `usaddress`. Pure.
+do not count. Plain forms ("1234 N Main St", then perhaps a unit, then after a comma anything) are read by
+a small grammar here, because `usaddress`'s tagger takes ~100 µs an address and intake reads one per request
+(`civicflow import` one per row); anything else (a city with no comma before it, a unit word the grammar
+does not know, another order) goes to `usaddress`. Pure.
 """
 
 from __future__ import annotations
@@ -100,10 +101,13 @@ def street_of(tokens: list[str]) -> Street | None:
 
 
 def _fast(text: str) -> AddressParts | None:
-    """The plain forms, without the tagger; None when the text is anything else."""
-    if any(c in text for c in ",#"):
-        return None
-    tokens = words(text)
+    """The plain forms, without the tagger: a number and a street, then perhaps a unit ("#4", "Apt 2B") and,
+    after a comma, anything (a city, a ZIP). None when the text is anything else."""
+    first = text.split(",", 1)[0].split("#", 1)[0]
+    tokens = words(first)
+    unit = next((i for i, t in enumerate(tokens) if i >= 2 and t in _UNIT_WORDS), None)
+    if unit is not None:
+        tokens = tokens[:unit]
     if len(tokens) < 2 or len(tokens) > 7 or not tokens[0].isdigit() or len(tokens[0]) > 6:
         return None
     if any(t in _UNIT_WORDS or t.isdigit() for t in tokens[1:]):

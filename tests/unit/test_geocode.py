@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from civicflow.address_file import read_address_file
 from civicflow.address_points import AddressIndex, AddressPoint
-from civicflow.addresses import AddressParts, Street, parse_address
+from civicflow.addresses import AddressParts, Street, _fast, _tagged, parse_address
 from civicflow.city import load_city
 from civicflow.geocode import Placed, Unplaced
 from civicflow.settings import SAMPLE_CITY
@@ -148,3 +148,20 @@ def test_any_text_is_placed_or_unplaced_never_an_error(anything: str) -> None:
 def test_no_points_places_nothing() -> None:
     found = AddressIndex([]).locate("110 N Example Ave")
     assert isinstance(found, Unplaced)
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        "110 N Example Ave",
+        "110 north example avenue apt 2",
+        "1510 W Elm St #4",
+        "12 East Third Avenue, Sample City, IL 60601",
+        "1234 North Ave",
+        "100 Main St N",
+        "77 Shore Ave Unit 5",
+    ],
+)
+def test_the_fast_grammar_reads_plain_forms_as_usaddress_does(plain: str) -> None:
+    assert _fast(plain) is not None
+    assert _fast(plain) == _tagged(plain)
