@@ -212,8 +212,9 @@ def service_needs(raw: dict[str, Any], spec: ServiceSpec) -> list[tuple[str, str
     location = raw.get("location")
     given = isinstance(location, dict) and any(v not in (None, "") for v in location.values())
     if spec.location == "required" and not given:
-        ways = ", ".join(["a point (lat and long)", *(_PLACE_WORDS[k] for k in spec.places)])
-        problems.append(("location", f"{code} needs to know where: give {ways}"))
+        ways = ["a point (lat and long)", *(_PLACE_WORDS[k] for k in spec.places)]
+        ways_said = f"{', '.join(ways[:-1])} or {ways[-1]}"
+        problems.append(("location", f"{code} needs to know where: give {ways_said}"))
     if spec.location == "none" and given:
         problems.append(("location", f"{code} takes no location (it is not about a place); leave it out"))
     description = raw.get("description")

@@ -154,7 +154,7 @@ def test_a_reason_is_plain_text_of_bounded_length() -> None:
         (
             {"service_code": "MISSED_PICKUP", "description": "missed"},
             "location",
-            "give a point (lat and long), the address",  # its places are [address]: no cross streets offered
+            "give a point (lat and long) or the address",  # its places are [address]: no cross streets offered
         ),
         (
             {"service_code": "INFO_QUESTION", "description": "leaf pickup?", "location": {"address": "1 Main St"}},
