@@ -5,10 +5,12 @@ first hit wins:
 1. the address exactly as the file spells it (case and spacing aside);
 2. the same number and street once both are normalised ("1234 north Main Street" = "1234 N Main St");
 3. the street named with parts left out, when only one street fits ("1234 Main St" for "1234 N Main St");
-4. a street named with a typo: rapidfuzz's similarity over the streets that have that house number, at
-   least FUZZY_CUTOFF, and clearly ahead of the next;
-5. a house number the file does not list on a street it knows: the point between its listed neighbours
-   of the same hundred block (a new building, a number skipped on the map).
+4. on a street found so but lacking the number: the point between the number's listed neighbours of the
+   same side and hundred block (a new building, a number skipped on the map);
+5. no street of that name has the type given: the same street of another type ("Example St" for Ave);
+6. a street named with a typo: rapidfuzz's ratio over the streets that have that house number, at least
+   FUZZY_CUTOFF and FUZZY_MARGIN ahead of the next other point; then over every street, for step 4.
+A fuzzy match may fill in a direction left out but never changes one given (110 E Elm St is not 110 W Elm St).
 Two or more different points at one step are refused, saying what would tell them apart ("matches 2
 addresses: give the direction (N/S)"). Text with no house number is an intersection ("Main St & 1st Ave",
 "Main and 1st", "Oak at Elm": the midpoint of the closest pair of the two streets' address points, refused
@@ -22,7 +24,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -74,6 +76,11 @@ def _differences(streets: Iterable[Street]) -> str:
     if len({s.suffix for s in found}) > 1 and types:
         return f"give the street type ({'/'.join(t.capitalize() for t in types)})"
     return "give the street's full name"
+
+
+def _same_directions(given: Street, found: Street) -> bool:
+    """A fuzzy match may fill in a direction left out, never change one given."""
+    return (not given.predir or given.predir == found.predir) and (not given.postdir or given.postdir == found.postdir)
 
 
 def _title(street: Street) -> str:
@@ -188,23 +195,41 @@ class AddressIndex:
         having = [s for s in named if number in self._streets[s].doors]
         if having:
             return self._one([self._streets[s].doors[number] for s in having], having, "normalised", 100.0)
+        if named:  # the street is known, the number is not: its block, before any other street's spelling
+            nearby = self._on_the_block(number, named)
+            if nearby is not None:
+                return nearby
+        if not named and street.suffix:  # no street of that name has that type: the type is what people get wrong
+            other_type = [s for s in self._candidates(replace(street, suffix="")) if number in self._streets[s].doors]
+            if other_type:
+                return self._one([self._streets[s].doors[number] for s in other_type], other_type, "fuzzy", 90.0)
         labels = self._labels.get(number)
         if labels:
-            best = process.extract(street.label, labels, scorer=fuzz.ratio, limit=4, score_cutoff=FUZZY_CUTOFF)
+            best = process.extract(street.label, labels, scorer=fuzz.ratio, limit=6, score_cutoff=FUZZY_CUTOFF)
+            # a direction given is never overruled: "110 E Elm St" is not 110 W Elm St, a mile away
+            best = [b for b in best if _same_directions(street, self._by_number[number][b[2]])]
             if best:
                 top = best[0][1]
                 close = [self._by_number[number][i] for _, score, i in best if score > top - FUZZY_MARGIN]
                 return self._one([self._streets[s].doors[number] for s in close], close, "fuzzy", float(top))
-        if not named:
-            found = process.extractOne(street.label, self._all_labels, scorer=fuzz.ratio, score_cutoff=FUZZY_CUTOFF)
-            if found is None:
-                return Unplaced("no street of that name in the city's address file; check the street's spelling")
-            named = [self._all_streets[found[2]]]
-        nearby = [p for s in named if (p := self._between_neighbours(number, self._streets[s])) is not None]
-        if not nearby:
+        if named:
             return Unplaced("the street is in the city's address file but not that house number; check the number")
+        alike = process.extract(street.label, self._all_labels, scorer=fuzz.ratio, limit=6, score_cutoff=FUZZY_CUTOFF)
+        alike = [a for a in alike if _same_directions(street, self._all_streets[a[2]])]
+        if not alike:
+            return Unplaced("no street of that name in the city's address file; check the street's spelling")
+        nearby = self._on_the_block(number, [self._all_streets[alike[0][2]]])
+        return nearby or Unplaced(
+            "the street is in the city's address file but not that house number; check the number"
+        )
+
+    def _on_the_block(self, number: int, streets: list[Street]) -> Placed | Unplaced | None:
+        """The number placed between its neighbours on one of these streets; refused if on several; None if none."""
+        nearby = [p for s in streets if (p := self._between_neighbours(number, self._streets[s])) is not None]
+        if not nearby:
+            return None
         if len({(p.lat, p.long) for p in nearby}) > 1:
-            return Unplaced(f"matches {len(nearby)} addresses: {_differences(named)}")
+            return Unplaced(f"matches {len(nearby)} addresses: {_differences(streets)}")
         return nearby[0]
 
     @staticmethod

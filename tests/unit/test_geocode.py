@@ -165,3 +165,25 @@ def test_no_points_places_nothing() -> None:
 def test_the_fast_grammar_reads_plain_forms_as_usaddress_does(plain: str) -> None:
     assert _fast(plain) is not None
     assert _fast(plain) == _tagged(plain)
+
+
+def test_a_fuzzy_match_never_changes_a_direction_given_and_a_known_street_keeps_its_own_block() -> None:
+    west_elm, east_elm = Street("w", "elm", "st", ""), Street("e", "elm", "st", "")
+    index = AddressIndex(
+        [
+            AddressPoint("110 W Elm St", 41.877, -87.652, 110, west_elm),
+            AddressPoint("104 E Elm St", 41.877, -87.648, 104, east_elm),
+            AddressPoint("120 W Elme St", 41.870, -87.652, 120, Street("w", "elme", "st", "")),
+        ]
+    )
+    east = index.locate("110 E Elm St")  # only W Elm St has 110: the east side's block says where instead
+    assert isinstance(east, Placed) and east.how == "nearest" and east.long == -87.648
+    assert isinstance(index.locate("310 E Elm St"), Unplaced)  # not W Elm St's 310 either
+    # W Elm St is known but lacks 120: its own block, not W Elme St's 120 (a letter away)
+    own_block = index.locate("120 W Elm St")
+    assert isinstance(own_block, Placed) and own_block.how == "nearest" and own_block.lat == 41.877
+
+
+def test_the_other_street_type_is_taken_only_when_no_street_of_that_name_has_the_type_given() -> None:
+    found = INDEX.locate("110 N Example St")  # there is no Example St: Example Ave it is
+    assert isinstance(found, Placed) and (found.lat, found.long) == N_EXAMPLE_110 and found.how == "fuzzy"
