@@ -91,6 +91,13 @@ class ReportedLocation(Location):
             raise ValueError("must be a number of degrees, not NaN or infinity")
         return value
 
+    @field_validator("point_source", "unplaced", mode="before")
+    @classmethod
+    def _intakes_to_say(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("is said by intake when it places the request; leave it out")
+        return value
+
     @model_validator(mode="after")
     def _not_null_island(self) -> ReportedLocation:
         if self.lat == 0 and self.long == 0:

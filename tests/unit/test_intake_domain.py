@@ -89,6 +89,8 @@ def inside(raw: dict[str, Any]) -> ServiceRequest:
         ({"location": {"lat": 41.0, "long": -87.0}}, "location", "outside Sample City's service area"),
         ({"location": {"address": "1 Main St\x00"}}, "location.address", "U+0000"),
         ({"location": {"address": "x" * 301}}, "location.address", "at most 300"),
+        ({"location": {"address": "1 Main St", "point_source": "geocoded"}}, "location.point_source", "said by intake"),
+        ({"location": {"lat": 41.9, "long": -87.61, "unplaced": "no"}}, "location.unplaced", "said by intake"),
         ({"description": "light out\x1b[2J"}, "description", "U+001B"),
         ({"description": "x" * 4001}, "description", "at most 4000"),
         ({"contact": {"name": "Ada\u2028Resident"}}, "contact.name", "U+2028"),
