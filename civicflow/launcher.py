@@ -117,14 +117,17 @@ class SystemProcesses:
         loaded already (its digest). Says what it did."""
         import asyncio
 
-        from civicflow.address_file import load_if_changed
+        from civicflow.address_file import AddressFileError, load_if_changed
         from civicflow.city import load_city
         from civicflow.settings import SAMPLE_CITY
 
         city = load_city(Path(self.environment().get("CIVICFLOW_CITY_FILE") or SAMPLE_CITY))
         if city.address_points is None:
             return "the city file names no address-point file; addresses will not be placed"
-        loaded = asyncio.run(load_if_changed(self.infra.database_url, city.address_points, city.service_area))
+        try:
+            loaded = asyncio.run(load_if_changed(self.infra.database_url, city.address_points, city.service_area))
+        except (AddressFileError, OSError) as exc:  # the system still starts; addresses are placed as before
+            return f"address points: {city.address_points.name} was not loaded: {exc}"
         if loaded.found is None:
             return f"address points: {city.address_points.name} is loaded already"
         return f"address points: {loaded.found.report()} from {city.address_points.name}"

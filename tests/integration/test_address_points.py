@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -75,3 +76,25 @@ async def test_a_new_file_replaces_the_whole_set_in_one_transaction(own_database
         await engine.dispose()
     assert len(geocoder.index) == 2
     assert isinstance(geocoder.locate("121 N Second Avenue"), Placed)
+
+
+async def test_the_load_command_reports_what_it_loaded_and_refused_and_a_broken_file_changes_nothing(
+    own_database: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from civicflow.cli import app
+
+    good = tmp_path / "points.csv"
+    good.write_text("Address,Y,X\n110 N Example Ave,41.887,-87.6099\n121 N 2nd Ave,41.8866,-87.6405\n1 Far Rd,40,-87\n")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("street,where\n1 Main St,here\n")
+    env = {"CIVICFLOW_DATABASE_URL": own_database}
+    runner = CliRunner()
+    loaded = await asyncio.to_thread(runner.invoke, app, ["addresses", "load", str(good)], env=env)
+    assert loaded.exit_code == 0, loaded.output
+    assert "loaded 2 address points" in loaded.output and "refused 1 rows" in loaded.output
+    assert "row 4: the point is outside Sample City's service area" in loaded.output
+    refused = await asyncio.to_thread(runner.invoke, app, ["addresses", "load", str(broken)], env=env)
+    assert refused.exit_code == 1 and "no column for the address, latitude and longitude" in refused.output
+    assert await count(own_database) == 2
