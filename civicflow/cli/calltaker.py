@@ -12,7 +12,9 @@ from civicflow.cli.reach import call
 def submit(
     service_code: Annotated[str, typer.Option("--service-code", "-s", help="e.g. POTHOLE, STREETLIGHT")],
     description: Annotated[str, typer.Option("--description", "-d", help="Required by some services")] = "",
-    address: Annotated[str, typer.Option(help="Street address of the problem")] = "",
+    address: Annotated[
+        str, typer.Option(help="Street address, cross streets (Oak St & Example Ave) or a listed place (City Hall)")
+    ] = "",
     lat: Annotated[float | None, typer.Option()] = None,
     long: Annotated[float | None, typer.Option()] = None,
     name: Annotated[str, typer.Option(help="Resident's name (kept private)")] = "",
