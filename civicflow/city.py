@@ -19,6 +19,8 @@ from shapely.geometry import Point, box, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from civicflow.geocode import PLACE_KINDS, PlaceKind
+
 # exact: the point and address as given (a pothole, a streetlight: things in the street);
 # block: the address as its hundred block and the point rounded to about 100 m (a home, a yard);
 # hidden: no location at all in public views.
@@ -40,7 +42,13 @@ class ServiceSpec(BaseModel):
     # how precisely the public case view may show where it is
     public_location: PublicLocation = DEFAULT_PUBLIC_LOCATION
     location: LocationNeed = "required"
+    # what a request may name as its place besides a point: a street address, two cross streets ("Main St &
+    # 1st Ave"), a place the city's address file lists by name ("City Hall"); all three unless the city says
+    places: tuple[PlaceKind, ...] = PLACE_KINDS
     description: DescriptionNeed = "optional"
+
+
+UNKNOWN_SERVICE = ServiceSpec(name="(not in the catalogue)", group="")
 
 
 class ServiceAreaSpec(BaseModel):
@@ -89,6 +97,11 @@ class CityProfile:
     name: str
     service_area: ServiceArea | None
     services: dict[str, ServiceSpec]
+    address_points: Path | None = None  # the city's address-point file (CSV), if the city file names one
+
+    def service(self, service_code: str) -> ServiceSpec:
+        """The catalogue's entry; a code the catalogue lacks gets the defaults (the router triages it)."""
+        return self.services.get(service_code) or UNKNOWN_SERVICE
 
     def public_location(self, service_code: str) -> PublicLocation:
         """How precisely a case of this service may be located in public; unknown codes get the default."""
@@ -133,4 +146,6 @@ def load_city(path: Path) -> CityProfile:
         for code, definition in (raw.get("services") or {}).items()
         if isinstance(definition, dict)
     }
-    return CityProfile(name, area, services)
+    address_points = raw.get("address_points")
+    points_file = path.parent / str(address_points) if address_points else None
+    return CityProfile(name, area, services, points_file)

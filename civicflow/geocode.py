@@ -3,8 +3,14 @@ only an address. The implementation backed by a city's own address-point file li
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+# What a request may name as its place: a house number and street, two cross streets, or a place the city's
+# address file lists by name (City Hall). Each service says which it takes (ServiceSpec.places).
+PlaceKind = Literal["address", "intersection", "landmark"]
+PLACE_KINDS: tuple[PlaceKind, ...] = ("address", "intersection", "landmark")
 
 
 @dataclass(frozen=True)
@@ -14,7 +20,9 @@ class Placed:
     lat: float
     long: float
     matched: str  # the address-point file's own spelling of the address found
-    how: Literal["exact", "normalised", "fuzzy"]
+    # exact: as the file spells it; normalised: the same number and street however written; fuzzy: a street
+    # named with a typo; nearest: a number the file lacks, between its neighbours; intersection; landmark
+    how: Literal["exact", "normalised", "fuzzy", "nearest", "intersection", "landmark"]
     score: float  # 100 for exact and normalised matches; rapidfuzz's similarity for fuzzy ones
 
 
@@ -26,11 +34,13 @@ class Unplaced:
 
 
 class Geocoder(Protocol):
-    def locate(self, address: str) -> Placed | Unplaced: ...
+    def locate(self, address: str, kinds: Collection[PlaceKind] | None = None) -> Placed | Unplaced:
+        """Where the address is; `kinds` limits what the text may be taken as (None: anything)."""
+        ...
 
 
 class NoGeocoder:
     """A city with no address-point file: no address can be placed, and every case says so."""
 
-    def locate(self, address: str) -> Placed | Unplaced:
+    def locate(self, address: str, kinds: Collection[PlaceKind] | None = None) -> Placed | Unplaced:
         return Unplaced("the city has no address-point file to place addresses with")

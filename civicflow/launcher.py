@@ -59,6 +59,7 @@ class SystemProcesses:
     # a key with every scope that clients of this system send (civicflow.sandbox makes one; dev: cli.key)
     api_key: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    address_points_loaded: str = ""  # what start_all did with the city's address-point file
 
     @property
     def mail_dir(self) -> Path:
@@ -106,9 +107,30 @@ class SystemProcesses:
             )
 
     def start_all(self) -> None:
+        self.address_points_loaded = self.load_address_points()
         for name in ("smtp_sink", "sample_department", *SERVICES):
             self.start(name)
         self.wait_ready()
+
+    def load_address_points(self) -> str:
+        """Before intake starts: the city file's address points into the database, unless that very file is
+        loaded already (its digest). Says what it did."""
+        import asyncio
+
+        from civicflow.address_file import AddressFileError, load_if_changed
+        from civicflow.city import load_city
+        from civicflow.settings import SAMPLE_CITY
+
+        city = load_city(Path(self.environment().get("CIVICFLOW_CITY_FILE") or SAMPLE_CITY))
+        if city.address_points is None:
+            return "the city file names no address-point file; addresses will not be placed"
+        try:
+            loaded = asyncio.run(load_if_changed(self.infra.database_url, city.address_points, city.service_area))
+        except (AddressFileError, OSError) as exc:  # the system still starts; addresses are placed as before
+            return f"address points: {city.address_points.name} was not loaded: {exc}"
+        if loaded.found is None:
+            return f"address points: {city.address_points.name} is loaded already"
+        return f"address points: {loaded.found.report()} from {city.address_points.name}"
 
     def wait_ready(
         self, names: tuple[str, ...] = ("smtp_sink", "sample_department", *SERVICES), timeout: float = 60

@@ -6,7 +6,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 import typer
 
-from civicflow.cli import calltaker, operations, system
+from civicflow.cli import addresses, calltaker, operations, system
 
 # A service adds commands with an entry point in this group. Its name says where they go: `rules` adds the
 # typer app it names as `civicflow rules …`; `replay.query` adds the function it names as `civicflow replay query`.
@@ -17,6 +17,7 @@ app = typer.Typer(help="civicflow: an open 311 case-routing platform.", no_args_
 KERNEL_GROUPS = {"replay": operations.replay_app}
 app.add_typer(operations.replay_app, name="replay")
 app.add_typer(operations.keys_app, name="keys")
+app.add_typer(addresses.addresses_app, name="addresses")
 
 app.command()(system.dev)
 app.command()(system.run)

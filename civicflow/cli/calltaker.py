@@ -11,8 +11,10 @@ from civicflow.cli.reach import call
 
 def submit(
     service_code: Annotated[str, typer.Option("--service-code", "-s", help="e.g. POTHOLE, STREETLIGHT")],
-    description: Annotated[str, typer.Option("--description", "-d")],
-    address: Annotated[str, typer.Option(help="Street address of the problem")] = "",
+    description: Annotated[str, typer.Option("--description", "-d", help="Required by some services")] = "",
+    address: Annotated[
+        str, typer.Option(help="Street address, cross streets (Oak St & Example Ave) or a listed place (City Hall)")
+    ] = "",
     lat: Annotated[float | None, typer.Option()] = None,
     long: Annotated[float | None, typer.Option()] = None,
     name: Annotated[str, typer.Option(help="Resident's name (kept private)")] = "",
@@ -80,5 +82,18 @@ def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")])
         typer.echo(f"department: {view.department_name}{due}  (rule {view.rule_id or '-'})")
     if view.work_order_id:
         typer.echo(f"work order: {view.work_order_id}")
+    if line := _point_line(view.point_source, view.unplaced):
+        typer.echo(line)
     for entry in view.timeline:
         typer.echo(f"  {local(entry.at.ToDatetime(), zone):%Y-%m-%d %H:%M:%S %Z}  {entry.stage:<22} {entry.detail}")
+
+
+def _point_line(point_source: str, unplaced: str) -> str:
+    """What the case view says of its point, for a call-taker."""
+    if point_source == "geocoded":
+        return "point: geocoded from the address"
+    if point_source == "given":
+        return "point: given with the request"
+    if unplaced:
+        return f"point: could not be placed: {unplaced}"
+    return ""

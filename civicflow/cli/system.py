@@ -49,6 +49,7 @@ def dev(
         system = SystemProcesses(infra, state_dir, ports, extra_env={"CIVICFLOW_PII_MASTER_KEY": master_key})
         try:
             system.start_all()
+            typer.echo(system.address_points_loaded)
             dev_file(settings).write_text(
                 json.dumps(
                     {

@@ -19,10 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-from civicflow.city import CityProfile
+from civicflow.city import UNKNOWN_SERVICE, CityProfile, ServiceSpec
 from civicflow.codes import CODE, CODE_RULE, Channel, channel_of, channel_problem
 from civicflow.events import Location
-from civicflow.geocode import Geocoder, Placed
+from civicflow.geocode import Geocoder, Placed, PlaceKind
 from civicflow.pii import ResidentContact
 from civicflow.plain_text import control_character_problem
 
@@ -91,6 +91,13 @@ class ReportedLocation(Location):
             raise ValueError("must be a number of degrees, not NaN or infinity")
         return value
 
+    @field_validator("point_source", "unplaced", mode="before")
+    @classmethod
+    def _intakes_to_say(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("is said by intake when it places the request; leave it out")
+        return value
+
     @model_validator(mode="after")
     def _not_null_island(self) -> ReportedLocation:
         if self.lat == 0 and self.long == 0:
@@ -115,8 +122,9 @@ class ServiceRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     service_code: str
-    description: Annotated[str, Field(min_length=1, max_length=4000), _plain("\n\t")]
-    location: ReportedLocation
+    # required or not per service (ServiceSpec.description, checked by validate_request)
+    description: Annotated[str, Field(max_length=4000), _plain("\n\t")] = ""
+    location: ReportedLocation | None = None  # required, optional or refused per service (ServiceSpec.location)
     contact: ContactDetails | None = None
     preferred_channel: PreferredChannel | None = None
     channel: Channel = "web"
@@ -147,10 +155,10 @@ class ServiceRequest(BaseModel):
 
     @field_validator("location")
     @classmethod
-    def _inside_the_city(cls, location: ReportedLocation, info: ValidationInfo) -> ReportedLocation:
+    def _inside_the_city(cls, location: ReportedLocation | None, info: ValidationInfo) -> ReportedLocation | None:
         city = (info.context or {}).get("city")
         area = city.service_area if isinstance(city, CityProfile) else None
-        if area is not None and location.lat is not None and location.long is not None:
+        if area is not None and location is not None and location.lat is not None and location.long is not None:
             if not area.covers(location.lat, location.long):
                 raise ValueError(
                     f"the point is outside {area.name}'s service area; give a point inside it, or only the"
@@ -196,13 +204,44 @@ def field_violations(error: ValidationError) -> list[tuple[str, str]]:
     return list(dict.fromkeys(violations))  # one bad map key can fail twice (as a key and by its value)
 
 
+_PLACE_WORDS: dict[PlaceKind, str] = {
+    "address": "the address",
+    "intersection": "two cross streets (Main St & 1st Ave)",
+    "landmark": "the name of a place (City Hall)",
+}
+
+
+def service_needs(raw: dict[str, Any], spec: ServiceSpec) -> list[tuple[str, str]]:
+    """What the service's catalogue entry asks of a request that this one lacks (or gives and must not):
+    a location (required, optional or none) and a description (required or optional)."""
+    code = raw.get("service_code") if isinstance(raw.get("service_code"), str) else "this service"
+    problems = []
+    location = raw.get("location")
+    given = isinstance(location, dict) and any(v not in (None, "") for v in location.values())
+    if spec.location == "required" and not given:
+        ways = ["a point (lat and long)", *(_PLACE_WORDS[k] for k in spec.places)]
+        ways_said = f"{', '.join(ways[:-1])} or {ways[-1]}"
+        problems.append(("location", f"{code} needs to know where: give {ways_said}"))
+    if spec.location == "none" and given:
+        problems.append(("location", f"{code} takes no location (it is not about a place); leave it out"))
+    description = raw.get("description")
+    if spec.description == "required" and not (isinstance(description, str) and description.strip()):
+        problems.append(("description", f"{code} needs a description: say what the problem is"))
+    return problems
+
+
 def validate_request(raw: dict[str, Any], city: CityProfile | None = None) -> ServiceRequest | list[tuple[str, str]]:
     """The accepted request, or every (field, what is wrong) at once so the caller can fix them together.
-    With the city's profile, a point must lie in its service area."""
+    With the city's profile, a point must lie in its service area, and the request gives what its service
+    needs (a location, a description); a code not in the catalogue needs a location, as most do."""
+    code = raw.get("service_code")
+    spec = city.service(code) if city is not None and isinstance(code, str) else UNKNOWN_SERVICE
+    needs = service_needs(raw, spec)
     try:
-        return ServiceRequest.model_validate(raw, context={"city": city})
+        accepted = ServiceRequest.model_validate(raw, context={"city": city})
     except ValidationError as exc:
-        return field_violations(exc)
+        return list(dict.fromkeys([*field_violations(exc), *needs]))
+    return needs or accepted
 
 
 def reason_violations(reason: str) -> list[tuple[str, str]]:
@@ -215,15 +254,19 @@ def reason_violations(reason: str) -> list[tuple[str, str]]:
     return [("reason", problem)] if problem else []
 
 
-def place(request: ServiceRequest, geocoder: Geocoder) -> ServiceRequest:
-    """The request with its point's source said: given with the request, or found from its address by the
-    geocoder; an address that cannot be placed keeps no point and records why (routing goes on without it)."""
+def place(request: ServiceRequest, geocoder: Geocoder, city: CityProfile | None = None) -> ServiceRequest:
+    """The request with its point's source said: given with the request, or found from its address (or the
+    intersection or place named there, where the service takes them) by the geocoder; an address that cannot
+    be placed keeps no point and records why, and is accepted: routing goes on with the case's other facts."""
     location = request.location
+    if location is None:
+        return request
     if location.lat is not None:
         return request.model_copy(update={"location": location.model_copy(update={"point_source": "given"})})
     if not location.address:
         return request
-    found = geocoder.locate(location.address)
+    spec = city.service(request.service_code) if city is not None else UNKNOWN_SERVICE
+    found = geocoder.locate(location.address, spec.places)
     if isinstance(found, Placed):
         update: dict[str, Any] = {"lat": found.lat, "long": found.long, "point_source": "geocoded"}
     else:

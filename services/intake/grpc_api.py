@@ -43,8 +43,8 @@ def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
         raw["attributes"] = dict(message.attributes)
     if message.flags:
         raw["flags"] = list(message.flags)
-    if message.HasField("location"):
-        loc = message.location
+    loc = message.location
+    if message.HasField("location") and (loc.HasField("lat") or loc.HasField("long") or loc.address):
         raw["location"] = {
             "lat": loc.lat if loc.HasField("lat") else None,
             "long": loc.long if loc.HasField("long") else None,
@@ -126,7 +126,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             await abort_with(context, invalid_argument(violations))
             raise AssertionError("unreachable")  # abort raises
         try:
-            accepted = await self._intake.submit(place(result, self._geocoder), request.idempotency_key or None)
+            accepted = await self._intake.submit(
+                result, request.idempotency_key or None, placed=place(result, self._geocoder, self._city)
+            )
         except IdempotencyKeyReused as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
             raise

@@ -74,10 +74,15 @@ class Intake:
             self._write_group, group_window_s, max_group
         )
 
-    async def submit(self, request: ServiceRequest, idempotency_key: str | None) -> Accepted:
-        """Record the request; returns only once CaseSubmitted is committed. A known key replays its answer."""
+    async def submit(
+        self, request: ServiceRequest, idempotency_key: str | None, placed: ServiceRequest | None = None
+    ) -> Accepted:
+        """Record the request (`placed`: as the geocoder placed it, if it did); returns only once CaseSubmitted is
+        committed. A known key replays its answer. The key's fingerprint is of the request as given, before
+        placing: a retry after the address file changed is the same request, not a different one."""
         key = idempotency_key or f"generated:{uuid7()}"
-        return await self._committer.submit(Submission(request, key, request.fingerprint(key), actor("intake")))
+        fingerprint = request.fingerprint(key)
+        return await self._committer.submit(Submission(placed or request, key, fingerprint, actor("intake")))
 
     async def close(self) -> None:
         """Take no more requests; return once every queued one is answered."""

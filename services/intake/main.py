@@ -6,9 +6,11 @@ import asyncio
 
 from pydantic import Field
 
+from civicflow.address_points import address_geocoder
 from civicflow.city import load_city
 from civicflow.db import make_engine
 from civicflow.eventstore import PostgresEventStore
+from civicflow.geocode import Geocoder
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, Task, serve
@@ -28,7 +30,7 @@ class IntakeSettings(KernelSettings):
     intake_group_commit_max: int = Field(default=64, ge=1, description="At most this many requests per transaction.")
 
 
-def bootstrap(settings: IntakeSettings) -> ServiceProcess:
+def bootstrap(settings: IntakeSettings, geocoder: Geocoder | None = None) -> ServiceProcess:
     engine = make_engine(settings.database_url, pool_size=20)
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     store = PostgresEventStore()
@@ -41,7 +43,7 @@ def bootstrap(settings: IntakeSettings) -> ServiceProcess:
         group_window_s=settings.intake_group_commit_ms / 1000,
         max_group=settings.intake_group_commit_max,
     )
-    servicer = IntakeServicer(intake, engine, store, city)
+    servicer = IntakeServicer(intake, engine, store, city, geocoder)
     service_name = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
     return ServiceProcess(
         "intake",
@@ -71,4 +73,4 @@ def answered_before_exit(intake: Intake) -> Task:
 async def run() -> None:
     settings = IntakeSettings()
     configure_logging("intake", settings.log_level)
-    await serve(bootstrap(settings))
+    await serve(bootstrap(settings, await address_geocoder(settings.database_url)))

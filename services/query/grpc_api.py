@@ -14,7 +14,7 @@ from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.notes import resident_text
 from civicflow.v1 import common_pb2, query_pb2, query_pb2_grpc
 from services.query.projection import CaseRecord, TimelineEntry
-from services.query.public import public_place
+from services.query.public import point_said, public_place
 from services.query.readmodel import find_by_tracking_number
 
 
@@ -40,6 +40,7 @@ def case_view(record: CaseRecord, timeline: list[TimelineEntry], precision: Publ
     place = public_place(precision, record.lat, record.long, record.address)
     if place is not None:
         view.location.CopyFrom(common_pb2.Location(lat=place.lat, long=place.long, address=place.address))
+        view.point_source, view.unplaced = point_said(record)
     _timestamp(view.submitted_at, record.submitted_at)
     _timestamp(view.due_at, record.due_at)
     for entry in timeline:

@@ -49,6 +49,8 @@ class CaseRecord:
     long: float | None = None
     address: str | None = None
     time_zone: str | None = None  # the department calendar's, for reading due dates and times locally
+    point_source: str | None = None  # given: with the request; geocoded: found from its address
+    unplaced: str | None = None  # why its address could not be placed on the map
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             lat=place.lat if place else None,
             long=place.long if place else None,
             address=place.address if place else None,
+            point_source=place.point_source if place else None,
+            unplaced=place.unplaced if place else None,
         )
         stage, detail = "submitted", f"request {data.tracking_number} received ({data.service_code})"
     elif isinstance(data, RoutingDecision):

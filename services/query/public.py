@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from civicflow.city import PublicLocation
+from services.query.projection import CaseRecord
 
 BLOCK_DECIMALS = 3
 
@@ -53,7 +54,7 @@ def public_place(
 ) -> PublicPlace | None:
     """The location to show for a case whose service has this precision; None: show none."""
     if precision == "exact":
-        return PublicPlace(lat, long, address or "")
+        return PublicPlace(lat, long, address or "") if lat is not None or address else None
     if precision == "block":
         rounded_lat = round(lat, BLOCK_DECIMALS) if lat is not None else None
         rounded_long = round(long, BLOCK_DECIMALS) if long is not None else None
@@ -62,3 +63,11 @@ def public_place(
             return None
         return PublicPlace(rounded_lat, rounded_long, block)
     return None
+
+
+def point_said(record: CaseRecord) -> tuple[str, str]:
+    """(point_source, unplaced) for the view: where the point came from, or why the address found none. The
+    reason names no part of the address (civicflow.address_points), so it may be shown wherever the location is."""
+    if record.lat is not None:
+        return record.point_source or "given", ""  # a case recorded before intake said so had its point given
+    return "", record.unplaced or ""

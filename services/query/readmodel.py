@@ -39,6 +39,8 @@ _CASE_TYPES = {
     "long": "double precision",
     "address": "text",
     "time_zone": "text",
+    "point_source": "text",
+    "unplaced": "text",
 }
 _CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
 assert set(_CASE_COLUMNS) == set(_CASE_TYPES), "every CaseRecord field needs its column type here"

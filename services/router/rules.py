@@ -196,6 +196,7 @@ class RuleSet(_Strict):
     jurisdiction: str
     name: str | None = None  # as residents know it ("Sample City"); the jurisdiction id titled when absent
     service_area: ServiceAreaSpec | None = None
+    address_points: str | None = None  # the city's address-point CSV, relative to the file (civicflow/city.py)
     timezone: str
     triage: TriageSettings = TriageSettings()
     calendars: dict[str, CalendarSpec]

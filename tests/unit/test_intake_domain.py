@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from civicflow.city import load_city
+from civicflow.geocode import NoGeocoder, Placed, Unplaced
 from civicflow.pii import ResidentContact
 from civicflow.settings import SAMPLE_CITY
-from services.intake.domain import ContactDetails, ServiceRequest, reason_violations, validate_request
+from services.intake.domain import ContactDetails, ServiceRequest, place, reason_violations, validate_request
+from services.intake.handlers import Accepted, Intake, Submission
 
 SAMPLE_AREA = load_city(SAMPLE_CITY)
 
@@ -37,10 +44,10 @@ def test_a_complete_request_is_accepted() -> None:
     [
         ({"service_code": ""}, "service_code", "give the service code"),
         ({"service_code": "POT HOLE"}, "service_code", "give the service code"),
-        ({"description": "   "}, "description", "at least 1 character"),
+        ({"description": "x" * 4001}, "description", "at most 4000 characters"),
         ({"location": {"lat": 91, "long": 0}}, "location.lat", "less than or equal to 90"),
         ({"location": {"lat": 41.0}}, "location", "both lat and long"),
-        ({"location": {}}, "location", "lat and long or an address"),
+        ({"location": {}}, "location", "POTHOLE needs to know where: give a point (lat and long), the address"),
         ({"contact": {"email": "not-an-email"}}, "contact.email", "email"),
         ({"contact": {"phone": "call me"}}, "contact.phone", "phone must be"),
         ({"preferred_channel": "email"}, "request", "no email address"),
@@ -55,7 +62,7 @@ def test_each_problem_is_named_with_its_field(change: dict[str, Any], field: str
 
 
 def test_a_missing_location_is_reported_with_every_other_problem_at_once() -> None:
-    problems = fields({"service_code": "", "description": ""})
+    problems = fields({"service_code": "", "description": "x" * 4001})
     assert set(problems) == {"service_code", "description", "location"}
 
 
@@ -82,6 +89,8 @@ def inside(raw: dict[str, Any]) -> ServiceRequest:
         ({"location": {"lat": 41.0, "long": -87.0}}, "location", "outside Sample City's service area"),
         ({"location": {"address": "1 Main St\x00"}}, "location.address", "U+0000"),
         ({"location": {"address": "x" * 301}}, "location.address", "at most 300"),
+        ({"location": {"address": "1 Main St", "point_source": "geocoded"}}, "location.point_source", "said by intake"),
+        ({"location": {"lat": 41.9, "long": -87.61, "unplaced": "no"}}, "location.unplaced", "said by intake"),
         ({"description": "light out\x1b[2J"}, "description", "U+001B"),
         ({"description": "x" * 4001}, "description", "at most 4000"),
         ({"contact": {"name": "Ada\u2028Resident"}}, "contact.name", "U+2028"),
@@ -135,3 +144,119 @@ def test_a_reason_is_plain_text_of_bounded_length() -> None:
     assert reason_violations("  ") == [("reason", "say why, for the case's history")]
     assert "at most 500" in dict(reason_violations("x" * 501))["reason"]
     assert "U+0000" in dict(reason_violations("why\x00"))["reason"]
+
+
+# --- what each service needs: a location (required, optional, none), a description (required, optional) -----
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "says"),
+    [
+        ({"service_code": "POTHOLE", "description": "deep"}, "location", "POTHOLE needs to know where: give a point"),
+        (
+            {"service_code": "MISSED_PICKUP", "description": "missed"},
+            "location",
+            "give a point (lat and long) or the address",  # its places are [address]: no cross streets offered
+        ),
+        (
+            {"service_code": "INFO_QUESTION", "description": "leaf pickup?", "location": {"address": "1 Main St"}},
+            "location",
+            "INFO_QUESTION takes no location (it is not about a place); leave it out",
+        ),
+        ({"service_code": "INFO_QUESTION", "description": "  "}, "description", "INFO_QUESTION needs a description"),
+        ({"service_code": "BILLING_DISPUTE"}, "description", "BILLING_DISPUTE needs a description"),
+    ],
+)
+def test_a_request_gives_what_its_service_needs(raw: dict[str, Any], field: str, says: str) -> None:
+    result = validate_request(raw, SAMPLE_AREA)
+    assert isinstance(result, list), result
+    assert says in dict(result)[field]
+    if raw["service_code"] == "MISSED_PICKUP":
+        assert "cross streets" not in dict(result)[field]
+
+
+def test_optional_and_absent_locations_and_descriptions_are_accepted_where_the_service_allows() -> None:
+    no_place = inside({"service_code": "INFO_QUESTION", "description": "When is leaf pickup?"})
+    assert no_place.location is None
+    optional = inside({"service_code": "ACCOUNT_START_STOP"})
+    assert optional.location is None and optional.description == ""
+    wordless_pothole = inside({"service_code": "POTHOLE", "location": {"address": "110 N Example Ave"}})
+    assert wordless_pothole.description == ""
+    # a code the catalogue lacks is accepted (the router triages it) and, like most services, needs a place
+    assert isinstance(validate_request({"service_code": "UFO_SIGHTING"}, SAMPLE_AREA), list)
+    assert isinstance(
+        inside({"service_code": "UFO_SIGHTING", "location": {"lat": 41.9, "long": -87.61}}), ServiceRequest
+    )
+
+
+class FixedPoints:
+    """A geocoder that knows one address and counts its calls."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, object]] = []
+
+    def locate(self, address: str, kinds: object = None) -> Placed | Unplaced:
+        self.asked.append((address, kinds))
+        if address == "110 N Example Ave":
+            return Placed(41.887, -87.6099, "110 N EXAMPLE AVE", "normalised", 100.0)
+        return Unplaced("no street of that name in the city's address file; check the street's spelling")
+
+
+def test_place_says_where_the_point_came_from_and_why_there_is_none() -> None:
+    geocoder = FixedPoints()
+    given = place(inside({**GOOD, "location": {"lat": 41.9, "long": -87.61, "address": "x"}}), geocoder, SAMPLE_AREA)
+    assert given.location is not None and given.location.point_source == "given" and not geocoder.asked
+    found = place(inside({**GOOD, "location": {"address": "110 N Example Ave"}}), geocoder, SAMPLE_AREA)
+    assert found.location is not None
+    assert (found.location.lat, found.location.long, found.location.point_source) == (41.887, -87.6099, "geocoded")
+    assert found.location.address == "110 N Example Ave"  # as the resident gave it
+    lost = place(inside({**GOOD, "location": {"address": "9 Nowhere Rd"}}), geocoder, SAMPLE_AREA)
+    assert lost.location is not None and lost.location.lat is None
+    assert lost.location.unplaced is not None and "check the street" in lost.location.unplaced
+    pickup = inside({"service_code": "MISSED_PICKUP", "location": {"address": "110 N Example Ave"}})
+    place(pickup, geocoder, SAMPLE_AREA)
+    assert geocoder.asked[-1][1] == ("address",)  # the service's places limit what the text may be taken as
+    none = inside({"service_code": "INFO_QUESTION", "description": "?"})
+    assert place(none, geocoder, SAMPLE_AREA) is none
+
+
+async def test_the_idempotency_fingerprint_is_of_the_request_as_given_not_as_placed() -> None:
+    recorded: list[Submission] = []
+
+    class Recording(Intake):
+        async def _write_group(self, group: Sequence[Submission]) -> list[Accepted | Exception]:
+            recorded.extend(group)
+            return [Accepted(uuid4(), "ABCD-EFG", datetime.now(UTC), replayed=False) for _ in group]
+
+    intake = Recording(None, None, None, group_window_s=0)  # type: ignore[arg-type]
+    as_given = inside({**GOOD, "location": {"address": "110 N Example Ave"}})
+    placed_then = place(as_given, FixedPoints(), SAMPLE_AREA)
+    placed_now = place(as_given, NoGeocoder(), SAMPLE_AREA)  # the address file changed between two tries
+    await intake.submit(as_given, "key-1", placed=placed_then)
+    await intake.submit(as_given, "key-1", placed=placed_now)
+    await intake.close()
+    assert recorded[0].request == placed_then and recorded[1].request == placed_now
+    assert recorded[0].fingerprint == recorded[1].fingerprint == as_given.fingerprint("key-1")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    code=st.sampled_from(["POTHOLE", "INFO_QUESTION", "MISSED_PICKUP", "ACCOUNT_START_STOP", "UFO_SIGHTING"]),
+    description=st.one_of(st.none(), st.text(max_size=50)),
+    address=st.one_of(st.none(), st.text(max_size=400)),
+    lat=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+)
+def test_any_mix_of_messy_fields_is_accepted_or_refused_by_field_never_an_error(
+    code: str, description: str | None, address: str | None, lat: float | None
+) -> None:
+    raw: dict[str, Any] = {"service_code": code}
+    if description is not None:
+        raw["description"] = description
+    if address is not None or lat is not None:
+        raw["location"] = {"address": address, "lat": lat, "long": -87.61 if lat is not None else None}
+    result = validate_request(raw, SAMPLE_AREA)
+    if isinstance(result, list):
+        assert result and all(isinstance(f, str) and isinstance(m, str) for f, m in result)
+    else:
+        placed = place(result, FixedPoints(), SAMPLE_AREA)
+        assert placed.service_code == code
