@@ -1,0 +1,122 @@
+"""`civicflow import`: a city's past requests from its old system's CSV export (added through an entry point)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, BinaryIO, TextIO
+
+import typer
+
+from civicflow.cli.reach import database_url
+from civicflow.geocode import Geocoder, NoGeocoder
+from civicflow.settings import KernelSettings
+
+if TYPE_CHECKING:
+    from civicflow.history import HistoryMapping
+    from services.intake.importer import ImportSummary
+
+
+def history_geocoder(settings: KernelSettings) -> Geocoder:
+    """The geocoder that places imported addresses.
+    INTEGRATOR: wire the city's address-point geocoder (loaded from PostgreSQL) here once it exists; until
+    then no address is placed, and each address-only case records why (Location.unplaced)."""
+    return NoGeocoder()
+
+
+def import_history(
+    file: Annotated[Path, typer.Argument(help="The old system's export (CSV, UTF-8, first line naming the columns)")],
+    mapping: Annotated[Path, typer.Option(help="The mapping YAML: which column gives what, and how names translate")],
+    refused: Annotated[
+        Path, typer.Option(help="Where to write the refused rows (row, external id, field, reason)")
+    ] = Path("refused.csv"),
+    batch_size: Annotated[int, typer.Option(min=1, max=5000, help="Rows per transaction")] = 500,
+) -> None:
+    """Bring a city's past requests in with their original submitted (and closed) times, through intake's own
+    validation. Run it again after an interruption, or twice: requests already imported are skipped."""
+    from civicflow.history import ExportProblem, MappingError, load_mapping
+
+    try:
+        history_mapping = load_mapping(mapping)
+    except MappingError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    if not file.is_file():
+        raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
+    url = database_url()
+    with refused.open("w", newline="", encoding="utf-8") as refused_out, file.open("rb") as export:
+        try:
+            summary = asyncio.run(_import(export, file.stat().st_size, history_mapping, url, refused_out, batch_size))
+        except ExportProblem as exc:
+            typer.echo(f"{file}: {exc}; nothing was imported", err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(
+        f"{file}: {summary.read} rows read: {summary.accepted} imported ({summary.closed} of them closed),"
+        f" {summary.already_imported} already imported before, {summary.refused_rows} refused"
+    )
+    if summary.refused:
+        typer.echo("refused, by field and reason:")
+        for reason, count in summary.refused.most_common(15):
+            typer.echo(f"  {count:>6}  {reason}")
+        typer.echo(f"each refused row, with why: {refused}")
+    if summary.stopped:
+        typer.echo(
+            f"stopped after row {summary.last_row}: what was read so far is in. Run the same command again to go"
+            " on; rows already imported are skipped."
+        )
+        raise typer.Exit(130)
+
+
+async def _import(
+    export: BinaryIO, size: int, mapping: HistoryMapping, url: str, refused_out: TextIO, batch_size: int
+) -> ImportSummary:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from civicflow.city import load_city
+    from civicflow.db import make_engine
+    from civicflow.eventstore import PostgresEventStore
+    from civicflow.history import ExportReader, refused_row_cells, refused_rows_header
+    from civicflow.pii import ContactVault, load_master_key
+    from services.intake.handlers import CaseWriter
+    from services.intake.importer import HistoryImport
+
+    settings = KernelSettings()
+    city = load_city(settings.city_file)
+    vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
+    writer = csv.writer(refused_out)
+    writer.writerow(refused_rows_header())
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    engine = make_engine(url)
+    try:
+        reader = ExportReader(export, mapping)
+        run = HistoryImport(
+            engine, CaseWriter(PostgresEventStore(), vault), mapping, city, history_geocoder(settings), batch_size
+        )
+        columns = (TextColumn("importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[counts]}"))
+        with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("import", total=size, counts="")
+
+            def show(summary: ImportSummary) -> None:
+                refused_out.flush()
+                progress.update(
+                    task,
+                    completed=reader.bytes_read,
+                    counts=f"{summary.accepted} in, {summary.already_imported} skipped, {summary.refused_rows} refused",
+                )
+                if stopping.is_set():
+                    progress.console.print("stopping after this batch…")
+
+            return await run.run(
+                reader.rows(),
+                on_refused=lambda r: writer.writerow(refused_row_cells(r)),
+                on_batch=show,
+                stop=stopping.is_set,
+            )
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        await engine.dispose()
