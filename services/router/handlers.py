@@ -67,10 +67,9 @@ class Router:
     async def on_submitted(self, event: RecordedEvent, reads: Reads) -> Decision:
         assert isinstance(event.data, CaseSubmitted)
         decision = route_new_case(self._rules.current, event.data, event.metadata.channel)
-        return Decision(
-            appends=[StreamAppend(event.case_id, None, [decision], event.caused(ACTOR))],
-            writes=track_open_case(event.case_id, decision),
-        )
+        # An imported past request is routed (on its original time) but never watched for being overdue.
+        tracked = [] if event.data.imported else track_open_case(event.case_id, decision)
+        return Decision(appends=[StreamAppend(event.case_id, None, [decision], event.caused(ACTOR))], writes=tracked)
 
     async def on_reroute_trigger(self, event: RecordedEvent, reads: Reads) -> Decision:
         """WorkOrderRejected or CaseRecategorised: back through the rules, without who turned it down."""
