@@ -53,6 +53,7 @@ proto-check: install
 # to change them. The default suite (burst, open-loop storm, replay) takes a few minutes.
 bench: install
 	$(BIN)/python -m bench.routing
+	$(BIN)/python -m bench.import_speed
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install
