@@ -52,6 +52,10 @@ def rules_dry_run(
     csv_path: Annotated[Path, typer.Option("--csv", help="Where to write the changed cases")] = Path(
         "rules-dry-run.csv"
     ),
+    from_csv: Annotated[
+        Path | None, typer.Option("--from-csv", help="Backtest on an old system's export instead (with --mapping)")
+    ] = None,
+    mapping: Annotated[Path | None, typer.Option(help="The `civicflow import` mapping that reads --from-csv")] = None,
 ) -> None:
     """Replay past cases through a candidate rule set and report what would change. Writes nothing."""
     from datetime import UTC, datetime
@@ -66,6 +70,9 @@ def rules_dry_run(
         start = datetime.fromisoformat(since).replace(tzinfo=UTC)
     except ValueError as exc:
         raise typer.BadParameter(f"--since {since!r} is not a date like 2026-11-01") from exc
+    if from_csv is not None:
+        _backtest_export(rules, from_csv, mapping, start, csv_path)
+        return
 
     async def replay() -> Any:
         engine = make_engine(database_url())
@@ -100,6 +107,25 @@ def rules_dry_run(
     for rule_id, count in report.rules_fired.most_common():
         typer.echo(f"  {rule_id:<32} {count}")
     typer.echo(f"\nchanged cases written to {csv_path}")
+
+
+def _backtest_export(rules: Any, export: Path, mapping: Path | None, since: Any, csv_path: Path) -> None:
+    """`rules dry-run --from-csv`: the candidate against the old system's departments (services/router/backtest.py)."""
+    from civicflow.history import ExportProblem, MappingError, load_mapping, read_export
+    from services.router.backtest import backtest
+
+    if mapping is None:
+        raise typer.BadParameter("give the import mapping that reads the export", param_hint="--mapping")
+    try:
+        with export.open("rb") as rows:
+            report = backtest(rules, read_export(rows, load_mapping(mapping)), since)
+    except (MappingError, ExportProblem, OSError) as exc:
+        typer.echo(f"{export}: {exc}; nothing was compared", err=True)
+        raise typer.Exit(1) from exc
+    report.write_csv(csv_path)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"\nrows where the candidate differs written to {csv_path}")
 
 
 @rules_app.command("reload")
