@@ -196,13 +196,17 @@ class CaseWriter:
         return StreamAppend(accepted.case_id, 0, [event], metadata, occurred_at=accepted.submitted_at)
 
 
-async def keys_taken(tx: AsyncConnection, keys: Sequence[str]) -> set[str]:
-    """Which of these idempotency keys were claimed already (one statement for a whole batch)."""
+async def keys_taken(tx: AsyncConnection, keys: Sequence[str]) -> dict[str, str]:
+    """Which of these idempotency keys were claimed already, with the fingerprint of the request each was
+    claimed for (one statement for a whole batch)."""
     rows = await tx.execute(
-        text("SELECT idempotency_key FROM intake.requests WHERE idempotency_key = ANY(CAST(:k AS text[]))"),
+        text(
+            "SELECT idempotency_key, request_hash FROM intake.requests"
+            " WHERE idempotency_key = ANY(CAST(:k AS text[]))"
+        ),
         {"k": list(keys)},
     )
-    return {row.idempotency_key for row in rows}
+    return {row.idempotency_key: row.request_hash for row in rows}
 
 
 class Intake:

@@ -9,6 +9,7 @@ batches only, and running the same command again goes on where it stopped: each 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -193,7 +194,10 @@ class HistoryImport:
             else:
                 assert submission.imported is not None
                 if isinstance(outcome, IdempotencyKeyReused):
-                    reason = "an earlier row has the same external id and another request; only that one is imported"
+                    reason = (
+                        "a request with this external id is already imported with other details (an earlier row,"
+                        " or an earlier import of a changed row); only the first is kept"
+                    )
                 else:
                     reason = f"the database refused it ({type(outcome).__name__})"
                 self._refuse(
@@ -201,14 +205,23 @@ class HistoryImport:
                 )
 
     async def _write(self, batch: Sequence[tuple[int, Submission]]) -> list[Accepted | Exception | None]:
-        """One transaction: the batch's keys already taken (skipped: None), then the others recorded."""
+        """One transaction: the batch's keys already taken are skipped (None), or refused when they were taken
+        for another request (the row changed since, or another row has its id); the others are recorded."""
         async with self._engine.begin() as tx:
             taken = await keys_taken(tx, [s.idempotency_key for _, s in batch])
             fresh = [s for _, s in batch if s.idempotency_key not in taken]
             recorded = iter(await self._writer.record(tx, fresh, follow_up=closing))
-        return [None if s.idempotency_key in taken else next(recorded) for _, s in batch]
+        outcomes: list[Accepted | Exception | None] = []
+        for _, submission in batch:
+            if submission.idempotency_key not in taken:
+                outcomes.append(next(recorded))
+            elif taken[submission.idempotency_key] != submission.fingerprint:
+                outcomes.append(IdempotencyKeyReused())
+            else:
+                outcomes.append(None)
+        return outcomes
 
 
 def _kind(reason: str) -> str:
-    """A reason as the summary groups it: without the column note, so one problem is one line."""
-    return reason.split(" (column ", 1)[0]
+    """A reason as the summary groups it: without the column note and byte offsets, so one problem is one line."""
+    return re.sub(r"byte offset \d+", "byte offset …", reason.split(" (column ", 1)[0])

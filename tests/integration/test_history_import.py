@@ -159,6 +159,20 @@ async def test_a_second_run_imports_nothing_again(engine: AsyncEngine) -> None:
     assert len(streams) == 7 and all(len(s) == (2 if int(x[3:]) % 2 else 1) for x, s in streams.items())
 
 
+async def test_a_row_changed_since_an_earlier_import_is_refused_not_skipped(engine: AsyncEngine) -> None:
+    source = a_source()
+    mapping = parse_mapping(mapping_text(source))
+    rows = good_rows(3)
+    await run_import(engine, mapping, export(rows))
+    rows[1][2] = "the old system's text, edited since"
+
+    again, refused = await run_import(engine, mapping, export(rows))
+
+    assert (again.accepted, again.already_imported, again.refused_rows) == (0, 2, 1)
+    [changed] = refused
+    assert (changed.external_id, changed.field) == ("SR-2", "row") and "already imported" in changed.reason
+
+
 async def test_a_run_stopped_midway_goes_on_where_it_stopped(engine: AsyncEngine) -> None:
     source = a_source()
     mapping = parse_mapping(mapping_text(source))
@@ -206,7 +220,7 @@ async def test_refused_rows_say_field_and_reason_and_the_rest_go_in(engine: Asyn
     assert by_id["SR-91"][2] == "service" and "'UNHEARD_OF_TYPE'" in by_id["SR-91"][3]
     assert by_id["SR-92"][2] == "location" and "column 'Address'" in by_id["SR-92"][3]
     assert by_id["SR-93"][2] == "submitted_at"
-    assert by_id["SR-2"][2] == "row" and "same external id" in by_id["SR-2"][3]
+    assert by_id["SR-2"][2] == "row" and "already imported with other details" in by_id["SR-2"][3]
     assert by_id["SR-90"][0] == "4"
     assert not any("secret@" in cell or "bell" in cell or "words" in cell for line in lines for cell in line)
 
