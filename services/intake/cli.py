@@ -90,7 +90,15 @@ async def _import(
     writer.writerow(refused_rows_header())
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stopping.set)
+
+    def interrupted() -> None:
+        # the first Ctrl-C stops after the batch under way; a second one stops at once (that batch is not recorded)
+        stopping.set()
+        loop.remove_signal_handler(signal.SIGINT)
+        progress_console.print("stopping after this batch… (Ctrl-C again to stop at once)")
+
+    progress_console = Console(stderr=True)
+    loop.add_signal_handler(signal.SIGINT, interrupted)
     engine = make_engine(url)
     try:
         reader = ExportReader(export, mapping)
@@ -98,7 +106,7 @@ async def _import(
             engine, CaseWriter(PostgresEventStore(), vault), mapping, city, history_geocoder(settings), batch_size
         )
         columns = (TextColumn("importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[counts]}"))
-        with Progress(*columns, TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
+        with Progress(*columns, TimeRemainingColumn(), console=progress_console, transient=True) as progress:
             task = progress.add_task("import", total=size, counts="")
 
             def show(summary: ImportSummary) -> None:
@@ -108,8 +116,6 @@ async def _import(
                     completed=reader.bytes_read,
                     counts=f"{summary.accepted} in, {summary.already_imported} skipped, {summary.refused_rows} refused",
                 )
-                if stopping.is_set():
-                    progress.console.print("stopping after this batch…")
 
             return await run.run(
                 reader.rows(),

@@ -3,8 +3,12 @@ interruption import nothing twice, refusals are written without residents' data.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
+import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -17,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from civicflow.city import load_city
+from civicflow.db import make_engine
 from civicflow.events import CaseResolved, CaseSubmitted, RecordedEvent
 from civicflow.eventstore import PostgresEventStore
 from civicflow.geocode import NoGeocoder
@@ -26,6 +31,7 @@ from civicflow.settings import SAMPLE_CITY, KernelSettings
 from services.intake.cli import import_history
 from services.intake.handlers import CaseWriter
 from services.intake.importer import HistoryImport, ImportSummary
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
@@ -250,3 +256,47 @@ def test_the_command_imports_prints_a_summary_and_writes_the_refused_rows(
     assert "timestamp_formats" in lines[0][3]
     again = CliRunner().invoke(app, args, env=env)
     assert "0 imported (0 of them closed), 5 already imported before, 1 refused" in again.output
+
+
+async def test_ctrl_c_stops_after_a_batch_and_the_same_command_goes_on(
+    settings: KernelSettings, tmp_path: Path
+) -> None:
+    source = a_source()
+    (tmp_path / "map.yaml").write_text(mapping_text(source))
+    (tmp_path / "old.csv").write_bytes(export(good_rows(3000)))
+    env = {**os.environ, "CIVICFLOW_DATABASE_URL": settings.database_url, "CIVICFLOW_STATE_DIR": str(tmp_path)}
+    args = [str(tmp_path / "old.csv"), "--mapping", str(tmp_path / "map.yaml"), "--refused", str(tmp_path / "r.csv")]
+    command = [str(Path(sys.executable).with_name("civicflow")), "import", *args, "--batch-size", "1"]
+    engine = make_engine(settings.database_url)
+
+    async def imported() -> int:
+        async with engine.connect() as conn:
+            count = await conn.scalar(
+                text("SELECT count(*) FROM intake.requests WHERE idempotency_key LIKE :k"), {"k": f"import:{source}:%"}
+            )
+        return int(count or 0)
+
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        await eventually(imported, timeout=60, what="the first rows in")
+        process.send_signal(signal.SIGINT)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        printed = output.decode()
+        assert process.returncode == 130, printed
+        assert "Run the same command again to go on" in printed
+        stopped_at = await imported()
+        assert 0 < stopped_at < 3000, "the run stopped midway"
+        assert f"stopped after row {stopped_at}:" in printed  # every batch before the stop is in, and only those
+
+        again = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        output, _ = await asyncio.wait_for(again.communicate(), timeout=300)
+        assert again.returncode == 0, output.decode()
+        assert f"{3000 - stopped_at} imported" in output.decode()
+        assert f"{stopped_at} already imported before" in output.decode()
+        assert await imported() == 3000
+    finally:
+        await engine.dispose()
