@@ -23,7 +23,8 @@ from civicflow.city import load_city
 from civicflow.db import make_engine
 from civicflow.eventstore import PostgresEventStore
 from civicflow.geocode import NoGeocoder
-from civicflow.history import ExportReader, HistoricalRow, load_mapping
+from civicflow.history import load_mapping
+from civicflow.history_export import ExportReader, HistoricalRow
 from civicflow.infra import provide
 from civicflow.pii import ContactVault
 from civicflow.sandbox import scratch_database

@@ -36,7 +36,8 @@ def import_history(
 ) -> None:
     """Bring a city's past requests in with their original submitted (and closed) times, through intake's own
     validation. Run it again after an interruption, or twice: requests already imported are skipped."""
-    from civicflow.history import ExportProblem, MappingError, load_mapping
+    from civicflow.history import MappingError, load_mapping
+    from civicflow.history_export import ExportProblem
 
     try:
         history_mapping = load_mapping(mapping)
@@ -78,7 +79,7 @@ async def _import(
     from civicflow.city import load_city
     from civicflow.db import make_engine
     from civicflow.eventstore import PostgresEventStore
-    from civicflow.history import ExportReader, refused_row_cells, refused_rows_header
+    from civicflow.history_export import ExportReader, refused_row_cells, refused_rows_header
     from civicflow.pii import ContactVault, load_master_key
     from services.intake.handlers import CaseWriter
     from services.intake.importer import HistoryImport

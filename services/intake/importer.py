@@ -22,7 +22,8 @@ from civicflow.city import CityProfile
 from civicflow.events import CaseResolved, ImportedFrom
 from civicflow.eventstore import ConcurrencyConflict, StreamAppend
 from civicflow.geocode import Geocoder
-from civicflow.history import HistoricalRow, HistoryMapping, RowRefused, field_column
+from civicflow.history import HistoryMapping
+from civicflow.history_export import HistoricalRow, RowRefused, field_column
 from services.intake.domain import ServiceRequest, place, validate_request
 from services.intake.handlers import Accepted, CaseWriter, IdempotencyKeyReused, Submission, keys_taken
 

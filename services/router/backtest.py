@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from civicflow.codes import CODE
-from civicflow.history import HistoricalRow, RowRefused
+from civicflow.history_export import HistoricalRow, RowRefused
 from services.router.engine import CaseFacts, CompiledRuleSet, Routed
 
 TRIAGE = "(no rule: triage)"

@@ -111,7 +111,8 @@ def rules_dry_run(
 
 def _backtest_export(rules: Any, export: Path, mapping: Path | None, since: Any, csv_path: Path) -> None:
     """`rules dry-run --from-csv`: the candidate against the old system's departments (services/router/backtest.py)."""
-    from civicflow.history import ExportProblem, MappingError, load_mapping, read_export
+    from civicflow.history import MappingError, load_mapping
+    from civicflow.history_export import ExportProblem, read_export
     from services.router.backtest import backtest
 
     if mapping is None:

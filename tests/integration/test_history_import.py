@@ -25,7 +25,8 @@ from civicflow.db import make_engine
 from civicflow.events import CaseResolved, CaseSubmitted, RecordedEvent
 from civicflow.eventstore import PostgresEventStore
 from civicflow.geocode import NoGeocoder
-from civicflow.history import HistoryMapping, RowRefused, parse_mapping, read_export, refused_row_cells
+from civicflow.history import HistoryMapping, parse_mapping
+from civicflow.history_export import RowRefused, read_export, refused_row_cells
 from civicflow.pii import ContactVault
 from civicflow.settings import SAMPLE_CITY, KernelSettings
 from services.intake.cli import import_history

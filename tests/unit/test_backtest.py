@@ -11,7 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from civicflow.cli import app
-from civicflow.history import parse_mapping, read_export
+from civicflow.history import parse_mapping
+from civicflow.history_export import read_export
 from civicflow.settings import SAMPLE_CITY
 from services.router.backtest import backtest
 from services.router.rulebook import load_rules

@@ -14,16 +14,8 @@ from hypothesis import strategies as st
 
 from civicflow.city import load_city
 from civicflow.geocode import NoGeocoder
-from civicflow.history import (
-    ExportProblem,
-    HistoricalRow,
-    HistoryMapping,
-    MappingError,
-    RowRefused,
-    load_mapping,
-    parse_mapping,
-    read_export,
-)
+from civicflow.history import HistoryMapping, MappingError, load_mapping, parse_mapping
+from civicflow.history_export import ExportProblem, HistoricalRow, RowRefused, read_export
 from civicflow.settings import SAMPLE_CITY
 from samples.history.export import export_bytes
 from services.intake.domain import ServiceRequest
