@@ -9,6 +9,7 @@ city's wall clock).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -90,6 +91,22 @@ class HistoryMapping(BaseModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA time zone; write one like America/Chicago") from None
+        return value
+
+    @field_validator("timestamp_formats")
+    @classmethod
+    def _formats(cls, value: list[str]) -> list[str]:
+        sample = datetime(2026, 11, 28, 23, 30, 15)
+        for form in value:
+            try:
+                back = datetime.strptime(sample.strftime(form), form)
+            except ValueError:
+                back = None
+            if back is None or back.date() != sample.date():
+                raise ValueError(
+                    f"{form!r} does not read back the date it writes; give a strptime format with the year, month"
+                    " and day, like '%m/%d/%Y %I:%M:%S %p'"
+                )
         return value
 
     @field_validator("services", mode="before")

@@ -20,6 +20,7 @@ from civicflow.events import (
     RecordedEvent,
     RoutingDecision,
     WorkOrderRejected,
+    imported_from,
 )
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
@@ -81,9 +82,9 @@ class Router:
             log.info("rejection ignored: the case has moved on", case_id=str(event.case_id))
             return Decision()
         expected = stream[-1].version if stream else 0
+        tracked = [] if imported_from(history) else track_open_case(event.case_id, decision)
         return Decision(
-            appends=[StreamAppend(event.case_id, expected, [decision], event.caused(ACTOR))],
-            writes=track_open_case(event.case_id, decision),
+            appends=[StreamAppend(event.case_id, expected, [decision], event.caused(ACTOR))], writes=tracked
         )
 
     async def on_resolved(self, event: RecordedEvent, reads: Reads) -> Decision:

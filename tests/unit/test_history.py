@@ -129,6 +129,7 @@ def test_the_sample_mapping_loads() -> None:
         (('closed, "In', 'shut, "In'), "'open' or 'closed'"),
         (("  service: Type\n", ""), "columns.service"),
         (("  long: Lon\n", ""), "name both lat and long"),
+        (('["%m/%d/%Y %I:%M %p"]', '["%H:%M"]'), "does not read back the date it writes"),
         (
             ('departments: {"Dept. of Streets": streets}', 'departments: {"Dept. of Streets": Streets Dept}'),
             "not a department id",

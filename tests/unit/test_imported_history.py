@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.events import (
+    CaseRecategorised,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
@@ -160,3 +161,15 @@ def test_an_open_imported_row_gets_no_closing() -> None:
     submission = Submission(request, "import:oldcrm:SR-2", "f", "import:oldcrm", SATURDAY_NIGHT, still_open)
     first = StreamAppend(uuid7(), 0, [submitted()], routed_stream(None)[0].metadata, occurred_at=SATURDAY_NIGHT)
     assert closing(submission, first) == []
+
+
+async def test_an_imported_case_rerouted_after_a_correction_is_still_not_watched() -> None:
+    case_id = uuid7()
+    stream = [recorded(submitted(imported=IMPORTED), case_id=case_id, version=1, at=SATURDAY_NIGHT)]
+    change = CaseRecategorised(service_code="STRAY_DOG", previous_service_code="ANIMAL_BITE", reason="a stray")
+    stream.append(recorded(change, case_id=case_id, version=2, at=TODAY))
+    router = Router(cast(AsyncEngine, None), cast(EventStore, None), cast(RuleBook, FixedRules()))
+
+    decision = await router.on_reroute_trigger(stream[1], StoredStreams(*stream).reads_of())
+
+    assert len(decision.appends) == 1 and decision.writes == []
