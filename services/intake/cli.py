@@ -36,6 +36,8 @@ def import_history(
 ) -> None:
     """Bring a city's past requests in with their original submitted (and closed) times, through intake's own
     validation. Run it again after an interruption, or twice: requests already imported are skipped."""
+    from sqlalchemy.exc import DBAPIError
+
     from civicflow.history import MappingError, load_mapping
     from civicflow.history_export import ExportProblem
 
@@ -52,6 +54,13 @@ def import_history(
             summary = asyncio.run(_import(export, file.stat().st_size, history_mapping, url, refused_out, batch_size))
         except ExportProblem as exc:
             typer.echo(f"{file}: {exc}; nothing was imported", err=True)
+            raise typer.Exit(1) from exc
+        except (DBAPIError, OSError) as exc:
+            typer.echo(
+                f"the database stopped the import ({type(exc).__name__}): whole batches before it are in. Check that"
+                " the system is running and migrated (civicflow migrate), then run the same command again to go on.",
+                err=True,
+            )
             raise typer.Exit(1) from exc
     typer.echo(
         f"{file}: {summary.read} rows read: {summary.accepted} imported ({summary.closed} of them closed),"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.city import CityProfile
@@ -30,6 +30,8 @@ from services.intake.handlers import Accepted, CaseWriter, IdempotencyKeyReused,
 log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 500
+# What the database may answer about one row's values (a value PostgreSQL will not store, a unique key).
+_ONE_ROWS_FAULT = (DataError, IntegrityError, ConcurrencyConflict)
 _KEY_CHARS = 128  # intake's limit for an idempotency key
 
 
@@ -174,14 +176,15 @@ class HistoryImport:
     ) -> None:
         try:
             outcomes = await self._write(batch)
-        except (DBAPIError, ConcurrencyConflict) as exc:
+        except _ONE_ROWS_FAULT as exc:
             # Something in the batch the database would not take: each row alone, so only that one is refused.
+            # (A database that is down or unmigrated is no row's fault: that stops the import, to be run again.)
             log.warning("import batch failed; recording its rows one at a time", error=type(exc).__name__)
             outcomes = []
             for one in batch:
                 try:
                     outcomes.extend(await self._write([one]))
-                except (DBAPIError, ConcurrencyConflict) as alone:
+                except _ONE_ROWS_FAULT as alone:
                     outcomes.append(alone)
         for (row_number, submission), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Accepted):
