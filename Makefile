@@ -54,6 +54,7 @@ proto-check: install
 bench: install
 	$(BIN)/python -m bench.routing
 	$(BIN)/python -m bench.geocode
+	$(BIN)/python -m bench.import_speed
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install

@@ -77,6 +77,10 @@ def _coordinate(value: str, low: float, high: float) -> float | str:
     return number
 
 
+# No address, coordinate or place name is near this long; a longer field is a broken file, not a row.
+MAX_FIELD_CHARS = 128 * 1024
+
+
 def read_address_file(
     content: bytes,
     area: ServiceArea | None = None,
@@ -90,6 +94,8 @@ def read_address_file(
     if len(content) > MAX_FILE_BYTES:
         raise AddressFileError(f"the file is over {MAX_FILE_BYTES // 2**20} MiB; split it or check it is the right one")
     text = content.decode("utf-8-sig", errors="replace")  # a bad byte costs its row (below), not the file
+    # csv's limit is one for the whole process (the history import raises it for its own cells): set ours
+    csv.field_size_limit(MAX_FIELD_CHARS)
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header or not any(h.strip() for h in header):
@@ -113,7 +119,7 @@ def read_address_file(
     try:
         for row_number, row in enumerate(reader, start=2):
             _take_row(found, seen, row_number, row, area, address_at, lat_at, long_at, name_at)
-    except csv.Error as exc:  # a field over csv's limit (128 KiB), a quote never closed: the reader cannot go on
+    except csv.Error as exc:  # a field over MAX_FIELD_CHARS, a quote never closed: the reader cannot go on
         raise AddressFileError(f"line {reader.line_num}: {exc}; fix that line (the rows before it are fine)") from None
     return found
 

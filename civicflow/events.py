@@ -114,6 +114,20 @@ class Location(BaseModel):
         return self
 
 
+class ImportedFrom(BaseModel):
+    """Where an imported past request came from: it is history, so nothing acts on it as today's work."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(description="The old system, as the import mapping names it.")
+    external_id: str = Field(description="The request's number in the old system (or its row in the export).")
+    closed_at: datetime | None = Field(default=None, description="When the old system closed it, if it did.")
+    status: Literal["open", "closed"] = Field(description="Its status in the old system, as open or closed.")
+    old_department: str | None = Field(
+        default=None, description="Our department id for the agency that had it in the old system, when mapped."
+    )
+
+
 @catalogued
 class CaseSubmitted(CaseEvent):
     """A resident's request was accepted and given a tracking number (intake)."""
@@ -135,6 +149,11 @@ class CaseSubmitted(CaseEvent):
     has_email: bool = False
     attributes: dict[str, str] = Field(default={}, description="Answers to the service's questions, by question code.")
     flags: list[str] = Field(default=[], description="Priority flags the caller raised (hazard, blocking_traffic, …).")
+    imported: ImportedFrom | None = Field(
+        default=None,
+        description="Set for a past request brought in from a city's old system (civicflow import): submitted_at"
+        " is its original time, and no work order or notification is made for it.",
+    )
 
 
 class RoutingDecision(CaseEvent):
@@ -205,6 +224,12 @@ def current_service_code(history: Iterable[CaseEvent]) -> str | None:
         elif isinstance(event, CaseRecategorised):
             code = event.service_code
     return code
+
+
+def imported_from(history: Iterable[CaseEvent]) -> ImportedFrom | None:
+    """Where a case was imported from, or None for a live request: history no one should act on today."""
+    submitted = next((e for e in history if isinstance(e, CaseSubmitted)), None)
+    return submitted.imported if submitted else None
 
 
 @catalogued

@@ -114,6 +114,7 @@ class StageFacts:
     time_zone: str | None = None  # the department calendar's, where due_at is a wall-clock time
     resolution: str | None = None
     resolved_at: datetime | None = None
+    imported: bool = False  # a past request from the city's old system: its resident is not told again
 
 
 class MissingSubmission(LookupError):
@@ -147,6 +148,7 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         time_zone=routed.time_zone if routed else None,
         resolution=resolved.resolution if resolved else None,
         resolved_at=resolved.resolved_at if resolved else None,
+        imported=submitted.imported is not None,
     )
 
 

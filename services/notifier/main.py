@@ -103,6 +103,8 @@ class NotificationHandler:
             log.info("stage already notified", stage=stage)  # by an earlier event of this batch
             return Decision()
         facts = stage_facts(event, await reads.stream(event.case_id))
+        if facts.imported:
+            return self._without_sending(event, stage, NothingToSend("imported from the city's old system"))
         contact = None
         if facts.sealed_contact is not None:
             contact = await self._vault.unseal(reads.tx, event.case_id, facts.sealed_contact)

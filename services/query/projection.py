@@ -90,7 +90,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "submitted", f"request {data.tracking_number} received ({data.service_code})"
     elif isinstance(data, RoutingDecision):
         changes.update(
-            status="routed",
+            # an imported closed case is routed after its closing: it stays resolved
+            status="resolved" if base.status == "resolved" else "routed",
             department_id=data.department_id,
             department_name=data.department_name,
             priority=data.priority,
@@ -106,7 +107,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     elif isinstance(data, CaseNeedsTriage):
         # No department, so no due date: the call centre places it (the view keeps the time zone to read by).
         changes.update(
-            status="triage", department_id=data.queue, department_name="311 triage", due_at=None, rule_id=None
+            status="resolved" if base.status == "resolved" else "triage",
+            department_id=data.queue, department_name="311 triage", due_at=None, rule_id=None
         )
         stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
     elif isinstance(data, WorkOrderRejected):

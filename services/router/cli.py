@@ -55,6 +55,10 @@ def rules_dry_run(
     show_all: Annotated[
         bool, typer.Option("--all", help="List every service type, not only those whose cases change")
     ] = False,
+    from_csv: Annotated[
+        Path | None, typer.Option("--from-csv", help="Backtest on an old system's export instead (with --mapping)")
+    ] = None,
+    mapping: Annotated[Path | None, typer.Option(help="The `civicflow import` mapping that reads --from-csv")] = None,
 ) -> None:
     """Replay past cases through a candidate rule set and report what would change. Writes nothing but
     the CSV of changed cases (tracking number, submitted time, old and new department and rule)."""
@@ -72,6 +76,9 @@ def rules_dry_run(
     except ValueError as exc:
         raise typer.BadParameter(f"--since {since[:40]!r} is not a date like 2026-11-01") from exc
     start = start if start.tzinfo else start.replace(tzinfo=UTC)  # a date alone is read in UTC
+    if from_csv is not None:
+        _backtest_export(rules, from_csv, mapping, start, csv_path)
+        return
 
     async def replay() -> Any:
         engine = make_engine(database_url())
@@ -92,6 +99,38 @@ def rules_dry_run(
     report.write_csv(csv_path)
     typer.echo(render_report(report, show_all))
     typer.echo(f"\nchanged cases written to {csv_path}")
+
+
+def _backtest_export(rules: Any, export: Path, mapping: Path | None, since: Any, csv_path: Path) -> None:
+    """`rules dry-run --from-csv`: the candidate against the old system's departments (services/router/backtest.py)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from civicflow.address_points import address_geocoder
+    from civicflow.history import MappingError, load_mapping
+    from civicflow.history_export import ExportProblem, read_export
+    from services.router.backtest import backtest
+
+    if mapping is None:
+        raise typer.BadParameter("give the import mapping that reads the export", param_hint="--mapping")
+    try:
+        geocoder = asyncio.run(address_geocoder(database_url()))
+    except (OSError, DBAPIError, typer.BadParameter) as exc:  # no system to read the address points from
+        typer.echo(
+            f"note: the city's address points could not be read ({type(exc).__name__}); rows with an"
+            " address and no point are routed without a place",
+            err=True,
+        )
+        geocoder = None
+    try:
+        with export.open("rb") as rows:
+            report = backtest(rules, read_export(rows, load_mapping(mapping)), since, geocoder)
+    except (MappingError, ExportProblem, OSError) as exc:
+        typer.echo(f"{export}: {exc}; nothing was compared", err=True)
+        raise typer.Exit(1) from exc
+    report.write_csv(csv_path)
+    for line in report.summary_lines():
+        typer.echo(line)
+    typer.echo(f"\nrows where the candidate differs written to {csv_path}")
 
 
 @rules_app.command("reload")

@@ -20,6 +20,7 @@ from civicflow.events import (
     RecordedEvent,
     RoutingDecision,
     WorkOrderRejected,
+    imported_from,
 )
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
@@ -68,10 +69,9 @@ class Router:
     async def on_submitted(self, event: RecordedEvent, reads: Reads) -> Decision:
         assert isinstance(event.data, CaseSubmitted)
         decision = route_new_case(self._rules.current, event.data, event.metadata.channel)
-        return Decision(
-            appends=[StreamAppend(event.case_id, None, [decision], event.caused(ACTOR))],
-            writes=track_open_case(event.case_id, decision),
-        )
+        # An imported past request is routed (on its original time) but never watched for being overdue.
+        tracked = [] if event.data.imported else track_open_case(event.case_id, decision)
+        return Decision(appends=[StreamAppend(event.case_id, None, [decision], event.caused(ACTOR))], writes=tracked)
 
     async def on_reroute_trigger(self, event: RecordedEvent, reads: Reads) -> Decision:
         """WorkOrderRejected or CaseRecategorised: back through the rules, without who turned it down."""
@@ -83,9 +83,9 @@ class Router:
             log.info("rejection ignored: the case has moved on", case_id=str(event.case_id))
             return Decision()
         expected = stream[-1].version if stream else 0
+        tracked = [] if imported_from(history) else track_open_case(event.case_id, decision)
         return Decision(
-            appends=[StreamAppend(event.case_id, expected, [decision], event.caused(ACTOR))],
-            writes=track_open_case(event.case_id, decision),
+            appends=[StreamAppend(event.case_id, expected, [decision], event.caused(ACTOR))], writes=tracked
         )
 
     async def on_resolved(self, event: RecordedEvent, reads: Reads) -> Decision:

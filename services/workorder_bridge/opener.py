@@ -32,6 +32,7 @@ from civicflow.events import (
     WorkOrderRejected,
     WorkOrderSyncFailed,
     current_service_code,
+    imported_from,
 )
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.unit_of_work import Decision, Reads, Statement, record
@@ -112,6 +113,9 @@ class WorkOrderOpener:
         """The policy for CaseRouted and CaseRerouted: a new work order either way."""
         assert isinstance(event.data, RoutingDecision)
         stream = await reads.stream(event.case_id)
+        if imported_from(e.data for e in stream) is not None:
+            log.info("no work order for an imported past request", department_id=event.data.department_id)
+            return Decision()
         if standing_decision(stream, event.event_id) is None:  # we are behind: a later decision is coming
             self._replaced(event)
             return Decision()
