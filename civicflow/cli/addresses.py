@@ -23,7 +23,7 @@ def load(
     """Replace the address points with the file's, in one transaction; says how many were loaded and refused."""
     from civicflow.address_file import AddressFileError, digest_of, read_address_file, replace_address_points
     from civicflow.city import load_city
-    from civicflow.cli.reach import database_url
+    from civicflow.reach import database_url
     from civicflow.settings import KernelSettings
 
     try:

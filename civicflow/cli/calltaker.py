@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from civicflow.cli.reach import call
+from civicflow.reach import call
 
 
 def submit(

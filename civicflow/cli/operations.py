@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from civicflow.cli.reach import with_engine
+from civicflow.reach import with_engine
 from civicflow.settings import KernelSettings
 
 keys_app = typer.Typer(help="API keys of the systems that call civicflow (call centre, portal…).", no_args_is_help=True)

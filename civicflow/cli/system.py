@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from civicflow.cli.reach import cli_key_file, dev_file, require_infrastructure
+from civicflow.reach import cli_key_file, dev_file, require_infrastructure
 from civicflow.settings import KernelSettings
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO, TextIO
 
 import typer
 
-from civicflow.cli.reach import database_url
+from civicflow.reach import database_url
 from civicflow.settings import KernelSettings
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from civicflow.cli.reach import database_url
+from civicflow.reach import database_url
 
 
 def replay_query() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from civicflow.cli.reach import call, database_url
+from civicflow.reach import call, database_url
 
 rules_app = typer.Typer(help="Check, try out, explain and load a city's routing rules.", no_args_is_help=True)
 

@@ -61,7 +61,7 @@ async def test_a_store_from_before_0004_keeps_its_order_and_its_relay_cursor(
     finally:
         await conn.close()
 
-    assert await migrate(empty_database, [KERNEL]) == ["events/0004_commit_order.sql"]
+    assert "events/0004_commit_order.sql" in await migrate(empty_database, [KERNEL])
     conn = await asyncpg.connect(libpq_url(empty_database))
     try:
         cursor = await conn.fetchrow("SELECT xid::text AS xid, position FROM events.relay_cursor WHERE topic = 't'")
