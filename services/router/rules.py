@@ -15,14 +15,33 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from civicflow.city import ServiceAreaSpec, ServiceSpec
-from civicflow.codes import Channel
+from civicflow.codes import Channel, CodeKind, code_problem
 from services.router.calendar import CalendarSpec, Weekday, parse_window
+from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems
 
 Priority = Literal["low", "normal", "high", "urgent"]
-_ID = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+def _code(kind: CodeKind) -> BeforeValidator:
+    """The one grammar intake also applies (civicflow.codes): what the city defines here, intake can take."""
+
+    def check(value: object) -> object:
+        problem = code_problem(kind, value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return BeforeValidator(check)
+
+
+ServiceCode = Annotated[str, _code("service code")]
+DepartmentId = Annotated[str, _code("department id")]
+CalendarId = Annotated[str, _code("calendar id")]
+AreaId = Annotated[str, _code("area id")]
+RuleId = Annotated[str, _code("rule id")]
 
 
 class _Strict(BaseModel):
@@ -80,14 +99,14 @@ class TimeCondition(_Strict):
 class Conditions(_Strict):
     """All given conditions must hold (AND); a list inside one condition means any of its items (OR)."""
 
-    service_codes: list[str] | None = None
+    service_codes: list[ServiceCode] | None = None
     service_groups: list[str] | None = None
     words_any: list[str] | None = None  # whole words, case-insensitive, in the description
     words_none: list[str] | None = None
     pattern: str | None = None  # a regular expression searched in the description, case-insensitive
     attributes: dict[str, str | list[str]] | None = None  # answer (or any of the answers) per question
-    inside: list[str] | None = None  # area ids: the location lies inside any of them
-    outside: list[str] | None = None  # area ids: the location lies inside none of them
+    inside: list[AreaId] | None = None  # area ids: the location lies inside any of them
+    outside: list[AreaId] | None = None  # area ids: the location lies inside none of them
     time: TimeCondition | None = None
     channels: list[Channel] | None = None
     flags_any: list[str] | None = None  # priority flags the caller ticked, e.g. hazard, blocking_traffic
@@ -120,7 +139,7 @@ class Action(_Strict):
 
 
 class Rule(_Strict):
-    id: Annotated[str, Field(pattern=_ID)]
+    id: RuleId
     description: str
     when: Conditions = Conditions()
     then: Action
@@ -139,9 +158,9 @@ class RuleSet(_Strict):
     service_area: ServiceAreaSpec | None = None
     timezone: str
     triage: TriageSettings = TriageSettings()
-    calendars: dict[str, CalendarSpec]
-    departments: dict[str, Department]
-    services: dict[str, ServiceSpec]
+    calendars: dict[CalendarId, CalendarSpec]
+    departments: dict[DepartmentId, Department]
+    services: dict[ServiceCode, ServiceSpec]
     areas: list[AreaSource] = []
     rules: list[Rule]
 
@@ -157,11 +176,11 @@ class RuleSet(_Strict):
     @model_validator(mode="after")
     def _references_resolve(self) -> RuleSet:
         problems: list[str] = []
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.id in seen:
-                problems.append(f"rule {rule.id}: the id is used twice")
-            seen.add(rule.id)
+        first: dict[str, int] = {}
+        for n, rule in enumerate(self.rules, start=1):
+            if rule.id in first:
+                problems.append(f"rule {rule.id}: the id is used twice (rules #{first[rule.id]} and #{n})")
+            first.setdefault(rule.id, n)
         for dept_id, dept in self.departments.items():
             if dept.calendar not in self.calendars:
                 named = _unknown(dept.calendar, self.calendars)
@@ -204,34 +223,44 @@ class RuleSetError(ValueError):
     """A rule set that cannot be used, with every problem found, each with where it is."""
 
 
-def _where(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
-    """'rule pothole-downtown, then.sla' rather than 'rules.3.then.sla'."""
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rules = raw.get("rules") or []
-        rule_id = rules[loc[1]].get("id") if loc[1] < len(rules) and isinstance(rules[loc[1]], dict) else None
-        rest = ".".join(str(p) for p in loc[2:])
-        return f"rule {rule_id or f'#{loc[1] + 1}'}" + (f", {rest}" if rest else "")
-    return ".".join(str(p) for p in loc) or "(top level)"
+# Every field name a rule set has, to suggest what a misspelt one meant ("rulez" -> rules).
+_FIELDS = (
+    frozenset(
+        name
+        for model in (RuleSet, Department, AreaSource, Sla, TimeCondition, Conditions, Action, Rule, TriageSettings)
+        for name in model.model_fields
+    )
+    | frozenset(ServiceSpec.model_fields)
+    | frozenset(ServiceAreaSpec.model_fields)
+    | frozenset(CalendarSpec.model_fields)
+)
 
 
-def parse_rule_set(raw: Any, source: str) -> RuleSet:
+def parse_rule_set(raw: Any, source: str, repeated: list[str] | None = None) -> RuleSet:
+    """The rule set in raw (as read from YAML); RuleSetError lists every problem, each with where it is.
+    repeated: keys the file gave twice (read_rule_set finds them), refused along with the rest."""
+    problems = [f"{source}: {problem}" for problem in repeated or []]
     if not isinstance(raw, dict):
-        raise RuleSetError(
-            f"{source}: expected a mapping with version, rules, departments…; found {type(raw).__name__}"
-        )
+        problems.append(f"{source}: expected a mapping with version, rules, departments…; found {found(raw)}")
+        raise RuleSetError("\n".join(problems))
     try:
-        return RuleSet.model_validate(raw)
+        rule_set = RuleSet.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_input=False, include_url=False):
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}: {_where(error['loc'], raw)}: {message}")
+        problems += [
+            f"{source}: {problem}" for problem in problems_in_words(exc.errors(include_url=False), raw, _FIELDS)
+        ]
         raise RuleSetError("\n".join(problems)) from exc
+    if problems:
+        raise RuleSetError("\n".join(problems))
+    return rule_set
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
     """Where and what, without PyYAML's quote of the offending lines: a reload request can name a file
     that is not a rule set, and its lines would go back to whoever asked."""
+    if isinstance(error, yaml.reader.ReaderError):
+        code = error.character if isinstance(error.character, int) else ord(error.character)
+        return f"character {error.position + 1}: U+{code:04X} is not allowed in YAML"
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or "cannot be parsed"
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else str(problem)
@@ -240,14 +269,16 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def read_rule_set(path: Path) -> tuple[RuleSet, dict[str, Any]]:
     """The rule set in path and the GeoJSON of its areas (read relative to the file)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw, repeated = load_city_yaml(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise RuleSetError(f"{path}: cannot read the rule set: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise RuleSetError(f"{path}: not a rule set: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise RuleSetError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
-    rule_set = parse_rule_set(raw, str(path))
+    except RecursionError as exc:
+        raise RuleSetError(f"{path}: not a rule set: nested too deeply") from exc
+    rule_set = parse_rule_set(raw, str(path), repeated_key_problems(repeated, raw))
     geojson: dict[str, Any] = {}
     for source in rule_set.areas:
         area_path = (path.parent / source.file).resolve()
@@ -257,7 +288,34 @@ def read_rule_set(path: Path) -> tuple[RuleSet, dict[str, Any]]:
             raise RuleSetError(f"{path}: areas file {source.file}: cannot read it: {exc.strerror}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RuleSetError(f"{path}: areas file {source.file}: cannot read it as GeoJSON: {exc}") from exc
+    problems = area_id_problems(rule_set.areas, geojson)
+    if problems:
+        raise RuleSetError("\n".join(f"{path}: {problem}" for problem in problems))
     return rule_set, geojson
+
+
+def area_id_problems(sources: Iterable[AreaSource], geojson: dict[str, Any]) -> list[str]:
+    """Area ids that break the one grammar or are defined twice, across all the areas files. The shape of
+    the files (a FeatureCollection, valid geometries) is the engine's to check when it compiles them."""
+    problems: list[str] = []
+    first: dict[str, str] = {}
+    for source in sources:
+        collection = geojson.get(source.file)
+        features = collection.get("features") if isinstance(collection, dict) else None
+        for n, feature in enumerate(features if isinstance(features, list) else [], start=1):
+            properties = feature.get("properties") if isinstance(feature, dict) else None
+            area_id = properties.get(source.id_property) if isinstance(properties, dict) else None
+            if area_id is None:
+                continue
+            where = f"areas file {source.file}, feature #{n}, properties.{source.id_property}"
+            problem = code_problem("area id", area_id)
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
+            elif area_id in first:
+                problems.append(f"{where}: area {area_id} is defined twice (first as {first[area_id]})")
+            else:
+                first[area_id] = f"{source.file} feature #{n}"
+    return problems
 
 
 def dump_rule_set(rule_set: RuleSet) -> str:
