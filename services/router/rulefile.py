@@ -29,16 +29,16 @@ class CityFileLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, list[int]] = {}
-        shown: dict[Any, str] = {}
+        written: dict[Any, str] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
                 continue
             key = self.construct_object(key_node)  # cached: the mapping itself reuses it
             lines.setdefault(key, []).append(key_node.start_mark.line + 1)
-            shown.setdefault(key, key_node.value)
+            written.setdefault(key, key_node.value)
         for key, at in lines.items():
             if len(at) > 1:
-                self.repeated.append((node, _shown(shown[key]), at))
+                self.repeated.append((node, shown(written[key]), at))
         return super().construct_mapping(node, deep=deep)
 
 
@@ -84,7 +84,7 @@ def repeated_key_problems(repeated: Sequence[tuple[tuple[Any, ...], str, list[in
     return problems
 
 
-def _shown(name: object) -> str:
+def shown(name: object) -> str:
     """A name from the file as it may be shown back: a code as it is, anything else cut short and quoted."""
     text = str(name)
     if CODE.match(text):
@@ -101,14 +101,14 @@ def where_in(loc: Sequence[Any], raw: Any) -> str:
         entry = rules[loc[1]] if loc[1] < len(rules) else None
         rule_id = entry.get("id") if isinstance(entry, dict) else None
         rest = ".".join(str(p) for p in loc[2:])
-        name = _shown(rule_id) if isinstance(rule_id, str) and rule_id else f"#{loc[1] + 1}"
+        name = shown(rule_id) if isinstance(rule_id, str) and rule_id else f"#{loc[1] + 1}"
         return f"rule {name}" + (f", {rest}" if rest else "")
     if len(loc) >= 2 and loc[0] in _SECTIONS:
         if loc[-1] == "[key]" and len(loc) == 3:
             return str(loc[0])
         rest = ".".join(str(p) for p in loc[2:])
         # pydantic names an entry whose key is not text (NO: read as false) by a number: say so instead
-        entry = f"{_SECTIONS[loc[0]]} {_shown(loc[1])}" if isinstance(loc[1], str) else f"{loc[0]} (the key not text)"
+        entry = f"{_SECTIONS[loc[0]]} {shown(loc[1])}" if isinstance(loc[1], str) else f"{loc[0]} (the key not text)"
         return entry + (f", {rest}" if rest else "")
     return ".".join(str(p) for p in loc) or "(top level)"
 
@@ -149,15 +149,16 @@ _EXPECTED = {
     "date_parsing": "a date like 2026-12-25",
     "date_from_datetime_parsing": "a date like 2026-12-25",
 }
-# Union members pydantic names in an error's location; the city wrote none of them.
-_UNION_TAGS = frozenset({"str", "list[str]", "float", "int", "bool", "none", "function-after[_window(), str]"})
+# The members of the one union a rule set has (an answer, or a list of answers) that pydantic names in an
+# error's location; the city wrote neither.
+_UNION_TAGS = frozenset({"str", "list[str]"})
 
 
 def problem_in_words(error: ErrorDetails, fields: Collection[str] = ()) -> str:
     """One pydantic error as the city reads it: what was expected and what was found. fields: the names a
     rule set uses anywhere, to suggest the one a misspelt field probably meant."""
     kind, given, context = error["type"], error.get("input"), error.get("ctx") or {}
-    if kind in ("string_type",) and isinstance(given, bool):
+    if kind == "string_type" and isinstance(given, bool):
         return (
             f"YAML read this as {str(given).lower()}: an unquoted yes/no/on/off/true/false is a boolean;"
             " quote it to mean the text"
@@ -174,11 +175,9 @@ def problem_in_words(error: ErrorDetails, fields: Collection[str] = ()) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         bound = {"greater_than": "above", "greater_than_equal": "at least", "less_than": "below"}.get(kind, "at most")
         limit = next(iter(context.values()), "")
-        return (
-            f"expected a number {bound} {limit}, found {given!r}"
-            if isinstance(given, int | float)
-            else (f"expected a number {bound} {limit}, found {found(given)}")
-        )
+        limit = f"{limit:g}" if isinstance(limit, int | float) else limit
+        shown = repr(given) if isinstance(given, int | float) else found(given)
+        return f"expected a number {bound} {limit}, found {shown}"
     if kind == "finite_number":
         return "expected a finite number, found infinity or NaN"
     if kind == "string_too_short":
@@ -190,15 +189,24 @@ def problems_in_words(errors: Sequence[ErrorDetails], raw: Any, fields: Collecti
     """Every error at its place; alternatives pydantic tried at one place (text, or a list of text) are
     said once: "expected text or a list, found a number"."""
     by_place: dict[str, list[str]] = {}
+    lines = []
     for error in errors:
         loc = tuple(p for p in error["loc"] if p not in _UNION_TAGS)
+        if not loc:  # the rule set as a whole (references that do not resolve): it says where, a line each
+            lines += [_cut(line) for line in problem_in_words(error, fields).splitlines()]
+            continue
         by_place.setdefault(where_in(loc, raw), []).append(problem_in_words(error, fields))
-    lines = []
     for place, messages in by_place.items():
         expected = [m.removeprefix("expected ").split(", found ")[0] for m in messages if m.startswith("expected ")]
         if len(expected) > 1 and len(expected) == len(messages):
             found_part = messages[0].split(", found ", 1)[1]
-            lines.append(f"{place}: expected {' or '.join(dict.fromkeys(expected))}, found {found_part}")
+            lines.append(_cut(f"{place}: expected {' or '.join(dict.fromkeys(expected))}, found {found_part}"))
         else:
-            lines.extend(f"{place}: {m}" for m in dict.fromkeys(messages))
+            lines.extend(_cut(f"{place}: {m}") for m in dict.fromkeys(messages))
     return lines
+
+
+def _cut(line: str, most: int = 400) -> str:
+    """A problem is a line a person reads: a validator that quotes a value (a time zone, a calendar's hours)
+    must not send a 100 KB value back."""
+    return line if len(line) <= most else f"{line[: most - 40]}… ({len(line):,} characters in all)"

@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from civicflow.city import ServiceAreaSpec, ServiceSpec
 from civicflow.codes import Channel, CodeKind, code_problem
 from services.router.calendar import CalendarSpec, Weekday, parse_window
-from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems
+from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems, shown
 
 Priority = Literal["low", "normal", "high", "urgent"]
 
@@ -176,6 +176,7 @@ class RuleSet(_Strict):
     @model_validator(mode="after")
     def _references_resolve(self) -> RuleSet:
         problems: list[str] = []
+        _unknown = _Unknown()
         first: dict[str, int] = {}
         for n, rule in enumerate(self.rules, start=1):
             if rule.id in first:
@@ -209,14 +210,28 @@ class RuleSet(_Strict):
                         f"{where}: when.time.{field} {_unknown(calendar, self.calendars)} is not a defined calendar"
                     )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one problem a line: parse_rule_set keeps them apart
         return self
 
 
-def _unknown(name: str, known: Iterable[str]) -> str:
-    """An unknown name quoted, with the known one it is probably a typo of: "'sanitaton' (sanitation?)"."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f"{name!r} ({close[0]}?)" if close else repr(name)
+class _Unknown:
+    """An unknown name quoted, with the known one it is probably a typo of: "'sanitaton' (sanitation?)".
+    Only the first few names get a guess: against 2,000 service codes a guess costs some 20 ms, and a
+    catalogue renamed under 2,000 rules would otherwise take a minute to refuse; the first guesses show the
+    pattern."""
+
+    GUESSES = 25
+
+    def __init__(self) -> None:
+        self._guessed: dict[str, str | None] = {}
+
+    def __call__(self, name: str, known: Iterable[str]) -> str:
+        if name not in self._guessed and len(self._guessed) < self.GUESSES:
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+            self._guessed[name] = close[0] if close else None
+        guess = self._guessed.get(name)
+        quoted = repr(name) if len(name) <= 64 and name.isprintable() else shown(name)
+        return f"{quoted} ({guess}?)" if guess else quoted
 
 
 class RuleSetError(ValueError):

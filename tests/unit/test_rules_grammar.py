@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from civicflow.codes import CODE
-from services.router.rulebook import load_rules
+from services.router.rulebook import RuleBook, load_rules
 from services.router.rules import RuleSetError
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "city"
@@ -67,6 +67,9 @@ RULE = "then: {department: police, sla: {calendar_days: 3}}"
         (RULE, "then: {department: police, sla: {calendar_days: 3}, priorty: high}", "(priority?)"),
         (RULE, "then: {department: police, sla: {calendar_days: 3}, priority: hgh}", "expected one of 'low'"),
         ("rules:\n", "rulez:\n", "rulez: not a field here (rules?)"),
+        (RULE, "then: {department: police, sla: {calendar_days: .nan}}", "expected a number above 0, found nan"),
+        ("when: {service_codes: [NOISE]}", "when: {channels: [fax]}", "when.channels.0: expected one of 'phone'"),
+        ("when: {service_codes: [NOISE]}", "when: {attributes: {size: 3}}", "expected text or a list, found a number"),
         (STREETS, "  streets: {name: [Streets], calendar: office}\n", "department streets, name: expected text"),
     ],
 )
@@ -147,3 +150,50 @@ def test_any_text_as_a_service_code_is_taken_exactly_when_intake_would_take_it(
         assert key in load_rules(path).rule_set.services
     else:
         assert "services: " in refusal(path)
+
+
+def test_a_renamed_catalogue_is_refused_one_problem_a_line_with_guesses_for_the_first(tmp_path: Path) -> None:
+    rules = "".join(
+        f"  - id: r{n}\n    description: r\n    when: {{service_codes: [POTHOL{n}]}}\n"
+        f"    then: {{department: streets, sla: {{calendar_days: 1}}}}\n"
+        for n in range(40)
+    )
+    message = refusal(city_file(tmp_path, "rules:\n", f"rules:\n{rules}"))
+    unknown = [line for line in message.splitlines() if "is not in services" in line]
+    assert len(unknown) == 40
+    assert all(line.startswith(str(tmp_path / "rules.yaml") + ": rule r") for line in unknown)
+    assert "rule r0: when.service_codes 'POTHOL0' (POTHOLE?) is not in services" in message
+
+
+# Values a city file can hold by mistake or by malice, put where the fixture has a value.
+_hostile = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        ["\x00", "NO", "off", ".nan", ".inf", "-1", "", " ", "[]", "{}", "~", "!!binary AA==", "&a x", "*a"]
+    ),
+    st.builds(lambda n: "x" * n, st.sampled_from([65, 1025, 100_000])),
+)
+_VALUE_LINES = [n for n, line in enumerate((FIXTURE / "rules.yaml").read_text().splitlines()) if ": " in line]
+
+
+@given(st.sampled_from(_VALUE_LINES), _hostile)
+@settings(max_examples=200, deadline=None)
+def test_a_hostile_value_anywhere_is_refused_by_place_or_taken_and_the_rules_in_force_stay(
+    tmp_path_factory: pytest.TempPathFactory, line: int, value: str
+) -> None:
+    folder = tmp_path_factory.mktemp("city")
+    shutil.copy(FIXTURE / "areas.geojson", folder / "areas.geojson")
+    shutil.copy(FIXTURE / "rules.yaml", folder / "rules.yaml")
+    book = RuleBook(folder / "rules.yaml")
+    before = book.current
+    lines = (FIXTURE / "rules.yaml").read_text().splitlines()
+    key, _, _ = lines[line].partition(": ")
+    lines[line] = f"{key}: {value}"
+    edited = folder / "edited.yaml"
+    edited.write_text("\n".join(lines) + "\n")
+    try:
+        book.replace(edited)
+    except RuleSetError as exc:
+        assert book.current is before
+        assert all(problem.startswith(f"{edited}: ") for problem in str(exc).splitlines())
+        assert len(str(exc)) < 20_000
