@@ -176,7 +176,7 @@ class RuleSet(_Strict):
     @model_validator(mode="after")
     def _references_resolve(self) -> RuleSet:
         problems: list[str] = []
-        _unknown = _Unknown()
+        unknown = _Unknown()  # one per validation: its guesses are counted
         first: dict[str, int] = {}
         for n, rule in enumerate(self.rules, start=1):
             if rule.id in first:
@@ -184,30 +184,30 @@ class RuleSet(_Strict):
             first.setdefault(rule.id, n)
         for dept_id, dept in self.departments.items():
             if dept.calendar not in self.calendars:
-                named = _unknown(dept.calendar, self.calendars)
+                named = unknown(dept.calendar, self.calendars)
                 problems.append(f"department {dept_id}: calendar {named} is not defined")
         if self.triage.department not in self.departments:
-            problems.append(f"triage: department {_unknown(self.triage.department, self.departments)} is not defined")
+            problems.append(f"triage: department {unknown(self.triage.department, self.departments)} is not defined")
         groups = {s.group for s in self.services.values()}
         for rule in self.rules:
             where = f"rule {rule.id}"
             if rule.then.department not in self.departments:
-                department = _unknown(rule.then.department, self.departments)
+                department = unknown(rule.then.department, self.departments)
                 problems.append(f"{where}: then.department {department} is not defined")
             when = rule.when
             for code in when.service_codes or []:
                 if code not in self.services:
-                    problems.append(f"{where}: when.service_codes {_unknown(code, self.services)} is not in services")
+                    problems.append(f"{where}: when.service_codes {unknown(code, self.services)} is not in services")
             for group in when.service_groups or []:
                 if group not in groups:
                     problems.append(
-                        f"{where}: when.service_groups {_unknown(group, groups)} is not a group of any service"
+                        f"{where}: when.service_groups {unknown(group, groups)} is not a group of any service"
                     )
             for field in ("outside_business_hours_of", "inside_business_hours_of"):
                 calendar = getattr(when.time, field, None) if when.time else None
                 if calendar is not None and calendar not in self.calendars:
                     problems.append(
-                        f"{where}: when.time.{field} {_unknown(calendar, self.calendars)} is not a defined calendar"
+                        f"{where}: when.time.{field} {unknown(calendar, self.calendars)} is not a defined calendar"
                     )
         if problems:
             raise ValueError("\n".join(problems))  # one problem a line: parse_rule_set keeps them apart
