@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration test-e2e lint typecheck proto proto-check asyncapi bench bench-routing clean
+.PHONY: install run test test-unit test-integration test-e2e lint typecheck proto proto-check asyncapi bench bench-routing bench-rules-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,17 +48,21 @@ proto-check: install
 	diff -r -x __init__.py -x __pycache__ build/proto-check/civicflow/v1 civicflow/v1 \
 		|| (echo "generated gRPC stubs are out of date: run 'make proto' and commit" >&2; exit 1)
 
-# Routing first: it runs in process and needs no infrastructure. BENCH_ARGS are submit_load's here
-# (e.g. --mode burst, --rate 200), so routing runs with its defaults; `make bench-routing BENCH_ARGS=...`
-# to change them. The default suite (burst, open-loop storm, replay) takes a few minutes.
+# Routing and `rules check` (a 2,000-service city) first: they run in process and need no infrastructure.
+# BENCH_ARGS are submit_load's here (e.g. --mode burst, --rate 200), so those two run with their defaults;
+# `make bench-routing BENCH_ARGS=...` or `make bench-rules-check BENCH_ARGS=...` to change them. The default suite (burst, open-loop storm, replay) takes a few minutes.
 bench: install
 	$(BIN)/python -m bench.routing
+	$(BIN)/python -m bench.rules_check
 	$(BIN)/python -m bench.geocode
 	$(BIN)/python -m bench.import_speed
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install
 	$(BIN)/python -m bench.routing $(BENCH_ARGS)
+
+bench-rules-check: install
+	$(BIN)/python -m bench.rules_check $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ MAX_CODE_CHARS = 64
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CODE_RULE = "1 to 64 ASCII letters, digits, _ . or -, starting with a letter or digit"
 
-CodeKind = Literal["service code", "department id", "area id", "rule id"]
+CodeKind = Literal["service code", "department id", "area id", "rule id", "calendar id"]
 
 # How a request reached the city. The list is closed: an unknown channel is refused, never replaced.
 Channel = Literal["phone", "web", "app", "email", "sms", "chat", "social", "walk_in", "mail", "system"]
@@ -65,13 +65,14 @@ def code_problem(kind: CodeKind, value: object) -> str | None:
             f"YAML read this {kind} as {str(value).lower()}: an unquoted yes/no/on/off/true/false is a boolean;"
             f' quote it (for example "{word}")'
         )
+    a_kind = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
     if not isinstance(value, str):
-        return f"the {kind} {value!r} is a {type(value).__name__}; a {kind} is text: quote it"
+        return f"the {kind} {value!r} is a {type(value).__name__}; {a_kind} is text: quote it"
     if CODE.match(value):
         return None
     suggestion = derive_code(value) if kind == "service code" else derive_code(value).lower().replace("_", "-")
-    shown = value if len(value) <= 80 and value.isprintable() else f"{value[:40]!r}…"
-    return f"{shown!r} is not a {kind}: use {CODE_RULE}; write {suggestion!r} (and keep the words as its name)"
+    shown = repr(value) if len(value) <= 80 and value.isprintable() else f"{value[:40]!r}…"
+    return f"{shown} is not {a_kind}: use {CODE_RULE}; write {suggestion!r} (and keep the words as its name)"
 
 
 def channel_of(value: str) -> Channel | None:

@@ -8,7 +8,7 @@ every rule up to the one that decided, for a triaged one the rules that came clo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -164,15 +164,31 @@ class CompiledRuleSet:
         self._any_service = tuple(
             r for r in self._rules if not (r.rule.when.service_codes or r.rule.when.service_groups)
         )
-        self._by_service = {
-            code: tuple(r for r in self._rules if self._could_match(r.rule, code)) for code in self._groups
-        }
+        self._by_service = self._index_by_service()
 
-    def _could_match(self, rule: Rule, code: str) -> bool:
-        when = rule.when
-        if when.service_codes and code not in when.service_codes:
-            return False
-        return not when.service_groups or self._groups[code] in when.service_groups
+    def _index_by_service(self) -> dict[str, tuple[_CompiledRule, ...]]:
+        """For each service code, the rules that could match it, in order: each rule is added to the codes it
+        admits (named, or in a named group), rather than each code tested against every rule."""
+        members: dict[str, list[str]] = {}
+        for code, group in self._groups.items():
+            members.setdefault(group, []).append(code)
+        by_service: dict[str, list[_CompiledRule]] = {code: [] for code in self._groups}
+        for compiled in self._rules:
+            when = compiled.rule.when
+            if when.service_codes:
+                groups = set(when.service_groups or ())
+                codes: Iterable[str] = (
+                    c
+                    for c in dict.fromkeys(when.service_codes)
+                    if c in self._groups and (not groups or self._groups[c] in groups)
+                )
+            elif when.service_groups:
+                codes = (c for g in dict.fromkeys(when.service_groups) for c in members.get(g, ()))
+            else:
+                codes = by_service
+            for code in codes:
+                by_service[code].append(compiled)
+        return {code: tuple(rules) for code, rules in by_service.items()}
 
     def _candidates(self, code: str) -> tuple[_CompiledRule, ...]:
         return self._by_service.get(code, self._any_service)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+
+from shapely import STRtree
 
 from services.router.engine import CompiledRuleSet
 from services.router.rules import Conditions, Rule
@@ -20,19 +22,26 @@ class Finding:
         return f"{self.level}: {self.where}: {self.message}"
 
 
-def _codes_admitted(when: Conditions, groups: dict[str, str]) -> frozenset[str] | None:
-    """The service codes a rule can match, or None for any."""
+def _codes_admitted(when: Conditions, members: dict[str, frozenset[str]]) -> frozenset[str] | None:
+    """The service codes a rule can match, or None for any. members: the codes of each group."""
     sets = []
     if when.service_codes:
         sets.append(frozenset(when.service_codes))
     if when.service_groups:
-        sets.append(frozenset(c for c, g in groups.items() if g in when.service_groups))
+        sets.append(frozenset().union(*(members.get(g, frozenset()) for g in when.service_groups)))
     if not sets:
         return None
     result = sets[0]
     for s in sets[1:]:
         result &= s
     return result
+
+
+def _members(groups: dict[str, str]) -> dict[str, frozenset[str]]:
+    codes: dict[str, set[str]] = {}
+    for code, group in groups.items():
+        codes.setdefault(group, set()).add(code)
+    return {group: frozenset(c) for group, c in codes.items()}
 
 
 def _subset(narrow: Sequence[str] | None, broad: Sequence[str] | None) -> bool:
@@ -45,8 +54,13 @@ def _subset(narrow: Sequence[str] | None, broad: Sequence[str] | None) -> bool:
 def covers(earlier: Rule, later: Rule, groups: dict[str, str]) -> bool:
     """True when every case `later` could match is matched by `earlier` first (so `later` never fires).
     Conservative: it says True only when that is certain from the conditions alone."""
-    a, b = earlier.when, later.when
-    codes_a, codes_b = _codes_admitted(a, groups), _codes_admitted(b, groups)
+    members = _members(groups)
+    return _covers(
+        earlier.when, later.when, _codes_admitted(earlier.when, members), _codes_admitted(later.when, members)
+    )
+
+
+def _covers(a: Conditions, b: Conditions, codes_a: frozenset[str] | None, codes_b: frozenset[str] | None) -> bool:
     if codes_a is not None and (codes_b is None or not codes_b <= codes_a):
         return False
     if not (_subset(b.channels, a.channels) and _subset(b.flags_any, a.flags_any) and _subset(b.inside, a.inside)):
@@ -67,10 +81,56 @@ def covers(earlier: Rule, later: Rule, groups: dict[str, str]) -> bool:
 def lint(rules: CompiledRuleSet) -> list[Finding]:
     rule_set = rules.rule_set
     groups = {code: s.group for code, s in rule_set.services.items()}
-    findings: list[Finding] = []
+    members = _members(groups)
+    admitted = [_codes_admitted(r.when, members) for r in rule_set.rules]
+    findings = _shadowed(rule_set.rules, admitted)
 
-    for i, later in enumerate(rule_set.rules):
-        shadows = [earlier for earlier in rule_set.rules[:i] if covers(earlier, later, groups)]
+    targeted = {r.then.department for r in rule_set.rules} | {rule_set.triage.department}
+    for department in sorted(set(rule_set.departments) - targeted):
+        findings.append(Finding("warning", f"department {department}", "no rule sends it any case"))
+
+    catch_all = next(
+        (r for r, codes in zip(rule_set.rules, admitted, strict=True) if codes is None and r.when == Conditions()), None
+    )
+    named = frozenset().union(*(codes for codes in admitted if codes is not None))
+    for code in sorted(set(rule_set.services) - named):
+        if catch_all is None:
+            findings.append(
+                Finding("warning", f"service {code}", "no rule routes it: every such case goes to the triage queue")
+            )
+        else:
+            findings.append(
+                Finding(
+                    "warning", f"service {code}", f"no rule names it; only the catch-all rule {catch_all.id} places it"
+                )
+            )
+    findings += _overlapping_areas(rules, admitted)
+    return findings
+
+
+def _shadowed(rules: Sequence[Rule], admitted: Sequence[frozenset[str] | None]) -> list[Finding]:
+    """Rules that an earlier rule matches first for every case. Only earlier rules that admit every code the
+    later one admits can cover it, so each rule is compared with those (found through one of its codes)
+    rather than with every rule before it."""
+    by_code: dict[str, list[int]] = {}  # rules admitting a code by naming it (or its group), in order
+    any_code: list[int] = []  # rules that name no service
+    findings: list[Finding] = []
+    for i, later in enumerate(rules):
+        codes = admitted[i]
+        if codes is None:
+            candidates: Iterable[int] = any_code
+        elif not codes:  # admits no code at all: every earlier rule covers it vacuously
+            candidates = range(i)
+        else:
+            # the code the fewest earlier rules admit: any rule covering this one admits it too
+            fewest = min(codes, key=lambda code: len(by_code.get(code, ())))
+            candidates = heapq.merge(by_code.get(fewest, []), any_code)
+        shadows = [rules[j] for j in candidates if _covers(rules[j].when, later.when, admitted[j], codes)]
+        if codes is None:
+            any_code.append(i)
+        else:
+            for code in codes:
+                by_code.setdefault(code, []).append(i)
         if not shadows:
             continue
         departments = {earlier.then.department for earlier in shadows}
@@ -86,53 +146,72 @@ def lint(rules: CompiledRuleSet) -> list[Finding]:
                 " matches every case it would"
             )
             findings.append(Finding("warning", f"rule {later.id}", message))
-
-    targeted = {r.then.department for r in rule_set.rules} | {rule_set.triage.department}
-    for department in sorted(set(rule_set.departments) - targeted):
-        findings.append(Finding("warning", f"department {department}", "no rule sends it any case"))
-
-    catch_all = next(
-        (r for r in rule_set.rules if _codes_admitted(r.when, groups) is None and r.when == Conditions()), None
-    )
-    for code in sorted(rule_set.services):
-        specific = [r for r in rule_set.rules if (adm := _codes_admitted(r.when, groups)) is not None and code in adm]
-        if specific:
-            continue
-        if catch_all is None:
-            findings.append(
-                Finding("warning", f"service {code}", "no rule routes it: every such case goes to the triage queue")
-            )
-        else:
-            findings.append(
-                Finding(
-                    "warning", f"service {code}", f"no rule names it; only the catch-all rule {catch_all.id} places it"
-                )
-            )
-
-    # Areas that two rules treat as alternatives (same services, different departments) must not overlap,
-    # or a point in both goes to whichever rule comes first.
-    geometries = rules.area_geometries
-    reported: set[tuple[str, str]] = set()
-    for r1, r2 in combinations(rule_set.rules, 2):
-        if not (r1.when.inside and r2.when.inside) or r1.then.department == r2.then.department:
-            continue
-        codes1, codes2 = _codes_admitted(r1.when, groups), _codes_admitted(r2.when, groups)
-        if codes1 is not None and codes2 is not None and not codes1 & codes2:
-            continue
-        for a1 in r1.when.inside:
-            for a2 in r2.when.inside:
-                pair = (min(a1, a2), max(a1, a2))
-                if a1 == a2 or pair in reported:
-                    continue
-                shared = geometries[a1].intersection(geometries[a2]).area
-                if shared > 0:
-                    reported.add(pair)
-                    findings.append(
-                        Finding(
-                            "warning",
-                            f"areas {pair[0]} and {pair[1]}",
-                            f"overlap, yet rules {r1.id} ({r1.then.department}) and {r2.id} ({r2.then.department})"
-                            f" treat them as different places; a case in the overlap goes to {r1.then.department}",
-                        )
-                    )
     return findings
+
+
+def _overlapping_areas(rules: CompiledRuleSet, admitted: Sequence[frozenset[str] | None]) -> list[Finding]:
+    """Areas that two rules treat as alternatives (same services, different departments) must not overlap,
+    or a point in both goes to whichever rule comes first. Each overlapping pair is reported once, for the
+    first two rules (in order) that treat it so. Only pairs of areas that do overlap are looked at, and for
+    each only the rules naming them, rather than every pair of rules."""
+    listed = rules.rule_set.rules
+    holders: dict[str, list[int]] = {}  # the rules whose `inside` names an area, in order
+    for i, rule in enumerate(listed):
+        for area in dict.fromkeys(rule.when.inside or []):
+            holders.setdefault(area, []).append(i)
+    named = sorted(holders)
+    if not named:
+        return []
+    geometries = [rules.area_geometries[a] for a in named]
+    tree = STRtree(geometries)
+    firsts: list[tuple[tuple[int, int, int, int], str, str]] = []
+    for left, right in zip(*tree.query(geometries, predicate="intersects"), strict=True):
+        a, b = named[left], named[right]
+        if a >= b or geometries[left].intersection(geometries[right]).area <= 0:
+            continue
+        first = _first_alternatives(listed, admitted, holders, a, b)
+        if first is not None:
+            firsts.append((first, a, b))
+    findings = []
+    for (i, j, _, _), a, b in sorted(firsts):
+        r1, r2 = listed[i], listed[j]
+        findings.append(
+            Finding(
+                "warning",
+                f"areas {a} and {b}",
+                f"overlap, yet rules {r1.id} ({r1.then.department}) and {r2.id} ({r2.then.department})"
+                f" treat them as different places; a case in the overlap goes to {r1.then.department}",
+            )
+        )
+    return findings
+
+
+def _first_alternatives(
+    listed: Sequence[Rule],
+    admitted: Sequence[frozenset[str] | None],
+    holders: dict[str, list[int]],
+    a: str,
+    b: str,
+) -> tuple[int, int, int, int] | None:
+    """The first (rule, later rule, place of one area in the first's inside, of the other in the later's)
+    where one rule names a and a later one b, or the other way round, for different departments and
+    services they share; None when no two rules do."""
+    best: tuple[int, int, int, int] | None = None
+    for one, other in ((a, b), (b, a)):
+        for i in holders[one]:
+            if best is not None and i > best[0]:
+                break
+            r1, codes1 = listed[i], admitted[i]
+            for j in holders[other]:
+                if j <= i:
+                    continue
+                r2, codes2 = listed[j], admitted[j]
+                if r1.then.department == r2.then.department:
+                    continue
+                if codes1 is not None and codes2 is not None and not codes1 & codes2:
+                    continue
+                place = (i, j, (r1.when.inside or []).index(one), (r2.when.inside or []).index(other))
+                if best is None or place < best:
+                    best = place
+                break
+    return best

@@ -18,10 +18,9 @@ def load_rules(path: Path) -> CompiledRuleSet:
     rule_set, geojson = read_rule_set(path)
     try:
         return compile_rule_set(rule_set, geojson)
-    except RuleSetError as exc:
-        raise RuleSetError(f"{path}: {exc}") from exc
-    except ValueError as exc:  # anything else compiling found wrong (a calendar, a geometry)
-        raise RuleSetError(f"{path}: {exc}") from exc
+    except ValueError as exc:  # RuleSetError, or anything else compiling found wrong (a calendar, a geometry)
+        lines = str(exc).splitlines() or ["cannot be compiled"]
+        raise RuleSetError("\n".join(f"{path}: {line}" for line in lines)) from exc
 
 
 class RuleBook:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -29,11 +30,30 @@ from pydantic import (
 )
 
 from civicflow.city import ServiceAreaSpec, ServiceSpec
-from civicflow.codes import Channel
+from civicflow.codes import Channel, CodeKind, code_problem
 from services.router.calendar import BusinessCalendar, CalendarSpec, Weekday, parse_window
+from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems, shown
 
 Priority = Literal["low", "normal", "high", "urgent"]
-_ID = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+def _code(kind: CodeKind) -> BeforeValidator:
+    """The one grammar intake also applies (civicflow.codes): what the city defines here, intake can take."""
+
+    def check(value: object) -> object:
+        problem = code_problem(kind, value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return BeforeValidator(check)
+
+
+ServiceCode = Annotated[str, _code("service code")]
+DepartmentId = Annotated[str, _code("department id")]
+CalendarId = Annotated[str, _code("calendar id")]
+AreaId = Annotated[str, _code("area id")]
+RuleId = Annotated[str, _code("rule id")]
 
 
 class _Strict(BaseModel):
@@ -139,14 +159,14 @@ class TimeCondition(_Strict):
 class Conditions(_Strict):
     """All given conditions must hold (AND); a list inside one condition means any of its items (OR)."""
 
-    service_codes: list[str] | None = None
+    service_codes: list[ServiceCode] | None = None
     service_groups: list[str] | None = None
     words_any: list[str] | None = None  # whole words, case-insensitive, in the description
     words_none: list[str] | None = None
     pattern: str | None = None  # a regular expression searched in the description, case-insensitive
     attributes: dict[str, str | list[str]] | None = None  # answer (or any of the answers) per question
-    inside: list[str] | None = None  # area ids: the location lies inside any of them
-    outside: list[str] | None = None  # area ids: the location lies inside none of them
+    inside: list[AreaId] | None = None  # area ids: the location lies inside any of them
+    outside: list[AreaId] | None = None  # area ids: the location lies inside none of them
     time: TimeCondition | None = None
     channels: list[Channel] | None = None
     flags_any: list[str] | None = None  # priority flags the caller ticked, e.g. hazard, blocking_traffic
@@ -179,7 +199,7 @@ class Action(_Strict):
 
 
 class Rule(_Strict):
-    id: Annotated[str, Field(pattern=_ID)]
+    id: RuleId
     description: str
     when: Conditions = Conditions()
     then: Action
@@ -199,9 +219,9 @@ class RuleSet(_Strict):
     address_points: str | None = None  # the city's address-point CSV, relative to the file (civicflow/city.py)
     timezone: str
     triage: TriageSettings = TriageSettings()
-    calendars: dict[str, CalendarSpec]
-    departments: dict[str, Department]
-    services: dict[str, ServiceSpec]
+    calendars: dict[CalendarId, CalendarSpec]
+    departments: dict[DepartmentId, Department]
+    services: dict[ServiceCode, ServiceSpec]
     areas: list[AreaSource] = []
     rules: list[Rule]
 
@@ -217,81 +237,106 @@ class RuleSet(_Strict):
     @model_validator(mode="after")
     def _references_resolve(self) -> RuleSet:
         problems: list[str] = []
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.id in seen:
-                problems.append(f"rule {rule.id}: the id is used twice")
-            seen.add(rule.id)
+        unknown = _Unknown()  # one per validation: its guesses are counted
+        first: dict[str, int] = {}
+        for n, rule in enumerate(self.rules, start=1):
+            if rule.id in first:
+                problems.append(f"rule {rule.id}: the id is used twice (rules #{first[rule.id]} and #{n})")
+            first.setdefault(rule.id, n)
         for dept_id, dept in self.departments.items():
             if dept.calendar not in self.calendars:
-                named = _unknown(dept.calendar, self.calendars)
+                named = unknown(dept.calendar, self.calendars)
                 problems.append(f"department {dept_id}: calendar {named} is not defined")
         if self.triage.department not in self.departments:
-            problems.append(f"triage: department {_unknown(self.triage.department, self.departments)} is not defined")
+            problems.append(f"triage: department {unknown(self.triage.department, self.departments)} is not defined")
         groups = {s.group for s in self.services.values()}
         for rule in self.rules:
             where = f"rule {rule.id}"
             if rule.then.department not in self.departments:
-                department = _unknown(rule.then.department, self.departments)
+                department = unknown(rule.then.department, self.departments)
                 problems.append(f"{where}: then.department {department} is not defined")
             when = rule.when
             for code in when.service_codes or []:
                 if code not in self.services:
-                    problems.append(f"{where}: when.service_codes {_unknown(code, self.services)} is not in services")
+                    problems.append(f"{where}: when.service_codes {unknown(code, self.services)} is not in services")
             for group in when.service_groups or []:
                 if group not in groups:
                     problems.append(
-                        f"{where}: when.service_groups {_unknown(group, groups)} is not a group of any service"
+                        f"{where}: when.service_groups {unknown(group, groups)} is not a group of any service"
                     )
             for field in ("outside_business_hours_of", "inside_business_hours_of"):
                 calendar = getattr(when.time, field, None) if when.time else None
                 if calendar is not None and calendar not in self.calendars:
                     problems.append(
-                        f"{where}: when.time.{field} {_unknown(calendar, self.calendars)} is not a defined calendar"
+                        f"{where}: when.time.{field} {unknown(calendar, self.calendars)} is not a defined calendar"
                     )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one problem a line: parse_rule_set keeps them apart
         return self
 
 
-def _unknown(name: str, known: Iterable[str]) -> str:
-    """An unknown name quoted, with the known one it is probably a typo of: "'sanitaton' (sanitation?)"."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f"{name!r} ({close[0]}?)" if close else repr(name)
+class _Unknown:
+    """An unknown name quoted, with the known one it is probably a typo of: "'sanitaton' (sanitation?)".
+    Only the first few names get a guess: against 2,000 service codes a guess costs some 20 ms, and a
+    catalogue renamed under 2,000 rules would otherwise take a minute to refuse; the first guesses show the
+    pattern."""
+
+    GUESSES = 25
+
+    def __init__(self) -> None:
+        self._guessed: dict[str, str | None] = {}
+
+    def __call__(self, name: str, known: Iterable[str]) -> str:
+        if name not in self._guessed and len(self._guessed) < self.GUESSES:
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+            self._guessed[name] = close[0] if close else None
+        guess = self._guessed.get(name)
+        quoted = repr(name) if len(name) <= 64 and name.isprintable() else shown(name)
+        return f"{quoted} ({guess}?)" if guess else quoted
 
 
 class RuleSetError(ValueError):
     """A rule set that cannot be used, with every problem found, each with where it is."""
 
 
-def _where(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
-    """'rule pothole-downtown, then.sla' rather than 'rules.3.then.sla'."""
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rules = raw.get("rules") or []
-        rule_id = rules[loc[1]].get("id") if loc[1] < len(rules) and isinstance(rules[loc[1]], dict) else None
-        rest = ".".join(str(p) for p in loc[2:])
-        return f"rule {rule_id or f'#{loc[1] + 1}'}" + (f", {rest}" if rest else "")
-    return ".".join(str(p) for p in loc) or "(top level)"
+# Every field name a rule set has, to suggest what a misspelt one meant ("rulez" -> rules).
+_FIELDS = (
+    frozenset(
+        name
+        for model in (RuleSet, Department, AreaSource, Sla, TimeCondition, Conditions, Action, Rule, TriageSettings)
+        for name in model.model_fields
+    )
+    | frozenset(ServiceSpec.model_fields)
+    | frozenset(ServiceAreaSpec.model_fields)
+    | frozenset(CalendarSpec.model_fields)
+)
 
 
-def parse_rule_set(raw: Any, source: str) -> RuleSet:
+def parse_rule_set(raw: Any, source: str, repeated: list[str] | None = None) -> RuleSet:
+    """The rule set in raw (as read from YAML); RuleSetError lists every problem, each with where it is.
+    repeated: keys the file gave twice (read_rule_set finds them), refused along with the rest."""
+    problems = [f"{source}: {problem}" for problem in repeated or []]
     if not isinstance(raw, dict):
-        raise RuleSetError(
-            f"{source}: expected a mapping with version, rules, departments…; found {type(raw).__name__}"
-        )
+        problems.append(f"{source}: expected a mapping with version, rules, departments…; found {found(raw)}")
+        raise RuleSetError("\n".join(problems))
     try:
-        return RuleSet.model_validate(raw)
+        rule_set = RuleSet.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_input=False, include_url=False):
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}: {_where(error['loc'], raw)}: {message}")
+        problems += [
+            f"{source}: {problem}" for problem in problems_in_words(exc.errors(include_url=False), raw, _FIELDS)
+        ]
         raise RuleSetError("\n".join(problems)) from exc
+    if problems:
+        raise RuleSetError("\n".join(problems))
+    return rule_set
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
     """Where and what, without PyYAML's quote of the offending lines: a reload request can name a file
     that is not a rule set, and its lines would go back to whoever asked."""
+    if isinstance(error, yaml.reader.ReaderError):
+        code = error.character if isinstance(error.character, int) else ord(error.character)
+        return f"character {error.position + 1}: U+{code:04X} is not allowed in YAML"
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or "cannot be parsed"
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else str(problem)
@@ -300,14 +345,16 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def read_rule_set(path: Path) -> tuple[RuleSet, dict[str, Any]]:
     """The rule set in path and the GeoJSON of its areas (read relative to the file)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw, repeated = load_city_yaml(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise RuleSetError(f"{path}: cannot read the rule set: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise RuleSetError(f"{path}: not a rule set: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise RuleSetError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
-    rule_set = parse_rule_set(raw, str(path))
+    except RecursionError as exc:
+        raise RuleSetError(f"{path}: not a rule set: nested too deeply") from exc
+    rule_set = parse_rule_set(raw, str(path), repeated_key_problems(repeated, raw))
     geojson: dict[str, Any] = {}
     for source in rule_set.areas:
         area_path = (path.parent / source.file).resolve()
@@ -317,7 +364,34 @@ def read_rule_set(path: Path) -> tuple[RuleSet, dict[str, Any]]:
             raise RuleSetError(f"{path}: areas file {source.file}: cannot read it: {exc.strerror}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RuleSetError(f"{path}: areas file {source.file}: cannot read it as GeoJSON: {exc}") from exc
+    problems = area_id_problems(rule_set.areas, geojson)
+    if problems:
+        raise RuleSetError("\n".join(f"{path}: {problem}" for problem in problems))
     return rule_set, geojson
+
+
+def area_id_problems(sources: Iterable[AreaSource], geojson: dict[str, Any]) -> list[str]:
+    """Area ids that break the one grammar or are defined twice, across all the areas files. The shape of
+    the files (a FeatureCollection, valid geometries) is the engine's to check when it compiles them."""
+    problems: list[str] = []
+    first: dict[str, str] = {}
+    for source in sources:
+        collection = geojson.get(source.file)
+        features = collection.get("features") if isinstance(collection, dict) else None
+        for n, feature in enumerate(features if isinstance(features, list) else [], start=1):
+            properties = feature.get("properties") if isinstance(feature, dict) else None
+            area_id = properties.get(source.id_property) if isinstance(properties, dict) else None
+            if area_id is None:
+                continue
+            where = f"areas file {source.file}, feature #{n}, properties.{source.id_property}"
+            problem = code_problem("area id", area_id)
+            if problem is not None:
+                problems.append(f"{where}: {problem}")
+            elif area_id in first:
+                problems.append(f"{where}: area {area_id} is defined twice (first as {first[area_id]})")
+            else:
+                first[area_id] = f"{source.file} feature #{n}"
+    return problems
 
 
 def dump_rule_set(rule_set: RuleSet) -> str:

@@ -10,6 +10,7 @@ from bench.memory import MemoryPeaks
 from bench.pacing import Pacing, arrival_offsets, arrivals, burst, paced
 from bench.progress import CaseProgress, StoredEvent
 from bench.report import Floors, document, percentile, summarise, table
+from bench.rules_check import measure
 
 
 def test_nearest_rank_percentiles() -> None:
@@ -213,3 +214,9 @@ def test_the_table_prints_each_target_beside_its_measurement() -> None:
     assert "not measured" in text  # no burst in this run
     burst_targets = [t for t in doc["targets"] if t["target"].startswith("burst")]
     assert all(t["met"] is None for t in burst_targets)
+
+
+def test_the_rules_check_bench_runs_on_a_tiny_city() -> None:
+    line = measure(services=12, groups=3, rules=12, area_count=15, runs=1)
+    assert line.startswith("rules check, 12 services in 3 groups, 12 rules, 15 areas (")
+    assert "target 5 s" in line

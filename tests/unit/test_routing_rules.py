@@ -246,7 +246,7 @@ def _broken(tmp_path: Path, change: str, old: str) -> Path:
         (
             "then: {department: police, sla: {calendar_days: 1}}",
             "then: {department: police}",
-            "rule night-noise, then.sla: Field required",
+            "rule night-noise, then.sla: required, and missing",
         ),
         (
             "sla: {business_hours: 24}",
