@@ -2,7 +2,7 @@
 with the mess real exports have (see README.md). Deterministic: the same seed writes the same bytes.
 
 Everything is fictional: no names, e-mail addresses on example.org, phone numbers in the 555-01xx range kept
-for fiction, and addresses on the sample city's made-up streets.
+for fiction, and addresses from the sample city's address-point file, written as people write them.
 """
 
 from __future__ import annotations
@@ -85,20 +85,9 @@ CHANNELS = (
 )
 CLOSED_STATUSES = ("Closed", "Closed - Completed", "Duplicate (Closed)", "Cancelled")
 OPEN_STATUSES = ("Open", "In Progress", "Assigned")
-STREETS = (
-    "N Main St",
-    "S Main St",
-    "W Lake St",
-    "E Lake St",
-    "N Elm Ave",
-    "W 3rd St",
-    "W Madison St",
-    "N River Rd",
-    "S Harbor Dr",
-    "W Foundry Ln",
-    "N Oak Park Blvd",
-    "S Prairie Ave",
-)
+# Streets the sample city does not have (samples/city/address_points.csv): such addresses cannot be placed.
+UNKNOWN_STREETS = ("N River Rd", "S Harbor Dr", "W Foundry Ln", "N Oak Park Blvd")
+ADDRESS_FILE = Path(__file__).resolve().parent.parent / "city" / "address_points.csv"
 START = datetime(2025, 11, 1)
 DAYS = 365
 
@@ -110,13 +99,34 @@ def write_export(path: Path, rows: int, seed: int = 311) -> int:
     return len(data)
 
 
+def _city_addresses() -> list[str]:
+    """The sample city's own addresses, as its address-point file spells them."""
+    with ADDRESS_FILE.open(newline="", encoding="utf-8-sig") as handle:
+        return [row["ADDRESS"] for row in csv.DictReader(handle) if row["ADDRESS"][:1].isdigit()]
+
+
+def _as_people_write(address: str, rng: random.Random) -> str:
+    """An address from the file the way a caller or clerk writes it: case, abbreviations, a dropped letter."""
+    words = address.title().split()
+    spelled = {"St": "Street", "Ave": "Avenue", "N": "North", "S": "South", "E": "East", "W": "West"}
+    roll = rng.random()
+    if roll < 0.3:
+        words = [spelled.get(w, w) for w in words]
+    elif roll < 0.4 and len(words) > 2 and len(words[2]) > 4:
+        words[2] = words[2][:2] + words[2][3:]  # a typo in the street's name
+    elif roll < 0.5:
+        words = [w.upper() + "." if w in spelled else w for w in words]
+    return " ".join(words)
+
+
 def export_bytes(rows: int, seed: int = 311) -> bytes:
     rng = random.Random(seed)
+    addresses = _city_addresses()
     out = io.BytesIO()
     out.write("\ufeff".encode())  # spreadsheet programs save "CSV UTF-8" with a byte-order mark
     out.write(_line(COLUMNS).encode())
     for number in range(1, rows + 1):
-        cells, encoding = _row(rng, number)
+        cells, encoding = _row(rng, number, addresses)
         out.write(_line(cells).encode(encoding, errors="replace"))
     return out.getvalue()
 
@@ -136,7 +146,7 @@ def _when(rng: random.Random) -> datetime:
     return day.replace(hour=hour, minute=rng.randrange(60), second=rng.randrange(60))
 
 
-def _row(rng: random.Random, number: int) -> tuple[list[str], str]:
+def _row(rng: random.Random, number: int, addresses: list[str]) -> tuple[list[str], str]:
     kind = rng.choices(TYPES, weights=[t.weight for t in TYPES])[0]
     submitted = _when(rng)
     description = rng.choice(kind.descriptions)
@@ -171,11 +181,15 @@ def _row(rng: random.Random, number: int) -> tuple[list[str], str]:
         encoding = "latin-1"  # an old Windows export line: not UTF-8, refused with its byte offset
     if number % 2500 == 0:
         description = "x" * 1_000_000  # a megabyte cell: refused as too long
-    address = f"{rng.randrange(1, 60) * 100 + rng.choice((0, 4, 10, 27))} {rng.choice(STREETS)}"
+    address = _as_people_write(rng.choice(addresses), rng)
+    if rng.random() < 0.05:
+        address = f"{rng.randrange(1, 60) * 100} {rng.choice(UNKNOWN_STREETS)}"  # not in the city's file
     lat = f"{rng.uniform(41.851, 41.919):.6f}"
     long = f"{rng.uniform(-87.699, -87.601):.6f}"
     place = rng.random()
-    if place < 0.3:
+    if kind.name == "General Information Request" and rng.random() < 0.9:
+        address = lat = long = ""  # a question is about no place (the service takes none)
+    elif place < 0.3:
         lat = long = ""  # address only
     elif place < 0.32:
         address = lat = long = ""  # nowhere: refused unless intake allows it
