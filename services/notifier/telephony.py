@@ -1,0 +1,63 @@
+"""The notifier's telephony port: texts and calls through a provider that speaks Twilio's REST API (Twilio
+itself, or SignalWire, Telnyx and others that offer the same API; the sample provider in samples/telephony
+in development). What the notifier needs of a provider, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ProviderMessage:
+    """A text as the provider holds it."""
+
+    sid: str
+    to: str  # E.164
+    body: str
+    status: str  # queued, sending, sent, delivered, undelivered, failed (Twilio's words)
+    created_at: datetime
+    error_code: int | None = None
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    """A call as the provider holds it."""
+
+    sid: str
+    to: str  # E.164
+    status: str  # queued, ringing, in-progress, completed, busy, no-answer, failed, canceled
+
+
+class TelephonyUnavailable(Exception):
+    """The provider could not be reached or answered with a server error: try again later."""
+
+
+class TelephonyRefused(Exception):
+    """The provider refused this message or call for what it is (an invalid number, an opted-out number):
+    retrying cannot help. Carries the provider's error code."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class Telephony(Protocol):
+    async def send_text(self, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
+        """Hand a text to the provider; TelephonyUnavailable or TelephonyRefused when it will not take it."""
+        ...
+
+    async def texts_to(self, to: str, since: datetime) -> list[ProviderMessage]:
+        """The texts sent to a number since a moment: how a crash between the provider taking a text and
+        our commit is closed before sending again."""
+        ...
+
+    async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
+        """Call a number and play TwiML (what to say, which digits to gather)."""
+        ...
+
+    def signed_by_provider(self, url: str, params: Mapping[str, str], signature: str) -> bool:
+        """Whether a callback or inbound text really comes from the provider (X-Twilio-Signature)."""
+        ...
