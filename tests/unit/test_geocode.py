@@ -187,3 +187,57 @@ def test_a_fuzzy_match_never_changes_a_direction_given_and_a_known_street_keeps_
 def test_the_other_street_type_is_taken_only_when_no_street_of_that_name_has_the_type_given() -> None:
     found = INDEX.locate("110 N Example St")  # there is no Example St: Example Ave it is
     assert isinstance(found, Placed) and (found.lat, found.long) == N_EXAMPLE_110 and found.how == "fuzzy"
+
+
+def _index(*addresses: str) -> AddressIndex:
+    """A small city: each address a point of its own, 100 m apart."""
+    points = []
+    for i, address in enumerate(addresses):
+        parts = parse_address(address)
+        assert parts is not None
+        points.append(AddressPoint(address, 41.9 + i * 0.001, -87.65, parts.number, parts.street))
+    return AddressIndex(points)
+
+
+@pytest.mark.parametrize("elsewhere", ["330 N 5th Ave", "330 N 6th Ave", "330 N 14th Ave", "125 N 5th Ave"])
+def test_a_numbered_street_the_city_lacks_is_refused_not_placed_on_another_number(elsewhere: str) -> None:
+    found = INDEX.locate(elsewhere)  # the sample city has 1st to 4th Ave, and 330 and 125 N 4th Ave's block
+    assert isinstance(found, Unplaced), found
+    assert found.reason == "no street of that name and number in the city's address file; check the street"
+
+
+def test_a_different_number_in_a_street_name_is_never_a_typo() -> None:
+    assert isinstance(_index("100 21st Ave").locate("100 1st Ave"), Unplaced)
+    assert isinstance(_index("100 N 1st Ave").locate("100 N 10th Ave"), Unplaced)
+    crossing = INDEX.locate("N 5th Ave & W Oak St")
+    assert isinstance(crossing, Unplaced) and "first cross street" in crossing.reason
+    # a typo around the same number is still a typo; a number alone is its ordinal's
+    for written in ("110 N 4ht Ave", "110 N 4 Ave", "110 North Fourth Avenue"):
+        found = INDEX.locate(written)
+        assert isinstance(found, Placed) and found.matched == "110 N 4TH AVE", (written, found)
+
+
+@pytest.mark.parametrize(
+    ("city", "written"),
+    [
+        (("120 W 13th St", "310 W 12th St"), "120 W 12th St"),  # W 12th St has only its 300 block
+        (("1500 Oak Ct", "100 Oak St"), "1500 Oak St"),  # Oak St has no 1500 block; Oak Ct is another street
+        (("1500 W Elme St", "100 W Elm St"), "1500 W Elm St"),  # a letter away is another street too
+    ],
+)
+def test_a_street_the_city_has_but_not_on_that_block_is_refused_not_placed_on_a_street_spelt_alike(
+    city: tuple[str, ...], written: str
+) -> None:
+    found = _index(*city).locate(written)
+    assert isinstance(found, Unplaced), found
+    assert found.reason == (
+        "the street is in the city's address file but not that house number's block; check the number"
+    )
+
+
+def test_a_typo_as_close_to_two_streets_is_refused_even_when_neither_has_the_number() -> None:
+    index = _index("100 W Elmo St", "140 W Elmo St", "100 W Elma St", "140 W Elma St")
+    found = index.locate("120 W Elmx St")  # as close to Elmo as to Elma, and both have the 100 block
+    assert isinstance(found, Unplaced) and found.reason.startswith("matches 2 addresses"), found
+    clear = index.locate("120 W Elmoo St")  # closer to Elmo by more than the margin
+    assert isinstance(clear, Placed) and clear.how == "nearest" and clear.matched == "120 W Elmo St"
