@@ -35,6 +35,8 @@ S_EXAMPLE_110 = (41.883, -87.6099)
         "110 N Example Ave, Apt 4",
         "110 N Example Ave #2R",
         "110 N Example Ave Unit 3, Sample City, IL 60601",
+        "110 N Example Ave Sample City IL",
+        "110 N EXAMPLE AVE SPRINGFIELD",
     ],
 )
 def test_abbreviations_case_punctuation_units_and_city_do_not_matter(written: str) -> None:
@@ -165,6 +167,19 @@ def test_no_points_places_nothing() -> None:
 def test_the_fast_grammar_reads_plain_forms_as_usaddress_does(plain: str) -> None:
     assert _fast(plain) is not None
     assert _fast(plain) == _tagged(plain)
+
+
+@pytest.mark.parametrize(
+    ("written", "street"),
+    [
+        ("100 Oak St Springfield IL", Street("", "oak", "st", "")),
+        ("100 W Oak St Sample City", Street("w", "oak", "st", "")),
+        ("100 Main St N Springfield", Street("", "main", "st", "n")),
+    ],
+)
+def test_words_after_the_street_type_are_read_by_usaddress_not_taken_as_the_name(written: str, street: Street) -> None:
+    assert _fast(written) is None
+    assert parse_address(written) == AddressParts(100, street)
 
 
 def test_a_fuzzy_match_never_changes_a_direction_given_and_a_known_street_keeps_its_own_block() -> None:
