@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from bench.geocode import ordinal
 from civicflow.address_file import read_address_file
 from civicflow.address_points import AddressIndex, AddressPoint
 from civicflow.addresses import AddressParts, Street, _fast, _tagged, parse_address
@@ -248,6 +249,23 @@ def test_a_street_the_city_has_but_not_on_that_block_is_refused_not_placed_on_a_
     assert found.reason == (
         "the street is in the city's address file but not that house number's block; check the number"
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 120),
+    st.integers(1, 120),
+    st.sampled_from(["", "N ", "W "]),
+    st.sampled_from(["Ave", "Avenue", "St", ""]),
+    st.sampled_from([100, 110, 250]),
+)
+def test_a_numbered_street_is_never_placed_on_another_numbered_street(
+    have: int, asked: int, direction: str, kind: str, number: int
+) -> None:
+    assume(have != asked)
+    index = _index(f"100 {direction}{ordinal(have)} Ave", f"120 {direction}{ordinal(have)} Ave")
+    found = index.locate(f"{number} {direction}{ordinal(asked)} {kind}")
+    assert isinstance(found, Unplaced), found
 
 
 def test_a_typo_as_close_to_two_streets_is_refused_even_when_neither_has_the_number() -> None:
