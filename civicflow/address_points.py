@@ -41,6 +41,7 @@ from civicflow.geocode import PLACE_KINDS, Geocoder, NoGeocoder, Placed, PlaceKi
 
 log = structlog.get_logger(__name__)
 FUZZY_CUTOFF = 80.0  # rapidfuzz ratio, 0-100: "w madsion st" ~ "w madison st" scores 92, "oak st" ~ "elm st" 67
+PLACE_CUTOFF = 85.0  # the same for a place's name, which has no house number to narrow it
 FUZZY_MARGIN = 3.0  # a fuzzy match must lead the next street with another point by this much
 MEET_WITHIN_M = 150.0  # two streets' closest address points further apart than this: the streets do not meet
 _INTERSECTION = re.compile(r"\s*(?:&|@|/|\+|\band\b|\bat\b|\bx\b)\s*", re.IGNORECASE)
@@ -160,11 +161,22 @@ class AddressIndex:
         if len(sides) == 2 and all(s.strip() for s in sides) and "intersection" in kinds:
             return self._crossing(sides[0], sides[1])
         if "landmark" in kinds and self._place_names:
-            found = process.extractOne(place_name(address), self._place_names, scorer=fuzz.ratio, score_cutoff=85)
-            if found is not None:
-                place = self._places[found[0]]
-                return Placed(place.lat, place.long, place.name or place.address, "landmark", float(found[1]))
+            return self._place_spelt_like(address) or Unplaced(self._what_to_give(kinds))
         return Unplaced(self._what_to_give(kinds))
+
+    def _place_spelt_like(self, address: str) -> Placed | Unplaced | None:
+        """A place's name with a typo: the closest name (ratio at least PLACE_CUTOFF), refused when another place
+        comes within FUZZY_MARGIN of it; None when no name is that close."""
+        found = process.extract(
+            place_name(address), self._place_names, scorer=fuzz.ratio, limit=None, score_cutoff=PLACE_CUTOFF
+        )
+        if not found:
+            return None
+        top = found[0][1]
+        close = [self._places[name] for name, score, _ in found if score > top - FUZZY_MARGIN]
+        if len({(p.lat, p.long) for p in close}) > 1:
+            return Unplaced(f"matches {len(close)} places the city lists: give the place's full name")
+        return Placed(close[0].lat, close[0].long, close[0].name or close[0].address, "landmark", float(top))
 
     @staticmethod
     def _what_to_give(kinds: Collection[PlaceKind]) -> str:

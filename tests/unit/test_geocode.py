@@ -113,6 +113,19 @@ def test_places_are_found_by_their_name_even_misspelt() -> None:
         assert isinstance(found, Placed) and found.how == "landmark" and found.matched == "City Hall", written
 
 
+def test_a_misspelt_place_as_close_to_two_places_is_refused() -> None:
+    index = AddressIndex(
+        [
+            AddressPoint("1 West Park Dr", 41.90, -87.65, name="West Park"),
+            AddressPoint("2 East Park Dr", 41.95, -87.60, name="East Park"),
+        ]
+    )
+    found = index.locate("Wast Park")  # a letter from each
+    assert isinstance(found, Unplaced) and found.reason.startswith("matches 2 places"), found
+    exact = index.locate("the west park")
+    assert isinstance(exact, Placed) and exact.matched == "West Park"
+
+
 def test_a_service_that_takes_only_addresses_refuses_an_intersection_or_a_place() -> None:
     assert isinstance(INDEX.locate("City Hall", kinds=("address",)), Unplaced)
     refused = INDEX.locate("Oak St & Example Ave", kinds=("address",))
