@@ -119,13 +119,14 @@ def measure(points: list[AddressPoint], rounds: int) -> dict[str, Any]:
     ]
     texts = [text for _, text, _ in cases]
     outcomes: dict[str, Counter[str]] = {}
-    best_rate = 0.0
+    best_rate = best_cpu_rate = 0.0
     for _ in range(rounds):
         parse_address.cache_clear()
         index = AddressIndex(points)  # a fresh intersection cache too
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         results = [index.locate(text) for text in texts]
         best_rate = max(best_rate, len(texts) / (time.perf_counter() - start))
+        best_cpu_rate = max(best_cpu_rate, len(texts) / (time.process_time() - cpu_start))
     for (kind, _, truth), found in zip(cases, results, strict=True):
         tally = outcomes.setdefault(kind, Counter())
         if kind == LACKING:
@@ -156,6 +157,8 @@ def measure(points: list[AddressPoint], rounds: int) -> dict[str, Any]:
         "addresses_in_file": len(points),
         "located": total,
         "matches_per_s": best_rate,
+        # the process's own CPU time: steadier than the clock when other work shares the cores
+        "matches_per_cpu_s": best_cpu_rate,
         "floor_usaddress_tags_per_s": floor,
         "ratio_to_floor": best_rate / floor if floor else None,
         "right_share": right / total,
@@ -179,7 +182,8 @@ def main() -> None:
         f" numbered street's 2 more ({result['located']} texts):"
     )
     print(
-        f"  {result['matches_per_s']:,.0f} matches/s (one thread); usaddress alone"
+        f"  {result['matches_per_s']:,.0f} matches/s (one thread; {result['matches_per_cpu_s']:,.0f} per CPU second);"
+        " usaddress alone"
         f" {result['floor_usaddress_tags_per_s']:,.0f} tags/s on the same texts: {result['ratio_to_floor']:.1f}x"
     )
     print(
