@@ -16,7 +16,8 @@ first hit wins:
 Two or more different points at one step are refused, saying what would tell them apart ("matches 2
 addresses: give the direction (N/S)"). Text with no house number is an intersection ("Main St & 1st Ave",
 "Main and 1st", "Oak at Elm": the midpoint of the closest pair of the two streets' address points, refused
-when they are over MEET_WITHIN_M apart) or the name of a place the file lists (its `name` column).
+when they are over MEET_WITHIN_M apart) or the name of a place the file lists (its `name` column; misspelt,
+refused when another place's name is within FUZZY_MARGIN).
 Reasons never quote the address: they are recorded in the case and may be logged.
 """
 
