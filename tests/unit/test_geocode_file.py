@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,3 +136,15 @@ def test_any_bytes_read_or_refused_with_a_reason_never_an_error(content: bytes) 
         return
     assert all(AREA is None or AREA.covers(p.lat, p.long) for p in found.points)
     assert all(row >= 2 and why for row, why in found.refused)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=500))
+def test_whatever_a_column_not_read_holds_the_row_loads(notes: str) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["address", "lat", "long", "notes"])
+    writer.writerow(["110 N Example Ave", "41.887", "-87.6099", notes])
+    # control characters, line breaks, quotes; a lone surrogate is a byte that is not UTF-8
+    found = read_address_file(buffer.getvalue().encode("utf-8", errors="surrogatepass"), AREA)
+    assert found.refused == [] and len(found.points) == 1, found.refused
