@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def _take_row(
     if not any(cell.strip() for cell in row):
         found.blank += 1
         return
-    why = _row_problem(row, address_at, lat_at, long_at)
+    why = _row_problem(row, address_at, lat_at, long_at, name_at)
     if why:
         found.refused.append((row_number, why))
         return
@@ -171,15 +172,18 @@ def _take_row(
     found.rows.append(row_number)
 
 
-def _row_problem(row: list[str], address_at: int, lat_at: int, long_at: int) -> str | None:
+def _row_problem(row: list[str], address_at: int, lat_at: int, long_at: int, name_at: int | None) -> str | None:
     if len(row) <= max(address_at, lat_at, long_at):
         return (
             f"has {len(row)} columns; the address, latitude and longitude need {max(address_at, lat_at, long_at) + 1}"
         )
-    if any("\ufffd" in cell for cell in row):
+    # only the columns read count: a notes column may hold anything. Any run of spaces (the non-breaking ones
+    # of a spreadsheet's export, a line break inside a quoted cell) reads as one space.
+    used = [row[at] for at in (address_at, lat_at, long_at, name_at) if at is not None and at < len(row)]
+    if any("\ufffd" in cell for cell in used):
         return "is not UTF-8 text; save the file as UTF-8"
-    if any(not cell.strip().isprintable() for cell in row):
-        return "has control characters"
+    if any(not " ".join(cell.split()).isprintable() for cell in used):
+        return "has control characters in its address, coordinates or place name"
     address = row[address_at].strip()
     if not address:
         return "has no address"
@@ -188,8 +192,10 @@ def _row_problem(row: list[str], address_at: int, lat_at: int, long_at: int) -> 
     return None
 
 
-def digest_of(content: bytes, options: str = "") -> str:
-    """Which file (and column choice) is loaded: a blake2b of its bytes."""
+def digest_of(content: bytes, columns: Sequence[str | None] = ()) -> str:
+    """Which file and column choice is loaded: a blake2b of its bytes and the columns named (the address,
+    latitude, longitude and place name's), the same whoever loads it: none named is the usual names'."""
+    options = "|".join(c or "" for c in columns) if any(columns) else ""
     return hashlib.blake2b(content + b"\0" + options.encode(), digest_size=16).hexdigest()
 
 
@@ -249,13 +255,21 @@ class Loaded:
     found: AddressFile | None  # None: the same file was loaded already, nothing read
     path: Path
 
+    @property
+    def replaced(self) -> bool:
+        """Whether the file's points are now the city's: a file with no usable row changes nothing."""
+        return self.found is not None and bool(self.found.points)
+
 
 async def load_if_changed(database_url: str, path: Path, area: ServiceArea | None) -> Loaded:
-    """Load the file unless the database already holds this very file (its digest)."""
+    """Load the file unless the database already holds this very file (its digest). A file whose every row
+    is refused (the service area changed, the wrong file) keeps the points loaded: none would leave intake
+    placing nothing."""
     content = path.read_bytes()  # noqa: ASYNC240 (once, at start, before anything is served)
     digest = digest_of(content)
     if await loaded_digest(database_url) == digest:
         return Loaded(None, path)
     found = read_address_file(content, area)
-    await replace_address_points(database_url, found, digest, path.name)
+    if found.points:
+        await replace_address_points(database_url, found, digest, path.name)
     return Loaded(found, path)

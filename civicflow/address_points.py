@@ -3,18 +3,21 @@
 An address is read into its house number and street (civicflow.addresses), then looked for in this order,
 first hit wins:
 1. the address exactly as the file spells it (case and spacing aside);
-2. the same number and street once both are normalised ("1234 north Main Street" = "1234 N Main St");
-3. the street named with parts left out, when only one street fits ("1234 Main St" for "1234 N Main St");
-4. on a street found so but lacking the number: the point between the number's listed neighbours of the
-   same side and hundred block (a new building, a number skipped on the map);
-5. no street of that name has the type given: the same street of another type ("Example St" for Ave);
-6. a street named with a typo: rapidfuzz's ratio over the streets that have that house number, at least
-   FUZZY_CUTOFF and FUZZY_MARGIN ahead of the next other point; then over every street, for step 4.
-A fuzzy match may fill in a direction left out but never changes one given (110 E Elm St is not 110 W Elm St).
+2. the street meant: the street named once normalised ("north Main Street" = "N Main St"), or with parts left
+   out ("Main St" for "N Main St"); else, when no street of that name has the type given, the same name of
+   another type ("Example St" for Ave); else a typo: rapidfuzz's ratio, at least FUZZY_CUTOFF, over the
+   streets with the same numbers in their names (5th is never 4th's typo, nor 1st 21st's), keeping every
+   street within FUZZY_MARGIN of the best. A fuzzy match may fill in a direction left out but never changes
+   one given (110 E Elm St is not 110 W Elm St);
+3. on the streets meant, the number's own door; else the point between the number's listed neighbours of the
+   same side and hundred block (a new building, a number skipped on the map); else refused. A street found
+   is never given up for another street that has the number: "1500 Oak St" is not 1500 Oak Ct, and a wrong
+   point (the wrong ward, the wrong crew) is worse than none; the case is still routed by its other facts.
 Two or more different points at one step are refused, saying what would tell them apart ("matches 2
 addresses: give the direction (N/S)"). Text with no house number is an intersection ("Main St & 1st Ave",
 "Main and 1st", "Oak at Elm": the midpoint of the closest pair of the two streets' address points, refused
-when they are over MEET_WITHIN_M apart) or the name of a place the file lists (its `name` column).
+when they are over MEET_WITHIN_M apart) or the name of a place the file lists (its `name` column; misspelt,
+refused when another place's name is within FUZZY_MARGIN).
 Reasons never quote the address: they are recorded in the case and may be logged.
 """
 
@@ -39,10 +42,12 @@ from civicflow.geocode import PLACE_KINDS, Geocoder, NoGeocoder, Placed, PlaceKi
 
 log = structlog.get_logger(__name__)
 FUZZY_CUTOFF = 80.0  # rapidfuzz ratio, 0-100: "w madsion st" ~ "w madison st" scores 92, "oak st" ~ "elm st" 67
+PLACE_CUTOFF = 85.0  # the same for a place's name, which has no house number to narrow it
 FUZZY_MARGIN = 3.0  # a fuzzy match must lead the next street with another point by this much
 MEET_WITHIN_M = 150.0  # two streets' closest address points further apart than this: the streets do not meet
 _INTERSECTION = re.compile(r"\s*(?:&|@|/|\+|\band\b|\bat\b|\bx\b)\s*", re.IGNORECASE)
 _CORNER_OF = re.compile(r"^\s*(?:(?:the\s+)?corner\s+of|intersection\s+of)\s+", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -83,6 +88,11 @@ def _same_directions(given: Street, found: Street) -> bool:
     return (not given.predir or given.predir == found.predir) and (not given.postdir or given.postdir == found.postdir)
 
 
+def _numbers(name: str) -> tuple[str, ...]:
+    """The numbers in a street's name: ("4",) for "4th", () for "main"."""
+    return tuple(_DIGITS.findall(name))
+
+
 def _title(street: Street) -> str:
     return " ".join(p.upper() if p in (street.predir, street.postdir) else p.capitalize() for p in street.label.split())
 
@@ -95,7 +105,6 @@ class AddressIndex:
         self._exact: dict[str, AddressPoint] = {}
         self._streets: dict[Street, _StreetPoints] = {}
         self._by_name: dict[str, list[Street]] = defaultdict(list)
-        self._by_number: dict[int, list[Street]] = defaultdict(list)
         self._places: dict[str, AddressPoint] = {}
         lats: list[float] = []
         for point in points:
@@ -109,20 +118,19 @@ class AddressIndex:
             if entry is None:
                 entry = self._streets[point.street] = _StreetPoints(point.street)
                 self._by_name[point.street.name].append(point.street)
-            if point.number not in entry.doors:
-                entry.doors[point.number] = point
-                self._by_number[point.number].append(point.street)
+            entry.doors.setdefault(point.number, point)
         # metres east and north of the city's middle: fine for closest-point questions within a city
         self._lat0 = sum(lats) / len(lats) if lats else 0.0
         self._metres_per_degree_long = 111_320.0 * math.cos(math.radians(self._lat0))
         for entry in self._streets.values():
             entry.numbers = sorted(entry.doors)
             entry.xy = np.array([self._xy(p.lat, p.long) for p in entry.doors.values()]).reshape(-1, 2)
-        self._labels: dict[int, list[str]] = {
-            number: [s.label for s in streets] for number, streets in self._by_number.items()
-        }
-        self._all_streets = list(self._streets)
-        self._all_labels = [s.label for s in self._all_streets]
+        # the streets by the numbers in their names, for fuzzy matching: ((labels), (streets)) of each
+        self._by_numbers: dict[tuple[str, ...], tuple[list[str], list[Street]]] = {}
+        for street in self._streets:
+            labels, streets = self._by_numbers.setdefault(_numbers(street.name), ([], []))
+            labels.append(street.label)
+            streets.append(street)
         self._place_names = list(self._places)
         self._intersections: dict[tuple[str, str], Placed | Unplaced] = {}
 
@@ -154,11 +162,22 @@ class AddressIndex:
         if len(sides) == 2 and all(s.strip() for s in sides) and "intersection" in kinds:
             return self._crossing(sides[0], sides[1])
         if "landmark" in kinds and self._place_names:
-            found = process.extractOne(place_name(address), self._place_names, scorer=fuzz.ratio, score_cutoff=85)
-            if found is not None:
-                place = self._places[found[0]]
-                return Placed(place.lat, place.long, place.name or place.address, "landmark", float(found[1]))
+            return self._place_spelt_like(address) or Unplaced(self._what_to_give(kinds))
         return Unplaced(self._what_to_give(kinds))
+
+    def _place_spelt_like(self, address: str) -> Placed | Unplaced | None:
+        """A place's name with a typo: the closest name (ratio at least PLACE_CUTOFF), refused when another place
+        comes within FUZZY_MARGIN of it; None when no name is that close."""
+        found = process.extract(
+            place_name(address), self._place_names, scorer=fuzz.ratio, limit=None, score_cutoff=PLACE_CUTOFF
+        )
+        if not found:
+            return None
+        top = found[0][1]
+        close = [self._places[name] for name, score, _ in found if score > top - FUZZY_MARGIN]
+        if len({(p.lat, p.long) for p in close}) > 1:
+            return Unplaced(f"matches {len(close)} places the city lists: give the place's full name")
+        return Placed(close[0].lat, close[0].long, close[0].name or close[0].address, "landmark", float(top))
 
     @staticmethod
     def _what_to_give(kinds: Collection[PlaceKind]) -> str:
@@ -182,6 +201,31 @@ class AddressIndex:
             and (not street.postdir or s.postdir == street.postdir)
         ]
 
+    def _spelt_like(self, street: Street) -> tuple[list[Street], float]:
+        """The streets whose spelling is closest to this one's (rapidfuzz ratio, at least FUZZY_CUTOFF) and
+        those within FUZZY_MARGIN of it, with the best score. Only streets with the same numbers in their
+        name are compared: to a ratio "5th" is a typo of "4th", to a city it is another street."""
+        labels, streets = self._by_numbers.get(_numbers(street.name), ([], []))
+        found = process.extract(street.label, labels, scorer=fuzz.ratio, limit=None, score_cutoff=FUZZY_CUTOFF)
+        # a direction given is never overruled: "110 E Elm St" is not 110 W Elm St, a mile away
+        kept = [(streets[i], score) for _, score, i in found if _same_directions(street, streets[i])]
+        if not kept:
+            return [], 0.0
+        top = kept[0][1]
+        return [s for s, score in kept if score > top - FUZZY_MARGIN], float(top)
+
+    def _streets_meant(self, street: Street) -> tuple[list[Street], Literal["normalised", "fuzzy"], float]:
+        """The streets a street named may be, and how sure that is: the street itself or with parts left out;
+        else the same name with another type, when no street of the name has the type given (the type is
+        what people get wrong); else the closest spellings. None found: an empty list."""
+        named = self._candidates(street)
+        if named:
+            return named, "normalised", 100.0
+        if street.suffix and (other_type := self._candidates(replace(street, suffix=""))):
+            return other_type, "fuzzy", 90.0
+        alike, score = self._spelt_like(street)
+        return alike, "fuzzy", score
+
     def _one(
         self, doors: list[AddressPoint], streets: list[Street], how: Literal["normalised", "fuzzy"], score: float
     ) -> Placed | Unplaced:
@@ -191,36 +235,19 @@ class AddressIndex:
         return Placed(doors[0].lat, doors[0].long, doors[0].address, how, score)
 
     def _house(self, number: int, street: Street) -> Placed | Unplaced:
-        named = self._candidates(street)
-        having = [s for s in named if number in self._streets[s].doors]
-        if having:
-            return self._one([self._streets[s].doors[number] for s in having], having, "normalised", 100.0)
-        if named:  # the street is known, the number is not: its block, before any other street's spelling
-            nearby = self._on_the_block(number, named)
-            if nearby is not None:
-                return nearby
-        if not named and street.suffix:  # no street of that name has that type: the type is what people get wrong
-            other_type = [s for s in self._candidates(replace(street, suffix="")) if number in self._streets[s].doors]
-            if other_type:
-                return self._one([self._streets[s].doors[number] for s in other_type], other_type, "fuzzy", 90.0)
-        labels = self._labels.get(number)
-        if labels:
-            best = process.extract(street.label, labels, scorer=fuzz.ratio, limit=6, score_cutoff=FUZZY_CUTOFF)
-            # a direction given is never overruled: "110 E Elm St" is not 110 W Elm St, a mile away
-            best = [b for b in best if _same_directions(street, self._by_number[number][b[2]])]
-            if best:
-                top = best[0][1]
-                close = [self._by_number[number][i] for _, score, i in best if score > top - FUZZY_MARGIN]
-                return self._one([self._streets[s].doors[number] for s in close], close, "fuzzy", float(top))
-        if named:
-            return Unplaced("the street is in the city's address file but not that house number; check the number")
-        alike = process.extract(street.label, self._all_labels, scorer=fuzz.ratio, limit=6, score_cutoff=FUZZY_CUTOFF)
-        alike = [a for a in alike if _same_directions(street, self._all_streets[a[2]])]
-        if not alike:
+        """A house number on the street meant: its own door, else its block; never another street's (the street
+        found is the street meant, or none is: a wrong point is worse than none)."""
+        streets, how, score = self._streets_meant(street)
+        if not streets:
+            if _numbers(street.name):
+                return Unplaced("no street of that name and number in the city's address file; check the street")
             return Unplaced("no street of that name in the city's address file; check the street's spelling")
-        nearby = self._on_the_block(number, [self._all_streets[alike[0][2]]])
+        having = [s for s in streets if number in self._streets[s].doors]
+        if having:
+            return self._one([self._streets[s].doors[number] for s in having], having, how, score)
+        nearby = self._on_the_block(number, streets)
         return nearby or Unplaced(
-            "the street is in the city's address file but not that house number; check the number"
+            "the street is in the city's address file but not that house number's block; check the number"
         )
 
     def _on_the_block(self, number: int, streets: list[Street]) -> Placed | Unplaced | None:
@@ -251,14 +278,13 @@ class AddressIndex:
         return Placed(lat, long, f"{number} {_title(entry.street)}", "nearest", 90.0)
 
     def _street_named(self, side: str) -> list[Street]:
+        """One side of an intersection: the streets of the one name it means, or none (spellings of two names
+        come as close as each other: it is not known which)."""
         street = parse_street(side)
         if street is None:
             return []
-        named = self._candidates(street)
-        if named:
-            return named
-        found = process.extractOne(street.label, self._all_labels, scorer=fuzz.ratio, score_cutoff=FUZZY_CUTOFF)
-        return [self._all_streets[found[2]]] if found is not None else []
+        streets, _, _ = self._streets_meant(street)
+        return streets if len({s.name for s in streets}) == 1 else []
 
     def _crossing(self, first: str, second: str) -> Placed | Unplaced:
         """Two cross streets: the midpoint of the closest pair of their address points. Both streets' every

@@ -5,8 +5,9 @@ as `1234 n main st`. The unit, city, state and ZIP are dropped (an address point
 directions, street types and ordinal words take their USPS abbreviations; case, punctuation and spacing
 do not count. Plain forms ("1234 N Main St", then perhaps a unit, then after a comma anything) are read by
 a small grammar here, because `usaddress`'s tagger takes ~100 µs an address and intake reads one per request
-(`civicflow import` one per row); anything else (a city with no comma before it, a unit word the grammar
-does not know, another order) goes to `usaddress`. Pure.
+(`civicflow import` one per row); anything else goes to `usaddress`: words after the street type ("100 Oak St
+Springfield IL", a city with no comma before it; or a type word inside the name, "100 Court St"), a unit word
+the grammar does not know, another order. Pure.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def _fast(text: str) -> AddressParts | None:
     if len(tokens) < 2 or len(tokens) > 7 or not tokens[0].isdigit() or len(tokens[0]) > 6:
         return None
     if any(t in _UNIT_WORDS or t.isdigit() for t in tokens[1:]):
+        return None
+    core = tokens[1:-1] if tokens[-1] in DIRECTIONS else tokens[1:]
+    if any(t in STREET_TYPES for t in core[:-1]):  # the type ends the street: what follows is a city, or a name
         return None
     street = street_of(tokens[1:])
     return AddressParts(int(tokens[0]), street) if street else None

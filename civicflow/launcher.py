@@ -130,6 +130,9 @@ class SystemProcesses:
             return f"address points: {city.address_points.name} was not loaded: {exc}"
         if loaded.found is None:
             return f"address points: {city.address_points.name} is loaded already"
+        if not loaded.replaced:
+            kept = f"address points: {city.address_points.name} has no usable rows; the points loaded before are kept"
+            return f"{kept}\n{loaded.found.report()}"
         return f"address points: {loaded.found.report()} from {city.address_points.name}"
 
     def wait_ready(

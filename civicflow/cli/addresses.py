@@ -39,8 +39,8 @@ def load(
     if not found.points:
         typer.echo(f"{file}: no usable rows; nothing was changed\n{found.report()}", err=True)
         raise typer.Exit(1)
-    options = "|".join(str(o or "") for o in (address_column, lat_column, long_column, name_column))
-    asyncio.run(replace_address_points(database_url(), found, digest_of(content, options), file.name))
+    digest = digest_of(content, (address_column, lat_column, long_column, name_column))
+    asyncio.run(replace_address_points(database_url(), found, digest, file.name))
     typer.echo(f"loaded {len(found.points)} address points from {file}; refused {len(found.refused)} rows")
     if found.refused:
         typer.echo(found.report())

@@ -98,3 +98,30 @@ async def test_the_load_command_reports_what_it_loaded_and_refused_and_a_broken_
     refused = await asyncio.to_thread(runner.invoke, app, ["addresses", "load", str(broken)], env=env)
     assert refused.exit_code == 1 and "no column for the address, latitude and longitude" in refused.output
     assert await count(own_database) == 2
+
+
+async def test_a_file_whose_every_row_is_refused_keeps_the_points_loaded(own_database: str, tmp_path: Path) -> None:
+    city_file = tmp_path / "points.csv"
+    city_file.write_text("address,lat,long\n110 N Example Ave,41.887,-87.6099\n121 N 2nd Ave,41.8866,-87.6405\n")
+    first = await load_if_changed(own_database, city_file, CITY.service_area)
+    assert first.replaced and await count(own_database) == 2
+    city_file.write_text("address,lat,long\n110 N Example Ave,40.0,-87.6099\n")  # outside the service area
+    refused = await load_if_changed(own_database, city_file, CITY.service_area)
+    assert not refused.replaced and refused.found is not None and refused.found.refused
+    assert await count(own_database) == 2  # intake still places addresses with the points it had
+
+
+async def test_a_file_the_command_loaded_is_not_loaded_again_by_civicflow_dev(
+    own_database: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from civicflow.cli import app
+
+    city_file = tmp_path / "points.csv"
+    city_file.write_text("address,lat,long\n110 N Example Ave,41.887,-87.6099\n")
+    env = {"CIVICFLOW_DATABASE_URL": own_database}
+    loaded = await asyncio.to_thread(CliRunner().invoke, app, ["addresses", "load", str(city_file)], env=env)
+    assert loaded.exit_code == 0, loaded.output
+    again = await load_if_changed(own_database, city_file, CITY.service_area)  # what civicflow dev does at start
+    assert again.found is None

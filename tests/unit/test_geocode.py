@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from bench.geocode import ordinal
 from civicflow.address_file import read_address_file
 from civicflow.address_points import AddressIndex, AddressPoint
 from civicflow.addresses import AddressParts, Street, _fast, _tagged, parse_address
@@ -35,6 +36,8 @@ S_EXAMPLE_110 = (41.883, -87.6099)
         "110 N Example Ave, Apt 4",
         "110 N Example Ave #2R",
         "110 N Example Ave Unit 3, Sample City, IL 60601",
+        "110 N Example Ave Sample City IL",
+        "110 N EXAMPLE AVE SPRINGFIELD",
     ],
 )
 def test_abbreviations_case_punctuation_units_and_city_do_not_matter(written: str) -> None:
@@ -110,6 +113,19 @@ def test_places_are_found_by_their_name_even_misspelt() -> None:
         assert isinstance(found, Placed) and found.how == "landmark" and found.matched == "City Hall", written
 
 
+def test_a_misspelt_place_as_close_to_two_places_is_refused() -> None:
+    index = AddressIndex(
+        [
+            AddressPoint("1 West Park Dr", 41.90, -87.65, name="West Park"),
+            AddressPoint("2 East Park Dr", 41.95, -87.60, name="East Park"),
+        ]
+    )
+    found = index.locate("Wast Park")  # a letter from each
+    assert isinstance(found, Unplaced) and found.reason.startswith("matches 2 places"), found
+    exact = index.locate("the west park")
+    assert isinstance(exact, Placed) and exact.matched == "West Park"
+
+
 def test_a_service_that_takes_only_addresses_refuses_an_intersection_or_a_place() -> None:
     assert isinstance(INDEX.locate("City Hall", kinds=("address",)), Unplaced)
     refused = INDEX.locate("Oak St & Example Ave", kinds=("address",))
@@ -167,6 +183,19 @@ def test_the_fast_grammar_reads_plain_forms_as_usaddress_does(plain: str) -> Non
     assert _fast(plain) == _tagged(plain)
 
 
+@pytest.mark.parametrize(
+    ("written", "street"),
+    [
+        ("100 Oak St Springfield IL", Street("", "oak", "st", "")),
+        ("100 W Oak St Sample City", Street("w", "oak", "st", "")),
+        ("100 Main St N Springfield", Street("", "main", "st", "n")),
+    ],
+)
+def test_words_after_the_street_type_are_read_by_usaddress_not_taken_as_the_name(written: str, street: Street) -> None:
+    assert _fast(written) is None
+    assert parse_address(written) == AddressParts(100, street)
+
+
 def test_a_fuzzy_match_never_changes_a_direction_given_and_a_known_street_keeps_its_own_block() -> None:
     west_elm, east_elm = Street("w", "elm", "st", ""), Street("e", "elm", "st", "")
     index = AddressIndex(
@@ -187,3 +216,74 @@ def test_a_fuzzy_match_never_changes_a_direction_given_and_a_known_street_keeps_
 def test_the_other_street_type_is_taken_only_when_no_street_of_that_name_has_the_type_given() -> None:
     found = INDEX.locate("110 N Example St")  # there is no Example St: Example Ave it is
     assert isinstance(found, Placed) and (found.lat, found.long) == N_EXAMPLE_110 and found.how == "fuzzy"
+
+
+def _index(*addresses: str) -> AddressIndex:
+    """A small city: each address a point of its own, 100 m apart."""
+    points = []
+    for i, address in enumerate(addresses):
+        parts = parse_address(address)
+        assert parts is not None
+        points.append(AddressPoint(address, 41.9 + i * 0.001, -87.65, parts.number, parts.street))
+    return AddressIndex(points)
+
+
+@pytest.mark.parametrize("elsewhere", ["330 N 5th Ave", "330 N 6th Ave", "330 N 14th Ave", "125 N 5th Ave"])
+def test_a_numbered_street_the_city_lacks_is_refused_not_placed_on_another_number(elsewhere: str) -> None:
+    found = INDEX.locate(elsewhere)  # the sample city has 1st to 4th Ave, and 330 and 125 N 4th Ave's block
+    assert isinstance(found, Unplaced), found
+    assert found.reason == "no street of that name and number in the city's address file; check the street"
+
+
+def test_a_different_number_in_a_street_name_is_never_a_typo() -> None:
+    assert isinstance(_index("100 21st Ave").locate("100 1st Ave"), Unplaced)
+    assert isinstance(_index("100 N 1st Ave").locate("100 N 10th Ave"), Unplaced)
+    crossing = INDEX.locate("N 5th Ave & W Oak St")
+    assert isinstance(crossing, Unplaced) and "first cross street" in crossing.reason
+    # a typo around the same number is still a typo; a number alone is its ordinal's
+    for written in ("110 N 4ht Ave", "110 N 4 Ave", "110 North Fourth Avenue"):
+        found = INDEX.locate(written)
+        assert isinstance(found, Placed) and found.matched == "110 N 4TH AVE", (written, found)
+
+
+@pytest.mark.parametrize(
+    ("city", "written"),
+    [
+        (("120 W 13th St", "310 W 12th St"), "120 W 12th St"),  # W 12th St has only its 300 block
+        (("1500 Oak Ct", "100 Oak St"), "1500 Oak St"),  # Oak St has no 1500 block; Oak Ct is another street
+        (("1500 W Elme St", "100 W Elm St"), "1500 W Elm St"),  # a letter away is another street too
+    ],
+)
+def test_a_street_the_city_has_but_not_on_that_block_is_refused_not_placed_on_a_street_spelt_alike(
+    city: tuple[str, ...], written: str
+) -> None:
+    found = _index(*city).locate(written)
+    assert isinstance(found, Unplaced), found
+    assert found.reason == (
+        "the street is in the city's address file but not that house number's block; check the number"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 120),
+    st.integers(1, 120),
+    st.sampled_from(["", "N ", "W "]),
+    st.sampled_from(["Ave", "Avenue", "St", ""]),
+    st.sampled_from([100, 110, 250]),
+)
+def test_a_numbered_street_is_never_placed_on_another_numbered_street(
+    have: int, asked: int, direction: str, kind: str, number: int
+) -> None:
+    assume(have != asked)
+    index = _index(f"100 {direction}{ordinal(have)} Ave", f"120 {direction}{ordinal(have)} Ave")
+    found = index.locate(f"{number} {direction}{ordinal(asked)} {kind}")
+    assert isinstance(found, Unplaced), found
+
+
+def test_a_typo_as_close_to_two_streets_is_refused_even_when_neither_has_the_number() -> None:
+    index = _index("100 W Elmo St", "140 W Elmo St", "100 W Elma St", "140 W Elma St")
+    found = index.locate("120 W Elmx St")  # as close to Elmo as to Elma, and both have the 100 block
+    assert isinstance(found, Unplaced) and found.reason.startswith("matches 2 addresses"), found
+    clear = index.locate("120 W Elmoo St")  # closer to Elmo by more than the margin
+    assert isinstance(clear, Placed) and clear.how == "nearest" and clear.matched == "120 W Elmo St"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from civicflow.address_file import AddressFileError, read_address_file
+from civicflow.address_file import AddressFileError, digest_of, read_address_file
 from civicflow.addresses import Street
 from civicflow.city import load_city
 from civicflow.settings import SAMPLE_CITY
@@ -83,10 +86,35 @@ def test_bad_rows_are_refused_with_their_row_number_and_why_and_the_rest_load() 
         (8, "the address has no house number and street, and the row no place name"),
         (9, "the same address as row 2"),
         (10, "has 2 columns; the address, latitude and longitude need 3"),
-        (11, "has control characters"),
+        (11, "has control characters in its address, coordinates or place name"),
         (12, "the address is over 300 characters"),
     ]
     assert "row 4: latitude is not a number" in found.report()
+
+
+def test_only_the_columns_read_are_checked_and_non_breaking_spaces_are_spaces() -> None:
+    content = (
+        "address,lat,long,name,notes\n"
+        '110\u00a0N\u00a0Example Ave,41.887,\u00a0-87.6099,,"a fictional note\nover two lines\x07"\n'
+        "165 N Example Ave,41.888,-87.6099,Example\u00a0Hall\u00a0,\x00\n"
+        "220 N Example Ave,41.889,-87.6099\x1b,,\n"
+    ).encode()
+    found = read_address_file(content, AREA)
+    assert [(p.address, p.name) for p in found.points] == [
+        ("110 N Example Ave", None),
+        ("165 N Example Ave", "Example Hall"),
+    ]
+    assert found.points[0].street == Street("n", "example", "ave", "")
+    assert found.refused == [(4, "has control characters in its address, coordinates or place name")]
+    notes_unreadable = b"address,lat,long,notes\n110 N Example Ave,41.887,-87.6099,caf\xe9\n"
+    assert len(read_address_file(notes_unreadable, AREA).points) == 1
+
+
+def test_the_digest_is_the_same_whoever_loads_the_file_with_its_usual_columns() -> None:
+    content = b"address,lat,long\n110 N Example Ave,41.887,-87.6099\n"
+    assert digest_of(content) == digest_of(content, (None, None, None, None))  # civicflow dev, the CLI
+    assert digest_of(content, ("address", None, None, None)) != digest_of(content)
+    assert digest_of(content + b"\n") != digest_of(content)
 
 
 def test_invalid_utf8_costs_its_row_and_an_endless_field_stops_the_file_saying_where() -> None:
@@ -108,3 +136,15 @@ def test_any_bytes_read_or_refused_with_a_reason_never_an_error(content: bytes) 
         return
     assert all(AREA is None or AREA.covers(p.lat, p.long) for p in found.points)
     assert all(row >= 2 and why for row, why in found.refused)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=500))
+def test_whatever_a_column_not_read_holds_the_row_loads(notes: str) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["address", "lat", "long", "notes"])
+    writer.writerow(["110 N Example Ave", "41.887", "-87.6099", notes])
+    # control characters, line breaks, quotes; a lone surrogate is a byte that is not UTF-8
+    found = read_address_file(buffer.getvalue().encode("utf-8", errors="surrogatepass"), AREA)
+    assert found.refused == [] and len(found.points) == 1, found.refused
