@@ -9,6 +9,7 @@ parameters at INFO, and a list filtered by recipient carries the resident's numb
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -75,14 +76,15 @@ class ProviderHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
     ) -> Response:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        basic = aiohttp.BasicAuth(auth[0], auth[1]) if auth is not None else None
+        headers = dict(headers or {})
+        if auth is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         async with self._session.request(
             method.upper(),
             self.provider_url(url),
-            params=_present(params),
-            data=_present(data),
+            params=_pairs(params),
+            data=_pairs(data),
             headers=headers,
-            auth=basic,
             allow_redirects=allow_redirects,
         ) as response:
             return Response(response.status, await response.text(), response.headers)
@@ -92,11 +94,16 @@ class ProviderHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
             await self._session.close()
 
 
-def _present(values: dict[str, object] | None) -> dict[str, str] | None:
-    """The values twilio gives, without the ones it left unset (it drops those itself on its own client)."""
+def _pairs(values: dict[str, object] | None) -> list[tuple[str, str]] | None:
+    """Form or query pairs as Twilio reads them: a list (StatusCallbackEvent) is the name repeated."""
     if values is None:
         return None
-    return {key: str(value) for key, value in values.items() if value is not None}
+    pairs: list[tuple[str, str]] = []
+    for name, value in values.items():
+        for one in value if isinstance(value, list | tuple) else [value]:
+            if one is not None:
+                pairs.append((name, str(one)))
+    return pairs
 
 
 class TwilioTelephony:
