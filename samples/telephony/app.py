@@ -125,8 +125,10 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
         resident, body = number(form, "From"), one(form, "Body") or ""
         if not body.strip() or len(body) > MAX_BODY:
             raise Refused(400, 21602, f"Write a 'Body' of 1 to {MAX_BODY} characters.")
-        text, replies = await provider.receive_text(resident, body)
-        return JSONResponse({"sid": text.sid, "replies": [{"sid": r.sid, "body": r.body} for r in replies]})
+        text, webhook, replies = await provider.receive_text(resident, body)
+        return JSONResponse(
+            {"sid": text.sid, "webhook": webhook, "replies": [{"sid": r.sid, "body": r.body} for r in replies]}
+        )
 
     async def press(request: Request) -> Response:
         """The digits a resident will press at the next Gather of a call to their number (one entry a Gather)."""

@@ -200,8 +200,9 @@ class Provider:
                     params["ErrorCode"] = str(code)
                 await self.post_signed(text.status_callback, params)
 
-    async def receive_text(self, from_: str, body: str) -> tuple[Text, list[Text]]:
-        """A resident's text to the city's number: posted to the inbound webhook, its <Message> replies sent."""
+    async def receive_text(self, from_: str, body: str) -> tuple[Text, int | None, list[Text]]:
+        """A resident's text to the city's number: posted to the inbound webhook, its <Message> replies sent.
+        Returns the text, the webhook's HTTP status (None: not reached) and the replies."""
         settings = self.settings
         text = Text(
             settings.telephony_account_sid, new_sid("SM"), settings.telephony_from, from_, body, "inbound",
@@ -235,7 +236,7 @@ class Provider:
             for verb in verbs:
                 if isinstance(verb, Message) and verb.body:
                     replies.append(self.take_text(verb.to or from_, settings.telephony_from, verb.body, None))
-        return text, replies
+        return text, answer.status_code if answer is not None else None, replies
 
     # calls
 
