@@ -18,14 +18,15 @@ what was said and what was pressed (and a WAV of the speech where ``espeak-ng`` 
 
 Test numbers (as Twilio's magic numbers, by the last four digits of the number texted or called):
 
-=========  ==============================================================
-``…0001``  text: accepted, then ``undelivered`` with 30003 (unreachable)
-``…0002``  text: refused at once, 21610 (the resident replied STOP)
-``…0003``  call: ``busy``
-``…0004``  call: ``no-answer``
-``…0005``  call: ``failed``
-not E.164  text or call: refused at once, 21211 (not a valid number)
-=========  ==============================================================
+==========  ==============================================================
+``…0001``   text: accepted, then ``undelivered`` with 30003 (unreachable)
+``…0002``   text: refused at once, 21610 (the resident replied STOP)
+``…0003``   call: ``busy``
+``…0004``   call: ``no-answer``
+``…0005``   call: ``failed``
+not E.164   text or call: refused at once, 21211 (not a valid number)
+other From  text or call from a number that is not the city's: refused, 21606
+==========  ==============================================================
 
 Run it with ``python -m samples.telephony`` (``civicflow dev`` does); talk to it as a resident with
 ``civicflow phone reply NUMBER "TEXT"``, ``civicflow phone press NUMBER DIGITS`` and ``civicflow phone list``.

@@ -52,6 +52,13 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
     provider = Provider(settings, http)
     sid, token = settings.telephony_account_sid, provider.token
 
+    def from_the_city(form: dict[str, list[str]]) -> str:
+        from_ = number(form, "From")
+        if from_ != settings.telephony_from:
+            # as Twilio refuses a From that is not one of the account's numbers; the city's number is not personal
+            raise Refused(400, 21606, f"The 'From' number is not this account's; use {settings.telephony_from}.")
+        return from_
+
     def guarded(handler: Handler) -> Handler:
         async def route(request: Request) -> Response:
             try:
@@ -64,7 +71,7 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
 
     async def create_message(request: Request) -> Response:
         form = await form_of(request)
-        to, from_ = number(form, "To"), number(form, "From")
+        to, from_ = number(form, "To"), from_the_city(form)
         body = one(form, "Body") or ""
         if not body.strip():
             raise Refused(400, 21602, "Message body is required.")
@@ -106,7 +113,7 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
 
     async def create_call(request: Request) -> Response:
         form = await form_of(request)
-        to, from_ = number(form, "To"), number(form, "From")
+        to, from_ = number(form, "To"), from_the_city(form)
         twiml, url = one(form, "Twiml", required=False), one(form, "Url", required=False)
         if (twiml is None) == (url is None):
             raise Refused(400, 21205, "Give either 'Twiml' or 'Url' (one of them).")

@@ -161,7 +161,7 @@ class TwilioTelephony:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("telephony provider unreachable", problem=type(exc).__name__)
             raise TelephonyUnavailable(f"the telephony provider could not be reached ({type(exc).__name__})") from None
-        except TwilioException as exc:  # an answer twilio could not read: the provider is not itself
+        except (TwilioException, ValueError, KeyError) as exc:  # an answer twilio could not read (not JSON…)
             log.warning("telephony provider answered something unreadable", problem=type(exc).__name__)
             raise TelephonyUnavailable("the telephony provider's answer could not be read") from None
 

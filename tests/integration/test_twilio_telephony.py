@@ -153,20 +153,32 @@ async def test_refusals_carry_the_providers_code_and_never_the_number(
     assert bad_twiml.value.code == 12100
 
 
-async def test_a_provider_that_cannot_be_reached_or_refuses_our_credentials_is_unavailable(
+async def test_a_provider_that_cannot_be_reached_answers_badly_or_refuses_our_credentials_is_unavailable(
     phone: tuple[TwilioTelephony, CityWebhooks, Path],
 ) -> None:
     _, city, _ = phone
-    (unused,) = free_ports(1)
+    unused, broken_port = free_ports(2)
+
+    async def broken(request: Request) -> Response:
+        if request.url.path.endswith("Calls.json"):
+            return Response("<html>a proxy's error page</html>", status_code=200, media_type="text/html")
+        return Response('{"code": 20500, "message": "Internal Server Error", "status": 500}', status_code=500)
+
+    server, task = await _serve(Starlette(routes=[Route("/{path:path}", broken, methods=["POST"])]), broken_port)
     nowhere = TwilioTelephony(f"http://127.0.0.1:{unused}", SID, TOKEN, CITY, timeout_seconds=2)
     wrong_token = TwilioTelephony(city.provider_url, SID, "not-the-token-of-this-account", CITY)
+    failing = TwilioTelephony(f"http://127.0.0.1:{broken_port}", SID, TOKEN, CITY)
     try:
-        for unreachable in (nowhere, wrong_token):
+        for unavailable in (nowhere, wrong_token, failing):
             with pytest.raises(TelephonyUnavailable):
-                await unreachable.send_text(RESIDENT, "hello")
+                await unavailable.send_text(RESIDENT, "hello")
+        with pytest.raises(TelephonyUnavailable, match="could not be read"):
+            await failing.place_call(RESIDENT, "<Response/>")
     finally:
-        await nowhere.aclose()
-        await wrong_token.aclose()
+        for telephony in (nowhere, wrong_token, failing):
+            await telephony.aclose()
+        server.should_exit = True
+        await task
 
 
 async def test_a_signature_made_with_another_token_or_over_other_params_is_not_the_providers(
