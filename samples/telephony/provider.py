@@ -27,6 +27,7 @@ from civicflow.settings import KernelSettings
 from samples.telephony.records import (
     API_VERSION,
     E164,
+    MAX_BODY,
     TEXT_OPTED_OUT,
     TEXT_UNDELIVERED,
     Call,
@@ -234,8 +235,11 @@ class Provider:
                 log.warning("sample telephony: the inbound webhook's TwiML is not playable", problem=str(exc))
                 verbs = []
             for verb in verbs:
-                if isinstance(verb, Message) and verb.body:
-                    replies.append(self.take_text(verb.to or from_, settings.telephony_from, verb.body, None))
+                to = (verb.to or from_) if isinstance(verb, Message) else ""
+                if isinstance(verb, Message) and verb.body and E164.fullmatch(to):
+                    replies.append(self.take_text(to, settings.telephony_from, verb.body[:MAX_BODY], None))
+                elif isinstance(verb, Message):
+                    log.warning("sample telephony: a reply with no body or an invalid 'to' was not sent", sid=text.sid)
         return text, answer.status_code if answer is not None else None, replies
 
     # calls

@@ -269,3 +269,42 @@ async def test_no_number_or_body_is_logged(phone: tuple[httpx.AsyncClient, Provi
     assert logs and all(
         secret not in logged for secret in (RESIDENT, CITY, "Secret body", "Said body", "Inbound body", "Reply body")
     )
+
+
+async def test_a_call_by_url_fetches_its_twiml_signed_and_a_redirect_loop_is_cut_off(
+    phone: tuple[httpx.AsyncClient, Provider], city: City, tmp_path: Path
+) -> None:
+    client, provider = phone
+    start = "https://city.example/telephony/call"
+    city.answers[start] = lambda params: f"<Response><Say>Hello.</Say><Redirect>{start}</Redirect></Response>"
+    reply = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Url": start})
+    assert reply.status_code == 201
+    await provider.idle()
+    fetched = city.to(start)
+    assert len(fetched) == 10 and fetched[0]["CallStatus"] == "in-progress"
+    validator = RequestValidator(TOKEN)
+    assert all(validator.validate(url, params, signature) for url, params, signature in city.received)
+    [file] = (tmp_path / "phone" / RESIDENT).glob("*.call.txt")
+    assert "cut off after 10 TwiML documents" in file.read_text()
+    assert provider.calls[reply.json()["sid"]].status == "completed"
+
+
+async def test_a_call_needs_exactly_one_of_twiml_and_url_and_playable_twiml(
+    phone: tuple[httpx.AsyncClient, Provider],
+) -> None:
+    client, provider = phone
+    both = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Url": DIGITS, "Twiml": "<Response/>"})
+    neither = await client.post(CALLS, data={"To": RESIDENT, "From": CITY})
+    unplayable = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Twiml": "<Response><Dial/></Response>"})
+    assert [r.json()["code"] for r in (both, neither, unplayable)] == [21205, 21205, 12100]
+    assert provider.calls == {}
+
+
+async def test_a_reply_to_a_number_that_is_not_e164_is_not_sent_nor_filed(
+    phone: tuple[httpx.AsyncClient, Provider], city: City, tmp_path: Path
+) -> None:
+    client, _ = phone
+    city.answers[INBOUND] = lambda params: '<Response><Message to="../../elsewhere">Hi</Message></Response>'
+    answer = await client.post("/sample/inbound", data={"From": RESIDENT, "Body": "STATUS"})
+    assert answer.json()["replies"] == []
+    assert [p.name for p in (tmp_path / "phone").iterdir()] == [RESIDENT]
