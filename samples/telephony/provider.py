@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import shutil
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -44,7 +45,8 @@ log = structlog.get_logger(__name__)
 SIGNATURE_HEADER = "X-Twilio-Signature"
 MAX_REQUEST_BYTES = 256_000
 MAX_DOCUMENTS_PER_CALL = 10  # a call following Redirects and Gather actions further than this is cut off
-CALL_EVENTS = {"queued": "initiated", "ringing": "ringing", "in-progress": "answered"}  # anything else: completed
+# The StatusCallbackEvent each call status belongs to; busy, no-answer, failed and completed are all 'completed'.
+CALL_EVENTS = {"initiated": "initiated", "ringing": "ringing", "in-progress": "answered"}
 
 
 class SampleTelephonySettings(KernelSettings):
@@ -285,7 +287,7 @@ class Provider:
 
     async def _play(self, call: Call, twiml: str | None, url: str | None) -> None:
         step = self.settings.sample_phone_step_seconds
-        await self._move_call(call, "queued")
+        await self._move_call(call, "initiated")
         await asyncio.sleep(step)
         await self._move_call(call, "ringing")
         await asyncio.sleep(step)
@@ -350,7 +352,10 @@ def authorised(request: Request, account_sid: str, token: str) -> None:
         user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         user = password = ""
-    if scheme.lower() != "basic" or user != account_sid or password != token:
+    known = hmac.compare_digest(user.encode(), account_sid.encode()) & hmac.compare_digest(
+        password.encode(), token.encode()
+    )
+    if scheme.lower() != "basic" or not known:
         raise Refused(401, 20003, "Authenticate: give the account SID and auth token (HTTP Basic)")
     path_sid = request.path_params.get("account_sid")
     if path_sid is not None and path_sid != account_sid:

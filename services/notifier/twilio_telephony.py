@@ -114,6 +114,10 @@ class TwilioTelephony:
     ) -> None:
         self._http = ProviderHttpClient(base_url, timeout_seconds)
         self._client = Client(account_sid, auth_token, http_client=self._http)
+        # twilio reads TWILIO_EDGE / TWILIO_REGION from the environment and would then name another Twilio host,
+        # one ProviderHttpClient does not replace: the base URL alone says where requests go.
+        self._client.edge = None
+        self._client.region = None
         self._validator = RequestValidator(auth_token)
         self._from = from_number
 

@@ -131,7 +131,7 @@ async def test_a_call_gathers_the_digits_pressed_and_says_what_the_city_answers(
         return [p for p in city.to("/call-status") if p["CallStatus"] == "completed"]
 
     await eventually(completed, timeout=10, what="the call to complete")
-    assert [p["CallStatus"] for p in city.to("/call-status")] == ["queued", "ringing", "in-progress", "completed"]
+    assert [p["CallStatus"] for p in city.to("/call-status")] == ["initiated", "ringing", "in-progress", "completed"]
     assert [p["Digits"] for p in city.to("/digits")] == ["1"]
     assert all(signed for _, _, signed in city.received)
     [file] = folder.glob(f"{RESIDENT}/*_{call.sid}.call.txt")
@@ -198,3 +198,16 @@ async def test_a_signature_made_with_another_token_or_over_other_params_is_not_t
     assert telephony.signed_by_provider(url, params, genuine)
     assert not telephony.signed_by_provider(url, {**params, "MessageStatus": "failed"}, genuine)
     assert not telephony.signed_by_provider(url, params, "")
+
+
+async def test_twilios_edge_and_region_settings_do_not_send_requests_elsewhere(
+    phone: tuple[TwilioTelephony, CityWebhooks, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, city, _ = phone
+    monkeypatch.setenv("TWILIO_EDGE", "sydney")
+    monkeypatch.setenv("TWILIO_REGION", "au1")
+    telephony = TwilioTelephony(city.provider_url, SID, TOKEN, CITY)
+    try:
+        assert (await telephony.send_text(RESIDENT, "hello")).sid.startswith("SM")
+    finally:
+        await telephony.aclose()

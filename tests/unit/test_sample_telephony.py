@@ -154,7 +154,7 @@ async def test_a_call_plays_its_twiml_posts_the_digits_pressed_and_follows_the_a
     )
     assert reply.status_code == 201 and reply.json()["sid"].startswith("CA")
     await provider.idle()
-    assert [p["CallStatus"] for p in city.to(CALLBACK)] == ["queued", "ringing", "in-progress", "completed"]
+    assert [p["CallStatus"] for p in city.to(CALLBACK)] == ["initiated", "ringing", "in-progress", "completed"]
     [pressed] = city.to(DIGITS)
     assert (pressed["Digits"], pressed["CallSid"]) == ("2", reply.json()["sid"])
     validator = RequestValidator(TOKEN)
