@@ -22,6 +22,7 @@ from samples.telephony.provider import (
     Refused,
     SampleTelephonySettings,
     authorised,
+    callback_url,
     form_of,
     number,
     one,
@@ -77,7 +78,7 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
             raise Refused(400, 21602, "Message body is required.")
         if len(body) > MAX_BODY:
             raise Refused(400, 21617, f"The concatenated message body exceeds the {MAX_BODY} character limit.")
-        text = provider.take_text(to, from_, body, one(form, "StatusCallback", required=False))
+        text = provider.take_text(to, from_, body, callback_url(form, "StatusCallback"))
         return JSONResponse(text.as_twilio(), status_code=201)
 
     async def list_messages(request: Request) -> Response:
@@ -114,14 +115,14 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
     async def create_call(request: Request) -> Response:
         form = await form_of(request)
         to, from_ = number(form, "To"), from_the_city(form)
-        twiml, url = one(form, "Twiml", required=False), one(form, "Url", required=False)
+        twiml, url = one(form, "Twiml", required=False), callback_url(form, "Url")
         if (twiml is None) == (url is None):
             raise Refused(400, 21205, "Give either 'Twiml' or 'Url' (one of them).")
         events = frozenset(e for value in form.get("StatusCallbackEvent", []) for e in value.split()) or frozenset(
             {"completed"}
         )
         try:
-            call = provider.place_call(to, from_, twiml, url, one(form, "StatusCallback", required=False), events)
+            call = provider.place_call(to, from_, twiml, url, callback_url(form, "StatusCallback"), events)
         except TwimlError as exc:
             raise Refused(400, 12100, f"Document parse failure: {exc}") from None
         return JSONResponse(call.as_twilio(), status_code=201)

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import re
 import shutil
 from collections import defaultdict, deque
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from services.notifier.telephony import AUTH_TOKEN_FILE, DEV_ACCOUNT_SID, DEV_CI
 log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+HTTP_URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
 MAX_REQUEST_BYTES = 256_000
 MAX_DOCUMENTS_PER_CALL = 10  # a call following Redirects and Gather actions further than this is cut off
 # The StatusCallbackEvent each call status belongs to; busy, no-answer, failed and completed are all 'completed'.
@@ -114,6 +116,16 @@ def one(form: Mapping[str, list[str]], name: str, required: bool = True) -> str 
     return values[0]
 
 
+def callback_url(form: Mapping[str, list[str]], name: str) -> str | None:
+    """An optional URL the provider will call: absolute http(s), as Twilio requires."""
+    value = one(form, name, required=False)
+    if value is None:
+        return None
+    if not HTTP_URL.fullmatch(value) or len(value) > 2000:
+        raise Refused(400, 21609 if name == "StatusCallback" else 21205, f"'{name}' must be an absolute http(s) URL.")
+    return value
+
+
 def number(form: Mapping[str, list[str]], name: str) -> str:
     value = one(form, name) or ""
     if not E164.fullmatch(value):
@@ -139,7 +151,15 @@ class Provider:
     def start(self, work: Any, name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            problem = task.exception()
+            log.error(
+                "sample telephony: a text or call broke off", task=task.get_name(), problem=type(problem).__name__
+            )
 
     async def idle(self) -> None:
         """Wait until every text and call has run its course (for tests)."""
@@ -156,7 +176,7 @@ class Provider:
         headers = {SIGNATURE_HEADER: self.signer.compute_signature(url, params)}
         try:
             return await self._client.post(url, data=params, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning("sample telephony: callback not delivered", problem=type(exc).__name__)
             return None
 
@@ -179,10 +199,8 @@ class Provider:
         return text
 
     async def _deliver(self, text: Text) -> None:
-        undelivered = text.to.endswith(TEXT_UNDELIVERED)
-        steps: list[tuple[str, int | None]] = [("sent", None), ("undelivered" if undelivered else "delivered", None)]
-        if undelivered:
-            steps[-1] = ("undelivered", 30003)
+        final = ("undelivered", 30003) if text.to.endswith(TEXT_UNDELIVERED) else ("delivered", None)
+        steps: list[tuple[str, int | None]] = [("sent", None), final]
         for status, code in steps:
             await asyncio.sleep(self.settings.sample_phone_step_seconds)
             text.move(status, code)
@@ -239,7 +257,10 @@ class Provider:
             for verb in verbs:
                 to = (verb.to or from_) if isinstance(verb, Message) else ""
                 if isinstance(verb, Message) and verb.body and E164.fullmatch(to):
-                    replies.append(self.take_text(to, settings.telephony_from, verb.body[:MAX_BODY], None))
+                    try:
+                        replies.append(self.take_text(to, settings.telephony_from, verb.body[:MAX_BODY], None))
+                    except Refused as refused:  # the resident has opted out
+                        log.warning("sample telephony: a reply was refused", sid=text.sid, code=refused.code)
                 elif isinstance(verb, Message):
                     log.warning("sample telephony: a reply with no body or an invalid 'to' was not sent", sid=text.sid)
         return text, answer.status_code if answer is not None else None, replies

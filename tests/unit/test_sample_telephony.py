@@ -222,6 +222,7 @@ async def test_wrong_credentials_or_account_are_refused_as_twilio_refuses_them(
         (b"To=%2B15555550142&Body=x", 21602, "From"),
         (b"To=tel%3A555-0142&From=%2B15555550100&Body=x", 21211, "To"),
         (b"To=%2B15555550142&From=%2B15555550199&Body=x", 21606, "From"),
+        (b"To=%2B15555550142&From=%2B15555550100&Body=x&StatusCallback=javascript%3Aalert(1)", 21609, "StatusCallback"),
     ],
 )
 async def test_messy_input_is_refused_naming_the_field_and_nothing_is_kept(
