@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urljoin
 
 import httpx
 import structlog
@@ -321,8 +321,12 @@ class Provider:
         script = CallScript(self.presses[call.to], call.transcript)
         next_step: Post | None = Post(url, None) if twiml is None and url else None
         document = twiml
+        here = url  # where the document playing came from: a relative action or Redirect is read from there
         for _ in range(MAX_DOCUMENTS_PER_CALL):
             if document is None and next_step is not None:
+                if here is not None:
+                    next_step = Post(urljoin(here, next_step.url), next_step.digits)
+                here = next_step.url
                 document = await self._fetch_twiml(call, next_step)
             if document is None:
                 break

@@ -277,7 +277,8 @@ async def test_a_call_by_url_fetches_its_twiml_signed_and_a_redirect_loop_is_cut
 ) -> None:
     client, provider = phone
     start = "https://city.example/telephony/call"
-    city.answers[start] = lambda params: f"<Response><Say>Hello.</Say><Redirect>{start}</Redirect></Response>"
+    # a relative Redirect is read from the document's own URL, as Twilio reads it
+    city.answers[start] = lambda params: "<Response><Say>Hello.</Say><Redirect>call</Redirect></Response>"
     reply = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Url": start})
     assert reply.status_code == 201
     await provider.idle()
