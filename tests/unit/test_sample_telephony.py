@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
+from civicflow.secrets import UnsafeSecret
 from samples.telephony.app import create_app
 from samples.telephony.provider import Provider, SampleTelephonySettings
 from samples.telephony.records import E164
+from services.notifier.main import NotifierSettings
 
 SID = "AC" + "5" * 32
 TOKEN = "sample-telephony-token-for-tests-only"
@@ -310,3 +312,13 @@ async def test_a_reply_to_a_number_that_is_not_e164_is_not_sent_nor_filed(
     answer = await client.post("/sample/inbound", data={"From": RESIDENT, "Body": "STATUS"})
     assert answer.json()["replies"] == []
     assert [p.name for p in (tmp_path / "phone").iterdir()] == [RESIDENT]
+
+
+def test_the_notifier_and_the_sample_provider_on_one_state_folder_share_a_token_and_production_needs_one(
+    tmp_path: Path,
+) -> None:
+    notifier = NotifierSettings(state_dir=tmp_path).telephony_token()
+    assert notifier == SampleTelephonySettings(state_dir=tmp_path).auth_token()
+    assert notifier != NotifierSettings(state_dir=tmp_path / "elsewhere").telephony_token()
+    with pytest.raises(UnsafeSecret, match="CIVICFLOW_TELEPHONY_AUTH_TOKEN"):
+        NotifierSettings(state_dir=tmp_path, environment="production").telephony_token()
