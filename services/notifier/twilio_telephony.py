@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
@@ -154,7 +154,7 @@ class TwilioTelephony:
         """Await one twilio request, turning what went wrong into the port's two kinds of failure."""
         try:
             return await request
-        except TwilioRestException as exc:
+        except (TwilioRestException, TwilioServiceException) as exc:  # the legacy and the RFC 9457 error shapes
             if exc.status >= 500 or exc.status in (401, 403, 404, 429):
                 # The provider is down, overloaded, or our account settings are wrong: nothing about this
                 # text; it can go once that is put right.
@@ -165,12 +165,20 @@ class TwilioTelephony:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("telephony provider unreachable", problem=type(exc).__name__)
             raise TelephonyUnavailable(f"the telephony provider could not be reached ({type(exc).__name__})") from None
-        except (TwilioException, ValueError, KeyError) as exc:  # an answer twilio could not read (not JSON…)
-            log.warning("telephony provider answered something unreadable", problem=type(exc).__name__)
+        except (TwilioException, ValueError, KeyError) as exc:
+            # A list page that is not 200 comes as a bare TwilioException holding the response (whatever the
+            # code: `texts_to` cannot tell what was sent, so it is asked again later); else an answer that is not
+            # Twilio's JSON.
+            answered = getattr(exc.args[1], "status_code", None) if len(exc.args) > 1 else None
+            log.warning("telephony provider answered unreadably", status=answered, problem=type(exc).__name__)
+            if answered is not None:
+                raise TelephonyUnavailable(f"the telephony provider answered HTTP {answered}") from None
             raise TelephonyUnavailable("the telephony provider's answer could not be read") from None
 
 
 def _message(message: Any) -> ProviderMessage:
+    # A text without a readable date counts as made now: `texts_to` then finds it, and a text found is not
+    # sent again, which is the safe side of a crash between the provider taking it and our commit.
     created = message.date_created
     if isinstance(created, str):
         created = parsedate_to_datetime(created)

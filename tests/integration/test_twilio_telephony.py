@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
@@ -153,18 +153,21 @@ async def test_refusals_carry_the_providers_code_and_never_the_number(
     assert bad_twiml.value.code == 12100
 
 
-async def test_a_provider_that_cannot_be_reached_answers_badly_or_refuses_our_credentials_is_unavailable(
+async def test_a_provider_unreachable_failing_unreadable_or_refusing_our_credentials_is_unavailable(
     phone: tuple[TwilioTelephony, CityWebhooks, Path],
 ) -> None:
     _, city, _ = phone
     unused, broken_port = free_ports(2)
 
     async def broken(request: Request) -> Response:
+        if request.method == "GET" or b"15005550009" in await request.body():  # the newer RFC 9457 error shape
+            problem = {"type": "https://www.twilio.com/docs/errors/21614", "title": "Not a mobile number"}
+            return JSONResponse({**problem, "status": 400, "code": 21614}, status_code=400)
         if request.url.path.endswith("Calls.json"):
             return Response("<html>a proxy's error page</html>", status_code=200, media_type="text/html")
         return Response('{"code": 20500, "message": "Internal Server Error", "status": 500}', status_code=500)
 
-    server, task = await _serve(Starlette(routes=[Route("/{path:path}", broken, methods=["POST"])]), broken_port)
+    server, task = await _serve(Starlette(routes=[Route("/{path:path}", broken, methods=["GET", "POST"])]), broken_port)
     nowhere = TwilioTelephony(f"http://127.0.0.1:{unused}", SID, TOKEN, CITY, timeout_seconds=2)
     wrong_token = TwilioTelephony(city.provider_url, SID, "not-the-token-of-this-account", CITY)
     failing = TwilioTelephony(f"http://127.0.0.1:{broken_port}", SID, TOKEN, CITY)
@@ -174,6 +177,11 @@ async def test_a_provider_that_cannot_be_reached_answers_badly_or_refuses_our_cr
                 await unavailable.send_text(RESIDENT, "hello")
         with pytest.raises(TelephonyUnavailable, match="could not be read"):
             await failing.place_call(RESIDENT, "<Response/>")
+        with pytest.raises(TelephonyRefused) as refused:
+            await failing.send_text("+15005550009", "hello")
+        assert refused.value.code == 21614 and "cannot receive texts" in str(refused.value)
+        with pytest.raises(TelephonyUnavailable, match="HTTP 400"):  # what was sent cannot be told: ask again later
+            await failing.texts_to(RESIDENT, datetime.now(UTC))
     finally:
         for telephony in (nowhere, wrong_token, failing):
             await telephony.aclose()
