@@ -200,12 +200,13 @@ class Provider:
 
     async def _deliver(self, text: Text) -> None:
         final = ("undelivered", 30003) if text.to.endswith(TEXT_UNDELIVERED) else ("delivered", None)
-        steps: list[tuple[str, int | None]] = [("sent", None), final]
+        steps: list[tuple[str, int | None]] = [("queued", None), ("sent", None), final]
         for status, code in steps:
-            await asyncio.sleep(self.settings.sample_phone_step_seconds)
-            text.move(status, code)
-            self.file_text(text)
-            log.info("sample telephony: text moved", sid=text.sid, status=status)
+            if status != "queued":  # queued is where the text stands already: it is only told
+                await asyncio.sleep(self.settings.sample_phone_step_seconds)
+                text.move(status, code)
+                self.file_text(text)
+                log.info("sample telephony: text moved", sid=text.sid, status=status)
             if text.status_callback:
                 params = {
                     "MessageSid": text.sid,

@@ -94,7 +94,7 @@ async def test_a_text_is_taken_as_twilio_takes_it_and_its_statuses_come_back_sig
     assert text["date_created"].endswith("+0000")  # RFC 2822, as Twilio writes dates
     await provider.idle()
     statuses = [p["MessageStatus"] for p in city.to(CALLBACK)]
-    assert statuses == ["sent", "delivered"]
+    assert statuses == ["queued", "sent", "delivered"]
     validator = RequestValidator(TOKEN)
     for url, params, signature in city.received:
         assert validator.validate(url, params, signature)
