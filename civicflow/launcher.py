@@ -1,5 +1,6 @@
-"""Starts the whole system as separate processes: the five services, the sample department system and
-the SMTP sink. Used by `civicflow dev` and by the end-to-end tests, so both run the same thing."""
+"""Starts the whole system as separate processes: the five services, the sample department system, the
+SMTP sink and the sample telephony provider. Used by `civicflow dev` and by the end-to-end tests, so both run
+the same thing."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from civicflow.infra import Infrastructure, free_ports, wait_for_port
 
 SERVICES = ("intake", "router", "workorder_bridge", "notifier", "query")
+SAMPLES = ("smtp_sink", "sample_department", "sample_telephony")  # stand-ins for the city's outside world
 
 
 @dataclass
@@ -29,19 +31,22 @@ class Ports:
     bridge_http: int
     sample_department: int
     smtp: int
+    phone: int  # the sample telephony provider
+    notifier_http: int  # the notifier's webhooks (texts and calls coming back from the telephony provider)
     metrics: dict[str, int] = field(default_factory=dict)  # each service's Prometheus /metrics
 
     @classmethod
     def defaults(cls) -> Ports:
         metrics = {service: 9101 + n for n, service in enumerate(SERVICES)}
-        return cls(50051, 50052, 50053, 50054, 50055, 8081, 8090, 8025, metrics)
+        return cls(50051, 50052, 50053, 50054, 50055, 8081, 8090, 8025, 8095, 8082, metrics)
 
     @classmethod
     def free(cls) -> Ports:
-        drawn = free_ports(8 + len(SERVICES))
-        intake, query, router, bridge, notifier, bridge_http, department, smtp = drawn[:8]
-        metrics = dict(zip(SERVICES, drawn[8:], strict=True))
-        return cls(intake, query, router, bridge, notifier, bridge_http, department, smtp, metrics)
+        drawn = free_ports(10 + len(SERVICES))
+        intake, query, router, bridge, notifier, bridge_http, department, smtp, phone, notifier_http = drawn[:10]
+        metrics = dict(zip(SERVICES, drawn[10:], strict=True))
+        servers = (intake, query, router, bridge, notifier, bridge_http, department, smtp, phone, notifier_http)
+        return cls(*servers, metrics=metrics)
 
     def grpc(self, service: str) -> int:
         port: int = getattr(self, service)
@@ -65,6 +70,15 @@ class SystemProcesses:
     def mail_dir(self) -> Path:
         return self.state_dir / "mail"
 
+    @property
+    def phone_dir(self) -> Path:
+        """Where the sample telephony provider files every text and call."""
+        return self.state_dir / "phone"
+
+    @property
+    def phone_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.phone}"
+
     def environment(self) -> dict[str, str]:
         p = self.ports
         env = dict(os.environ)
@@ -83,6 +97,11 @@ class SystemProcesses:
                 "CIVICFLOW_SAMPLE_DEPT_PORT": str(p.sample_department),
                 "CIVICFLOW_SMTP_PORT": str(p.smtp),
                 "CIVICFLOW_MAIL_DIR": str(self.mail_dir),
+                "CIVICFLOW_SAMPLE_PHONE_PORT": str(p.phone),
+                "CIVICFLOW_PHONE_DIR": str(self.phone_dir),
+                "CIVICFLOW_TELEPHONY_BASE_URL": self.phone_url,
+                "CIVICFLOW_NOTIFIER_HTTP_PORT": str(p.notifier_http),
+                "CIVICFLOW_TELEPHONY_INBOUND_URL": f"http://127.0.0.1:{p.notifier_http}/telephony/inbound",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -92,7 +111,11 @@ class SystemProcesses:
     def command(self, name: str) -> list[str]:
         if name in SERVICES:
             return [sys.executable, "-m", "civicflow.cli", "run", name]
-        module = {"sample_department": "samples.department_workorders", "smtp_sink": "samples.smtp_sink"}[name]
+        module = {
+            "sample_department": "samples.department_workorders",
+            "smtp_sink": "samples.smtp_sink",
+            "sample_telephony": "samples.telephony",
+        }[name]
         return [sys.executable, "-m", module]
 
     def start(self, name: str) -> None:
@@ -108,7 +131,7 @@ class SystemProcesses:
 
     def start_all(self) -> None:
         self.address_points_loaded = self.load_address_points()
-        for name in ("smtp_sink", "sample_department", *SERVICES):
+        for name in SAMPLES + SERVICES:
             self.start(name)
         self.wait_ready()
 
@@ -136,7 +159,7 @@ class SystemProcesses:
         return f"address points: {loaded.found.report()} from {city.address_points.name}"
 
     def wait_ready(
-        self, names: tuple[str, ...] = ("smtp_sink", "sample_department", *SERVICES), timeout: float = 60
+        self, names: tuple[str, ...] = SAMPLES + SERVICES, timeout: float = 60
     ) -> None:
         deadline = time.monotonic() + timeout
         for name in names:
@@ -144,6 +167,8 @@ class SystemProcesses:
                 wait_for_port("127.0.0.1", self.ports.smtp, timeout)
             elif name == "sample_department":
                 wait_for_port("127.0.0.1", self.ports.sample_department, timeout)
+            elif name == "sample_telephony":
+                wait_for_port("127.0.0.1", self.ports.phone, timeout)
             else:
                 wait_serving(f"127.0.0.1:{self.ports.grpc(name)}", deadline, self.processes.get(name))
 

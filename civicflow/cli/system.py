@@ -56,6 +56,7 @@ def dev(
                         "intake": f"127.0.0.1:{ports.intake}",
                         "query": f"127.0.0.1:{ports.query}",
                         "router": f"127.0.0.1:{ports.router}",
+                        "phone": system.phone_url,
                         "database_url": infra.database_url,
                     }
                 )
@@ -70,6 +71,8 @@ def dev(
                 f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (health)\n"
                 f"  sample department work-order system  http://127.0.0.1:{ports.sample_department}\n"
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
+                f"  sample telephony provider {system.phone_url}, texts and calls saved in {system.phone_dir}\n"
+                f"            (civicflow phone reply NUMBER \"TEXT\" / press NUMBER DIGITS / list)\n"
                 f"  metrics   http://127.0.0.1:<port>/metrics, port by service: {metrics}\n"
                 f"  logs in {state_dir / 'logs'}\n"
                 f"  the CLI calls with the API key in {cli_key_file(settings)} (every scope; `civicflow keys`)\n"

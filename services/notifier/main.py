@@ -43,6 +43,7 @@ from civicflow.eventstore import PostgresEventStore, StreamAppend
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, serve
+from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
 from services.notifier.domain import (
@@ -58,6 +59,7 @@ from services.notifier.domain import (
     stage_facts,
 )
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
+from services.notifier.telephony import AUTH_TOKEN_FILE, DEV_ACCOUNT_SID, DEV_CITY_NUMBER, DEV_PROVIDER_URL
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +78,15 @@ class NotifierSettings(KernelSettings):
         "filled in, otherwise the number is appended as a path segment. Empty: no link.",
     )
     city_timezone: str = Field(default="UTC", description="IANA time zone for dates in messages.")
+    # texts and calls: Twilio, or a provider speaking its API (README "Texts and calls"); in development the
+    # sample provider, with the auth token kept in the state folder
+    telephony_base_url: str = DEV_PROVIDER_URL
+    telephony_account_sid: str = DEV_ACCOUNT_SID
+    telephony_auth_token: str = ""
+    telephony_from: str = Field(default=DEV_CITY_NUMBER, description="The city's number texts and calls come from.")
+
+    def telephony_token(self) -> str:
+        return shared_secret(self, self.telephony_auth_token, "CIVICFLOW_TELEPHONY_AUTH_TOKEN", AUTH_TOKEN_FILE)
 
 
 class NotificationHandler:

@@ -61,3 +61,12 @@ class Telephony(Protocol):
     def signed_by_provider(self, url: str, params: Mapping[str, str], signature: str) -> bool:
         """Whether a callback or inbound text really comes from the provider (X-Twilio-Signature)."""
         ...
+
+
+# Development defaults, shared by the notifier's settings and the sample provider (samples/telephony) so that
+# `civicflow dev` needs no account: an account SID of zeros (an identifier, not a secret: the auth token is
+# one, kept per state folder), the sample provider's usual address, and a fictional city number (555-01xx).
+DEV_ACCOUNT_SID = "AC" + "0" * 32
+DEV_PROVIDER_URL = "http://127.0.0.1:8095"
+DEV_CITY_NUMBER = "+15555550100"
+AUTH_TOKEN_FILE = "telephony.key"

@@ -22,9 +22,11 @@ def test_a_system_draws_a_different_port_for_each_of_its_servers() -> None:
             ports.bridge_http,
             ports.sample_department,
             ports.smtp,
+            ports.phone,
+            ports.notifier_http,
             *ports.metrics.values(),
         ]
-        assert len(set(drawn)) == len(drawn) == 13
+        assert len(set(drawn)) == len(drawn) == 15
     assert len(set(free_ports(100))) == 100
 
 
