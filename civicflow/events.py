@@ -147,6 +147,10 @@ class CaseSubmitted(CaseEvent):
     )
     preferred_channel: str | None = Field(default=None, description="email, sms or voice, when the resident chose.")
     has_email: bool = False
+    language: str = Field(default="en", description="The language the resident hears back in (en, es).")
+    updates: Literal["all", "outcome"] = Field(
+        default="all", description="all: every stage; outcome: only when the case is resolved."
+    )
     attributes: dict[str, str] = Field(default={}, description="Answers to the service's questions, by question code.")
     flags: list[str] = Field(default=[], description="Priority flags the caller raised (hazard, blocking_traffic, …).")
     imported: ImportedFrom | None = Field(
