@@ -40,7 +40,7 @@ STAGE_OF_EVENT: dict[str, Stage] = {
 }
 
 MESSAGE_ID_DOMAIN = "civicflow.local"
-SUPPORTED_CHANNELS = frozenset({"email"})
+SUPPORTED_CHANNELS = frozenset({"email", "sms"})
 
 
 # --- which channel ------------------------------------------------------------------------------
@@ -69,21 +69,39 @@ class NothingToSend:
     reason: str
 
 
-Delivery = SendEmail | CannotNotify | NothingToSend
+@dataclass(frozen=True)
+class SendText:
+    """Text this stage's message to the resident's phone (E.164)."""
+
+    to: str
+    channel: str = "sms"
+
+
+Delivery = SendEmail | SendText | CannotNotify | NothingToSend
+
+
+def wanted(stage: Stage, updates: str) -> bool:
+    """Whether the resident asked to hear about this stage: every stage, or only the outcome."""
+    return updates != "outcome" or stage == "resolved"
 
 
 def choose_delivery(sealed: bool, contact: ResidentContact | None, preferred_channel: str | None) -> Delivery:
     """How to tell the resident about a stage.
 
     sealed says whether the case was submitted with a contact at all; contact is that contact unsealed,
-    or None when the resident has since asked to be forgotten. Anything but email is not built yet and
-    is recorded as failed rather than dropped, so the call centre can see who was not told.
+    or None when the resident has since asked to be forgotten. A text goes to a resident who chose sms,
+    or who gave a phone number and no email address; a channel not built yet (voice) is recorded as
+    failed rather than dropped, so the call centre can see who was not told.
     """
     preferred = (preferred_channel or "").strip().lower() or None
     if not sealed:
         return NothingToSend("no contact given")
+    if preferred == "none":
+        return NothingToSend("the resident asked not to hear back")
     if contact is None:
         return CannotNotify(preferred or "email", "contact forgotten")
+    if preferred == "sms":
+        return SendText(to=contact.phone) if contact.phone else CannotNotify("sms", "no phone number given")
     if preferred not in (None, "email"):
         return CannotNotify(preferred, "channel not yet supported")
     if contact.email:
@@ -91,7 +109,7 @@ def choose_delivery(sealed: bool, contact: ResidentContact | None, preferred_cha
     if preferred == "email":
         return CannotNotify("email", "no email address given")
     if contact.phone:
-        return CannotNotify("sms", "channel not yet supported")
+        return SendText(to=contact.phone)
     return NothingToSend("no email address or phone number given")
 
 
@@ -115,6 +133,8 @@ class StageFacts:
     resolution: str | None = None
     resolved_at: datetime | None = None
     imported: bool = False  # a past request from the city's old system: its resident is not told again
+    language: str = "en"
+    updates: str = "all"  # all, or outcome: only the resolution
 
 
 class MissingSubmission(LookupError):
@@ -149,6 +169,8 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         resolution=resolved.resolution if resolved else None,
         resolved_at=resolved.resolved_at if resolved else None,
         imported=submitted.imported is not None,
+        language=submitted.language,
+        updates=submitted.updates,
     )
 
 

@@ -1,4 +1,5 @@
-"""notifier's process: tells residents about each stage of their case, exactly one email per stage.
+"""notifier's process: tells residents about each stage of their case, exactly one email or text per stage
+(texts: services/notifier/texting.py, the same steps with the provider asked about the crash window).
 
 Delivery runs in three steps so a crash or a redelivery never sends a second email for a stage:
 
@@ -43,6 +44,7 @@ from civicflow.eventstore import PostgresEventStore, StreamAppend
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, serve
+from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
 from services.notifier.domain import (
@@ -51,13 +53,18 @@ from services.notifier.domain import (
     MessageTemplates,
     NothingToSend,
     SendEmail,
+    SendText,
     Stage,
     choose_delivery,
     compose_email,
     message_id_for,
     stage_facts,
+    wanted,
 )
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
+from services.notifier.sms import TextTemplates
+from services.notifier.telephony import Telephony
+from services.notifier.texting import NOTIFICATIONS, TextDelivery
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +83,12 @@ class NotifierSettings(KernelSettings):
         "filled in, otherwise the number is appended as a path segment. Empty: no link.",
     )
     city_timezone: str = Field(default="UTC", description="IANA time zone for dates in messages.")
+    notifier_http_port: int = Field(default=8082, description="Inbound texts and status callbacks from the provider.")
+    sms_number_key: str = Field(
+        default="",
+        description="Key of the digest residents' phone numbers are known by in the opt-out list; made once per"
+        " state folder in development.",
+    )
 
 
 class NotificationHandler:
@@ -89,12 +102,14 @@ class NotificationHandler:
         sender: MailSender,
         templates: MessageTemplates,
         mail_from: str,
+        texts: TextDelivery | None = None,
     ) -> None:
         self._engine = engine
         self._vault = vault
         self._sender = sender
         self._templates = templates
         self._mail_from = mail_from
+        self._texts = texts
 
     async def __call__(self, event: RecordedEvent, reads: Reads) -> Decision:
         stage = STAGE_OF_EVENT[event.type]
@@ -105,10 +120,16 @@ class NotificationHandler:
         facts = stage_facts(event, await reads.stream(event.case_id))
         if facts.imported:
             return self._without_sending(event, stage, NothingToSend("imported from the city's old system"))
+        if not wanted(stage, facts.updates):
+            return self._without_sending(event, stage, NothingToSend("the resident asked only for the outcome"))
         contact = None
         if facts.sealed_contact is not None:
             contact = await self._vault.unseal(reads.tx, event.case_id, facts.sealed_contact)
         delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel)
+        if isinstance(delivery, SendText):
+            if self._texts is None:
+                return self._without_sending(event, stage, CannotNotify("sms", "no text message provider configured"))
+            return await self._texts.deliver(event, facts, delivery.to, reads)
         if not isinstance(delivery, SendEmail):
             return self._without_sending(event, stage, delivery)
         rendered = self._templates.render(facts)
@@ -144,6 +165,7 @@ class NotificationHandler:
         )
         if not finished:
             return Decision()
+        NOTIFICATIONS.labels("email", "sent" if status == "sent" else "failed").inc()
         return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))])
 
     def _without_sending(self, event: RecordedEvent, stage: Stage, delivery: CannotNotify | NothingToSend) -> Decision:
@@ -151,6 +173,7 @@ class NotificationHandler:
             log.info("nothing to send", stage=stage, reason=delivery.reason)
             return Decision()
         log.info("notification not possible", stage=stage, channel=delivery.channel, reason=delivery.reason)
+        NOTIFICATIONS.labels(delivery.channel, "failed").inc()
         failed = NotificationFailed(stage=stage, channel=delivery.channel, reason=delivery.reason)
         return Decision(appends=[StreamAppend(event.case_id, None, [failed], event.caused(ACTOR))])
 
@@ -159,13 +182,16 @@ class NotificationHandler:
         await tx.execute(
             text(
                 "INSERT INTO notifier.deliveries (case_id, stage, message_id, status, caused_by)"
-                " VALUES (:c, :s, :m, 'sending', :e) ON CONFLICT (case_id, stage) DO NOTHING"
+                " VALUES (:c, :s, :m, 'sending', :e) ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
             ),
             {"c": event.case_id, "s": stage, "m": message_id, "e": event.event_id},
         )
         status = (
             await tx.execute(
-                text("SELECT status FROM notifier.deliveries WHERE case_id = :c AND stage = :s"),
+                text(
+                    "SELECT status FROM notifier.deliveries"
+                    " WHERE case_id = :c AND stage = :s AND channel = 'email' AND attempt = 1"
+                ),
                 {"c": event.case_id, "s": stage},
             )
         ).scalar_one()
@@ -176,7 +202,8 @@ class NotificationHandler:
         finished = await tx.execute(
             text(
                 "UPDATE notifier.deliveries SET status = :st, sent_at = now()"
-                " WHERE case_id = :c AND stage = :s AND status = 'sending' RETURNING 1"
+                " WHERE case_id = :c AND stage = :s AND channel = 'email' AND attempt = 1 AND status = 'sending'"
+                " RETURNING 1"
             ),
             {"st": status, "c": event.case_id, "s": stage},
         )
@@ -196,14 +223,26 @@ def city_timezone(name: str) -> ZoneInfo:
         ) from exc
 
 
-def bootstrap(settings: NotifierSettings, sender: MailSender | None = None) -> ServiceProcess:
+def number_key(settings: NotifierSettings) -> bytes:
+    return shared_secret(settings, settings.sms_number_key, "CIVICFLOW_SMS_NUMBER_KEY", "sms-number.key").encode()
+
+
+def bootstrap(
+    settings: NotifierSettings, sender: MailSender | None = None, telephony: Telephony | None = None
+) -> ServiceProcess:
+    """The notifier's process; without a telephony provider, texts are recorded as not possible."""
     engine = make_engine(settings.database_url)
+    zone = city_timezone(settings.city_timezone)
+    texts = None
+    if telephony is not None:
+        texts = TextDelivery(engine, telephony, TextTemplates(zone), number_key(settings))
     handler = NotificationHandler(
         engine,
         ContactVault(load_master_key(settings.pii_master_key, settings.state_dir)),
         sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
-        MessageTemplates(city_timezone(settings.city_timezone), settings.public_tracking_url),
+        MessageTemplates(zone, settings.public_tracking_url),
         settings.mail_from,
+        texts,
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)
