@@ -319,3 +319,14 @@ class NotificationFailed(CaseEvent):
     stage: str
     channel: str
     reason: str
+
+
+@catalogued
+class ResidentReplied(CaseEvent):
+    """The resident texted back about the case; the text is for the department, never for public views
+    or logs (notifier)."""
+
+    event_type: ClassVar[str] = "ResidentReplied"
+
+    text: str = Field(max_length=1600, description="What the resident wrote, as plain text on one line.")
+    channel: str = Field(default="sms", description="How it came: sms.")

@@ -43,7 +43,7 @@ from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, Re
 from civicflow.eventstore import PostgresEventStore, StreamAppend
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
-from civicflow.runtime import ServiceProcess, serve
+from civicflow.runtime import ServiceProcess, Task, serve
 from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
@@ -61,9 +61,11 @@ from services.notifier.domain import (
     stage_facts,
     wanted,
 )
+from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
 from services.notifier.sms import TextTemplates
 from services.notifier.telephony import Telephony
+from services.notifier.telephony_http import STATUS_PATH, TelephonyServer, create_telephony_app
 from services.notifier.texting import NOTIFICATIONS, TextDelivery
 
 log = structlog.get_logger(__name__)
@@ -84,6 +86,12 @@ class NotifierSettings(KernelSettings):
     )
     city_timezone: str = Field(default="UTC", description="IANA time zone for dates in messages.")
     notifier_http_port: int = Field(default=8082, description="Inbound texts and status callbacks from the provider.")
+    notifier_http_host: str = "127.0.0.1"
+    notifier_public_url: str = Field(
+        default="",
+        description="This endpoint's address as the telephony provider calls it (it signs that URL); empty:"
+        " http://127.0.0.1:{notifier_http_port}.",
+    )
     sms_number_key: str = Field(
         default="",
         description="Key of the digest residents' phone numbers are known by in the opt-out list; made once per"
@@ -234,8 +242,14 @@ def bootstrap(
     engine = make_engine(settings.database_url)
     zone = city_timezone(settings.city_timezone)
     texts = None
+    tasks: list[Task] = []
     if telephony is not None:
-        texts = TextDelivery(engine, telephony, TextTemplates(zone), number_key(settings))
+        key = number_key(settings)
+        public_url = settings.notifier_public_url or f"http://127.0.0.1:{settings.notifier_http_port}"
+        texts = TextDelivery(engine, telephony, TextTemplates(zone), key, public_url.rstrip("/") + STATUS_PATH)
+        inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
+        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine))
+        tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,
         ContactVault(load_master_key(settings.pii_master_key, settings.state_dir)),
@@ -247,7 +261,7 @@ def bootstrap(
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)
     consumer = CaseEventConsumer(ACTOR, settings, reactions)
-    return ServiceProcess(ACTOR, settings, engine, settings.notifier_grpc_port, consumer=consumer)
+    return ServiceProcess(ACTOR, settings, engine, settings.notifier_grpc_port, consumer=consumer, tasks=tasks)
 
 
 async def run() -> None:

@@ -17,6 +17,7 @@ from civicflow.events import (
     NotificationFailed,
     NotificationSent,
     RecordedEvent,
+    ResidentReplied,
     RoutingDecision,
     WorkOrderOpened,
     WorkOrderRejected,
@@ -142,6 +143,9 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "resident_notified", f"resident told of '{data.stage}' by {data.channel}"
     elif isinstance(data, NotificationFailed):
         stage, detail = "notification_failed", f"could not tell the resident of '{data.stage}' by {data.channel}"
+    elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view
+        how = "text" if data.channel == "sms" else data.channel
+        stage, detail = "resident_replied", f"the resident replied by {how}"
     after = replace(base, **changes)
     if not stage:
         return after, None
