@@ -56,7 +56,7 @@ def create_telephony_app(telephony: Telephony, public_url: str, answer: Answer, 
             if len(raw) > MAX_BODY_BYTES:
                 raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
         try:
-            params = dict(parse_qsl(bytes(raw).decode("utf-8"), keep_blank_values=True))
+            params = dict(parse_qsl(bytes(raw).decode("utf-8"), keep_blank_values=True, errors="strict"))
         except (UnicodeDecodeError, ValueError):
             raise _Refused(400, "the body is not UTF-8 form data (application/x-www-form-urlencoded)") from None
         signature = request.headers.get(SIGNATURE_HEADER, "")
