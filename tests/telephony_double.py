@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -32,15 +32,14 @@ class InMemoryTelephony:
     down: bool = False
     crash_after_taking: bool = False
     lookups: int = 0
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # when the provider says it took a text
 
     async def send_text(self, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
         if self.down:
             raise TelephonyUnavailable("the test double is down")
         if self.refuse_with is not None:
             raise TelephonyRefused(self.refuse_with, "refused by the test double")
-        message = ProviderMessage(
-            sid=f"SM{uuid4().hex}", to=to, body=body, status="queued", created_at=datetime.now(UTC)
-        )
+        message = ProviderMessage(sid=f"SM{uuid4().hex}", to=to, body=body, status="queued", created_at=self.clock())
         self.taken.append(message)
         if self.crash_after_taking:
             raise CrashedAfterTaking()

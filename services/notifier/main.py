@@ -43,10 +43,11 @@ from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, Re
 from civicflow.eventstore import PostgresEventStore, StreamAppend
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
-from civicflow.runtime import ServiceProcess, Task, serve
+from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
+from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
     CannotNotify,
@@ -63,6 +64,7 @@ from services.notifier.domain import (
 )
 from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
+from services.notifier.quiet_hours import QuietHours, parse_hours
 from services.notifier.sms import TextTemplates
 from services.notifier.telephony import Telephony
 from services.notifier.telephony_http import STATUS_PATH, TelephonyServer, create_telephony_app
@@ -92,6 +94,11 @@ class NotifierSettings(KernelSettings):
         description="This endpoint's address as the telephony provider calls it (it signs that URL); empty:"
         " http://127.0.0.1:{notifier_http_port}.",
     )
+    texting_hours: str = Field(
+        default="08:00-21:00",
+        description="When texts may go, in the city's zone; one due outside waits until they open. Empty: any time.",
+    )
+    deferred_text_scan_seconds: float = 60.0
     sms_number_key: str = Field(
         default="",
         description="Key of the digest residents' phone numbers are known by in the opt-out list; made once per"
@@ -241,18 +248,23 @@ def bootstrap(
     """The notifier's process; without a telephony provider, texts are recorded as not possible."""
     engine = make_engine(settings.database_url)
     zone = city_timezone(settings.city_timezone)
+    vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     texts = None
     tasks: list[Task] = []
     if telephony is not None:
         key = number_key(settings)
         public_url = settings.notifier_public_url or f"http://127.0.0.1:{settings.notifier_http_port}"
-        texts = TextDelivery(engine, telephony, TextTemplates(zone), key, public_url.rstrip("/") + STATUS_PATH)
+        quiet = QuietHours(zone, *parse_hours(settings.texting_hours)) if settings.texting_hours else None
+        callback = public_url.rstrip("/") + STATUS_PATH
+        texts = TextDelivery(engine, telephony, TextTemplates(zone), key, callback, quiet)
+        deferred = DeferredTexts(engine, PostgresEventStore(), vault, texts)
+        tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
         inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
         app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine))
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,
-        ContactVault(load_master_key(settings.pii_master_key, settings.state_dir)),
+        vault,
         sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
         MessageTemplates(zone, settings.public_tracking_url),
         settings.mail_from,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -27,6 +28,7 @@ from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, Re
 from civicflow.eventstore import StreamAppend
 from civicflow.unit_of_work import Decision, Reads, Statement
 from services.notifier.domain import StageFacts
+from services.notifier.quiet_hours import QuietHours
 from services.notifier.sms import TextTemplates
 from services.notifier.telephony import ProviderMessage, Telephony, TelephonyRefused
 
@@ -63,7 +65,8 @@ async def opted_out(tx: AsyncConnection, digest: str) -> bool:
 
 
 class TextDelivery:
-    """Texts one stage's message; the notifier's handler calls it when the resident is to be texted."""
+    """Texts one stage's message; the notifier's handler calls it when the resident is to be texted, and the
+    deferred-text task (deferred_texts.py) when quiet hours are over."""
 
     def __init__(
         self,
@@ -72,16 +75,26 @@ class TextDelivery:
         templates: TextTemplates,
         digest_key: bytes,
         status_callback: str | None = None,
+        quiet: QuietHours | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
         self._telephony = telephony
         self._templates = templates
         self._key = digest_key
         self._status_callback = status_callback
+        self.quiet = quiet
+        self.clock = clock
+
+    def digest(self, number: str) -> str:
+        return number_digest(number, self._key)
+
+    def body(self, facts: StageFacts) -> str:
+        return self._templates.render(facts, facts.language).body
 
     async def deliver(self, event: RecordedEvent, facts: StageFacts, to: str, reads: Reads) -> Decision:
         stage = facts.stage
-        digest = number_digest(to, self._key)
+        digest = self.digest(to)
         # so an inbound text from this number finds its cases (STATUS, a reply)
         remember = Statement(
             text(
@@ -94,15 +107,56 @@ class TextDelivery:
             log.info("notification not possible", stage=stage, channel="sms", reason=STOPPED)
             NOTIFICATIONS.labels("sms", "failed").inc()
             return _decided(event, NotificationFailed(stage=stage, channel="sms", reason=STOPPED), remember)
-        body = self._templates.render(facts, facts.language).body
+        not_before = self.quiet.next_allowed(self.clock()) if self.quiet else None
+        if not_before is not None:
+            # Recorded with the inbox mark: the deferred-text task sends it after not_before. A row already
+            # 'sending' (a crash by day, redelivered at night) waits too, and is checked with the provider then.
+            defer = Statement(
+                text(
+                    "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by,"
+                    " not_before) VALUES (:c, :s, 'sms', 1, :m, 'deferred', :e, :nb)"
+                    " ON CONFLICT (case_id, stage, channel, attempt) DO UPDATE SET not_before = EXCLUDED.not_before"
+                    " WHERE notifier.deliveries.status = 'sending'"
+                ),
+                {
+                    "c": event.case_id,
+                    "s": stage,
+                    "m": f"{event.case_id}.{stage}.sms",
+                    "e": event.event_id,
+                    "nb": not_before,
+                },
+            )
+            log.info("text deferred to the end of quiet hours", stage=stage, not_before=not_before.isoformat())
+            NOTIFICATIONS.labels("sms", "deferred").inc()
+            return Decision(writes=[remember, defer])
+        body = self.body(facts)
         async with self._engine.begin() as tx:
             started = await _start(tx, event, stage, body_digest(body))
         if started is None:
             log.info("stage already notified", stage=stage, channel="sms")
             return Decision(writes=[remember])
         fresh, since = started
+        # TelephonyUnavailable propagates: the consumer retries, and the row stays 'sending'.
+        outcome, status, sid = await self.hand_over(stage, to, body, fresh, since)
+        finished = await finish(reads.tx, event.case_id, stage, status, sid)
+        log.info(
+            "notification delivered" if status == "sent" else "notification refused",
+            stage=stage,
+            channel="sms",
+            message_id=sid,
+            recorded=finished,
+        )
+        if not finished:
+            return Decision(writes=[remember])
+        NOTIFICATIONS.labels("sms", "sent" if status == "sent" else "failed").inc()
+        return _decided(event, outcome, remember)
+
+    async def hand_over(
+        self, stage: str, to: str, body: str, fresh: bool, since: datetime
+    ) -> tuple[CaseEvent, str, str | None]:
+        """Text it, unless the provider already took it (a row not fresh: asked first); the event to record,
+        the row's new status and the provider's sid. TelephonyUnavailable propagates."""
         message = None if fresh else await self._already_taken(to, body, since)
-        outcome: CaseEvent
         try:
             if message is None:
                 began = time.perf_counter()
@@ -110,23 +164,10 @@ class TextDelivery:
                     message = await self._telephony.send_text(to, body, self._status_callback)
                 finally:
                     PROVIDER_SECONDS.labels("send_text").observe(time.perf_counter() - began)
-            outcome, status = NotificationSent(stage=stage, channel="sms", message_id=message.sid), "sent"
         except TelephonyRefused as exc:  # for what the text is: retrying cannot help
             reason = "the provider refused the text" + (f" (error {exc.code})" if exc.code else "")
-            outcome, status = NotificationFailed(stage=stage, channel="sms", reason=reason), "refused"
-        # TelephonyUnavailable propagates: the consumer retries, and the row stays 'sending'.
-        finished = await _finish(reads.tx, event, stage, status, message.sid if message else None)
-        log.info(
-            "notification delivered" if status == "sent" else "notification refused",
-            stage=stage,
-            channel="sms",
-            message_id=message.sid if message else None,
-            recorded=finished,
-        )
-        if not finished:
-            return Decision(writes=[remember])
-        NOTIFICATIONS.labels("sms", "sent" if status == "sent" else "failed").inc()
-        return _decided(event, outcome, remember)
+            return NotificationFailed(stage=stage, channel="sms", reason=reason), "refused", None
+        return NotificationSent(stage=stage, channel="sms", message_id=message.sid), "sent", message.sid
 
     async def _already_taken(self, to: str, body: str, since: datetime) -> ProviderMessage | None:
         """The text the provider took before a crash kept us from recording it, if it did."""
@@ -172,14 +213,15 @@ async def _start(tx: AsyncConnection, event: RecordedEvent, stage: str, digest: 
     return (False, row.created_at) if row.status == "sending" else None
 
 
-async def _finish(tx: AsyncConnection, event: RecordedEvent, stage: str, status: str, sid: str | None) -> bool:
+async def finish(tx: AsyncConnection, case_id: UUID, stage: str, status: str, sid: str | None) -> bool:
+    """Move the text's row from 'sending' to status; False when a racing delivery already did."""
     finished = await tx.execute(
         text(
             "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = :sid"
             " WHERE case_id = :c AND stage = :s AND channel = 'sms' AND attempt = 1 AND status = 'sending'"
             " RETURNING 1"
         ),
-        {"st": status, "sid": sid, "c": event.case_id, "s": stage},
+        {"st": status, "sid": sid, "c": case_id, "s": stage},
     )
     return finished.first() is not None
 
