@@ -330,3 +330,14 @@ class ResidentReplied(CaseEvent):
 
     text: str = Field(max_length=1600, description="What the resident wrote, as plain text on one line.")
     channel: str = Field(default="sms", description="How it came: sms.")
+
+
+@catalogued
+class PreferencesChanged(CaseEvent):
+    """The resident changed how they hear back about the case; None: unchanged (notifier)."""
+
+    event_type: ClassVar[str] = "PreferencesChanged"
+
+    preferred_channel: str | None = Field(default=None, description="email, sms, voice or none.")
+    language: str | None = Field(default=None, description="en or es.")
+    updates: Literal["all", "outcome"] | None = None

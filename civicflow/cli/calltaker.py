@@ -87,6 +87,38 @@ def recategorise(
     typer.echo(f"{tracking_number}: {reply.previous_service_code} -> {service_code}; the router will place it again")
 
 
+def preferences(
+    tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")],
+    prefer: Annotated[str, typer.Option(help="email, sms, voice or none")] = "",
+    language: Annotated[str, typer.Option(help="en or es")] = "",
+    updates: Annotated[str, typer.Option(help="all (every stage) or outcome (only when resolved)")] = "",
+) -> None:
+    """Change how a resident hears back about a case (on their behalf); later stages follow it."""
+    from civicflow.v1 import intake_pb2, notifier_pb2, notifier_pb2_grpc
+
+    channels = {
+        "email": intake_pb2.CONTACT_CHANNEL_EMAIL,
+        "sms": intake_pb2.CONTACT_CHANNEL_SMS,
+        "text": intake_pb2.CONTACT_CHANNEL_SMS,
+        "voice": intake_pb2.CONTACT_CHANNEL_VOICE,
+        "none": intake_pb2.CONTACT_CHANNEL_NONE,
+    }
+    stages = {"all": intake_pb2.CONTACT_UPDATES_ALL, "outcome": intake_pb2.CONTACT_UPDATES_OUTCOME}
+    if prefer and prefer.lower() not in channels:
+        raise typer.BadParameter("give email, sms, voice or none", param_hint="--prefer")
+    if updates and updates.lower() not in stages:
+        raise typer.BadParameter("give all or outcome", param_hint="--updates")
+    request = notifier_pb2.SetPreferencesRequest(
+        tracking_number=tracking_number,
+        preferred_channel=channels.get(prefer.lower(), intake_pb2.CONTACT_CHANNEL_UNSPECIFIED),
+        language=language.lower(),
+        updates=stages.get(updates.lower(), intake_pb2.CONTACT_UPDATES_UNSPECIFIED),
+    )
+    reply = call("notifier", notifier_pb2_grpc.NotifierServiceStub, "SetPreferences", request)
+    channel = reply.preferred_channel or "as given (email if any)"
+    typer.echo(f"{tracking_number}: hears by {channel}, in {reply.language}, {reply.updates} updates")
+
+
 def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")]) -> None:
     """Show where a request is: status, department, due date and every stage so far."""
     from civicflow.v1 import query_pb2, query_pb2_grpc

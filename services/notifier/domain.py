@@ -19,6 +19,7 @@ from civicflow.events import (
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
+    PreferencesChanged,
     RecordedEvent,
     RoutingDecision,
     current_service_code,
@@ -155,6 +156,12 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
     if submitted is None:
         raise MissingSubmission(f"case {trigger.case_id} has no CaseSubmitted before version {trigger.version}")
     resolved = trigger.data if isinstance(trigger.data, CaseResolved) else None
+    channel, language, updates = submitted.preferred_channel, submitted.language, submitted.updates
+    for recorded in earlier:  # the resident's later changes of mind, in order
+        if isinstance(recorded.data, PreferencesChanged):
+            channel = recorded.data.preferred_channel or channel
+            language = recorded.data.language or language
+            updates = recorded.data.updates or updates
     return StageFacts(
         case_id=trigger.case_id,
         stage=stage,
@@ -162,15 +169,15 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         service_code=current_service_code([submitted, *(e.data for e in earlier)]) or submitted.service_code,
         submitted_at=submitted.submitted_at,
         sealed_contact=submitted.sealed_contact,
-        preferred_channel=submitted.preferred_channel,
+        preferred_channel=channel,
         department=routed.department_name if routed else None,
         due_at=routed.due_at if routed else None,
         time_zone=routed.time_zone if routed else None,
         resolution=resolved.resolution if resolved else None,
         resolved_at=resolved.resolved_at if resolved else None,
         imported=submitted.imported is not None,
-        language=submitted.language,
-        updates=submitted.updates,
+        language=language,
+        updates=updates,
     )
 
 

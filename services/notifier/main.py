@@ -47,6 +47,7 @@ from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
+from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
 from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
@@ -62,6 +63,7 @@ from services.notifier.domain import (
     stage_facts,
     wanted,
 )
+from services.notifier.grpc_api import NotifierServicer
 from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
 from services.notifier.quiet_hours import QuietHours, parse_hours
@@ -273,7 +275,19 @@ def bootstrap(
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)
     consumer = CaseEventConsumer(ACTOR, settings, reactions)
-    return ServiceProcess(ACTOR, settings, engine, settings.notifier_grpc_port, consumer=consumer, tasks=tasks)
+    servicer = NotifierServicer(engine, PostgresEventStore(), vault)
+    service_name = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name
+    return ServiceProcess(
+        ACTOR,
+        settings,
+        engine,
+        settings.notifier_grpc_port,
+        consumer=consumer,
+        servicers=[
+            (service_name, lambda server: notifier_pb2_grpc.add_NotifierServiceServicer_to_server(servicer, server))
+        ],
+        tasks=tasks,
+    )
 
 
 async def run() -> None:

@@ -16,6 +16,7 @@ from civicflow.events import (
     CaseSubmitted,
     NotificationFailed,
     NotificationSent,
+    PreferencesChanged,
     RecordedEvent,
     ResidentReplied,
     RoutingDecision,
@@ -146,6 +147,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view
         how = "text" if data.channel == "sms" else data.channel
         stage, detail = "resident_replied", f"the resident replied by {how}"
+    elif isinstance(data, PreferencesChanged):
+        stage, detail = "preferences_changed", "how the resident hears back changed"
     after = replace(base, **changes)
     if not stage:
         return after, None
