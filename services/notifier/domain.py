@@ -191,7 +191,8 @@ class RenderedMessage:
 
 
 class MessageTemplates:
-    """The plain-text templates in templates/<stage>.txt.j2; each starts with a 'Subject:' line."""
+    """The plain-text templates in templates/<stage>.txt.j2 (English) and templates/<language>/<stage>.txt.j2
+    (Spanish: es); each starts with a 'Subject:' line. A language without templates gets English."""
 
     def __init__(self, timezone: ZoneInfo, tracking_url: str = "") -> None:
         self._timezone = timezone
@@ -206,18 +207,20 @@ class MessageTemplates:
         )
 
     def render(self, facts: StageFacts) -> RenderedMessage:
-        template = self._env.get_template(f"{facts.stage}.txt.j2")
+        language = facts.language if facts.language in _DAY_NAMES and facts.language != "en" else "en"
+        name = f"{facts.stage}.txt.j2" if language == "en" else f"{language}/{facts.stage}.txt.j2"
+        template = self._env.get_template(name)
         # Dates as the department that set the due date reads them; the city's zone before routing.
         zone = zone_named(facts.time_zone, otherwise=self._timezone)
         text = template.render(
             tracking_number=facts.tracking_number,
             service=service_name(facts.service_code),
-            submitted_on=_day(facts.submitted_at, zone),
+            submitted_on=_day(facts.submitted_at, zone, language=language),
             department=facts.department,
-            due_on=_day(facts.due_at, zone, with_time=True) if facts.due_at else None,
+            due_on=_day(facts.due_at, zone, with_time=True, language=language) if facts.due_at else None,
             # written by a department: plain text without links, whenever it was recorded (civicflow.notes)
             resolution=resident_text(facts.resolution),
-            resolved_on=_day(facts.resolved_at, zone) if facts.resolved_at else None,
+            resolved_on=_day(facts.resolved_at, zone, language=language) if facts.resolved_at else None,
             tracking_url=tracking_link(self._tracking_url, facts.tracking_number),
         )
         head, _, body = text.partition("\n\n")
@@ -226,9 +229,52 @@ class MessageTemplates:
         return RenderedMessage(subject=head.removeprefix("Subject:").strip(), body=_wrap(body))
 
 
-def _day(moment: datetime, zone: tzinfo, with_time: bool = False) -> str:
+# Day and month names per language, so a message does not depend on the host's locale.
+_DAY_NAMES = {
+    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
+}
+_MONTH_NAMES = {
+    "en": (
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ),
+    "es": (
+        "enero",
+        "febrero",
+        "marzo",
+        "abril",
+        "mayo",
+        "junio",
+        "julio",
+        "agosto",
+        "septiembre",
+        "octubre",
+        "noviembre",
+        "diciembre",
+    ),
+}
+
+
+def _day(moment: datetime, zone: tzinfo, with_time: bool = False, language: str = "en") -> str:
+    """ "Monday 30 November 2026" or "lunes 30 de noviembre de 2026", with ", 17:00 CST" when with_time."""
     local = moment.astimezone(zone)
-    day = f"{local:%A} {local.day} {local:%B %Y}"
+    weekday, month = _DAY_NAMES[language][local.weekday()], _MONTH_NAMES[language][local.month - 1]
+    day = (
+        f"{weekday} {local.day} de {month} de {local.year}"
+        if language == "es"
+        else f"{weekday} {local.day} {month} {local.year}"
+    )
     return f"{day}, {local:%H:%M %Z}" if with_time else day
 
 

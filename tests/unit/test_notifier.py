@@ -209,6 +209,25 @@ def test_routed_message_names_department_and_due_date_in_city_time(templates: Me
     assert "has gone to Sanitation, expected by Sunday 15 March 2026, 10:00" in _flat(rendered.body)  # CDT
 
 
+def test_a_resident_who_chose_spanish_gets_spanish_email_with_spanish_dates(templates: MessageTemplates) -> None:
+    story = _story()
+    spanish = story[0].data.model_copy(update={"language": "es"})
+    story[0] = story[0].model_copy(update={"data": spanish})
+    submitted = templates.render(stage_facts(story[0], story))
+    assert submitted.subject == "Recibimos su solicitud 311 7KQ2-M9X"
+    assert "el viernes 13 de marzo de 2026" in _flat(submitted.body)
+    routed = templates.render(stage_facts(story[1], story))
+    assert "pasó a Sanitation, con fecha prevista el domingo 15 de marzo de 2026, 10:00" in _flat(routed.body)
+    resolved = templates.render(stage_facts(story[3], story))
+    assert resolved.subject == "Su solicitud 311 7KQ2-M9X está resuelta"
+    message = compose_email(
+        resolved, "dolores@example.org", "311 <a@b>", "<m@civicflow.local>", datetime(2026, 3, 14, tzinfo=UTC)
+    )
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == resolved.subject  # non-ASCII subject and body survive the wire
+    assert "Crew collected the bins." in parsed.get_body().get_content()  # type: ignore[union-attr]
+
+
 def test_the_due_date_is_read_in_the_routing_departments_zone_over_the_configured_one() -> None:
     story = _story()
     in_zone = story[1].data.model_copy(update={"time_zone": "America/Los_Angeles"})
