@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -295,3 +296,14 @@ def test_any_mix_of_messy_fields_is_accepted_or_refused_by_field_never_an_error(
     else:
         placed = place(result, FixedPoints(), SAMPLE_AREA)
         assert placed.service_code == code
+
+
+def test_a_city_file_phone_region_must_be_a_region_code(tmp_path: Path) -> None:
+    city_file = tmp_path / "city.yaml"
+    city_file.write_text("jurisdiction: x\nphone_region: USA\n")
+    with pytest.raises(ValueError, match="phone_region 'USA' is not a region code; use two capital letters"):
+        load_city(city_file)
+    city_file.write_text("jurisdiction: x\nphone_region: CA\n")
+    assert load_city(city_file).phone_region == "CA"
+    city_file.write_text("jurisdiction: x\n")
+    assert load_city(city_file).phone_region is None
