@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python -m bench.rules_check
 	$(BIN)/python -m bench.geocode
 	$(BIN)/python -m bench.import_speed
+	$(BIN)/python -m bench.texts
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install

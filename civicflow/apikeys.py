@@ -38,6 +38,7 @@ ALL_SCOPES = frozenset(Scope)
 METHOD_SCOPES: Mapping[str, Scope] = {
     "/civicflow.v1.IntakeService/SubmitRequest": Scope.SUBMIT,
     "/civicflow.v1.IntakeService/RecategoriseCase": Scope.RECATEGORISE,
+    "/civicflow.v1.NotifierService/SetPreferences": Scope.SUBMIT,  # a call-taker, for the resident
     "/civicflow.v1.CaseQueryService/GetCase": Scope.TRACK,
     "/civicflow.v1.RoutingService/ExplainRoute": Scope.RULES_READ,
     "/civicflow.v1.RoutingService/ReloadRules": Scope.RULES_ADMIN,

@@ -10,10 +10,11 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from shapely import prepared
 from shapely.geometry import Point, box, shape
 from shapely.geometry.base import BaseGeometry
@@ -30,6 +31,16 @@ DEFAULT_PUBLIC_LOCATION: PublicLocation = "block"
 # at all (a benefit card, a question).
 LocationNeed = Literal["required", "optional", "none"]
 DescriptionNeed = Literal["required", "optional"]
+
+
+def _known_region(value: str) -> str:
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"phone_region {value!r} is not a region code; use two capital letters such as US, CA or ES")
+    return value
+
+
+# The region a phone number written without +country code is read in (ISO 3166 letters, "US").
+PhoneRegion = Annotated[str, AfterValidator(_known_region)]
 
 
 class ServiceSpec(BaseModel):
@@ -98,6 +109,8 @@ class CityProfile:
     service_area: ServiceArea | None
     services: dict[str, ServiceSpec]
     address_points: Path | None = None  # the city's address-point file (CSV), if the city file names one
+    # where a phone number written without +country code is read; None: only international form is taken
+    phone_region: str | None = None
 
     def service(self, service_code: str) -> ServiceSpec:
         """The catalogue's entry; a code the catalogue lacks gets the defaults (the router triages it)."""
@@ -148,4 +161,6 @@ def load_city(path: Path) -> CityProfile:
     }
     address_points = raw.get("address_points")
     points_file = path.parent / str(address_points) if address_points else None
-    return CityProfile(name, area, services, points_file)
+    region = raw.get("phone_region")
+    phone_region = _known_region(str(region)) if region is not None else None
+    return CityProfile(name, area, services, points_file, phone_region)

@@ -147,6 +147,10 @@ class CaseSubmitted(CaseEvent):
     )
     preferred_channel: str | None = Field(default=None, description="email, sms or voice, when the resident chose.")
     has_email: bool = False
+    language: str = Field(default="en", description="The language the resident hears back in (en, es).")
+    updates: Literal["all", "outcome"] = Field(
+        default="all", description="all: every stage; outcome: only when the case is resolved."
+    )
     attributes: dict[str, str] = Field(default={}, description="Answers to the service's questions, by question code.")
     flags: list[str] = Field(default=[], description="Priority flags the caller raised (hazard, blocking_traffic, …).")
     imported: ImportedFrom | None = Field(
@@ -315,3 +319,25 @@ class NotificationFailed(CaseEvent):
     stage: str
     channel: str
     reason: str
+
+
+@catalogued
+class ResidentReplied(CaseEvent):
+    """The resident texted back about the case; the text is for the department, never for public views
+    or logs (notifier)."""
+
+    event_type: ClassVar[str] = "ResidentReplied"
+
+    text: str = Field(max_length=1600, description="What the resident wrote, as plain text on one line.")
+    channel: str = Field(default="sms", description="How it came: sms.")
+
+
+@catalogued
+class PreferencesChanged(CaseEvent):
+    """The resident changed how they hear back about the case; None: unchanged (notifier)."""
+
+    event_type: ClassVar[str] = "PreferencesChanged"
+
+    preferred_channel: str | None = Field(default=None, description="email, sms, voice or none.")
+    language: str | None = Field(default=None, description="en or es.")
+    updates: Literal["all", "outcome"] | None = None

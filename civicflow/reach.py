@@ -39,7 +39,12 @@ def service_address(service: str) -> str:
     running = dev_file(KernelSettings())
     if running.exists():
         return str(json.loads(running.read_text())[service])
-    return {"intake": "127.0.0.1:50051", "query": "127.0.0.1:50052", "router": "127.0.0.1:50053"}[service]
+    return {
+        "intake": "127.0.0.1:50051",
+        "query": "127.0.0.1:50052",
+        "router": "127.0.0.1:50053",
+        "notifier": "127.0.0.1:50055",
+    }[service]
 
 
 def database_url() -> str:

@@ -26,6 +26,7 @@ app.command()(operations.asyncapi)
 app.command()(calltaker.submit)
 app.command()(calltaker.recategorise)
 app.command()(calltaker.track)
+app.command()(calltaker.preferences)
 
 
 def add_service_commands(target: typer.Typer, contributions: list[EntryPoint]) -> list[str]:

@@ -19,7 +19,12 @@ def submit(
     long: Annotated[float | None, typer.Option()] = None,
     name: Annotated[str, typer.Option(help="Resident's name (kept private)")] = "",
     email: Annotated[str, typer.Option(help="Resident's email for updates (kept private)")] = "",
-    phone: Annotated[str, typer.Option(help="Resident's phone (kept private)")] = "",
+    phone: Annotated[str, typer.Option(help="Resident's phone, +country code or local form (kept private)")] = "",
+    prefer: Annotated[
+        str, typer.Option(help="How the resident wants to hear back: email, sms or voice (default: email if given)")
+    ] = "",
+    language: Annotated[str, typer.Option(help="The resident's language for updates: en or es")] = "",
+    updates: Annotated[str, typer.Option(help="all (every stage) or outcome (only when resolved)")] = "",
     channel: Annotated[str, typer.Option(help="phone, web, app or system")] = "phone",
     idempotency_key: Annotated[str, typer.Option(help="Retrying with the same key never opens a second case")] = "",
     attribute: Annotated[list[str] | None, typer.Option(help="question=answer, repeatable")] = None,
@@ -33,12 +38,31 @@ def submit(
         location.lat = lat
     if long is not None:
         location.long = long
-    preferred = intake_pb2.CONTACT_CHANNEL_EMAIL if email else intake_pb2.CONTACT_CHANNEL_UNSPECIFIED
+    channels = {
+        "email": intake_pb2.CONTACT_CHANNEL_EMAIL,
+        "sms": intake_pb2.CONTACT_CHANNEL_SMS,
+        "text": intake_pb2.CONTACT_CHANNEL_SMS,
+        "voice": intake_pb2.CONTACT_CHANNEL_VOICE,
+    }
+    stages = {"all": intake_pb2.CONTACT_UPDATES_ALL, "outcome": intake_pb2.CONTACT_UPDATES_OUTCOME}
+    if prefer and prefer.lower() not in channels:
+        raise typer.BadParameter("give email, sms or voice", param_hint="--prefer")
+    if updates and updates.lower() not in stages:
+        raise typer.BadParameter("give all or outcome", param_hint="--updates")
+    unchosen = intake_pb2.CONTACT_CHANNEL_EMAIL if email else intake_pb2.CONTACT_CHANNEL_UNSPECIFIED
+    preferred = channels.get(prefer.lower(), unchosen)
     request = intake_pb2.SubmitRequestRequest(
         service_code=service_code,
         description=description,
         location=location,
-        contact=intake_pb2.ResidentContact(name=name, email=email, phone=phone, preferred_channel=preferred),
+        contact=intake_pb2.ResidentContact(
+            name=name,
+            email=email,
+            phone=phone,
+            preferred_channel=preferred,
+            language=language.lower(),
+            updates=stages.get(updates.lower(), intake_pb2.CONTACT_UPDATES_UNSPECIFIED),
+        ),
         idempotency_key=idempotency_key,
         channel=channel,
         attributes=dict(a.split("=", 1) for a in attribute or [] if "=" in a),
@@ -61,6 +85,38 @@ def recategorise(
     )
     reply = call("intake", intake_pb2_grpc.IntakeServiceStub, "RecategoriseCase", request)
     typer.echo(f"{tracking_number}: {reply.previous_service_code} -> {service_code}; the router will place it again")
+
+
+def preferences(
+    tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")],
+    prefer: Annotated[str, typer.Option(help="email, sms, voice or none")] = "",
+    language: Annotated[str, typer.Option(help="en or es")] = "",
+    updates: Annotated[str, typer.Option(help="all (every stage) or outcome (only when resolved)")] = "",
+) -> None:
+    """Change how a resident hears back about a case (on their behalf); later stages follow it."""
+    from civicflow.v1 import intake_pb2, notifier_pb2, notifier_pb2_grpc
+
+    channels = {
+        "email": intake_pb2.CONTACT_CHANNEL_EMAIL,
+        "sms": intake_pb2.CONTACT_CHANNEL_SMS,
+        "text": intake_pb2.CONTACT_CHANNEL_SMS,
+        "voice": intake_pb2.CONTACT_CHANNEL_VOICE,
+        "none": intake_pb2.CONTACT_CHANNEL_NONE,
+    }
+    stages = {"all": intake_pb2.CONTACT_UPDATES_ALL, "outcome": intake_pb2.CONTACT_UPDATES_OUTCOME}
+    if prefer and prefer.lower() not in channels:
+        raise typer.BadParameter("give email, sms, voice or none", param_hint="--prefer")
+    if updates and updates.lower() not in stages:
+        raise typer.BadParameter("give all or outcome", param_hint="--updates")
+    request = notifier_pb2.SetPreferencesRequest(
+        tracking_number=tracking_number,
+        preferred_channel=channels.get(prefer.lower(), intake_pb2.CONTACT_CHANNEL_UNSPECIFIED),
+        language=language.lower(),
+        updates=stages.get(updates.lower(), intake_pb2.CONTACT_UPDATES_UNSPECIFIED),
+    )
+    reply = call("notifier", notifier_pb2_grpc.NotifierServiceStub, "SetPreferences", request)
+    channel = reply.preferred_channel or "as given (email if any)"
+    typer.echo(f"{tracking_number}: hears by {channel}, in {reply.language}, {reply.updates} updates")
 
 
 def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")]) -> None:

@@ -57,6 +57,7 @@ def dev(
                         "query": f"127.0.0.1:{ports.query}",
                         "router": f"127.0.0.1:{ports.router}",
                         "phone": system.phone_url,
+                        "notifier": f"127.0.0.1:{ports.notifier}",
                         "database_url": infra.database_url,
                     }
                 )
@@ -68,7 +69,7 @@ def dev(
                 f"  query     gRPC  127.0.0.1:{ports.query}   (civicflow track TRACKING-NUMBER)\n"
                 f"  router    gRPC  127.0.0.1:{ports.router}   (civicflow rules explain / reload)\n"
                 f"  bridge    gRPC  127.0.0.1:{ports.workorder_bridge}, webhooks http://127.0.0.1:{ports.bridge_http}\n"
-                f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (health)\n"
+                f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (civicflow preferences TRACKING-NUMBER …)\n"
                 f"  sample department work-order system  http://127.0.0.1:{ports.sample_department}\n"
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
                 f"  sample telephony provider {system.phone_url}, texts and calls saved in {system.phone_dir}\n"

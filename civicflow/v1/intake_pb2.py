@@ -26,7 +26,7 @@ from civicflow.v1 import common_pb2 as civicflow_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ivicflow/v1/intake.proto\x12\x0c\x63ivicflow.v1\x1a\x19\x63ivicflow/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x0fResidentContact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\x37\n\x11preferred_channel\x18\x04 \x01(\x0e\x32\x1c.civicflow.v1.ContactChannel\"\xcf\x02\n\x14SubmitRequestRequest\x12\x14\n\x0cservice_code\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x08location\x18\x03 \x01(\x0b\x32\x16.civicflow.v1.Location\x12.\n\x07\x63ontact\x18\x04 \x01(\x0b\x32\x1d.civicflow.v1.ResidentContact\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x46\n\nattributes\x18\x07 \x03(\x0b\x32\x32.civicflow.v1.SubmitRequestRequest.AttributesEntry\x12\r\n\x05\x66lags\x18\x08 \x03(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x15SubmitRequestResponse\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"X\n\x17RecategoriseCaseRequest\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x14\n\x0cservice_code\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"9\n\x18RecategoriseCaseResponse\x12\x1d\n\x15previous_service_code\x18\x01 \x01(\t*\x9a\x01\n\x0e\x43ontactChannel\x12\x1f\n\x1b\x43ONTACT_CHANNEL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONTACT_CHANNEL_EMAIL\x10\x01\x12\x17\n\x13\x43ONTACT_CHANNEL_SMS\x10\x02\x12\x19\n\x15\x43ONTACT_CHANNEL_VOICE\x10\x03\x12\x18\n\x14\x43ONTACT_CHANNEL_NONE\x10\x04\x32\xcc\x01\n\rIntakeService\x12X\n\rSubmitRequest\x12\".civicflow.v1.SubmitRequestRequest\x1a#.civicflow.v1.SubmitRequestResponse\x12\x61\n\x10RecategoriseCase\x12%.civicflow.v1.RecategoriseCaseRequest\x1a&.civicflow.v1.RecategoriseCaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ivicflow/v1/intake.proto\x12\x0c\x63ivicflow.v1\x1a\x19\x63ivicflow/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x0fResidentContact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\x37\n\x11preferred_channel\x18\x04 \x01(\x0e\x32\x1c.civicflow.v1.ContactChannel\x12\x10\n\x08language\x18\x05 \x01(\t\x12-\n\x07updates\x18\x06 \x01(\x0e\x32\x1c.civicflow.v1.ContactUpdates\"\xcf\x02\n\x14SubmitRequestRequest\x12\x14\n\x0cservice_code\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x08location\x18\x03 \x01(\x0b\x32\x16.civicflow.v1.Location\x12.\n\x07\x63ontact\x18\x04 \x01(\x0b\x32\x1d.civicflow.v1.ResidentContact\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x46\n\nattributes\x18\x07 \x03(\x0b\x32\x32.civicflow.v1.SubmitRequestRequest.AttributesEntry\x12\r\n\x05\x66lags\x18\x08 \x03(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x15SubmitRequestResponse\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"X\n\x17RecategoriseCaseRequest\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x14\n\x0cservice_code\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"9\n\x18RecategoriseCaseResponse\x12\x1d\n\x15previous_service_code\x18\x01 \x01(\t*\x9a\x01\n\x0e\x43ontactChannel\x12\x1f\n\x1b\x43ONTACT_CHANNEL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONTACT_CHANNEL_EMAIL\x10\x01\x12\x17\n\x13\x43ONTACT_CHANNEL_SMS\x10\x02\x12\x19\n\x15\x43ONTACT_CHANNEL_VOICE\x10\x03\x12\x18\n\x14\x43ONTACT_CHANNEL_NONE\x10\x04*g\n\x0e\x43ontactUpdates\x12\x1f\n\x1b\x43ONTACT_UPDATES_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONTACT_UPDATES_ALL\x10\x01\x12\x1b\n\x17\x43ONTACT_UPDATES_OUTCOME\x10\x02\x32\xcc\x01\n\rIntakeService\x12X\n\rSubmitRequest\x12\".civicflow.v1.SubmitRequestRequest\x1a#.civicflow.v1.SubmitRequestResponse\x12\x61\n\x10RecategoriseCase\x12%.civicflow.v1.RecategoriseCaseRequest\x1a&.civicflow.v1.RecategoriseCaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +35,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITREQUESTREQUEST_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SUBMITREQUESTREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_CONTACTCHANNEL']._serialized_start=847
-  _globals['_CONTACTCHANNEL']._serialized_end=1001
-  _globals['_RESIDENTCONTACT']._serialized_start=103
-  _globals['_RESIDENTCONTACT']._serialized_end=221
-  _globals['_SUBMITREQUESTREQUEST']._serialized_start=224
-  _globals['_SUBMITREQUESTREQUEST']._serialized_end=559
-  _globals['_SUBMITREQUESTREQUEST_ATTRIBUTESENTRY']._serialized_start=510
-  _globals['_SUBMITREQUESTREQUEST_ATTRIBUTESENTRY']._serialized_end=559
-  _globals['_SUBMITREQUESTRESPONSE']._serialized_start=562
-  _globals['_SUBMITREQUESTRESPONSE']._serialized_end=695
-  _globals['_RECATEGORISECASEREQUEST']._serialized_start=697
-  _globals['_RECATEGORISECASEREQUEST']._serialized_end=785
-  _globals['_RECATEGORISECASERESPONSE']._serialized_start=787
-  _globals['_RECATEGORISECASERESPONSE']._serialized_end=844
-  _globals['_INTAKESERVICE']._serialized_start=1004
-  _globals['_INTAKESERVICE']._serialized_end=1208
+  _globals['_CONTACTCHANNEL']._serialized_start=913
+  _globals['_CONTACTCHANNEL']._serialized_end=1067
+  _globals['_CONTACTUPDATES']._serialized_start=1069
+  _globals['_CONTACTUPDATES']._serialized_end=1172
+  _globals['_RESIDENTCONTACT']._serialized_start=104
+  _globals['_RESIDENTCONTACT']._serialized_end=287
+  _globals['_SUBMITREQUESTREQUEST']._serialized_start=290
+  _globals['_SUBMITREQUESTREQUEST']._serialized_end=625
+  _globals['_SUBMITREQUESTREQUEST_ATTRIBUTESENTRY']._serialized_start=576
+  _globals['_SUBMITREQUESTREQUEST_ATTRIBUTESENTRY']._serialized_end=625
+  _globals['_SUBMITREQUESTRESPONSE']._serialized_start=628
+  _globals['_SUBMITREQUESTRESPONSE']._serialized_end=761
+  _globals['_RECATEGORISECASEREQUEST']._serialized_start=763
+  _globals['_RECATEGORISECASEREQUEST']._serialized_end=851
+  _globals['_RECATEGORISECASERESPONSE']._serialized_start=853
+  _globals['_RECATEGORISECASERESPONSE']._serialized_end=910
+  _globals['_INTAKESERVICE']._serialized_start=1175
+  _globals['_INTAKESERVICE']._serialized_end=1379
 # @@protoc_insertion_point(module_scope)

@@ -18,23 +18,36 @@ class ContactChannel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTACT_CHANNEL_SMS: _ClassVar[ContactChannel]
     CONTACT_CHANNEL_VOICE: _ClassVar[ContactChannel]
     CONTACT_CHANNEL_NONE: _ClassVar[ContactChannel]
+
+class ContactUpdates(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTACT_UPDATES_UNSPECIFIED: _ClassVar[ContactUpdates]
+    CONTACT_UPDATES_ALL: _ClassVar[ContactUpdates]
+    CONTACT_UPDATES_OUTCOME: _ClassVar[ContactUpdates]
 CONTACT_CHANNEL_UNSPECIFIED: ContactChannel
 CONTACT_CHANNEL_EMAIL: ContactChannel
 CONTACT_CHANNEL_SMS: ContactChannel
 CONTACT_CHANNEL_VOICE: ContactChannel
 CONTACT_CHANNEL_NONE: ContactChannel
+CONTACT_UPDATES_UNSPECIFIED: ContactUpdates
+CONTACT_UPDATES_ALL: ContactUpdates
+CONTACT_UPDATES_OUTCOME: ContactUpdates
 
 class ResidentContact(_message.Message):
-    __slots__ = ("name", "email", "phone", "preferred_channel")
+    __slots__ = ("name", "email", "phone", "preferred_channel", "language", "updates")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     PHONE_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     email: str
     phone: str
     preferred_channel: ContactChannel
-    def __init__(self, name: _Optional[str] = ..., email: _Optional[str] = ..., phone: _Optional[str] = ..., preferred_channel: _Optional[_Union[ContactChannel, str]] = ...) -> None: ...
+    language: str
+    updates: ContactUpdates
+    def __init__(self, name: _Optional[str] = ..., email: _Optional[str] = ..., phone: _Optional[str] = ..., preferred_channel: _Optional[_Union[ContactChannel, str]] = ..., language: _Optional[str] = ..., updates: _Optional[_Union[ContactUpdates, str]] = ...) -> None: ...
 
 class SubmitRequestRequest(_message.Message):
     __slots__ = ("service_code", "description", "location", "contact", "idempotency_key", "channel", "attributes", "flags")

@@ -1,7 +1,7 @@
 """Writes a made-up export of Sample City's old 311 system: a year of past requests in the old system's words,
 with the mess real exports have (see README.md). Deterministic: the same seed writes the same bytes.
 
-Everything is fictional: no names, e-mail addresses on example.org, phone numbers in the 555-01xx range kept
+Everything is fictional: no names, e-mail addresses on example.org, phone numbers in the (312) 555-01xx range kept
 for fiction, and addresses from the sample city's address-point file, written as people write them.
 """
 
@@ -202,7 +202,7 @@ def _row(rng: random.Random, number: int, addresses: list[str]) -> tuple[list[st
     channel = rng.choices([c for c, _ in CHANNELS], weights=[w for _, w in CHANNELS])[0]
     bin_type = rng.choice(("recycling", "trash", "")) if kind.name.startswith("Sanitation") else ""
     email = f"resident{number:05d}@example.org" if rng.random() < 0.3 else ""
-    phone = f"+1-555-01{rng.randrange(100):02d}" if rng.random() < 0.2 else ""
+    phone = f"(312) 555-01{rng.randrange(100):02d}" if rng.random() < 0.2 else ""  # read in the city's region
     external = f"SR-{2025000000 + number * 7}"
     if number % 997 == 0:
         external = f"SR-{2025000000 + (number - 1) * 7}"  # the old system repeated an id

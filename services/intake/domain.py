@@ -7,6 +7,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
+import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
@@ -27,9 +28,12 @@ from civicflow.pii import ResidentContact
 from civicflow.plain_text import control_character_problem
 
 PreferredChannel = Literal["email", "sms", "voice", "none"]
+# The languages the notifier has message templates in; the resident chooses.
+Language = Literal["en", "es"]
+# Which stages the resident wants to hear about: every one, or only the outcome (resolved).
+Updates = Literal["all", "outcome"]
 SERVICE_CODE = CODE
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
-_PHONE = re.compile(r"^\+?[0-9 ().-]{7,20}$")
 # A whole SubmitRequest, serialized. Every field's own limit together stays under this; anything larger
 # is not a resident's request, and would sit in every event, topic and read model that carries the case.
 MAX_REQUEST_BYTES = 64 * 1024
@@ -65,10 +69,18 @@ def _deliverable(value: str) -> str:
     return str(parts.ascii_email)
 
 
-def _phone(value: str) -> str:
-    if not _PHONE.match(value):
-        raise ValueError("phone must be 7 to 20 digits, optionally with +, spaces, dots, dashes or brackets")
-    return value
+def e164(value: str, region: str | None) -> str:
+    """The number in E.164 (+13125550100), read in the city's region unless it starts with +; ValueError
+    naming the forms taken, never the number, when it is not a number that can be dialled."""
+    forms = f"{region} or international form (+…)" if region else "international form (+ and country code)"
+    problem = f"not a phone number in {forms}"
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        raise ValueError(problem) from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(problem)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 OneLine = _plain("")
@@ -113,7 +125,15 @@ class ContactDetails(ResidentContact):
 
     name: Annotated[str, Field(max_length=200), OneLine] | None = None
     email: Annotated[str, Field(max_length=254), OneLine, AfterValidator(_deliverable)] | None = None
-    phone: Annotated[str, Field(max_length=32), AfterValidator(_phone)] | None = None
+    phone: Annotated[str, Field(max_length=32), OneLine] | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _dialable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        city = (info.context or {}).get("city")
+        return e164(value, city.phone_region if isinstance(city, CityProfile) else None)
 
 
 class ServiceRequest(BaseModel):
@@ -127,6 +147,8 @@ class ServiceRequest(BaseModel):
     location: ReportedLocation | None = None  # required, optional or refused per service (ServiceSpec.location)
     contact: ContactDetails | None = None
     preferred_channel: PreferredChannel | None = None
+    language: Language = "en"
+    updates: Updates = "all"
     channel: Channel = "web"
     attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=50)
     flags: list[Flag] = Field(default_factory=list, max_length=10)
@@ -146,6 +168,20 @@ class ServiceRequest(BaseModel):
             if channel is None:
                 raise ValueError(channel_problem(value))
             return channel
+        return value
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _known_language(cls, value: Any) -> Any:
+        if value not in ("en", "es"):
+            raise ValueError("the resident hears back in en (English) or es (Spanish); give one of them")
+        return value
+
+    @field_validator("updates", mode="before")
+    @classmethod
+    def _known_updates(cls, value: Any) -> Any:
+        if value not in ("all", "outcome"):
+            raise ValueError("give all (every stage) or outcome (only when the case is resolved)")
         return value
 
     @field_validator("description", mode="before")

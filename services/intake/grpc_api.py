@@ -33,6 +33,8 @@ _PREFERRED = {
     intake_pb2.CONTACT_CHANNEL_NONE: "none",
 }
 
+_UPDATES = {intake_pb2.CONTACT_UPDATES_ALL: "all", intake_pb2.CONTACT_UPDATES_OUTCOME: "outcome"}
+
 
 def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
     """The request as plain fields; unset optional parts are left out so validation names what is missing."""
@@ -57,6 +59,10 @@ def request_fields(message: intake_pb2.SubmitRequestRequest) -> dict[str, Any]:
             raw["contact"] = {k: v for k, v in fields.items() if v}
         if contact.preferred_channel in _PREFERRED:
             raw["preferred_channel"] = _PREFERRED[contact.preferred_channel]
+        if contact.language:
+            raw["language"] = contact.language
+        if contact.updates in _UPDATES:
+            raw["updates"] = _UPDATES[contact.updates]
     return raw
 
 

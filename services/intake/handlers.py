@@ -187,6 +187,8 @@ class CaseWriter:
             submitted_at=accepted.submitted_at,
             sealed_contact=sealed,
             preferred_channel=request.preferred_channel,
+            language=request.language,
+            updates=request.updates,
             has_email=bool(contact and contact.email),
             attributes=request.attributes,
             flags=request.flags,

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import DataError, IntegrityError
@@ -68,6 +69,11 @@ def admit(
     """A past request as intake accepts it (placed on the map, keeping its original time), or every reason it
     is not, each naming the field and the column it came from."""
     checked = validate_request(row.request, city)
+    if isinstance(checked, list) and checked and all(name == "contact.phone" for name, _ in checked):
+        # A past request's resident is never called or texted: a number the city cannot read is left out
+        # rather than the request with it.
+        contact = {k: v for k, v in row.request["contact"].items() if k != "phone"}
+        checked = validate_request({**row.request, "contact": contact} if contact else _without_contact(row), city)
     if not isinstance(checked, ServiceRequest):
         return [
             RowRefused(row.row_number, row.external_id, name, _with_column(reason, field_column(mapping, name)))
@@ -90,6 +96,10 @@ def admit(
         submitted_at=row.submitted_at,
         imported=imported,
     )
+
+
+def _without_contact(row: HistoricalRow) -> dict[str, Any]:
+    return {k: v for k, v in row.request.items() if k != "contact"}
 
 
 def _with_column(reason: str, column: str | None) -> str:

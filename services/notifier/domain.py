@@ -19,6 +19,7 @@ from civicflow.events import (
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
+    PreferencesChanged,
     RecordedEvent,
     RoutingDecision,
     current_service_code,
@@ -40,7 +41,7 @@ STAGE_OF_EVENT: dict[str, Stage] = {
 }
 
 MESSAGE_ID_DOMAIN = "civicflow.local"
-SUPPORTED_CHANNELS = frozenset({"email"})
+SUPPORTED_CHANNELS = frozenset({"email", "sms"})
 
 
 # --- which channel ------------------------------------------------------------------------------
@@ -69,21 +70,39 @@ class NothingToSend:
     reason: str
 
 
-Delivery = SendEmail | CannotNotify | NothingToSend
+@dataclass(frozen=True)
+class SendText:
+    """Text this stage's message to the resident's phone (E.164)."""
+
+    to: str
+    channel: str = "sms"
+
+
+Delivery = SendEmail | SendText | CannotNotify | NothingToSend
+
+
+def wanted(stage: Stage, updates: str) -> bool:
+    """Whether the resident asked to hear about this stage: every stage, or only the outcome."""
+    return updates != "outcome" or stage == "resolved"
 
 
 def choose_delivery(sealed: bool, contact: ResidentContact | None, preferred_channel: str | None) -> Delivery:
     """How to tell the resident about a stage.
 
     sealed says whether the case was submitted with a contact at all; contact is that contact unsealed,
-    or None when the resident has since asked to be forgotten. Anything but email is not built yet and
-    is recorded as failed rather than dropped, so the call centre can see who was not told.
+    or None when the resident has since asked to be forgotten. A text goes to a resident who chose sms,
+    or who gave a phone number and no email address; a channel not built yet (voice) is recorded as
+    failed rather than dropped, so the call centre can see who was not told.
     """
     preferred = (preferred_channel or "").strip().lower() or None
     if not sealed:
         return NothingToSend("no contact given")
+    if preferred == "none":
+        return NothingToSend("the resident asked not to hear back")
     if contact is None:
         return CannotNotify(preferred or "email", "contact forgotten")
+    if preferred == "sms":
+        return SendText(to=contact.phone) if contact.phone else CannotNotify("sms", "no phone number given")
     if preferred not in (None, "email"):
         return CannotNotify(preferred, "channel not yet supported")
     if contact.email:
@@ -91,7 +110,7 @@ def choose_delivery(sealed: bool, contact: ResidentContact | None, preferred_cha
     if preferred == "email":
         return CannotNotify("email", "no email address given")
     if contact.phone:
-        return CannotNotify("sms", "channel not yet supported")
+        return SendText(to=contact.phone)
     return NothingToSend("no email address or phone number given")
 
 
@@ -115,6 +134,8 @@ class StageFacts:
     resolution: str | None = None
     resolved_at: datetime | None = None
     imported: bool = False  # a past request from the city's old system: its resident is not told again
+    language: str = "en"
+    updates: str = "all"  # all, or outcome: only the resolution
 
 
 class MissingSubmission(LookupError):
@@ -135,6 +156,12 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
     if submitted is None:
         raise MissingSubmission(f"case {trigger.case_id} has no CaseSubmitted before version {trigger.version}")
     resolved = trigger.data if isinstance(trigger.data, CaseResolved) else None
+    channel, language, updates = submitted.preferred_channel, submitted.language, submitted.updates
+    for recorded in earlier:  # the resident's later changes of mind, in order
+        if isinstance(recorded.data, PreferencesChanged):
+            channel = recorded.data.preferred_channel or channel
+            language = recorded.data.language or language
+            updates = recorded.data.updates or updates
     return StageFacts(
         case_id=trigger.case_id,
         stage=stage,
@@ -142,13 +169,15 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         service_code=current_service_code([submitted, *(e.data for e in earlier)]) or submitted.service_code,
         submitted_at=submitted.submitted_at,
         sealed_contact=submitted.sealed_contact,
-        preferred_channel=submitted.preferred_channel,
+        preferred_channel=channel,
         department=routed.department_name if routed else None,
         due_at=routed.due_at if routed else None,
         time_zone=routed.time_zone if routed else None,
         resolution=resolved.resolution if resolved else None,
         resolved_at=resolved.resolved_at if resolved else None,
         imported=submitted.imported is not None,
+        language=language,
+        updates=updates,
     )
 
 
@@ -162,7 +191,8 @@ class RenderedMessage:
 
 
 class MessageTemplates:
-    """The plain-text templates in templates/<stage>.txt.j2; each starts with a 'Subject:' line."""
+    """The plain-text templates in templates/<stage>.txt.j2 (English) and templates/<language>/<stage>.txt.j2
+    (Spanish: es); each starts with a 'Subject:' line. A language without templates gets English."""
 
     def __init__(self, timezone: ZoneInfo, tracking_url: str = "") -> None:
         self._timezone = timezone
@@ -177,18 +207,20 @@ class MessageTemplates:
         )
 
     def render(self, facts: StageFacts) -> RenderedMessage:
-        template = self._env.get_template(f"{facts.stage}.txt.j2")
+        language = facts.language if facts.language in _DAY_NAMES and facts.language != "en" else "en"
+        name = f"{facts.stage}.txt.j2" if language == "en" else f"{language}/{facts.stage}.txt.j2"
+        template = self._env.get_template(name)
         # Dates as the department that set the due date reads them; the city's zone before routing.
         zone = zone_named(facts.time_zone, otherwise=self._timezone)
         text = template.render(
             tracking_number=facts.tracking_number,
             service=service_name(facts.service_code),
-            submitted_on=_day(facts.submitted_at, zone),
+            submitted_on=_day(facts.submitted_at, zone, language=language),
             department=facts.department,
-            due_on=_day(facts.due_at, zone, with_time=True) if facts.due_at else None,
+            due_on=_day(facts.due_at, zone, with_time=True, language=language) if facts.due_at else None,
             # written by a department: plain text without links, whenever it was recorded (civicflow.notes)
             resolution=resident_text(facts.resolution),
-            resolved_on=_day(facts.resolved_at, zone) if facts.resolved_at else None,
+            resolved_on=_day(facts.resolved_at, zone, language=language) if facts.resolved_at else None,
             tracking_url=tracking_link(self._tracking_url, facts.tracking_number),
         )
         head, _, body = text.partition("\n\n")
@@ -197,9 +229,52 @@ class MessageTemplates:
         return RenderedMessage(subject=head.removeprefix("Subject:").strip(), body=_wrap(body))
 
 
-def _day(moment: datetime, zone: tzinfo, with_time: bool = False) -> str:
+# Day and month names per language, so a message does not depend on the host's locale.
+_DAY_NAMES = {
+    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
+}
+_MONTH_NAMES = {
+    "en": (
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ),
+    "es": (
+        "enero",
+        "febrero",
+        "marzo",
+        "abril",
+        "mayo",
+        "junio",
+        "julio",
+        "agosto",
+        "septiembre",
+        "octubre",
+        "noviembre",
+        "diciembre",
+    ),
+}
+
+
+def _day(moment: datetime, zone: tzinfo, with_time: bool = False, language: str = "en") -> str:
+    """ "Monday 30 November 2026" or "lunes 30 de noviembre de 2026", with ", 17:00 CST" when with_time."""
     local = moment.astimezone(zone)
-    day = f"{local:%A} {local.day} {local:%B %Y}"
+    weekday, month = _DAY_NAMES[language][local.weekday()], _MONTH_NAMES[language][local.month - 1]
+    day = (
+        f"{weekday} {local.day} de {month} de {local.year}"
+        if language == "es"
+        else f"{weekday} {local.day} {month} {local.year}"
+    )
     return f"{day}, {local:%H:%M %Z}" if with_time else day
 
 

@@ -1,4 +1,5 @@
-"""notifier's process: tells residents about each stage of their case, exactly one email per stage.
+"""notifier's process: tells residents about each stage of their case, exactly one email or text per stage
+(texts: services/notifier/texting.py, the same steps with the provider asked about the crash window).
 
 Delivery runs in three steps so a crash or a redelivery never sends a second email for a stage:
 
@@ -42,24 +43,41 @@ from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, Re
 from civicflow.eventstore import PostgresEventStore, StreamAppend
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
-from civicflow.runtime import ServiceProcess, serve
+from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
+from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
+from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
     CannotNotify,
     MessageTemplates,
     NothingToSend,
     SendEmail,
+    SendText,
     Stage,
     choose_delivery,
     compose_email,
     message_id_for,
     stage_facts,
+    wanted,
 )
+from services.notifier.grpc_api import NotifierServicer
+from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
-from services.notifier.telephony import AUTH_TOKEN_FILE, DEV_ACCOUNT_SID, DEV_CITY_NUMBER, DEV_PROVIDER_URL
+from services.notifier.quiet_hours import QuietHours, parse_hours
+from services.notifier.sms import TextTemplates
+from services.notifier.telephony import (
+    AUTH_TOKEN_FILE,
+    DEV_ACCOUNT_SID,
+    DEV_CITY_NUMBER,
+    DEV_PROVIDER_URL,
+    Telephony,
+)
+from services.notifier.telephony_http import STATUS_PATH, TelephonyServer, create_telephony_app
+from services.notifier.texting import NOTIFICATIONS, TextDelivery
+from services.notifier.twilio_telephony import TwilioTelephony
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +102,23 @@ class NotifierSettings(KernelSettings):
     telephony_account_sid: str = DEV_ACCOUNT_SID
     telephony_auth_token: str = ""
     telephony_from: str = Field(default=DEV_CITY_NUMBER, description="The city's number texts and calls come from.")
+    notifier_http_port: int = Field(default=8082, description="Inbound texts and status callbacks from the provider.")
+    notifier_http_host: str = "127.0.0.1"
+    notifier_public_url: str = Field(
+        default="",
+        description="This endpoint's address as the telephony provider calls it (it signs that URL); empty:"
+        " http://127.0.0.1:{notifier_http_port}.",
+    )
+    texting_hours: str = Field(
+        default="08:00-21:00",
+        description="When texts may go, in the city's zone; one due outside waits until they open. Empty: any time.",
+    )
+    deferred_text_scan_seconds: float = 60.0
+    sms_number_key: str = Field(
+        default="",
+        description="Key of the digest residents' phone numbers are known by in the opt-out list; made once per"
+        " state folder in development.",
+    )
 
     def telephony_token(self) -> str:
         return shared_secret(self, self.telephony_auth_token, "CIVICFLOW_TELEPHONY_AUTH_TOKEN", AUTH_TOKEN_FILE)
@@ -100,12 +135,14 @@ class NotificationHandler:
         sender: MailSender,
         templates: MessageTemplates,
         mail_from: str,
+        texts: TextDelivery | None = None,
     ) -> None:
         self._engine = engine
         self._vault = vault
         self._sender = sender
         self._templates = templates
         self._mail_from = mail_from
+        self._texts = texts
 
     async def __call__(self, event: RecordedEvent, reads: Reads) -> Decision:
         stage = STAGE_OF_EVENT[event.type]
@@ -116,10 +153,16 @@ class NotificationHandler:
         facts = stage_facts(event, await reads.stream(event.case_id))
         if facts.imported:
             return self._without_sending(event, stage, NothingToSend("imported from the city's old system"))
+        if not wanted(stage, facts.updates):
+            return self._without_sending(event, stage, NothingToSend("the resident asked only for the outcome"))
         contact = None
         if facts.sealed_contact is not None:
             contact = await self._vault.unseal(reads.tx, event.case_id, facts.sealed_contact)
         delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel)
+        if isinstance(delivery, SendText):
+            if self._texts is None:
+                return self._without_sending(event, stage, CannotNotify("sms", "no text message provider configured"))
+            return await self._texts.deliver(event, facts, delivery.to, reads)
         if not isinstance(delivery, SendEmail):
             return self._without_sending(event, stage, delivery)
         rendered = self._templates.render(facts)
@@ -155,6 +198,7 @@ class NotificationHandler:
         )
         if not finished:
             return Decision()
+        NOTIFICATIONS.labels("email", "sent" if status == "sent" else "failed").inc()
         return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))])
 
     def _without_sending(self, event: RecordedEvent, stage: Stage, delivery: CannotNotify | NothingToSend) -> Decision:
@@ -162,6 +206,7 @@ class NotificationHandler:
             log.info("nothing to send", stage=stage, reason=delivery.reason)
             return Decision()
         log.info("notification not possible", stage=stage, channel=delivery.channel, reason=delivery.reason)
+        NOTIFICATIONS.labels(delivery.channel, "failed").inc()
         failed = NotificationFailed(stage=stage, channel=delivery.channel, reason=delivery.reason)
         return Decision(appends=[StreamAppend(event.case_id, None, [failed], event.caused(ACTOR))])
 
@@ -170,13 +215,16 @@ class NotificationHandler:
         await tx.execute(
             text(
                 "INSERT INTO notifier.deliveries (case_id, stage, message_id, status, caused_by)"
-                " VALUES (:c, :s, :m, 'sending', :e) ON CONFLICT (case_id, stage) DO NOTHING"
+                " VALUES (:c, :s, :m, 'sending', :e) ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
             ),
             {"c": event.case_id, "s": stage, "m": message_id, "e": event.event_id},
         )
         status = (
             await tx.execute(
-                text("SELECT status FROM notifier.deliveries WHERE case_id = :c AND stage = :s"),
+                text(
+                    "SELECT status FROM notifier.deliveries"
+                    " WHERE case_id = :c AND stage = :s AND channel = 'email' AND attempt = 1"
+                ),
                 {"c": event.case_id, "s": stage},
             )
         ).scalar_one()
@@ -187,7 +235,8 @@ class NotificationHandler:
         finished = await tx.execute(
             text(
                 "UPDATE notifier.deliveries SET status = :st, sent_at = now()"
-                " WHERE case_id = :c AND stage = :s AND status = 'sending' RETURNING 1"
+                " WHERE case_id = :c AND stage = :s AND channel = 'email' AND attempt = 1 AND status = 'sending'"
+                " RETURNING 1"
             ),
             {"st": status, "c": event.case_id, "s": stage},
         )
@@ -207,22 +256,63 @@ def city_timezone(name: str) -> ZoneInfo:
         ) from exc
 
 
-def bootstrap(settings: NotifierSettings, sender: MailSender | None = None) -> ServiceProcess:
+def number_key(settings: NotifierSettings) -> bytes:
+    return shared_secret(settings, settings.sms_number_key, "CIVICFLOW_SMS_NUMBER_KEY", "sms-number.key").encode()
+
+
+def bootstrap(
+    settings: NotifierSettings, sender: MailSender | None = None, telephony: Telephony | None = None
+) -> ServiceProcess:
+    """The notifier's process; without a telephony provider, texts are recorded as not possible."""
     engine = make_engine(settings.database_url)
+    zone = city_timezone(settings.city_timezone)
+    vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
+    texts = None
+    tasks: list[Task] = []
+    if telephony is not None:
+        key = number_key(settings)
+        public_url = settings.notifier_public_url or f"http://127.0.0.1:{settings.notifier_http_port}"
+        quiet = QuietHours(zone, *parse_hours(settings.texting_hours)) if settings.texting_hours else None
+        callback = public_url.rstrip("/") + STATUS_PATH
+        texts = TextDelivery(engine, telephony, TextTemplates(zone), key, callback, quiet)
+        deferred = DeferredTexts(engine, PostgresEventStore(), vault, texts)
+        tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
+        inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
+        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine))
+        tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,
-        ContactVault(load_master_key(settings.pii_master_key, settings.state_dir)),
+        vault,
         sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
-        MessageTemplates(city_timezone(settings.city_timezone), settings.public_tracking_url),
+        MessageTemplates(zone, settings.public_tracking_url),
         settings.mail_from,
+        texts,
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)
     consumer = CaseEventConsumer(ACTOR, settings, reactions)
-    return ServiceProcess(ACTOR, settings, engine, settings.notifier_grpc_port, consumer=consumer)
+    servicer = NotifierServicer(engine, PostgresEventStore(), vault)
+    service_name = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name
+    return ServiceProcess(
+        ACTOR,
+        settings,
+        engine,
+        settings.notifier_grpc_port,
+        consumer=consumer,
+        servicers=[
+            (service_name, lambda server: notifier_pb2_grpc.add_NotifierServiceServicer_to_server(servicer, server))
+        ],
+        tasks=tasks,
+    )
 
 
 async def run() -> None:
     settings = NotifierSettings()
     configure_logging(ACTOR, settings.log_level)
-    await serve(bootstrap(settings))
+    telephony = TwilioTelephony(
+        settings.telephony_base_url, settings.telephony_account_sid, settings.telephony_token(), settings.telephony_from
+    )
+    try:
+        await serve(bootstrap(settings, telephony=telephony))
+    finally:
+        await telephony.aclose()

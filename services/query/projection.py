@@ -16,7 +16,9 @@ from civicflow.events import (
     CaseSubmitted,
     NotificationFailed,
     NotificationSent,
+    PreferencesChanged,
     RecordedEvent,
+    ResidentReplied,
     RoutingDecision,
     WorkOrderOpened,
     WorkOrderRejected,
@@ -142,6 +144,11 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "resident_notified", f"resident told of '{data.stage}' by {data.channel}"
     elif isinstance(data, NotificationFailed):
         stage, detail = "notification_failed", f"could not tell the resident of '{data.stage}' by {data.channel}"
+    elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view
+        how = "text" if data.channel == "sms" else data.channel
+        stage, detail = "resident_replied", f"the resident replied by {how}"
+    elif isinstance(data, PreferencesChanged):
+        stage, detail = "preferences_changed", "how the resident hears back changed"
     after = replace(base, **changes)
     if not stage:
         return after, None

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from civicflow.city import ServiceAreaSpec, ServiceSpec
+from civicflow.city import PhoneRegion, ServiceAreaSpec, ServiceSpec
 from civicflow.codes import Channel, CodeKind, code_problem
 from services.router.calendar import BusinessCalendar, CalendarSpec, Weekday, parse_window
 from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems, shown
@@ -217,6 +217,7 @@ class RuleSet(_Strict):
     name: str | None = None  # as residents know it ("Sample City"); the jurisdiction id titled when absent
     service_area: ServiceAreaSpec | None = None
     address_points: str | None = None  # the city's address-point CSV, relative to the file (civicflow/city.py)
+    phone_region: PhoneRegion | None = None  # residents' numbers without +country code (civicflow/city.py)
     timezone: str
     triage: TriageSettings = TriageSettings()
     calendars: dict[CalendarId, CalendarSpec]

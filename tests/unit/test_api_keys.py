@@ -22,7 +22,7 @@ from civicflow.apikeys import (
     parse_scopes,
     secret_matches,
 )
-from civicflow.v1 import intake_pb2, query_pb2, routing_pb2
+from civicflow.v1 import intake_pb2, notifier_pb2, query_pb2, routing_pb2
 from tests.grpc_metadata import ClientsInMemory
 
 SUBMIT = "/civicflow.v1.IntakeService/SubmitRequest"
@@ -58,7 +58,7 @@ def test_text_that_is_not_a_key_is_refused_with_its_expected_form(text: str) -> 
 def test_every_method_of_our_services_has_a_scope() -> None:
     ours = [
         f"/{service.full_name}/{method.name}"
-        for module in (intake_pb2, query_pb2, routing_pb2)
+        for module in (intake_pb2, query_pb2, routing_pb2, notifier_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -333,3 +334,21 @@ def test_an_import_key_is_a_valid_idempotency_key_for_any_external_id(external: 
     assert len(key) <= 128 and key.isascii() and " " not in key
     assert (key == f"import:oldcrm:{external}") is fits
     assert import_key("oldcrm", external) == key
+
+
+def test_a_phone_number_the_city_cannot_read_is_left_out_not_the_request() -> None:
+    """A past request is never texted: its old system's phone number, unreadable in the city's region, is
+    dropped and the request kept; a readable one is kept in E.164."""
+    row = one(export(GOOD_ROW))
+    assert isinstance(row, HistoricalRow)
+    unreadable = replace(row, request={**row.request, "contact": {"email": "resident@example.org", "phone": "ext 12"}})
+    admitted = admit(unreadable, mapping(), CITY, NoGeocoder())
+    assert not isinstance(admitted, list) and admitted.request.contact is not None
+    assert admitted.request.contact.phone is None and admitted.request.contact.email == "resident@example.org"
+    alone = replace(row, request={**row.request, "contact": {"phone": "555"}})
+    admitted = admit(alone, mapping(), CITY, NoGeocoder())
+    assert not isinstance(admitted, list) and admitted.request.contact is None
+    readable = replace(row, request={**row.request, "contact": {"phone": "(312) 555-0142"}})
+    admitted = admit(readable, mapping(), CITY, NoGeocoder())
+    assert not isinstance(admitted, list) and admitted.request.contact is not None
+    assert admitted.request.contact.phone == "+13125550142"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -49,7 +50,10 @@ def test_a_complete_request_is_accepted() -> None:
         ({"location": {"lat": 41.0}}, "location", "both lat and long"),
         ({"location": {}}, "location", "POTHOLE needs to know where: give a point (lat and long), the address"),
         ({"contact": {"email": "not-an-email"}}, "contact.email", "email"),
-        ({"contact": {"phone": "call me"}}, "contact.phone", "phone must be"),
+        ({"contact": {"phone": "call me"}}, "contact.phone", "not a phone number in international form"),
+        ({"contact": {"phone": "+1 555 0100"}}, "contact.phone", "not a phone number"),
+        ({"language": "fr"}, "language", "en (English) or es (Spanish)"),
+        ({"updates": "some"}, "updates", "all (every stage) or outcome"),
         ({"preferred_channel": "email"}, "request", "no email address"),
         ({"preferred_channel": "sms", "contact": {"email": "a@b.org"}}, "request", "no phone number"),
         ({"channel": "fax"}, "channel", "'fax' is not a channel; use one of phone, web, app, email, sms"),
@@ -130,6 +134,38 @@ def test_an_internationalised_domain_is_kept_in_the_ascii_form_smtp_can_send_to(
     unsealed = ResidentContact.model_validate_json(accepted.contact.model_dump_json())
     assert unsealed.email == "ada@xn--exmple-cua.org"
     assert ResidentContact(email="ada@exämple.org").email == "ada@xn--exmple-cua.org"
+
+
+def test_a_phone_number_is_kept_in_e164_read_in_the_city_region_unless_it_starts_with_a_country_code() -> None:
+    assert SAMPLE_AREA.phone_region == "US"
+    local = inside({**GOOD, "contact": {"phone": "(312) 555-0100"}, "preferred_channel": "sms"})
+    assert local.contact is not None and local.contact.phone == "+13125550100"
+    abroad = inside({**GOOD, "contact": {"phone": "+34 612 34 56 78"}, "preferred_channel": "sms"})
+    assert abroad.contact is not None and abroad.contact.phone == "+34612345678"
+    # without a region only the international form is taken
+    assert "contact.phone" in fields({**GOOD, "contact": {"phone": "(312) 555-0100"}})
+    refused = validate_request({**GOOD, "contact": {"phone": "312 555"}}, SAMPLE_AREA)
+    assert isinstance(refused, list)
+    assert dict(refused)["contact.phone"] == "not a phone number in US or international form (+…)"
+
+
+def test_language_and_updates_are_taken_with_defaults() -> None:
+    plain = inside(GOOD)
+    assert (plain.language, plain.updates) == ("en", "all")
+    chosen = inside({**GOOD, "language": "es", "updates": "outcome"})
+    assert (chosen.language, chosen.updates) == ("es", "outcome")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_a_refused_phone_number_is_never_echoed(phone: str) -> None:
+    result = validate_request({**GOOD, "contact": {"phone": phone}}, SAMPLE_AREA)
+    if isinstance(result, list):
+        said = " ".join(f"{f} {d}" for f, d in result)
+        digits = "".join(ch for ch in phone if ch.isdigit())
+        assert len(digits) < 3 or digits not in "".join(ch for ch in said if ch.isdigit())
+    else:
+        assert result.contact is not None and (result.contact.phone or "").startswith("+")
 
 
 def test_a_point_inside_the_city_or_an_address_alone_is_accepted_and_no_area_still_refuses_null_island() -> None:
@@ -260,3 +296,14 @@ def test_any_mix_of_messy_fields_is_accepted_or_refused_by_field_never_an_error(
     else:
         placed = place(result, FixedPoints(), SAMPLE_AREA)
         assert placed.service_code == code
+
+
+def test_a_city_file_phone_region_must_be_a_region_code(tmp_path: Path) -> None:
+    city_file = tmp_path / "city.yaml"
+    city_file.write_text("jurisdiction: x\nphone_region: USA\n")
+    with pytest.raises(ValueError, match="phone_region 'USA' is not a region code; use two capital letters"):
+        load_city(city_file)
+    city_file.write_text("jurisdiction: x\nphone_region: CA\n")
+    assert load_city(city_file).phone_region == "CA"
+    city_file.write_text("jurisdiction: x\n")
+    assert load_city(city_file).phone_region is None

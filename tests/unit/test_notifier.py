@@ -37,12 +37,14 @@ from services.notifier.domain import (
     NothingToSend,
     RenderedMessage,
     SendEmail,
+    SendText,
     StageFacts,
     choose_delivery,
     compose_email,
     message_id_for,
     stage_facts,
     tracking_link,
+    wanted,
 )
 from services.notifier.mail import SmtpSender, undeliverable
 from tests.factories import recorded
@@ -103,7 +105,7 @@ def test_email_is_sent_when_there_is_an_address_and_email_is_preferred_or_unset(
     assert choose_delivery(True, RESIDENT, preferred) == SendEmail(to="dolores@example.org")
 
 
-@pytest.mark.parametrize("preferred", ["sms", "voice", "SMS"])
+@pytest.mark.parametrize("preferred", ["voice", "VOICE"])
 def test_other_channels_are_recorded_as_not_yet_supported(preferred: str) -> None:
     assert choose_delivery(True, RESIDENT, preferred) == CannotNotify(preferred.lower(), "channel not yet supported")
 
@@ -118,10 +120,26 @@ def test_no_contact_given_means_nothing_to_send() -> None:
 
 
 def test_without_an_email_address() -> None:
-    phone_only = ResidentContact(phone="+1 555 0100")
+    phone_only = ResidentContact(phone="+13125550100")
     assert choose_delivery(True, phone_only, "email") == CannotNotify("email", "no email address given")
-    assert choose_delivery(True, phone_only, None) == CannotNotify("sms", "channel not yet supported")
+    assert choose_delivery(True, phone_only, None) == SendText(to="+13125550100")
     assert isinstance(choose_delivery(True, ResidentContact(name="Anon"), None), NothingToSend)
+
+
+def test_a_resident_who_chose_texts_is_texted_and_one_who_chose_nothing_is_not_told() -> None:
+    both = ResidentContact(email="resident@example.org", phone="+13125550100")
+    assert choose_delivery(True, both, "sms") == SendText(to="+13125550100")
+    assert choose_delivery(True, both, None) == SendEmail(to="resident@example.org")
+    assert choose_delivery(True, ResidentContact(email="r@example.org"), "sms") == CannotNotify(
+        "sms", "no phone number given"
+    )
+    assert choose_delivery(True, both, "voice") == CannotNotify("voice", "channel not yet supported")
+    assert isinstance(choose_delivery(True, both, "none"), NothingToSend)
+
+
+def test_a_resident_who_wants_only_the_outcome_hears_only_of_the_resolution() -> None:
+    assert [s for s in ("submitted", "routed", "rerouted", "resolved") if wanted(s, "outcome")] == ["resolved"]
+    assert all(wanted(s, "all") for s in ("submitted", "routed", "rerouted", "resolved"))
 
 
 # --- stage facts --------------------------------------------------------------------------------
@@ -189,6 +207,25 @@ def test_routed_message_names_department_and_due_date_in_city_time(templates: Me
     rendered = templates.render(stage_facts(story[1], story))
     assert "Sanitation" in rendered.subject
     assert "has gone to Sanitation, expected by Sunday 15 March 2026, 10:00" in _flat(rendered.body)  # CDT
+
+
+def test_a_resident_who_chose_spanish_gets_spanish_email_with_spanish_dates(templates: MessageTemplates) -> None:
+    story = _story()
+    spanish = story[0].data.model_copy(update={"language": "es"})
+    story[0] = story[0].model_copy(update={"data": spanish})
+    submitted = templates.render(stage_facts(story[0], story))
+    assert submitted.subject == "Recibimos su solicitud 311 7KQ2-M9X"
+    assert "el viernes 13 de marzo de 2026" in _flat(submitted.body)
+    routed = templates.render(stage_facts(story[1], story))
+    assert "pasó a Sanitation, con fecha prevista el domingo 15 de marzo de 2026, 10:00" in _flat(routed.body)
+    resolved = templates.render(stage_facts(story[3], story))
+    assert resolved.subject == "Su solicitud 311 7KQ2-M9X está resuelta"
+    message = compose_email(
+        resolved, "dolores@example.org", "311 <a@b>", "<m@civicflow.local>", datetime(2026, 3, 14, tzinfo=UTC)
+    )
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == resolved.subject  # non-ASCII subject and body survive the wire
+    assert "Crew collected the bins." in parsed.get_body().get_content()  # type: ignore[union-attr]
 
 
 def test_the_due_date_is_read_in_the_routing_departments_zone_over_the_configured_one() -> None:

@@ -1,0 +1,112 @@
+"""Acting on what residents text back and on the provider's delivery reports: the opt-out list, a case's
+status, a reply recorded on the case. The number is known here only by its keyed digest."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from uuid import UUID
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.events import EventMetadata, RecordedEvent, ResidentReplied
+from civicflow.eventstore import EventStore
+from civicflow.ids import uuid7
+from services.notifier.inbound import Help, Reply, Start, Status, Stop, answer, case_language, case_status, read_inbound
+from services.notifier.texting import NOTIFICATIONS, OPT_OUTS, cases_of, number_digest
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "notifier"
+# Twilio's words for a text that reached the handset, and for one that never will.
+DELIVERED = frozenset({"delivered", "read"})
+UNDELIVERED = frozenset({"undelivered", "failed"})
+
+
+class InboundTexts:
+    """Answers one inbound text: what to text back (the TwiML <Message>), having acted on it."""
+
+    def __init__(self, engine: AsyncEngine, store: EventStore, digest_key: bytes, city_zone: tzinfo) -> None:
+        self._engine = engine
+        self._store = store
+        self._key = digest_key
+        self._zone = city_zone
+
+    async def __call__(self, number: str, body: str) -> str:
+        digest = number_digest(number, self._key)
+        intent = read_inbound(body)
+        async with self._engine.begin() as tx:
+            cases = await cases_of(tx, digest)
+            newest = await self._store.read_stream(tx, cases[0][0]) if cases else []
+            language = case_language(newest) if newest else None
+            log.info("inbound text", intent=type(intent).__name__.lower(), known_cases=len(cases))
+            if isinstance(intent, Stop):
+                await tx.execute(
+                    text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d) ON CONFLICT DO NOTHING"),
+                    {"d": digest},
+                )
+                OPT_OUTS.labels("opted_out").inc()
+                return answer("stopped", language)
+            if isinstance(intent, Start):
+                await tx.execute(text("DELETE FROM notifier.opt_outs WHERE number_digest = :d"), {"d": digest})
+                OPT_OUTS.labels("opted_in").inc()
+                return answer("started", language)
+            if isinstance(intent, Help):
+                return answer("help", language)
+            if not cases:
+                return answer("no_case", language)
+            if isinstance(intent, Status):
+                return await self._status(tx, intent, cases, newest, language)
+            assert isinstance(intent, Reply)
+            return await self._reply(tx, intent, cases[0], language)
+
+    async def _status(
+        self,
+        tx: AsyncConnection,
+        intent: Status,
+        cases: list[tuple[UUID, str]],
+        newest: list[RecordedEvent],
+        language: str | None,
+    ) -> str:
+        if intent.tracking_number is None:
+            return case_status(newest, self._zone)
+        case_id = next((c for c, number in cases if number == intent.tracking_number), None)
+        if case_id is None:  # not this number's case: say no more than that
+            return answer("not_yours", language, tracking_number=intent.tracking_number)
+        return case_status(await self._store.read_stream(tx, case_id), self._zone)
+
+    async def _reply(self, tx: AsyncConnection, intent: Reply, case: tuple[UUID, str], language: str | None) -> str:
+        case_id, number = case
+        if not intent.text:
+            return answer("help", language)
+        metadata = EventMetadata(correlation_id=uuid7(), actor=ACTOR, channel="sms")
+        await self._store.append(tx, case_id, None, [ResidentReplied(text=intent.text)], metadata)
+        return answer("replied", language, tracking_number=number)
+
+
+class StatusReports:
+    """Keeps what the provider says of a text (delivered, undelivered…) on its delivery row."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def __call__(self, sid: str, status: str, error_code: int | None) -> bool:
+        """False when no text of ours has that sid."""
+        async with self._engine.begin() as tx:
+            updated = await tx.execute(
+                text(
+                    "UPDATE notifier.deliveries SET provider_status = :st, provider_error = :err"
+                    " WHERE provider_sid = :sid RETURNING 1"
+                ),
+                {"st": status, "err": error_code, "sid": sid},
+            )
+        return _counted(updated.first() is not None, status)
+
+
+def _counted(known: bool, status: str) -> bool:
+    if known and status in DELIVERED:
+        NOTIFICATIONS.labels("sms", "delivered").inc()
+    elif known and status in UNDELIVERED:
+        NOTIFICATIONS.labels("sms", "undelivered").inc()
+    return known

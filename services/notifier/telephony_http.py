@@ -1,0 +1,141 @@
+"""The notifier's HTTP endpoint for the telephony provider: inbound texts (answered with TwiML) and status
+callbacks, each signed by the provider (X-Twilio-Signature); served by uvicorn in the notifier process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable, Generator
+from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from services.notifier.telephony import Telephony
+
+log = structlog.get_logger(__name__)
+
+INBOUND_PATH = "/telephony/inbound"
+STATUS_PATH = "/telephony/status"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+MAX_BODY_BYTES = 32 * 1024  # a text is at most 1,600 characters; the provider's other fields are short
+MAX_SID_CHARS = 64
+
+Answer = Callable[[str, str], Awaitable[str]]  # (the sender's number, the text) -> what to text back
+StatusReport = Callable[[str, str, int | None], Awaitable[bool]]  # (sid, status, error code) -> known sid
+
+
+def twiml_message(words: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(words)}</Message></Response>'
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_telephony_app(telephony: Telephony, public_url: str, answer: Answer, report: StatusReport) -> Starlette:
+    """public_url: this endpoint's address as the provider calls it (what it signs), without the path."""
+    base = public_url.rstrip("/")
+
+    async def signed_form(request: Request, path: str) -> dict[str, str]:
+        declared = request.headers.get("content-length", "")
+        if declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            params = dict(parse_qsl(bytes(raw).decode("utf-8"), keep_blank_values=True, errors="strict"))
+        except (UnicodeDecodeError, ValueError):
+            raise _Refused(400, "the body is not UTF-8 form data (application/x-www-form-urlencoded)") from None
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if not signature or not telephony.signed_by_provider(base + path, params, signature):
+            log.warning("telephony signature rejected", path=path)
+            raise _Refused(403, f"missing or wrong {SIGNATURE_HEADER}")
+        return params
+
+    async def inbound(request: Request) -> Response:
+        try:
+            form = await signed_form(request, INBOUND_PATH)
+        except _Refused as refused:
+            return PlainTextResponse(refused.message, status_code=refused.status)
+        sender = form.get("From", "")
+        if not sender.startswith("+") or not sender[1:].isdigit() or len(sender) > 16:
+            return PlainTextResponse("From: not a phone number in E.164 (+ and digits)", status_code=400)
+        words = await answer(sender, form.get("Body", ""))
+        return Response(twiml_message(words), media_type="application/xml")
+
+    async def status(request: Request) -> Response:
+        try:
+            form = await signed_form(request, STATUS_PATH)
+        except _Refused as refused:
+            return PlainTextResponse(refused.message, status_code=refused.status)
+        sid = form.get("MessageSid", "")
+        state = form.get("MessageStatus", "")
+        if not sid or len(sid) > MAX_SID_CHARS or not sid.isalnum() or not state.replace("-", "").isalpha():
+            return PlainTextResponse("MessageSid and MessageStatus are required (letters and digits)", status_code=400)
+        code = form.get("ErrorCode", "")
+        known = await report(sid, state.lower()[:32], int(code) if code.isdigit() and len(code) < 9 else None)
+        log.info("text status reported", status=state.lower()[:32], known=known)
+        return Response(status_code=204)
+
+    return Starlette(
+        routes=[Route(INBOUND_PATH, inbound, methods=["POST"]), Route(STATUS_PATH, status, methods=["POST"])]
+    )
+
+
+class _InProcessServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The service process owns SIGTERM/SIGINT (civicflow.runtime.serve); it stops us via should_exit.
+        yield
+
+
+class TelephonyServer:
+    """Runs the app until the process's stop event is set; a task for ServiceProcess.tasks."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+
+    async def __call__(self, stop: asyncio.Event) -> None:
+        # Bound here: uvicorn would sys.exit() on a taken port without saying which setting to change.
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._host, self._port))
+        except OSError as exc:
+            sock.close()
+            log.error("telephony port unavailable; set CIVICFLOW_NOTIFIER_HTTP_PORT", port=self._port, error=str(exc))
+            stop.set()
+            raise
+        server = _InProcessServer(uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off"))
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="telephony-http")
+        log.info("telephony endpoint listening", host=self._host, port=self._port)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            server.should_exit = True
+            stopping.cancel()
+            try:
+                await serving
+            except Exception:
+                log.exception("telephony endpoint failed")
+            finally:
+                sock.close()
+        if not stop.is_set():
+            log.error("telephony endpoint stopped unexpectedly; stopping the service")
+            stop.set()

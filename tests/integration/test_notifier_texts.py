@@ -1,0 +1,244 @@
+"""The notifier's texts against real PostgreSQL and an in-memory telephony double: one text per stage,
+never twice (a redelivery, the crash between the provider taking a text and our commit), STOP honoured on
+a later case, a refusal recorded with the provider's code and never the number, an outage retried."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    EventMetadata,
+    Location,
+    NotificationFailed,
+    NotificationSent,
+    RecordedEvent,
+)
+from civicflow.eventstore import PostgresEventStore
+from civicflow.ids import uuid7
+from civicflow.pii import ContactVault, ResidentContact, load_master_key
+from civicflow.unit_of_work import UnitOfWork, in_order
+from services.notifier.domain import MessageTemplates
+from services.notifier.main import NotificationHandler
+from services.notifier.sms import TextTemplates
+from services.notifier.telephony import TelephonyUnavailable
+from services.notifier.texting import TextDelivery, number_digest
+from tests.telephony_double import CrashedAfterTaking, InMemoryTelephony
+
+pytestmark = pytest.mark.integration
+STORE = PostgresEventStore()
+UTC_ZONE = ZoneInfo("UTC")
+PHONE = "+13125550142"  # in the 555-01xx range kept for fiction
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> ContactVault:
+    return ContactVault(load_master_key("", tmp_path))
+
+
+@pytest.fixture
+def key() -> bytes:
+    """A digest key of the test's own, so one test's opt-out or case numbers are not another's."""
+    return uuid4().bytes
+
+
+async def append(engine: AsyncEngine, case: RecordedEvent, event: CaseEvent) -> RecordedEvent:
+    async with engine.begin() as tx:
+        [recorded] = await STORE.append(
+            tx, case.case_id, None, [event], EventMetadata(correlation_id=uuid7(), actor="test")
+        )
+    return recorded
+
+
+async def texted_case(engine: AsyncEngine, vault: ContactVault, phone: str, **preferences: str) -> RecordedEvent:
+    case_id = uuid7()
+    async with engine.begin() as tx:
+        sealed = await vault.seal(tx, case_id, ResidentContact(phone=phone))
+        event = CaseSubmitted(
+            tracking_number="T" + case_id.hex[-6:],
+            service_code="POTHOLE",
+            description="a hole",
+            location=Location(lat=41.88, long=-87.63),
+            submitted_at=datetime.now(UTC),
+            sealed_contact=sealed,
+            preferred_channel="sms",
+            **preferences,  # type: ignore[arg-type]
+        )
+        [recorded] = await STORE.append(tx, case_id, 0, [event], EventMetadata(correlation_id=uuid7(), actor="test"))
+    return recorded
+
+
+def routed() -> CaseRouted:
+    return CaseRouted(
+        department_id="streets",
+        department_name="Public Works - Streets",
+        priority="normal",
+        due_at=datetime.now(UTC) + timedelta(days=2),
+        rule_id="potholes",
+        rule_set_version="test",
+    )
+
+
+def handler(
+    engine: AsyncEngine, vault: ContactVault, telephony: InMemoryTelephony, key: bytes
+) -> Callable[[RecordedEvent], Awaitable[int]]:
+    """The notifier's policy as its consumer runs it, each event in a unit of work of its own."""
+    texts = TextDelivery(engine, telephony, TextTemplates(UTC_ZONE), key)
+    policy = NotificationHandler(engine, vault, _no_mail(), MessageTemplates(UTC_ZONE), "311 <a@b>", texts)
+    unit = UnitOfWork(engine, "notifier", STORE)
+    return lambda event: unit.run([event], in_order({event.type: policy}))
+
+
+def _no_mail() -> object:
+    class NoMail:
+        async def send(self, message: object) -> None:
+            raise AssertionError("a resident who chose texts was emailed")
+
+    return NoMail()
+
+
+async def outcomes(engine: AsyncEngine, case: RecordedEvent) -> list[CaseEvent]:
+    async with engine.connect() as conn:
+        history = await STORE.read_stream(conn, case.case_id)
+    return [e.data for e in history if isinstance(e.data, NotificationSent | NotificationFailed)]
+
+
+async def row_status(engine: AsyncEngine, case: RecordedEvent, stage: str) -> str | None:
+    async with engine.connect() as conn:
+        status: str | None = await conn.scalar(
+            text("SELECT status FROM notifier.deliveries WHERE case_id = :c AND stage = :s AND channel = 'sms'"),
+            {"c": case.case_id, "s": stage},
+        )
+        return status
+
+
+async def test_one_text_per_stage_in_the_resident_language_and_a_redelivery_sends_nothing(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    phone = PHONE
+    telephony = InMemoryTelephony()
+    notify = handler(engine, vault, telephony, key)
+    case = await texted_case(engine, vault, phone, language="es")
+    stages = [case, await append(engine, case, routed())]
+    stages.append(
+        await append(engine, case, CaseResolved(resolution="Bache rellenado.", resolved_at=datetime.now(UTC)))
+    )
+    for event in stages:
+        await notify(event)
+        await notify(event)  # a redelivery (the inbox drops it)
+
+    bodies = telephony.bodies_to(phone)
+    assert len(bodies) == 3
+    assert "recibimos su solicitud" in bodies[0] and case.data.tracking_number in bodies[0]  # type: ignore[attr-defined]
+    assert "pasó a Public Works - Streets" in bodies[1]
+    assert "Bache rellenado." in bodies[2]
+    told = await outcomes(engine, case)
+    assert [(o.stage, o.channel) for o in told] == [("submitted", "sms"), ("routed", "sms"), ("resolved", "sms")]  # type: ignore[attr-defined]
+    assert [o.message_id for o in told] == [m.sid for m in telephony.taken]  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        history = await STORE.read_stream(conn, case.case_id)
+        stored = await conn.scalar(
+            text("SELECT count(*) FROM notifier.case_numbers WHERE number_digest = :d AND case_id = :c"),
+            {"d": number_digest(phone, key), "c": case.case_id},
+        )
+    assert stored == 1
+    assert phone not in "".join(e.model_dump_json() for e in history)
+    assert phone.lstrip("+") not in "".join(e.model_dump_json() for e in history)
+
+
+async def test_the_crash_after_the_provider_took_a_text_is_closed_by_asking_the_provider(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    phone = PHONE
+    telephony = InMemoryTelephony(crash_after_taking=True)
+    case = await texted_case(engine, vault, phone)
+
+    with pytest.raises(CrashedAfterTaking):  # the process dies before the batch commits
+        await handler(engine, vault, telephony, key)(case)
+    assert await row_status(engine, case, "submitted") == "sending"
+    assert await outcomes(engine, case) == []
+
+    telephony.crash_after_taking = False
+    await handler(engine, vault, telephony, key)(case)  # the redelivery after the restart
+
+    assert len(telephony.bodies_to(phone)) == 1, "texted twice"
+    assert telephony.lookups == 1
+    assert await outcomes(engine, case) == [
+        NotificationSent(stage="submitted", channel="sms", message_id=telephony.taken[0].sid)
+    ]
+    assert await row_status(engine, case, "submitted") == "sent"
+
+
+async def test_a_redelivery_that_finds_nothing_at_the_provider_texts(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    phone = PHONE
+    telephony = InMemoryTelephony(down=True)
+    case = await texted_case(engine, vault, phone)
+    with pytest.raises(TelephonyUnavailable):  # the consumer retries
+        await handler(engine, vault, telephony, key)(case)
+    assert await row_status(engine, case, "submitted") == "sending"
+    assert await outcomes(engine, case) == []
+
+    telephony.down = False
+    await handler(engine, vault, telephony, key)(case)
+    assert len(telephony.bodies_to(phone)) == 1 and telephony.lookups == 1
+    assert [o.channel for o in await outcomes(engine, case)] == ["sms"]  # type: ignore[attr-defined]
+
+
+async def test_a_number_that_texted_stop_gets_no_text_on_a_later_case(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    phone = PHONE
+    telephony = InMemoryTelephony()
+    async with engine.begin() as tx:
+        await tx.execute(
+            text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d)"), {"d": number_digest(phone, key)}
+        )
+    case = await texted_case(engine, vault, phone)
+    await handler(engine, vault, telephony, key)(case)
+    assert telephony.taken == []
+    assert await outcomes(engine, case) == [
+        NotificationFailed(stage="submitted", channel="sms", reason="the resident texted STOP")
+    ]
+
+
+async def test_a_refused_text_is_recorded_with_the_provider_code_never_the_number(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    phone = PHONE
+    telephony = InMemoryTelephony(refuse_with=21211)
+    case = await texted_case(engine, vault, phone)
+    notify = handler(engine, vault, telephony, key)
+    await notify(case)
+    await notify(case)
+    told = await outcomes(engine, case)
+    assert told == [
+        NotificationFailed(stage="submitted", channel="sms", reason="the provider refused the text (error 21211)")
+    ]
+    assert await row_status(engine, case, "submitted") == "refused"
+
+
+async def test_a_resident_who_wants_only_the_outcome_is_texted_only_the_resolution(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    phone = PHONE
+    telephony = InMemoryTelephony()
+    notify = handler(engine, vault, telephony, key)
+    case = await texted_case(engine, vault, phone, updates="outcome")
+    await notify(case)
+    await notify(await append(engine, case, routed()))
+    await notify(await append(engine, case, CaseResolved(resolution="Filled.", resolved_at=datetime.now(UTC))))
+    assert [b.split(":")[1].strip() for b in telephony.bodies_to(phone)] == ["your request is resolved. Filled."]
+    assert [(o.stage, o.channel) for o in await outcomes(engine, case)] == [("resolved", "sms")]  # type: ignore[attr-defined]

@@ -1,0 +1,65 @@
+"""A test double of the notifier's telephony port (services/notifier/telephony.py), in memory: it keeps
+the texts it took, can refuse, be down, or "crash" right after taking a text; signatures are valid when
+they are HMAC-SHA1 of the URL and sorted parameters with its auth token, as Twilio signs them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from services.notifier.telephony import (
+    ProviderCall,
+    ProviderMessage,
+    TelephonyRefused,
+    TelephonyUnavailable,
+)
+
+
+class CrashedAfterTaking(Exception):
+    """The process died after the provider took the text and before the notifier recorded it."""
+
+
+@dataclass
+class InMemoryTelephony:
+    auth_token: str = "test-double-auth-token"
+    taken: list[ProviderMessage] = field(default_factory=list)
+    refuse_with: int | None = None  # the next texts are refused with this error code
+    down: bool = False
+    crash_after_taking: bool = False
+    lookups: int = 0
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # when the provider says it took a text
+
+    async def send_text(self, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
+        if self.down:
+            raise TelephonyUnavailable("the test double is down")
+        if self.refuse_with is not None:
+            raise TelephonyRefused(self.refuse_with, "refused by the test double")
+        message = ProviderMessage(sid=f"SM{uuid4().hex}", to=to, body=body, status="queued", created_at=self.clock())
+        self.taken.append(message)
+        if self.crash_after_taking:
+            raise CrashedAfterTaking()
+        return message
+
+    async def texts_to(self, to: str, since: datetime) -> list[ProviderMessage]:
+        self.lookups += 1
+        if self.down:
+            raise TelephonyUnavailable("the test double is down")
+        return [m for m in self.taken if m.to == to and m.created_at >= since]
+
+    async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
+        raise TelephonyRefused(None, "the test double places no calls")
+
+    def sign(self, url: str, params: Mapping[str, str]) -> str:
+        signed = url + "".join(f"{k}{params[k]}" for k in sorted(params))
+        return base64.b64encode(hmac.new(self.auth_token.encode(), signed.encode(), hashlib.sha1).digest()).decode()
+
+    def signed_by_provider(self, url: str, params: Mapping[str, str], signature: str) -> bool:
+        return hmac.compare_digest(self.sign(url, params), signature)
+
+    def bodies_to(self, to: str) -> list[str]:
+        return [m.body for m in self.taken if m.to == to]
