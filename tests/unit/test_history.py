@@ -23,6 +23,7 @@ from services.intake.importer import admit, import_key
 
 SAMPLE_MAPPING = Path(__file__).resolve().parents[2] / "samples" / "history" / "mapping.yaml"
 CITY = load_city(SAMPLE_CITY)
+STARTED = datetime(2027, 1, 10, tzinfo=UTC)  # when the import began: the latest time a row may have is a day on
 
 MAPPING = """
 source: oldcrm
@@ -95,7 +96,7 @@ def export(*rows: dict[str, str], header: list[str] = HEADER, bom: bool = False)
 
 
 def read(data: bytes, the_mapping: HistoryMapping | None = None) -> list[HistoricalRow | RowRefused]:
-    return list(read_export(io.BytesIO(data), the_mapping or mapping()))
+    return list(read_export(io.BytesIO(data), the_mapping or mapping(), STARTED))
 
 
 def one(data: bytes) -> HistoricalRow | RowRefused:
@@ -199,7 +200,7 @@ def test_blank_cells_are_absent_and_names_compare_without_case_or_spacing() -> N
     assert "contact" not in row.request and row.request["channel"] == "social"
     assert row.request["attributes"] == {"bin_type": "recycling"}
     assert row.status == "open" and row.closed_at is None
-    assert row.external_id == "row-1"  # no id: the row number stands in
+    assert row.external_id.startswith("content-")  # no id: a digest of the row's cells stands in
 
 
 def test_quoted_commas_and_line_breaks_stay_in_their_cell() -> None:
@@ -312,7 +313,7 @@ def test_any_cell_gives_a_row_or_a_refusal_naming_a_field(column: str, value: st
 
 def test_the_sample_export_is_messy_as_its_readme_says_and_mostly_imports() -> None:
     sample = load_mapping(SAMPLE_MAPPING)
-    rows = list(read_export(io.BytesIO(export_bytes(1000)), sample))
+    rows = list(read_export(io.BytesIO(export_bytes(1000)), sample, STARTED))
     assert len(rows) == 1000
     admitted = [admit(r, sample, CITY, NoGeocoder()) if isinstance(r, HistoricalRow) else [r] for r in rows]
     refused_fields = {a[0].field for a in admitted if isinstance(a, list)}
@@ -333,3 +334,87 @@ def test_an_import_key_is_a_valid_idempotency_key_for_any_external_id(external: 
     assert len(key) <= 128 and key.isascii() and " " not in key
     assert (key == f"import:oldcrm:{external}") is fits
     assert import_key("oldcrm", external) == key
+
+
+def test_a_row_without_an_id_keeps_its_key_when_the_export_is_sorted_another_way() -> None:
+    first = {**GOOD_ROW, "ID": ""}
+    second = {**GOOD_ROW, "ID": " ", "Text": "Another pothole", "Email": "other@example.org"}
+    one_way = read(export(first, second))
+    other_way = read(export(second, first))
+    assert [r.external_id for r in one_way] == [r.external_id for r in reversed(other_way)]
+    assert one_way[0].external_id != one_way[1].external_id
+    # the contact is no part of it: a digest of the rest would let the key's holder guess an e-mail address
+    assert read(export({**first, "Email": "x@example.org"}))[0].external_id == one_way[0].external_id
+    without_column = mapping(MAPPING.replace("  external_id: ID\n", ""))
+    assert read(export(first), without_column)[0].external_id == one_way[0].external_id
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"Opened": "12/31/9999 10:00 PM", "Closed": ""}, "submitted_at"),  # overflows in UTC
+        ({"Opened": "12/31/9999 10:00 AM", "Closed": ""}, "submitted_at"),
+        ({"Closed": "12/31/9999 11:59 PM"}, "closed_at"),
+        ({"Opened": "06/30/1999 11:59 PM", "Closed": ""}, "submitted_at"),
+        ({"Opened": "2027-01-11T00:00:01+00:00", "Closed": ""}, "submitted_at"),  # a day after the start
+        ({"Opened": "0001-01-01T00:00:00", "Closed": ""}, "submitted_at"),
+    ],
+)
+def test_a_time_outside_2000_to_a_day_after_the_start_is_refused(changes: dict[str, str], field: str) -> None:
+    refused = refusal(**changes)
+    assert refused.field == field and "outside the times an imported request may have" in refused.reason
+    assert "2000-01-01 to 2027-01-11" in refused.reason
+
+
+def test_a_day_after_the_start_is_the_latest_time_taken() -> None:
+    row = one(export({**GOOD_ROW, "Opened": "2027-01-11T00:00:00+00:00", "Closed": ""}))
+    assert isinstance(row, HistoricalRow)
+
+
+def test_the_old_systems_never_closed_date_reads_as_open_only_when_the_mapping_says_so() -> None:
+    never = {**GOOD_ROW, "Closed": "12/31/9999 11:00 PM", "Status": ""}
+    assert isinstance(one(export(never)), RowRefused)
+    row = one_with(mapping(MAPPING + "not_closed_dates: [9999-12-31]\n"), never)
+    assert isinstance(row, HistoricalRow) and row.closed_at is None and row.status == "open"
+
+
+def test_an_unclosed_quote_refuses_its_row_and_the_rows_after_it_are_read_on_their_own() -> None:
+    rows = [{**GOOD_ROW, "ID": f"SR-{n}", "Text": f"pothole {n}"} for n in range(1, 8)]
+    rows[4]["Text"] = "a description\nover two lines"  # a quoted line break after the broken row stays fine
+    data = export(*rows).replace(b"pothole 3", b'"pothole 3')
+    read_back = read(data)
+    assert [r.external_id for r in read_back] == ["SR-1", "SR-2", None, "SR-4", "SR-5", "SR-6", "SR-7"]
+    broken = read_back[2]
+    assert isinstance(broken, RowRefused) and broken.field == "row"
+    assert "unclosed quote starting on line 4" in broken.reason
+    assert all(isinstance(r, HistoricalRow) for r in read_back[3:])
+    assert read_back[4].request["description"] == "a description\nover two lines"  # type: ignore[union-attr]
+
+
+def test_a_file_with_cr_alone_line_ends_says_to_save_it_with_crlf_or_lf() -> None:
+    data = export(GOOD_ROW, {**GOOD_ROW, "ID": "SR-2"}).replace(b"\r\n", b"\r")
+    with pytest.raises(ExportProblem, match="save it again with CRLF"):
+        read(data)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"Type": "water coming up at 1200 N Main St"}, "service", ["1200", "Main", "WATER"]),
+        ({"Status": "resident@example.org"}, "status", ["resident", "example"]),
+        ({"Source": "call 312-555-0142"}, "channel", ["312", "555"]),
+        ({"Opened": "my neighbour Jo since 2019"}, "submitted_at", ["neighbour", "2019"]),
+        ({"Type": "x" * 41}, "service", ["xxxx"]),
+    ],
+)
+def test_a_shifted_cell_holding_a_residents_words_is_described_not_quoted(
+    changes: dict[str, str], field: str, words: list[str]
+) -> None:
+    refused = refusal(**changes)
+    assert refused.field == field and "characters (" in refused.reason
+    assert not any(word in refused.reason for word in words)
+
+
+def test_a_categorical_value_and_a_date_are_still_quoted() -> None:
+    assert "'Pending review'" in refusal(Status="Pending review").reason
+    assert "'13/45/2026 25:61 PM'" in refusal(Opened="13/45/2026 25:61 PM").reason
