@@ -19,7 +19,8 @@ from civicflow.history_export import ExportProblem, HistoricalRow, RowRefused, r
 from civicflow.settings import SAMPLE_CITY
 from samples.history.export import export_bytes
 from services.intake.domain import ServiceRequest
-from services.intake.importer import admit, import_key
+from services.intake.handlers import Submission
+from services.intake.importer import admit, changed_parts, closed_since, import_key
 
 SAMPLE_MAPPING = Path(__file__).resolve().parents[2] / "samples" / "history" / "mapping.yaml"
 CITY = load_city(SAMPLE_CITY)
@@ -418,3 +419,51 @@ def test_a_shifted_cell_holding_a_residents_words_is_described_not_quoted(
 def test_a_categorical_value_and_a_date_are_still_quoted() -> None:
     assert "'Pending review'" in refusal(Status="Pending review").reason
     assert "'13/45/2026 25:61 PM'" in refusal(Opened="13/45/2026 25:61 PM").reason
+
+
+QUESTION = {**GOOD_ROW, "Type": "General Information Request", "Text": "when is bulk pickup?", "Lat": "", "Lon": ""}
+QUESTIONS = MAPPING.replace(
+    '"Pothole in Street": POTHOLE', '"Pothole in Street": POTHOLE\n  "General Information Request": INFO_QUESTION'
+)
+
+
+def test_a_question_with_the_callers_address_is_imported_without_it_by_default() -> None:
+    row = one_with(mapping(QUESTIONS), QUESTION)
+    assert isinstance(row, HistoricalRow)
+    submission = admit(row, mapping(QUESTIONS), CITY, NoGeocoder())
+    assert isinstance(submission, Submission) and submission.request.location is None
+
+
+def test_a_question_with_an_address_is_refused_when_the_mapping_says_refuse() -> None:
+    refusing = mapping(QUESTIONS + "location_for_services_without_place: refuse\n")
+    row = one_with(refusing, QUESTION)
+    assert isinstance(row, HistoricalRow)
+    refused = admit(row, refusing, CITY, NoGeocoder())
+    assert isinstance(refused, list) and refused[0].field.startswith("location")
+
+
+def admitted(changes: dict[str, str]) -> Submission:
+    row = one(export({**GOOD_ROW, "Lat": "", "Lon": "", **changes}))
+    assert isinstance(row, HistoricalRow)
+    submission = admit(row, mapping(), CITY, NoGeocoder())
+    assert isinstance(submission, Submission)
+    return submission
+
+
+def test_an_import_fingerprint_covers_the_times_status_and_old_department() -> None:
+    base = admitted({}).fingerprint
+    assert changed_parts(base, admitted({"Opened": "11/28/2026 11:31 PM"}).fingerprint) == ["submitted"]
+    assert changed_parts(base, admitted({"Closed": "12/02/2026 09:00 AM"}).fingerprint) == ["closing"]
+    assert changed_parts(base, admitted({"Agency": "Water"}).fingerprint) == ["department"]
+    assert changed_parts(base, admitted({"Text": "Deeper"}).fingerprint) == ["request"]
+    assert changed_parts(base, admitted({"Email": "other@example.org"}).fingerprint) == []  # the contact is not in it
+    assert changed_parts("a live request's digest", base) == ["request", "submitted", "closing", "department"]
+
+
+def test_only_a_row_imported_open_and_closed_since_is_closed_since() -> None:
+    was_open = admitted({"Closed": "", "Status": "In Progress"}).fingerprint
+    assert closed_since(was_open, admitted({}))
+    assert not closed_since(admitted({}).fingerprint, admitted({"Closed": "", "Status": "In Progress"}))  # reopened
+    assert not closed_since(was_open, admitted({"Text": "Deeper"}))  # closed, and its text changed
+    was_closed = admitted({"Closed": "12/02/2026 09:00 AM"}).fingerprint
+    assert not closed_since(was_closed, admitted({}))  # closed at another time
