@@ -44,9 +44,6 @@ def test_a_database_that_does_not_answer_says_to_run_the_command_again(tmp_path:
 
 
 def test_a_file_saved_with_cr_alone_line_ends_says_how_to_save_it(tmp_path: Path) -> None:
-    (tmp_path / "old.csv").write_bytes(EXPORT.replace("\r\n", "\r").encode())
-    args = ["import", str(tmp_path / "old.csv"), "--mapping", str(tmp_path / "map.yaml")]
-    (tmp_path / "map.yaml").write_text(MAPPING)
-    result = CliRunner().invoke(app, args, env={**NO_DATABASE, "CIVICFLOW_STATE_DIR": str(tmp_path)})
-    assert result.exit_code == 1 and "save it again with CRLF (Windows) or LF line ends" in result.output
-    assert "universal-newline" not in result.output
+    code, printed = run(tmp_path, export=EXPORT.replace("\r\n", "\r"))
+    assert code == 1 and "save it again with CRLF (Windows) or LF line ends" in printed
+    assert "universal-newline" not in printed
