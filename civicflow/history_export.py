@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 from zoneinfo import ZoneInfo
 
 from civicflow.codes import CHANNELS, CODE, channel_of, channel_problem, derive_code
@@ -66,8 +66,7 @@ class ExportProblem(Exception):
         return self.message
 
 
-@dataclass(frozen=True)
-class _Line:
+class _Line(NamedTuple):  # a tuple: one is made for every line of the file
     number: int  # the physical line's number in the file, from 1
     offset: int  # of its first byte
     text: str
