@@ -343,5 +343,9 @@ class HistoryImport:
 
 
 def _kind(reason: str) -> str:
-    """A reason as the summary groups it: without the column note and byte offsets, so one problem is one line."""
-    return re.sub(r"byte offset \d+", "byte offset …", reason.split(" (column ", 1)[0])
+    """A reason as the summary groups it: without the column note, byte offsets and line numbers, so one
+    problem is one line."""
+    return _WHERE.sub(lambda found: f"{found[1]} …", reason.split(" (column ", 1)[0])
+
+
+_WHERE = re.compile(r"(byte offset|on line) \d+")

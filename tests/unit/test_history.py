@@ -20,7 +20,7 @@ from civicflow.settings import SAMPLE_CITY
 from samples.history.export import export_bytes
 from services.intake.domain import ServiceRequest
 from services.intake.handlers import Submission
-from services.intake.importer import admit, changed_parts, closed_since, import_key
+from services.intake.importer import HistoryImport, ImportSummary, admit, changed_parts, closed_since, import_key
 
 SAMPLE_MAPPING = Path(__file__).resolve().parents[2] / "samples" / "history" / "mapping.yaml"
 CITY = load_city(SAMPLE_CITY)
@@ -136,6 +136,8 @@ def test_the_sample_mapping_loads() -> None:
             ('departments: {"Dept. of Streets": streets}', 'departments: {"Dept. of Streets": Streets Dept}'),
             "not a department id",
         ),
+        (("columns:", "not_closed_dates: [someday]\ncolumns:"), "not_closed_dates.0"),
+        (("columns:", "location_for_services_without_place: keep\ncolumns:"), "'drop' or 'refuse'"),
     ],
 )
 def test_a_wrong_mapping_says_which_field_and_what_to_write(change: tuple[str, str], says: str) -> None:
@@ -467,3 +469,40 @@ def test_only_a_row_imported_open_and_closed_since_is_closed_since() -> None:
     assert not closed_since(was_open, admitted({"Text": "Deeper"}))  # closed, and its text changed
     was_closed = admitted({"Closed": "12/02/2026 09:00 AM"}).fingerprint
     assert not closed_since(was_closed, admitted({}))  # closed at another time
+
+
+PROSE = st.text(alphabet=st.sampled_from(list("abc XYZ 019.!?'\"\n\r,;")), max_size=80).filter(
+    lambda text: text.count(",") < 6
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(descriptions=st.lists(PROSE, min_size=1, max_size=5))
+def test_quoted_line_breaks_commas_and_quotes_are_never_taken_for_an_unclosed_quote(descriptions: list[str]) -> None:
+    rows = [{**GOOD_ROW, "ID": f"SR-{n}", "Text": text} for n, text in enumerate(descriptions)]
+    read_back = read(export(*rows))
+    assert [r.external_id for r in read_back] == [f"SR-{n}" for n in range(len(descriptions))]
+    assert not any(isinstance(r, RowRefused) and r.field == "row" for r in read_back)
+
+
+@settings(max_examples=200, deadline=None)
+@given(column=st.sampled_from(["Type", "Status", "Source", "Opened", "Closed"]), value=st.text(min_size=4))
+def test_a_refusal_never_quotes_a_value_with_an_at_or_over_40_characters(column: str, value: str) -> None:
+    resident_like = value.strip()
+    if "@" not in resident_like and len(resident_like) <= 40:
+        resident_like += "@example.org"
+    rows = read(export({**GOOD_ROW, column: resident_like}))
+    for row in rows:
+        if isinstance(row, RowRefused):
+            assert resident_like not in row.reason and resident_like[:40] not in row.reason
+
+
+def test_the_summary_groups_unclosed_quotes_and_bad_bytes_whatever_their_line_or_offset() -> None:
+    summary = ImportSummary()
+    for line in (4, 90):
+        reason = f"has an unclosed quote starting on line {line}: its cell ran on"
+        HistoryImport._refuse(summary, [RowRefused(1, None, "row", reason)], lambda _: None)
+        reason = f"is not UTF-8 text: an invalid byte at byte offset {line * 7} of the file"
+        HistoryImport._refuse(summary, [RowRefused(1, None, "row", reason)], lambda _: None)
+    assert sorted(summary.refused.values()) == [2, 2]
+    assert "row: has an unclosed quote starting on line …: its cell ran on" in summary.refused
