@@ -295,8 +295,8 @@ class HistoryImport:
                     )
                 elif isinstance(outcome, IdempotencyKeyReused):
                     reason = (
-                        "a request with this external id is already imported with other details (an earlier row,"
-                        " or an earlier import of a changed row); only the first is kept"
+                        "a request with this external id is already imported with other details (an earlier row of"
+                        " this export has the id); only the first is kept"
                     )
                 else:
                     reason = f"the database refused it ({type(outcome).__name__})"
