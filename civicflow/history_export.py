@@ -289,7 +289,7 @@ def row_from_cells(
         return refused("submitted_at", submitted_at)
     closed_at: datetime | None = None
     if (closed_text := values.get("closed_at")) is not None:
-        closed = parse_time(closed_text, mapping, zone, latest)
+        closed = parse_time(closed_text, mapping, zone, latest, closing=True)
         if isinstance(closed, str):
             return refused("closed_at", closed)
         closed_at = None if closed.date() in mapping.not_closed_dates else closed
@@ -381,10 +381,12 @@ def content_id(values: dict[str, str | None]) -> str:
     return "content-" + hashlib.blake2b(json.dumps(content).encode(), digest_size=16).hexdigest()
 
 
-def parse_time(text: str, mapping: HistoryMapping, zone: ZoneInfo, latest: datetime) -> datetime | str:
+def parse_time(
+    text: str, mapping: HistoryMapping, zone: ZoneInfo, latest: datetime, closing: bool = False
+) -> datetime | str:
     """The instant a cell names (a naive time is the city's wall clock), or what is wrong with it, also when it
-    is before 2000 or after `latest`. A date among the mapping's `not_closed_dates` is given back whatever
-    its year, for the caller to read as blank."""
+    is before 2000 or after `latest`. A `closing` time on a date among the mapping's `not_closed_dates` is
+    given back whatever its year, for the caller to read as blank."""
     moment = None
     for form in mapping.timestamp_formats:
         try:
@@ -402,7 +404,7 @@ def parse_time(text: str, mapping: HistoryMapping, zone: ZoneInfo, latest: datet
             )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    if moment.date() in mapping.not_closed_dates:
+    if closing and moment.date() in mapping.not_closed_dates:
         return moment
     try:
         instant = moment.astimezone(UTC)

@@ -377,8 +377,11 @@ def test_a_day_after_the_start_is_the_latest_time_taken() -> None:
 def test_the_old_systems_never_closed_date_reads_as_open_only_when_the_mapping_says_so() -> None:
     never = {**GOOD_ROW, "Closed": "12/31/9999 11:00 PM", "Status": ""}
     assert isinstance(one(export(never)), RowRefused)
-    row = one_with(mapping(MAPPING + "not_closed_dates: [9999-12-31]\n"), never)
+    never_closed = mapping(MAPPING + "not_closed_dates: [9999-12-31]\n")
+    row = one_with(never_closed, never)
     assert isinstance(row, HistoricalRow) and row.closed_at is None and row.status == "open"
+    opened_never = one_with(never_closed, {**never, "Opened": "12/31/9999 11:00 PM"})
+    assert isinstance(opened_never, RowRefused) and opened_never.field == "submitted_at"  # only a closing
 
 
 def test_an_unclosed_quote_refuses_its_row_and_the_rows_after_it_are_read_on_their_own() -> None:
