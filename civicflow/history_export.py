@@ -26,6 +26,7 @@ from civicflow.history import HistoryMapping, HistoryStatus, name_key
 MAX_CELL_BYTES = 16 * 1024 * 1024
 _PLAIN_STATUSES: dict[str, HistoryStatus] = {"open": "open", "closed": "closed"}
 _SHOWN = 40  # a value longer than this is not categorical, and is not shown back in a refusal
+_WORDS = 5  # nor one of more words than this ("Noise - Residential/Loud Party" has four)
 # The range of a past request's times: the router's own API takes no time before 2000, an old system's
 # "never" (9999-12-31) overflows the due-date arithmetic, and nothing was submitted after the import began.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -430,6 +431,8 @@ def _categorical(value: str) -> bool:
     date, not like a resident's words, an address, a phone number or an e-mail address."""
     if len(value) > _SHOWN or "@" in value or not value.isprintable():
         return False
+    if sum(any(ch.isalnum() for ch in word) for word in value.split()) > _WORDS:
+        return False  # a sentence
     return not any(ch.isdigit() for ch in value) or _DATE_LIKE.fullmatch(value) is not None
 
 

@@ -411,6 +411,7 @@ def test_a_file_with_cr_alone_line_ends_says_to_save_it_with_crlf_or_lf() -> Non
         ({"Source": "call 312-555-0142"}, "channel", ["312", "555"]),
         ({"Opened": "my neighbour Jo since 2019"}, "submitted_at", ["neighbour", "2019"]),
         ({"Type": "x" * 41}, "service", ["xxxx"]),
+        ({"Status": "the dog next door bit my son"}, "status", ["dog", "son"]),
     ],
 )
 def test_a_shifted_cell_holding_a_residents_words_is_described_not_quoted(
