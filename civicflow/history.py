@@ -9,7 +9,7 @@ city's wall clock).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from civicflow.codes import CODE, CODE_RULE, channel_of, channel_problem, code_problem
 
 HistoryStatus = Literal["open", "closed"]
+PlaceOfNoPlaceService = Literal["drop", "refuse"]
 
 
 class Columns(BaseModel):
@@ -75,6 +76,15 @@ class HistoryMapping(BaseModel):
     departments: dict[str, str] = Field(default_factory=dict, description="their agency -> our department id")
     description_when_blank: str | None = Field(
         default=None, description="the description of a row that has none (without it such a row is refused)"
+    )
+    not_closed_dates: list[date] = Field(
+        default_factory=list,
+        description="closing dates the old system writes for 'never closed' (like 9999-12-31): taken as blank",
+    )
+    location_for_services_without_place: PlaceOfNoPlaceService = Field(
+        default="drop",
+        description="an address on a row whose service takes no place (location: none) is the caller's own:"
+        " drop leaves it out (the case does not need it), refuse refuses the row",
     )
 
     @field_validator("source")

@@ -89,6 +89,7 @@ OPEN_STATUSES = ("Open", "In Progress", "Assigned")
 UNKNOWN_STREETS = ("N River Rd", "S Harbor Dr", "W Foundry Ln", "N Oak Park Blvd")
 ADDRESS_FILE = Path(__file__).resolve().parent.parent / "city" / "address_points.csv"
 START = datetime(2025, 11, 1)
+NEVER = "12/31/9999 11:59:59 PM"  # what the old system writes as the closing time of a request still open
 DAYS = 365
 
 
@@ -127,7 +128,10 @@ def export_bytes(rows: int, seed: int = 311) -> bytes:
     out.write(_line(COLUMNS).encode())
     for number in range(1, rows + 1):
         cells, encoding = _row(rng, number, addresses)
-        out.write(_line(cells).encode(encoding, errors="replace"))
+        line = _line(cells)
+        if number % 2000 == 1234:  # a quote opened and never closed: the row is refused, the next ones read
+            line = line.replace(f",{cells[6]},", f',"{cells[6].strip(chr(34))},', 1) if "\n" not in cells[6] else line
+        out.write(line.encode(encoding, errors="replace"))
     return out.getvalue()
 
 
@@ -169,6 +173,8 @@ def _row(rng: random.Random, number: int, addresses: list[str]) -> tuple[list[st
         if rng.random() < 0.003:
             closed_at = submitted - timedelta(days=2)  # closed before it was opened: refused
         closed = closed_at.strftime(OLD_TIME) if rng.random() > 0.1 else ""  # some closed without a time
+    elif number % 40 == 0:
+        closed = NEVER  # the old system's "not closed yet": the mapping's not_closed_dates reads it as blank
     mess = rng.random()
     if mess < 0.08:
         description = ""  # blank: the mapping's description_when_blank
@@ -206,6 +212,8 @@ def _row(rng: random.Random, number: int, addresses: list[str]) -> tuple[list[st
     external = f"SR-{2025000000 + number * 7}"
     if number % 997 == 0:
         external = f"SR-{2025000000 + (number - 1) * 7}"  # the old system repeated an id
+    elif number % 1000 == 500:
+        external = ""  # no id: keyed by a digest of the row's cells
     agency = kind.agency if rng.random() > 0.05 else "Dept. of Streets"  # some misfiled
     cells = [
         external,

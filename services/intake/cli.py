@@ -6,6 +6,7 @@ import asyncio
 import csv
 import itertools
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO, TextIO
 
@@ -57,8 +58,11 @@ def import_history(
             raise typer.Exit(1) from exc
     typer.echo(
         f"{file}: {summary.read} rows read: {summary.accepted} imported ({summary.closed} of them closed),"
-        f" {summary.already_imported} already imported before, {summary.refused_rows} refused"
+        f" {summary.already_imported} already imported before ({summary.closed_since} of them closed since the"
+        f" last import), {summary.refused_rows} refused"
     )
+    if summary.place_left_out:
+        typer.echo(f"address left out: the service takes no place: {summary.place_left_out} rows")
     if summary.refused:
         typer.echo("refused, by field and reason:")
         for reason, count in summary.refused.most_common(15):
@@ -87,6 +91,7 @@ async def _import(
     from services.intake.handlers import CaseWriter
     from services.intake.importer import HistoryImport
 
+    started_at = datetime.now(UTC)  # no row's time may be more than a day after it
     settings = KernelSettings()
     city = load_city(settings.city_file)
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
@@ -105,12 +110,13 @@ async def _import(
     loop.add_signal_handler(signal.SIGINT, interrupted)
     engine = make_engine(url)
     try:
-        reader = ExportReader(export, mapping)
+        reader = ExportReader(export, mapping, started_at)
         rows = reader.rows()
         first = next(rows, None)  # reads the header first: a file that lacks a column stops before any connection
         # the city's address points place address-only rows, as intake places live requests
         geocoder = await address_geocoder(url)
-        run = HistoryImport(engine, CaseWriter(PostgresEventStore(), vault), mapping, city, geocoder, batch_size)
+        writer_of_cases = CaseWriter(PostgresEventStore(), vault)
+        run = HistoryImport(engine, writer_of_cases, mapping, city, geocoder, batch_size, started_at)
         columns = (TextColumn("importing"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[counts]}"))
         with Progress(*columns, TimeRemainingColumn(), console=progress_console, transient=True) as progress:
             task = progress.add_task("import", total=size, counts="")

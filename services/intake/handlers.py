@@ -85,6 +85,10 @@ class CaseWriter:
         self._vault = vault
         self._issue_number = issue_number
 
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
     async def record(
         self, tx: AsyncConnection, group: Sequence[Submission], follow_up: FollowUp | None = None
     ) -> list[Accepted | Exception]:
@@ -198,17 +202,33 @@ class CaseWriter:
         return StreamAppend(accepted.case_id, 0, [event], metadata, occurred_at=accepted.submitted_at)
 
 
-async def keys_taken(tx: AsyncConnection, keys: Sequence[str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class KeyTaken:
+    fingerprint: str  # of the request the key was claimed for
+    case_id: UUID
+
+
+async def keys_taken(tx: AsyncConnection, keys: Sequence[str]) -> dict[str, KeyTaken]:
     """Which of these idempotency keys were claimed already, with the fingerprint of the request each was
-    claimed for (one statement for a whole batch)."""
+    claimed for and its case (one statement for a whole batch)."""
     rows = await tx.execute(
         text(
-            "SELECT idempotency_key, request_hash FROM intake.requests"
+            "SELECT idempotency_key, request_hash, case_id FROM intake.requests"
             " WHERE idempotency_key = ANY(CAST(:k AS text[]))"
         ),
         {"k": list(keys)},
     )
-    return {row.idempotency_key: row.request_hash for row in rows}
+    return {row.idempotency_key: KeyTaken(row.request_hash, row.case_id) for row in rows}
+
+
+async def refingerprint(tx: AsyncConnection, key: str, was: str, now: str) -> bool:
+    """Give a claimed key the fingerprint of its request as it now stands (an imported request the old system
+    closed since); False when the key no longer has fingerprint `was` (a racing run changed it first)."""
+    changed = await tx.execute(
+        text("UPDATE intake.requests SET request_hash = :now WHERE idempotency_key = :k AND request_hash = :was"),
+        {"k": key, "was": was, "now": now},
+    )
+    return bool(changed.rowcount)
 
 
 class Intake:

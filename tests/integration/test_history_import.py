@@ -37,6 +37,7 @@ from tests.conftest import eventually
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
 CITY = load_city(SAMPLE_CITY)
+STARTED = datetime(2026, 11, 2, 9, tzinfo=UTC)  # when a run began, for a row closed since without a closing time
 HEADER = ["ID", "Type", "Text", "Address", "Opened", "Closed", "Status", "Email"]
 
 
@@ -88,9 +89,8 @@ async def run_import(
         nonlocal batches
         batches += 1
 
-    importer = HistoryImport(
-        engine, CaseWriter(STORE, ContactVault(Fernet.generate_key())), mapping, CITY, NoGeocoder(), batch_size
-    )
+    writer = CaseWriter(STORE, ContactVault(Fernet.generate_key()))
+    importer = HistoryImport(engine, writer, mapping, CITY, NoGeocoder(), batch_size, STARTED)
     summary = await importer.run(
         read_export(io.BytesIO(data), mapping),
         on_refused=refused.append,
@@ -180,6 +180,69 @@ async def test_a_row_changed_since_an_earlier_import_is_refused_not_skipped(engi
     assert (changed.external_id, changed.field) == ("SR-2", "row") and "already imported" in changed.reason
 
 
+async def test_a_row_the_old_system_closed_since_an_earlier_import_is_closed_once(engine: AsyncEngine) -> None:
+    source = a_source()
+    mapping = parse_mapping(mapping_text(source))
+    trial = good_rows(4)  # SR-2 and SR-4 open
+    await run_import(engine, mapping, export(trial))
+    cut_over = [list(row) for row in trial]
+    cut_over[1][5:7] = ["2019-05-01 08:00:00", "Closed"]  # SR-2 closed since, with its closing time
+    cut_over[3][6] = "closed"  # SR-4 closed since, the export without its closing time
+
+    again, refused = await run_import(engine, mapping, export(cut_over))
+
+    assert (again.accepted, again.already_imported, again.closed_since, refused) == (0, 4, 2, [])
+    streams = await imported_streams(engine, source)
+    assert [e.type for e in streams["SR-2"]] == ["CaseSubmitted", "CaseResolved"]
+    closing = streams["SR-2"][1]
+    assert isinstance(closing.data, CaseResolved) and closing.occurred_at == datetime(2019, 5, 1, 13, tzinfo=UTC)
+    assert closing.data.resolved_at == closing.occurred_at and closing.metadata.actor == f"import:{source}"
+    assert streams["SR-4"][1].occurred_at == STARTED
+    assert [e.type for e in streams["SR-1"]] == ["CaseSubmitted", "CaseResolved"]  # closed all along: untouched
+
+    third, _ = await run_import(engine, mapping, export(cut_over))
+
+    assert (third.already_imported, third.closed_since, third.refused_rows) == (4, 0, 0)
+    after = await imported_streams(engine, source)
+    assert {external: len(stream) for external, stream in after.items()} == {"SR-1": 2, "SR-2": 2, "SR-3": 2, "SR-4": 2}
+
+
+async def test_a_row_changed_otherwise_since_says_what_changed(engine: AsyncEngine) -> None:
+    source = a_source()
+    mapping = parse_mapping(mapping_text(source))
+    rows = good_rows(2)
+    await run_import(engine, mapping, export(rows))
+    rows[0][4] = "2019-03-02 23:59:00"  # SR-1's submitted time edited
+    rows[1][5:7] = ["2019-05-01 08:00:00", "closed"]  # SR-2 closed since, and its text edited
+    rows[1][2] = "edited"
+
+    again, refused = await run_import(engine, mapping, export(rows))
+
+    assert (again.already_imported, again.closed_since, again.refused_rows) == (0, 0, 2)
+    reasons = {r.external_id: r.reason for r in refused}
+    assert "already imported with other details: submitted time;" in reasons["SR-1"]
+    assert (
+        "other details: the request (type, description, place, channel, answers), status or closing time"
+        in (reasons["SR-2"])
+    )
+    streams = await imported_streams(engine, source)
+    assert [len(streams[x]) for x in ("SR-1", "SR-2")] == [2, 1]
+
+
+async def test_a_questions_address_is_left_out_and_counted(engine: AsyncEngine) -> None:
+    source = a_source()
+    mapping = parse_mapping(
+        mapping_text(source).replace("NOISE_COMPLAINT}", "NOISE_COMPLAINT, Question: INFO_QUESTION}")
+    )
+    question = ["SR-1", "Question", "when is bulk pickup?", "1 N Main St", "2019-03-01 10:00:00", "", "", ""]
+
+    summary, refused = await run_import(engine, mapping, export([question]))
+
+    assert (summary.accepted, summary.place_left_out, refused) == (1, 1, [])
+    submitted = (await imported_streams(engine, source))["SR-1"][0].data
+    assert isinstance(submitted, CaseSubmitted) and submitted.location is None
+
+
 async def test_a_run_stopped_midway_goes_on_where_it_stopped(engine: AsyncEngine) -> None:
     source = a_source()
     mapping = parse_mapping(mapping_text(source))
@@ -248,7 +311,10 @@ def test_the_command_imports_prints_a_summary_and_writes_the_refused_rows(
     result = CliRunner().invoke(app, args, env=env)
 
     assert result.exit_code == 0, result.output
-    assert "6 rows read: 5 imported (3 of them closed), 0 already imported before, 1 refused" in result.output
+    assert (
+        "6 rows read: 5 imported (3 of them closed), 0 already imported before (0 of them closed since the last"
+        " import), 1 refused" in result.output
+    )
     assert "submitted_at: 'not a date' is not a time" in result.output
     with refused_csv.open(newline="") as handle:
         header, *lines = list(csv.reader(handle))
@@ -256,7 +322,10 @@ def test_the_command_imports_prints_a_summary_and_writes_the_refused_rows(
     assert [line[:3] for line in lines] == [["6", "SR-99", "submitted_at"]]
     assert "timestamp_formats" in lines[0][3]
     again = CliRunner().invoke(app, args, env=env)
-    assert "0 imported (0 of them closed), 5 already imported before, 1 refused" in again.output
+    assert (
+        "0 imported (0 of them closed), 5 already imported before (0 of them closed since the last import), 1 refused"
+        in again.output
+    )
 
 
 async def test_ctrl_c_stops_after_a_batch_and_the_same_command_goes_on(

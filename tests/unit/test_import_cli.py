@@ -41,3 +41,9 @@ def test_a_file_without_a_mapped_column_imports_nothing(tmp_path: Path) -> None:
 def test_a_database_that_does_not_answer_says_to_run_the_command_again(tmp_path: Path) -> None:
     code, printed = run(tmp_path)
     assert code == 1 and "the database stopped the import" in printed and "run the same command again" in printed
+
+
+def test_a_file_saved_with_cr_alone_line_ends_says_how_to_save_it(tmp_path: Path) -> None:
+    code, printed = run(tmp_path, export=EXPORT.replace("\r\n", "\r"))
+    assert code == 1 and "save it again with CRLF (Windows) or LF line ends" in printed
+    assert "universal-newline" not in printed
