@@ -120,7 +120,9 @@ class ImportedFrom(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: str = Field(description="The old system, as the import mapping names it.")
-    external_id: str = Field(description="The request's number in the old system (or, where it has none, a digest of its content: `content-…`).")
+    external_id: str = Field(
+        description="The request's number in the old system (or, where it has none, a digest of its content)."
+    )
     closed_at: datetime | None = Field(default=None, description="When the old system closed it, if it did.")
     status: Literal["open", "closed"] = Field(description="Its status in the old system, as open or closed.")
     old_department: str | None = Field(
