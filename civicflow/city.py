@@ -111,6 +111,7 @@ class CityProfile:
     address_points: Path | None = None  # the city's address-point file (CSV), if the city file names one
     # where a phone number written without +country code is read; None: only international form is taken
     phone_region: str | None = None
+    timezone: str | None = None  # the city's IANA zone, for times told to residents
 
     def service(self, service_code: str) -> ServiceSpec:
         """The catalogue's entry; a code the catalogue lacks gets the defaults (the router triages it)."""
@@ -163,4 +164,5 @@ def load_city(path: Path) -> CityProfile:
     points_file = path.parent / str(address_points) if address_points else None
     region = raw.get("phone_region")
     phone_region = _known_region(str(region)) if region is not None else None
-    return CityProfile(name, area, services, points_file, phone_region)
+    zone = raw.get("timezone")
+    return CityProfile(name, area, services, points_file, phone_region, str(zone) if zone else None)

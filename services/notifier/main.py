@@ -37,6 +37,7 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from civicflow.city import load_city
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
 from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, RecordedEvent
@@ -95,7 +96,10 @@ class NotifierSettings(KernelSettings):
         description="Public page for a request, linked from every email; '{tracking_number}' in it is "
         "filled in, otherwise the number is appended as a path segment. Empty: no link.",
     )
-    city_timezone: str = Field(default="UTC", description="IANA time zone for dates in messages.")
+    city_timezone: str = Field(
+        default="",
+        description="IANA time zone for dates in messages and texting hours; empty: the city file's `timezone`.",
+    )
     # texts and calls: Twilio, or a provider speaking its API (README "Texts and calls"); in development the
     # sample provider, with the auth token kept in the state folder
     telephony_base_url: str = DEV_PROVIDER_URL
@@ -265,7 +269,7 @@ def bootstrap(
 ) -> ServiceProcess:
     """The notifier's process; without a telephony provider, texts are recorded as not possible."""
     engine = make_engine(settings.database_url)
-    zone = city_timezone(settings.city_timezone)
+    zone = city_timezone(settings.city_timezone or load_city(settings.city_file).timezone or "UTC")
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     texts = None
     tasks: list[Task] = []

@@ -35,6 +35,8 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
             # polling many cases in a tight loop is more than a real client's rate; tests/integration covers the limit
             "CIVICFLOW_API_KEY_RATE_PER_SECOND": "10000",
             "CIVICFLOW_API_KEY_BURST": "10000",
+            # texts go at any hour, so no test depends on the clock; tests/integration covers texting hours
+            "CIVICFLOW_TEXTING_HOURS": "",
         }
         async with isolated_system(own, state_dir, "e2e", extra_env) as system:
             yield system
