@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import structlog
@@ -251,7 +251,9 @@ async def survey_pending(tx: AsyncConnection, case_id: UUID) -> bool:
     return found.first() is not None
 
 
-async def record_answer(tx: AsyncConnection, store: EventStore, case_id: UUID, score: int, channel: str) -> bool:
+async def record_answer(
+    tx: AsyncConnection, store: EventStore, case_id: UUID, score: int, channel: Literal["sms", "email"]
+) -> bool:
     """Record the survey's first answer (SurveyAnswered); False when it was already answered or never sent."""
     answered = await tx.execute(
         text(
@@ -263,9 +265,7 @@ async def record_answer(tx: AsyncConnection, store: EventStore, case_id: UUID, s
     if answered.first() is None:
         return False
     metadata = EventMetadata(correlation_id=uuid7(), actor=ACTOR, channel=channel)
-    await store.append(
-        tx, case_id, None, [SurveyAnswered(score=score, channel="sms" if channel == "sms" else "email")], metadata
-    )
+    await store.append(tx, case_id, None, [SurveyAnswered(score=score, channel=channel)], metadata)
     NOTIFICATIONS.labels(channel, "survey_answered").inc()
     return True
 

@@ -33,6 +33,7 @@ from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.notifier.inbound_texts import InboundTexts, StatusReports
+from services.notifier.quiet_hours import QuietHours
 from services.notifier.sms import TextTemplates
 from services.notifier.survey import Page, SurveyTokens
 from services.notifier.survey_delivery import STALE, SurveyLinks, SurveySchedule, SurveySender
@@ -146,6 +147,11 @@ class Notifier:
         return answered.text.split("<Message>")[1].split("</Message>")[0]
 
 
+def _sid_to(telephony: InMemoryTelephony, phone: str) -> str:
+    [sid] = [m.sid for m in telephony.taken if m.to == phone]
+    return sid
+
+
 def fictional_phone() -> str:
     return f"+1312555{uuid4().int % 10_000:04d}"
 
@@ -181,7 +187,7 @@ async def test_a_resolution_schedules_a_survey_sent_once_by_text_and_answered_wi
 
     notifier.clock.now = notifier.resolved_at + DELAY - timedelta(minutes=1)
     await notifier.sender.send_due()
-    assert notifier.telephony.taken == [], "sent before it was due"
+    assert notifier.telephony.bodies_to(phone) == [], "sent before it was due"
 
     notifier.clock.now = notifier.resolved_at + DELAY
     await notifier.sender.send_due()
@@ -189,7 +195,7 @@ async def test_a_resolution_schedules_a_survey_sent_once_by_text_and_answered_wi
     [body] = notifier.telephony.bodies_to(phone)
     number = next(e for e in await notifier.history(case) if isinstance(e, CaseSubmitted)).tracking_number
     assert body == f"311: How did we do on {number}? Reply 1 (poor) to 5 (great)."
-    sid = notifier.telephony.taken[0].sid
+    sid = _sid_to(notifier.telephony, phone)
     assert [e for e in await notifier.history(case) if isinstance(e, SurveySent)] == [
         SurveySent(channel="sms", message_id=sid)
     ]
@@ -236,7 +242,7 @@ async def test_a_crash_between_the_provider_and_our_commit_texts_once(notifier: 
     assert len(notifier.telephony.bodies_to(phone)) == 1, "texted twice"
     assert notifier.telephony.lookups == 1
     sent = [e for e in await notifier.history(case) if isinstance(e, SurveySent)]
-    assert sent == [SurveySent(channel="sms", message_id=notifier.telephony.taken[0].sid)]
+    assert sent == [SurveySent(channel="sms", message_id=_sid_to(notifier.telephony, phone))]
 
 
 async def test_no_survey_for_a_service_without_one_nor_a_resident_who_asked_for_nothing(notifier: Notifier) -> None:
@@ -255,7 +261,7 @@ async def test_an_opted_out_number_is_not_asked(notifier: Notifier) -> None:
         )
     notifier.clock.now = notifier.resolved_at + DELAY
     await notifier.sender.send_due()
-    assert notifier.telephony.taken == []
+    assert notifier.telephony.bodies_to(phone) == []
     assert (await notifier.survey_row(case) or {})["status"] == "skipped"
     assert [e for e in await notifier.history(case) if isinstance(e, SurveySent)] == []
 
@@ -311,3 +317,18 @@ async def test_hostile_links_get_a_clear_page_and_change_nothing(notifier: Notif
     # a signed link whose survey was never sent (a forged row ref) is not known either
     unsent = await notifier.client.get(f"/survey/{notifier.tokens.token(notifier.tokens.new_ref())}/4")
     assert unsent.status_code == 404
+
+
+async def test_a_survey_due_at_night_waits_for_texting_hours(notifier: Notifier) -> None:
+    phone = fictional_phone()
+    case = await notifier.resolved_case(ResidentContact(phone=phone), "sms")
+    notifier.texts.quiet = QuietHours(ZONE)
+    due = (notifier.resolved_at + DELAY).astimezone(ZONE)
+    night = due.replace(hour=23, minute=30) if due.hour < 23 else due
+    notifier.clock.now = night
+    await notifier.sender.send_due()
+    assert notifier.telephony.bodies_to(phone) == []
+    assert (await notifier.survey_row(case) or {})["status"] == "scheduled"
+    notifier.clock.now = (night + timedelta(days=1)).replace(hour=8, minute=0)
+    await notifier.sender.send_due()
+    assert len(notifier.telephony.bodies_to(phone)) == 1

@@ -29,6 +29,7 @@ from services.notifier.survey import (
     survey_links,
     thanks_text,
 )
+from services.notifier.survey_delivery import SurveyLinks
 
 KEY = b"k" * 32
 SAMPLE_CITY = Path(__file__).parents[2] / "samples" / "city" / "sample_city.yaml"
@@ -181,3 +182,25 @@ def test_a_city_without_a_default_asks_nothing(tmp_path: Path) -> None:
 def test_a_wrong_survey_delay_is_refused_naming_the_field(value: object) -> None:
     with pytest.raises(ValidationError, match="survey_after_hours"):
         ServiceSpec.model_validate({"name": "x", "group": "g", "survey_after_hours": value})
+
+
+# --- the link handler refuses before the database ---------------------------------------------------
+
+
+class _NoDatabase:
+    def begin(self) -> object:
+        raise AssertionError("a refused link must not reach the database")
+
+
+@given(st.text(max_size=300), st.text(max_size=20))
+async def test_no_arbitrary_link_reaches_the_database(token: str, score: str) -> None:
+    links = SurveyLinks(_NoDatabase(), object(), SurveyTokens(KEY))  # type: ignore[arg-type]
+    shown = await links(token, score)
+    assert shown.status == 404 and "survey link" in shown.html
+
+
+@pytest.mark.parametrize("score", ["0", "6", "NaN", "", "4" * 10_000, "\x00"])
+async def test_a_signed_link_with_a_wrong_score_is_400_before_the_database(score: str) -> None:
+    tokens = SurveyTokens(KEY)
+    shown = await SurveyLinks(_NoDatabase(), object(), tokens)(tokens.token(tokens.new_ref()), score)  # type: ignore[arg-type]
+    assert shown.status == 400 and "1 to 5" in shown.html
