@@ -69,7 +69,7 @@ from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
 from services.notifier.quiet_hours import QuietHours, parse_hours
 from services.notifier.sms import TextTemplates
-from services.notifier.survey import SurveyTokens
+from services.notifier.survey import SurveyTokens, survey_delays
 from services.notifier.survey_delivery import SurveyLinks, SurveySchedule, SurveySender
 from services.notifier.survey_http import survey_routes
 from services.notifier.telephony import (
@@ -122,6 +122,12 @@ class NotifierSettings(KernelSettings):
     )
     deferred_text_scan_seconds: float = 60.0
     survey_scan_seconds: float = Field(default=60.0, description="How often due satisfaction surveys are sent.")
+    survey_after_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Every survey this many seconds after resolution instead of the city file's hours (services"
+        " with `survey_after_hours: none` still get none); for demos and end-to-end tests. Unset: the city file.",
+    )
     sms_number_key: str = Field(
         default="",
         description="Key of the digest residents' phone numbers are known by in the opt-out list; made once per"
@@ -302,7 +308,9 @@ def bootstrap(
         inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
         # the satisfaction survey: its links are served here, so it needs this endpoint (survey_delivery.py)
         tokens = SurveyTokens(key)
-        policies[CaseResolved.event_type] = SurveySchedule(city.survey_delay, tokens)
+        policies[CaseResolved.event_type] = SurveySchedule(
+            survey_delays(city.survey_delay, settings.survey_after_seconds), tokens
+        )
         surveys = SurveySender(
             engine, PostgresEventStore(), vault, texts, sender, settings.mail_from, tokens, public_url
         )

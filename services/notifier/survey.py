@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
@@ -48,6 +48,17 @@ class BadToken(ValueError):
 
 class BadScore(ValueError):
     pass
+
+
+def survey_delays(
+    city_delay: Callable[[str], timedelta | None], override_seconds: float | None
+) -> Callable[[str], timedelta | None]:
+    """The delay per service code: the city file's, or override_seconds for every service that has a survey
+    (demos and end-to-end tests, which cannot wait hours)."""
+    if override_seconds is None:
+        return city_delay
+    override = timedelta(seconds=override_seconds)
+    return lambda service_code: override if city_delay(service_code) is not None else None
 
 
 def survey_due(resolved_at: datetime, delay: timedelta) -> datetime:

@@ -25,6 +25,7 @@ from services.notifier.survey import (
     parse_score,
     question_text,
     score_in_reply,
+    survey_delays,
     survey_due,
     survey_links,
     thanks_text,
@@ -204,3 +205,11 @@ async def test_a_signed_link_with_a_wrong_score_is_400_before_the_database(score
     tokens = SurveyTokens(KEY)
     shown = await SurveyLinks(_NoDatabase(), object(), tokens)(tokens.token(tokens.new_ref()), score)  # type: ignore[arg-type]
     assert shown.status == 400 and "1 to 5" in shown.html
+
+
+def test_an_override_shortens_every_survey_but_adds_none() -> None:
+    city = load_city(SAMPLE_CITY)
+    delays = survey_delays(city.survey_delay, 2)
+    assert delays("POTHOLE") == delays("NO_HEAT") == timedelta(seconds=2)
+    assert delays("ANIMAL_BITE") is None
+    assert survey_delays(city.survey_delay, None)("NO_HEAT") == timedelta(hours=72)
