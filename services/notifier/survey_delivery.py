@@ -161,8 +161,9 @@ class SurveySender:
             contact = None
             if facts.sealed_contact is not None:
                 contact = await self._vault.unseal(tx, row.case_id, facts.sealed_contact)
-            # a voice survey is not built: a resident who chose calls is texted if they gave a phone
-            preferred = "sms" if _channel(facts) == "voice" else facts.preferred_channel
+            preferred = facts.preferred_channel
+            if _channel(facts) == "voice":  # no voice survey: a caller is texted if they gave a phone, else emailed
+                preferred = "sms" if contact is not None and contact.phone else "email"
             delivery = choose_delivery(facts.sealed_contact is not None, contact, preferred)
             reachable = isinstance(delivery, SendText | SendEmail)
             if isinstance(delivery, SendText):

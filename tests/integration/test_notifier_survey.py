@@ -332,3 +332,12 @@ async def test_a_survey_due_at_night_waits_for_texting_hours(notifier: Notifier)
     notifier.clock.now = (night + timedelta(days=1)).replace(hour=8, minute=0)
     await notifier.sender.send_due()
     assert len(notifier.telephony.bodies_to(phone)) == 1
+
+
+async def test_a_caller_without_a_phone_is_asked_by_email(notifier: Notifier) -> None:
+    case = await notifier.resolved_case(ResidentContact(email="caller@example.org"), "voice")
+    notifier.clock.now = notifier.resolved_at + DELAY
+    await notifier.sender.send_due()
+    assert [e for e in await notifier.history(case) if isinstance(e, SurveySent)] == [
+        SurveySent(channel="email", message_id=f"<{case.case_id}.survey@civicflow.local>")
+    ]

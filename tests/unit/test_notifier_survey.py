@@ -213,3 +213,13 @@ def test_an_override_shortens_every_survey_but_adds_none() -> None:
     assert delays("POTHOLE") == delays("NO_HEAT") == timedelta(seconds=2)
     assert delays("ANIMAL_BITE") is None
     assert survey_delays(city.survey_delay, None)("NO_HEAT") == timedelta(hours=72)
+
+
+@pytest.mark.parametrize("value", [0, "soon", float("nan"), [24]])
+def test_a_wrong_city_wide_survey_delay_is_refused_naming_the_field(tmp_path: Path, value: object) -> None:
+    raw = yaml.safe_load(SAMPLE_CITY.read_text())
+    raw["survey_after_hours"] = value
+    raw["service_area"] = None
+    (tmp_path / "city.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValidationError, match="survey_after_hours"):
+        load_city(tmp_path / "city.yaml")
