@@ -1,7 +1,7 @@
 """The satisfaction survey's life in the notifier: scheduled with a case's resolution, sent once when due by a
 periodic task, answered by a text reply or a one-click link. Rows live in notifier.surveys (0004_surveys.sql).
 
-Sending follows the texts' three steps (texting.py): the row is claimed ('scheduled' -> 'sending', started_at)
+Sending follows the texts' three steps (texting.py): the row is claimed ('scheduled' -> 'sending', claimed_at)
 in a transaction committed before the provider or the mail server is called; the send; the row moved to
 'sent' with SurveySent in one transaction. A crash in between leaves the row 'sending': after STALE the task
 takes it again, asks the provider whether it took the text (texts_to, by body digest) before texting, and
@@ -139,9 +139,9 @@ class SurveySender:
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT case_id, caused_by, status, link_ref, started_at FROM notifier.surveys"
+                        "SELECT case_id, caused_by, status, link_ref, claimed_at FROM notifier.surveys"
                         " WHERE due_at <= :now"
-                        " AND (status = 'scheduled' OR (status = 'sending' AND started_at < :stale))"
+                        " AND (status = 'scheduled' OR (status = 'sending' AND claimed_at < :stale))"
                         " ORDER BY due_at LIMIT :n"
                     ),
                     {"now": now, "stale": now - STALE, "n": BATCH},
@@ -176,19 +176,19 @@ class SurveySender:
                 log.info("survey not sent", reason="no way to ask any more")
                 return
             fresh = row.status == "scheduled"
-            if fresh:
-                claimed = await tx.execute(
-                    text(
-                        "UPDATE notifier.surveys SET status = 'sending', started_at = :now, channel = :ch"
-                        " WHERE case_id = :c AND status = 'scheduled' RETURNING started_at"
-                    ),
-                    {"c": row.case_id, "now": now, "ch": delivery.channel},
-                )
-                since = claimed.scalar_one_or_none()
-                if since is None:
-                    return  # another replica claimed it
-            else:
-                since = row.started_at
+            # A claim, fresh or stale, is one replica's: the row's claimed_at moves only if no other moved it.
+            # started_at stays the first claim's, the moment the provider is asked from after a crash.
+            claimed = await tx.execute(
+                text(
+                    "UPDATE notifier.surveys SET status = 'sending', started_at = coalesce(started_at, :now),"
+                    " claimed_at = :now, channel = :ch WHERE case_id = :c AND status = :was"
+                    " AND claimed_at IS NOT DISTINCT FROM :claimed RETURNING started_at"
+                ),
+                {"c": row.case_id, "now": now, "ch": delivery.channel, "was": row.status, "claimed": row.claimed_at},
+            )
+            since = claimed.scalar_one_or_none()
+            if since is None:
+                return  # another replica claimed it
         outcome: CaseEvent
         status = "sent"
         if isinstance(delivery, SendText):
