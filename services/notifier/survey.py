@@ -165,25 +165,26 @@ _PAGES: Mapping[str, Mapping[str, str]] = {
         "thanks": "Thank you. Your answer ({score} of 5) on request {tracking_number} is recorded.",
         "already": "Thank you. Your answer on request {tracking_number} was already recorded; it stays as first given.",
         "not_found": "This survey link is not known. Please check that the whole link was opened.",
-        "bad": "This survey link is not valid: {reason}.",
+        "bad_score": "This survey link is not valid: the score must be one digit from 1 to 5.",
     },
     "es": {
         "title": "Encuesta 311",
         "thanks": "Gracias. Su respuesta ({score} de 5) sobre la solicitud {tracking_number} quedó registrada.",
         "already": "Gracias. Su respuesta sobre la solicitud {tracking_number} ya estaba registrada; queda la primera.",
         "not_found": "No conocemos este enlace de encuesta. Compruebe que abrió el enlace completo.",
-        "bad": "Este enlace de encuesta no es válido: {reason}.",
+        "bad_score": "Este enlace de encuesta no es válido: la puntuación es un dígito del 1 al 5.",
     },
 }
 
 
 def page(status: int, kind: str, language: str | None = None, **values: str) -> Page:
-    """A small plain HTML page in the resident's language; values are escaped."""
-    words = _PAGES[language_of(language)]
-    message = escape(words[kind].format(**values))
-    lang = language_of(language)
+    """A small plain HTML page in the resident's language; values are escaped. Without a language (a link we
+    cannot read says nothing of whose it is) the page says it in every language we write."""
+    languages = [language_of(language)] if language else list(_PAGES)
+    paragraphs = "".join(f'<p lang="{lang}">{escape(_PAGES[lang][kind].format(**values))}</p>' for lang in languages)
+    first = languages[0]
     html = (
-        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{words["title"]}</title>'
-        f'<meta name="viewport" content="width=device-width"></head><body><p>{message}</p></body></html>'
+        f'<!doctype html><html lang="{first}"><head><meta charset="utf-8"><title>{_PAGES[first]["title"]}</title>'
+        f'<meta name="viewport" content="width=device-width"></head><body>{paragraphs}</body></html>'
     )
     return Page(status, html)

@@ -287,8 +287,8 @@ class SurveyLinks:
             return page(404, "not_found")
         try:
             score = parse_score(raw_score)
-        except BadScore as exc:
-            return page(400, "bad", reason=str(exc))
+        except BadScore:
+            return page(400, "bad_score")
         async with self._engine.begin() as tx:
             row = (
                 await tx.execute(
