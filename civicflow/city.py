@@ -9,6 +9,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,10 @@ DEFAULT_PUBLIC_LOCATION: PublicLocation = "block"
 # at all (a benefit card, a question).
 LocationNeed = Literal["required", "optional", "none"]
 DescriptionNeed = Literal["required", "optional"]
+# How long after resolution a resident is asked how the city did: whole hours (at most 90 days), or "none".
+MAX_SURVEY_HOURS = 90 * 24
+SurveyHours = Annotated[int, Field(ge=1, le=MAX_SURVEY_HOURS, strict=True)]
+SurveyAfter = SurveyHours | Literal["none"]
 
 
 def _known_region(value: str) -> str:
@@ -57,6 +62,8 @@ class ServiceSpec(BaseModel):
     # 1st Ave"), a place the city's address file lists by name ("City Hall"); all three unless the city says
     places: tuple[PlaceKind, ...] = PLACE_KINDS
     description: DescriptionNeed = "optional"
+    # hours after resolution the satisfaction survey goes, or "none"; absent: the city file's survey_after_hours
+    survey_after_hours: SurveyAfter | None = None
 
 
 UNKNOWN_SERVICE = ServiceSpec(name="(not in the catalogue)", group="")
@@ -112,6 +119,13 @@ class CityProfile:
     # where a phone number written without +country code is read; None: only international form is taken
     phone_region: str | None = None
     timezone: str | None = None  # the city's IANA zone, for times told to residents
+    survey_after_hours: SurveyAfter = "none"  # the city-wide default of ServiceSpec.survey_after_hours
+
+    def survey_delay(self, service_code: str) -> timedelta | None:
+        """How long after resolution a case of this service gets its survey; None: no survey."""
+        spec = self.services.get(service_code)
+        hours = spec.survey_after_hours if spec and spec.survey_after_hours is not None else self.survey_after_hours
+        return None if hours == "none" else timedelta(hours=hours)
 
     def service(self, service_code: str) -> ServiceSpec:
         """The catalogue's entry; a code the catalogue lacks gets the defaults (the router triages it)."""
@@ -165,4 +179,11 @@ def load_city(path: Path) -> CityProfile:
     region = raw.get("phone_region")
     phone_region = _known_region(str(region)) if region is not None else None
     zone = raw.get("timezone")
-    return CityProfile(name, area, services, points_file, phone_region, str(zone) if zone else None)
+    survey = _SurveyDefault.model_validate({"survey_after_hours": raw.get("survey_after_hours", "none")})
+    return CityProfile(
+        name, area, services, points_file, phone_region, str(zone) if zone else None, survey.survey_after_hours
+    )
+
+
+class _SurveyDefault(BaseModel):
+    survey_after_hours: SurveyAfter

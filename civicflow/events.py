@@ -343,3 +343,23 @@ class PreferencesChanged(CaseEvent):
     preferred_channel: str | None = Field(default=None, description="email, sms, voice or none.")
     language: str | None = Field(default=None, description="en or es.")
     updates: Literal["all", "outcome"] | None = None
+
+
+@catalogued
+class SurveySent(CaseEvent):
+    """The resident was asked, once, how the city did on a resolved case (notifier)."""
+
+    event_type: ClassVar[str] = "SurveySent"
+
+    channel: Literal["sms", "email"]
+    message_id: str = Field(description="The provider's sid for a text; the email's Message-ID.")
+
+
+@catalogued
+class SurveyAnswered(CaseEvent):
+    """The resident's answer to the satisfaction survey: a score from 1 (poor) to 5 (great) (notifier)."""
+
+    event_type: ClassVar[str] = "SurveyAnswered"
+
+    score: int = Field(ge=1, le=5)
+    channel: Literal["sms", "email"]

@@ -140,8 +140,15 @@ def track(tracking_number: Annotated[str, typer.Argument(help="e.g. QGPE-J5T")])
         typer.echo(f"work order: {view.work_order_id}")
     if line := _point_line(view.point_source, view.unplaced):
         typer.echo(line)
+    if line := satisfaction_line(view.satisfaction):
+        typer.echo(line)
     for entry in view.timeline:
         typer.echo(f"  {local(entry.at.ToDatetime(), zone):%Y-%m-%d %H:%M:%S %Z}  {entry.stage:<22} {entry.detail}")
+
+
+def satisfaction_line(score: int) -> str:
+    """The resident's survey answer, for a call-taker; empty before one."""
+    return f"satisfaction: {score} of 5 (the resident's survey answer)" if score else ""
 
 
 def _point_line(point_source: str, unplaced: str) -> str:

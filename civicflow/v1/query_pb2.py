@@ -26,7 +26,7 @@ from civicflow.v1 import common_pb2 as civicflow_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ivicflow/v1/query.proto\x12\x0c\x63ivicflow.v1\x1a\x19\x63ivicflow/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x0eGetCaseRequest\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\"V\n\rTimelineEntry\x12\r\n\x05stage\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xb9\x03\n\x08\x43\x61seView\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x14\n\x0cservice_code\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x15\n\rdepartment_id\x18\x04 \x01(\t\x12\x17\n\x0f\x64\x65partment_name\x18\x05 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08priority\x18\x08 \x01(\t\x12\x0f\n\x07rule_id\x18\t \x01(\t\x12\x15\n\rwork_order_id\x18\n \x01(\t\x12\x12\n\nresolution\x18\x0b \x01(\t\x12(\n\x08location\x18\x0c \x01(\x0b\x32\x16.civicflow.v1.Location\x12-\n\x08timeline\x18\r \x03(\x0b\x32\x1b.civicflow.v1.TimelineEntry\x12\x11\n\ttime_zone\x18\x0e \x01(\t\x12\x14\n\x0cpoint_source\x18\x0f \x01(\t\x12\x10\n\x08unplaced\x18\x10 \x01(\t2S\n\x10\x43\x61seQueryService\x12?\n\x07GetCase\x12\x1c.civicflow.v1.GetCaseRequest\x1a\x16.civicflow.v1.CaseViewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ivicflow/v1/query.proto\x12\x0c\x63ivicflow.v1\x1a\x19\x63ivicflow/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x0eGetCaseRequest\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\"V\n\rTimelineEntry\x12\r\n\x05stage\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xcf\x03\n\x08\x43\x61seView\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x14\n\x0cservice_code\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x15\n\rdepartment_id\x18\x04 \x01(\t\x12\x17\n\x0f\x64\x65partment_name\x18\x05 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08priority\x18\x08 \x01(\t\x12\x0f\n\x07rule_id\x18\t \x01(\t\x12\x15\n\rwork_order_id\x18\n \x01(\t\x12\x12\n\nresolution\x18\x0b \x01(\t\x12(\n\x08location\x18\x0c \x01(\x0b\x32\x16.civicflow.v1.Location\x12-\n\x08timeline\x18\r \x03(\x0b\x32\x1b.civicflow.v1.TimelineEntry\x12\x11\n\ttime_zone\x18\x0e \x01(\t\x12\x14\n\x0cpoint_source\x18\x0f \x01(\t\x12\x10\n\x08unplaced\x18\x10 \x01(\t\x12\x14\n\x0csatisfaction\x18\x11 \x01(\x05\x32S\n\x10\x43\x61seQueryService\x12?\n\x07GetCase\x12\x1c.civicflow.v1.GetCaseRequest\x1a\x16.civicflow.v1.CaseViewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,7 +38,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMELINEENTRY']._serialized_start=145
   _globals['_TIMELINEENTRY']._serialized_end=231
   _globals['_CASEVIEW']._serialized_start=234
-  _globals['_CASEVIEW']._serialized_end=675
-  _globals['_CASEQUERYSERVICE']._serialized_start=677
-  _globals['_CASEQUERYSERVICE']._serialized_end=760
+  _globals['_CASEVIEW']._serialized_end=697
+  _globals['_CASEQUERYSERVICE']._serialized_start=699
+  _globals['_CASEQUERYSERVICE']._serialized_end=782
 # @@protoc_insertion_point(module_scope)

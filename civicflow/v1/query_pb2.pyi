@@ -27,7 +27,7 @@ class TimelineEntry(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class CaseView(_message.Message):
-    __slots__ = ("tracking_number", "service_code", "status", "department_id", "department_name", "submitted_at", "due_at", "priority", "rule_id", "work_order_id", "resolution", "location", "timeline", "time_zone", "point_source", "unplaced")
+    __slots__ = ("tracking_number", "service_code", "status", "department_id", "department_name", "submitted_at", "due_at", "priority", "rule_id", "work_order_id", "resolution", "location", "timeline", "time_zone", "point_source", "unplaced", "satisfaction")
     TRACKING_NUMBER_FIELD_NUMBER: _ClassVar[int]
     SERVICE_CODE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class CaseView(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     POINT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     UNPLACED_FIELD_NUMBER: _ClassVar[int]
+    SATISFACTION_FIELD_NUMBER: _ClassVar[int]
     tracking_number: str
     service_code: str
     status: str
@@ -60,4 +61,5 @@ class CaseView(_message.Message):
     time_zone: str
     point_source: str
     unplaced: str
-    def __init__(self, tracking_number: _Optional[str] = ..., service_code: _Optional[str] = ..., status: _Optional[str] = ..., department_id: _Optional[str] = ..., department_name: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[str] = ..., rule_id: _Optional[str] = ..., work_order_id: _Optional[str] = ..., resolution: _Optional[str] = ..., location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., time_zone: _Optional[str] = ..., point_source: _Optional[str] = ..., unplaced: _Optional[str] = ...) -> None: ...
+    satisfaction: int
+    def __init__(self, tracking_number: _Optional[str] = ..., service_code: _Optional[str] = ..., status: _Optional[str] = ..., department_id: _Optional[str] = ..., department_name: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[str] = ..., rule_id: _Optional[str] = ..., work_order_id: _Optional[str] = ..., resolution: _Optional[str] = ..., location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., timeline: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., time_zone: _Optional[str] = ..., point_source: _Optional[str] = ..., unplaced: _Optional[str] = ..., satisfaction: _Optional[int] = ...) -> None: ...

@@ -2,7 +2,8 @@
 
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END or QUIT (any case, trimmed, a trailing full stop or "!" allowed) stop
 every text and call to that number on every case until START or UNSTOP; HELP says what the service is;
-STATUS, or a tracking number, answers with a case's status; anything else is the resident's reply to the
+STATUS, or a tracking number, answers with a case's status; "1" to "5" answers the newest case's satisfaction
+survey while it waits for an answer (survey.py); anything else is the resident's reply to the
 department that has their newest case. Answers are in the language of the resident's newest case.
 """
 
@@ -23,6 +24,7 @@ from civicflow.events import (
 from civicflow.localtime import zone_named
 from civicflow.notes import resident_text
 from services.notifier.sms import fit, language_of, short_day
+from services.notifier.survey import score_in_reply
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "UNSTOP"})
@@ -61,7 +63,14 @@ class Reply:
     text: str
 
 
-Intent = Stop | Start | Help | Status | Reply
+@dataclass(frozen=True)
+class SurveyAnswer:
+    """A score from 1 to 5 for the newest case's satisfaction survey (only while one is sent and unanswered)."""
+
+    score: int
+
+
+Intent = Stop | Start | Help | Status | Reply | SurveyAnswer
 
 
 def plain_reply(body: str) -> str:
@@ -70,9 +79,13 @@ def plain_reply(body: str) -> str:
     return " ".join(printable.split())[:MAX_REPLY_CHARS]
 
 
-def read_inbound(body: str) -> Intent:
+def read_inbound(body: str, survey_pending: bool = False) -> Intent:
+    """survey_pending: the number's newest case has a survey sent and unanswered, so "1" to "5" answers it;
+    otherwise a digit is a reply like any other."""
     text = plain_reply(body)
     word = text.rstrip(".!").strip().upper()
+    if survey_pending and (score := score_in_reply(text)) is not None:
+        return SurveyAnswer(score)
     if word in STOP_WORDS:
         return Stop()
     if word in START_WORDS:

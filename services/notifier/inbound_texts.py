@@ -13,7 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from civicflow.events import EventMetadata, RecordedEvent, ResidentReplied
 from civicflow.eventstore import EventStore
 from civicflow.ids import uuid7
-from services.notifier.inbound import Help, Reply, Start, Status, Stop, answer, case_language, case_status, read_inbound
+from services.notifier.inbound import (
+    Help,
+    Reply,
+    Start,
+    Status,
+    Stop,
+    SurveyAnswer,
+    answer,
+    case_language,
+    case_status,
+    read_inbound,
+)
+from services.notifier.survey import thanks_text
+from services.notifier.survey_delivery import record_answer, survey_pending
 from services.notifier.texting import NOTIFICATIONS, OPT_OUTS, cases_of, number_digest
 
 log = structlog.get_logger(__name__)
@@ -35,9 +48,9 @@ class InboundTexts:
 
     async def __call__(self, number: str, body: str) -> str:
         digest = number_digest(number, self._key)
-        intent = read_inbound(body)
         async with self._engine.begin() as tx:
             cases = await cases_of(tx, digest)
+            intent = read_inbound(body, survey_pending=bool(cases) and await survey_pending(tx, cases[0][0]))
             newest = await self._store.read_stream(tx, cases[0][0]) if cases else []
             language = case_language(newest) if newest else None
             log.info("inbound text", intent=type(intent).__name__.lower(), known_cases=len(cases))
@@ -58,6 +71,9 @@ class InboundTexts:
                 return answer("no_case", language)
             if isinstance(intent, Status):
                 return await self._status(tx, intent, cases, newest, language)
+            if isinstance(intent, SurveyAnswer):
+                await record_answer(tx, self._store, cases[0][0], intent.score, "sms")
+                return thanks_text(cases[0][1], language)
             assert isinstance(intent, Reply)
             return await self._reply(tx, intent, cases[0], language)
 

@@ -40,14 +40,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from civicflow.city import load_city
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
-from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, RecordedEvent
+from civicflow.events import CaseEvent, CaseResolved, NotificationFailed, NotificationSent, RecordedEvent
 from civicflow.eventstore import PostgresEventStore, StreamAppend
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
-from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
+from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
 from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
 from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
@@ -69,6 +69,9 @@ from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
 from services.notifier.quiet_hours import QuietHours, parse_hours
 from services.notifier.sms import TextTemplates
+from services.notifier.survey import SurveyTokens, survey_delays
+from services.notifier.survey_delivery import SurveyLinks, SurveySchedule, SurveySender
+from services.notifier.survey_http import survey_routes
 from services.notifier.telephony import (
     AUTH_TOKEN_FILE,
     DEV_ACCOUNT_SID,
@@ -118,6 +121,13 @@ class NotifierSettings(KernelSettings):
         description="When texts may go, in the city's zone; one due outside waits until they open. Empty: any time.",
     )
     deferred_text_scan_seconds: float = 60.0
+    survey_scan_seconds: float = Field(default=60.0, description="How often due satisfaction surveys are sent.")
+    survey_after_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Every survey this many seconds after resolution instead of the city file's hours (services"
+        " with `survey_after_hours: none` still get none); for demos and end-to-end tests. Unset: the city file.",
+    )
     sms_number_key: str = Field(
         default="",
         description="Key of the digest residents' phone numbers are known by in the opt-out list; made once per"
@@ -251,6 +261,17 @@ def _tells(event: CaseEvent, stage: Stage) -> bool:
     return isinstance(event, NotificationSent | NotificationFailed) and event.stage == stage
 
 
+def both(first: Policy, second: Policy) -> Policy:
+    """One event decided by two policies, the second after the first."""
+
+    async def decide(event: RecordedEvent, reads: Reads) -> Decision:
+        decision = await first(event, reads)
+        decision.add(await second(event, reads))
+        return decision
+
+    return decide
+
+
 def city_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -269,10 +290,13 @@ def bootstrap(
 ) -> ServiceProcess:
     """The notifier's process; without a telephony provider, texts are recorded as not possible."""
     engine = make_engine(settings.database_url)
-    zone = city_timezone(settings.city_timezone or load_city(settings.city_file).timezone or "UTC")
+    city = load_city(settings.city_file)
+    zone = city_timezone(settings.city_timezone or city.timezone or "UTC")
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
+    sender = sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
     texts = None
     tasks: list[Task] = []
+    policies: dict[str, Policy] = {}
     if telephony is not None:
         key = number_key(settings)
         public_url = settings.notifier_public_url or f"http://127.0.0.1:{settings.notifier_http_port}"
@@ -282,18 +306,31 @@ def bootstrap(
         deferred = DeferredTexts(engine, PostgresEventStore(), vault, texts)
         tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
         inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
-        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine))
+        # the satisfaction survey: its links are served here, so it needs this endpoint (survey_delivery.py)
+        tokens = SurveyTokens(key)
+        policies[CaseResolved.event_type] = SurveySchedule(
+            survey_delays(city.survey_delay, settings.survey_after_seconds), tokens
+        )
+        surveys = SurveySender(
+            engine, PostgresEventStore(), vault, texts, sender, settings.mail_from, tokens, public_url
+        )
+        tasks.append(periodically(settings.survey_scan_seconds, surveys.send_due, "sending due surveys"))
+        links = survey_routes(SurveyLinks(engine, PostgresEventStore(), tokens))
+        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine), links)
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,
         vault,
-        sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
+        sender,
         MessageTemplates(zone, settings.public_tracking_url),
         settings.mail_from,
         texts,
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
-    reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)
+    stages: dict[str, Policy] = dict.fromkeys(STAGE_OF_EVENT, handler)
+    for event_type, policy in policies.items():
+        stages[event_type] = both(stages[event_type], policy)
+    reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(stages), unit)
     consumer = CaseEventConsumer(ACTOR, settings, reactions)
     servicer = NotifierServicer(engine, PostgresEventStore(), vault)
     service_name = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
@@ -15,7 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from services.notifier.telephony import Telephony
 
@@ -42,8 +42,15 @@ class _Refused(Exception):
         self.message = message
 
 
-def create_telephony_app(telephony: Telephony, public_url: str, answer: Answer, report: StatusReport) -> Starlette:
-    """public_url: this endpoint's address as the provider calls it (what it signs), without the path."""
+def create_telephony_app(
+    telephony: Telephony,
+    public_url: str,
+    answer: Answer,
+    report: StatusReport,
+    more_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """public_url: this endpoint's address as the provider calls it (what it signs), without the path;
+    more_routes: other endpoints of the notifier served beside them (the survey's links)."""
     base = public_url.rstrip("/")
 
     async def signed_form(request: Request, path: str) -> dict[str, str]:
@@ -91,7 +98,11 @@ def create_telephony_app(telephony: Telephony, public_url: str, answer: Answer, 
         return Response(status_code=204)
 
     return Starlette(
-        routes=[Route(INBOUND_PATH, inbound, methods=["POST"]), Route(STATUS_PATH, status, methods=["POST"])]
+        routes=[
+            Route(INBOUND_PATH, inbound, methods=["POST"]),
+            Route(STATUS_PATH, status, methods=["POST"]),
+            *more_routes,
+        ]
     )
 
 

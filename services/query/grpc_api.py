@@ -36,6 +36,7 @@ def case_view(record: CaseRecord, timeline: list[TimelineEntry], precision: Publ
         work_order_id=record.work_order_id or "",
         resolution=resident_text(record.resolution),  # also for rows projected before the rule
         time_zone=record.time_zone or "",
+        satisfaction=record.satisfaction or 0,
     )
     place = public_place(precision, record.lat, record.long, record.address)
     if place is not None:

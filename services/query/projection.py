@@ -20,6 +20,8 @@ from civicflow.events import (
     RecordedEvent,
     ResidentReplied,
     RoutingDecision,
+    SurveyAnswered,
+    SurveySent,
     WorkOrderOpened,
     WorkOrderRejected,
     WorkOrderStatusChanged,
@@ -53,6 +55,7 @@ class CaseRecord:
     time_zone: str | None = None  # the department calendar's, for reading due dates and times locally
     point_source: str | None = None  # given: with the request; geocoded: found from its address
     unplaced: str | None = None  # why its address could not be placed on the map
+    satisfaction: int | None = None  # the survey's score, 1 (poor) to 5 (great): nothing personal
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,13 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view
         how = "text" if data.channel == "sms" else data.channel
         stage, detail = "resident_replied", f"the resident replied by {how}"
+    elif isinstance(data, SurveySent):
+        how = "text" if data.channel == "sms" else data.channel
+        stage, detail = "survey_sent", f"the resident was asked by {how} how the city did"
+    elif isinstance(data, SurveyAnswered):
+        if base.satisfaction is None:  # the notifier keeps the first answer; so does the view
+            changes["satisfaction"] = data.score
+        stage, detail = "survey_answered", f"the resident rated the service {data.score} of 5"
     elif isinstance(data, PreferencesChanged):
         stage, detail = "preferences_changed", "how the resident hears back changed"
     after = replace(base, **changes)

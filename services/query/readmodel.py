@@ -41,6 +41,7 @@ _CASE_TYPES = {
     "time_zone": "text",
     "point_source": "text",
     "unplaced": "text",
+    "satisfaction": "smallint",
 }
 _CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
 assert set(_CASE_COLUMNS) == set(_CASE_TYPES), "every CaseRecord field needs its column type here"

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from civicflow.city import PhoneRegion, ServiceAreaSpec, ServiceSpec
+from civicflow.city import PhoneRegion, ServiceAreaSpec, ServiceSpec, SurveyAfter
 from civicflow.codes import Channel, CodeKind, code_problem
 from services.router.calendar import BusinessCalendar, CalendarSpec, Weekday, parse_window
 from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems, shown
@@ -219,6 +219,7 @@ class RuleSet(_Strict):
     address_points: str | None = None  # the city's address-point CSV, relative to the file (civicflow/city.py)
     phone_region: PhoneRegion | None = None  # residents' numbers without +country code (civicflow/city.py)
     timezone: str
+    survey_after_hours: SurveyAfter = "none"  # the satisfaction survey's default delay (civicflow/city.py)
     triage: TriageSettings = TriageSettings()
     calendars: dict[CalendarId, CalendarSpec]
     departments: dict[DepartmentId, Department]
