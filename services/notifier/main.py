@@ -47,8 +47,9 @@ from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
-from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
+from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
 from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
+from services.notifier.alerts import ALERTING_EVENTS, Acknowledgements, StaffAlerts, together
 from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
@@ -269,9 +270,11 @@ def bootstrap(
 ) -> ServiceProcess:
     """The notifier's process; without a telephony provider, texts are recorded as not possible."""
     engine = make_engine(settings.database_url)
-    zone = city_timezone(settings.city_timezone or load_city(settings.city_file).timezone or "UTC")
+    city = load_city(settings.city_file)
+    zone = city_timezone(settings.city_timezone or city.timezone or "UTC")
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     texts = None
+    alerts = None
     tasks: list[Task] = []
     if telephony is not None:
         key = number_key(settings)
@@ -281,7 +284,9 @@ def bootstrap(
         texts = TextDelivery(engine, telephony, TextTemplates(zone), key, callback, quiet)
         deferred = DeferredTexts(engine, PostgresEventStore(), vault, texts)
         tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
-        inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
+        alerts = StaffAlerts(engine, telephony, city, key, callback)
+        acknowledgements = Acknowledgements(PostgresEventStore(), city, key)
+        inbound = InboundTexts(engine, PostgresEventStore(), key, zone, acknowledgements)
         app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine))
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
@@ -293,7 +298,10 @@ def bootstrap(
         texts,
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
-    reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)
+    policies: dict[str, Policy] = dict.fromkeys(STAGE_OF_EVENT, handler)
+    if alerts is not None:  # urgent and hazard cases alert the department's on-call contacts too
+        policies.update({kind: together(policies[kind], alerts) for kind in ALERTING_EVENTS})
+    reactions = Reactions(frozenset(policies), in_order(policies), unit)
     consumer = CaseEventConsumer(ACTOR, settings, reactions)
     servicer = NotifierServicer(engine, PostgresEventStore(), vault)
     service_name = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name

@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from civicflow.events import (
+    AlertAcknowledged,
     CaseNeedsTriage,
     CaseOverdue,
     CaseRecategorised,
@@ -20,6 +21,7 @@ from civicflow.events import (
     RecordedEvent,
     ResidentReplied,
     RoutingDecision,
+    StaffAlerted,
     WorkOrderOpened,
     WorkOrderRejected,
     WorkOrderStatusChanged,
@@ -147,6 +149,11 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view
         how = "text" if data.channel == "sms" else data.channel
         stage, detail = "resident_replied", f"the resident replied by {how}"
+    elif isinstance(data, StaffAlerted):  # who and at which number stay with the notifier
+        stage = "staff_alerted"
+        detail = f"{data.reason}: on-call alerted" if data.contacts else f"{data.reason}: no on-call contact reached"
+    elif isinstance(data, AlertAcknowledged):
+        stage, detail = "alert_acknowledged", f"acknowledged by {data.by}"
     elif isinstance(data, PreferencesChanged):
         stage, detail = "preferences_changed", "how the resident hears back changed"
     after = replace(base, **changes)
