@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 import yaml
@@ -16,10 +17,20 @@ from typer.testing import CliRunner
 
 from civicflow.city import OnCallContact, load_city
 from civicflow.cli import app
-from civicflow.events import CaseRouted, CaseSubmitted, ImportedFrom, Location
+from civicflow.events import (
+    AlertAcknowledged,
+    CaseRouted,
+    CaseSubmitted,
+    EventMetadata,
+    ImportedFrom,
+    Location,
+    RecordedEvent,
+    StaffAlerted,
+)
 from services.notifier.alerts import acknowledged_answer, alert_reason, alert_text, alert_twiml, block_level
 from services.notifier.inbound import Ack, Reply, read_inbound
 from services.notifier.sms import segments
+from services.query.projection import apply
 from services.router.main import DEFAULT_CITY
 from services.router.rules import RuleSetError, parse_rule_set
 
@@ -173,9 +184,7 @@ def test_an_on_call_contact_needs_a_name_on_one_line_and_sms_or_voice() -> None:
 
 
 def test_numbers_without_country_code_are_read_in_the_files_phone_region() -> None:
-    contact = OnCallContact.model_validate(
-        {"name": "Crew", "phone": "020 7946 0018"}, context={"phone_region": "GB"}
-    )
+    contact = OnCallContact.model_validate({"name": "Crew", "phone": "020 7946 0018"}, context={"phone_region": "GB"})
     assert contact.phone == "+442079460018"
     with pytest.raises(ValueError, match="international form"):
         OnCallContact.model_validate({"name": "Crew", "phone": "020 7946 0018"})
@@ -194,3 +203,39 @@ def test_rules_check_and_load_city_refuse_a_bad_on_call_number(tmp_path: Path) -
     assert "555-0122" not in result.output
     with pytest.raises(ValueError, match=r"departments\.water\.on_call\.0: phone: .*not a phone number"):
         load_city(path)
+
+
+def test_the_timeline_says_on_call_was_alerted_and_who_took_it() -> None:
+    case_id, at = uuid4(), datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+    metadata = EventMetadata(correlation_id=uuid4(), actor="notifier")
+    lines = []
+    record = None
+    for version, data in enumerate(
+        [
+            submitted(),
+            StaffAlerted(department_id="streets", contacts=2, reason="urgent"),
+            StaffAlerted(department_id="water", contacts=0, reason="hazard"),
+            AlertAcknowledged(by="Streets duty officer", department_id="streets"),
+        ],
+        start=1,
+    ):
+        event = RecordedEvent(
+            position=version,
+            event_id=uuid4(),
+            case_id=case_id,
+            version=version,
+            type=data.event_type,
+            schema_version=1,
+            occurred_at=at,
+            recorded_at=at,
+            metadata=metadata,
+            data=data,
+        )
+        record, line = apply(record, event)
+        assert line is not None
+        lines.append(line.detail)
+    assert lines[1:] == [
+        "urgent: on-call alerted",
+        "hazard: no on-call contact reached",
+        "acknowledged by Streets duty officer",
+    ]
