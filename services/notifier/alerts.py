@@ -61,7 +61,8 @@ _MOST_SERVICE_CHARS = 60
 
 STAFF_ALERTS = Counter(
     "civicflow_staff_alerts",
-    "Alerts to departments' on-call contacts, by channel (sms, voice) and outcome (sent, failed).",
+    "Alerts to departments' on-call contacts, by channel (sms, voice) and outcome (sent, failed, delivered,"
+    " undelivered).",
     ["channel", "outcome"],
 )
 STAFF_ACKS = Counter(
@@ -297,6 +298,23 @@ async def _finish_send(tx: AsyncConnection, caused_by: UUID, digest: str, status
         {"st": status, "sid": sid, "e": caused_by, "d": digest},
     )
     return finished.first() is not None
+
+
+async def alert_status(tx: AsyncConnection, sid: str, status: str, error_code: int | None) -> bool:
+    """Keep what the provider says of an alert's text or call on its row; False when no alert has that sid."""
+    reported = await tx.execute(
+        text(
+            "UPDATE notifier.staff_alert_sends SET provider_status = :st, provider_error = :err"
+            " WHERE provider_sid = :sid RETURNING channel"
+        ),
+        {"st": status, "err": error_code, "sid": sid},
+    )
+    channel = reported.scalar_one_or_none()
+    if channel is not None and status in ("delivered", "read", "completed"):
+        STAFF_ALERTS.labels(channel, "delivered").inc()
+    elif channel is not None and status in ("undelivered", "failed", "busy", "no-answer"):
+        STAFF_ALERTS.labels(channel, "undelivered").inc()
+    return channel is not None
 
 
 # --- taking an alert -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from civicflow.events import EventMetadata, RecordedEvent, ResidentReplied
 from civicflow.eventstore import EventStore
 from civicflow.ids import uuid7
+from services.notifier.alerts import alert_status
 from services.notifier.inbound import (
     Ack,
     Help,
@@ -128,7 +129,9 @@ class StatusReports:
                 ),
                 {"st": status, "err": error_code, "sid": sid},
             )
-        return _counted(updated.first() is not None, status)
+            if updated.first() is None:  # not a resident's text: perhaps a staff alert's
+                return await alert_status(tx, sid, status, error_code)
+        return _counted(True, status)
 
 
 def _counted(known: bool, status: str) -> bool:

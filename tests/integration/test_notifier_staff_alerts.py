@@ -35,7 +35,7 @@ from civicflow.pii import ContactVault, ResidentContact, load_master_key
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.notifier.alerts import Acknowledgements, StaffAlerts, together
 from services.notifier.domain import MessageTemplates
-from services.notifier.inbound_texts import InboundTexts
+from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.main import NotificationHandler
 from services.notifier.telephony import ProviderCall
 from services.notifier.texting import number_digest
@@ -264,3 +264,23 @@ async def test_an_ack_from_a_number_no_one_has_on_call_is_a_residents_text(
     recorded = await history(engine, case)
     assert ResidentReplied(text=f"ACK {code}") in recorded
     assert not any(isinstance(e, AlertAcknowledged) for e in recorded)
+
+
+async def test_the_providers_report_on_an_alert_lands_on_its_row_and_is_counted(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    telephony = CallingTelephony()
+    case = await submitted(engine, vault)
+    await alerting(engine, vault, telephony, key)(await routed(engine, case, "urgent", department="water"))
+    [message] = telephony.taken
+    delivered_before = counted("civicflow_staff_alerts_total", channel="sms", outcome="delivered")
+
+    assert await StatusReports(engine)(message.sid, "delivered", None)
+    assert not await StatusReports(engine)("SM" + "0" * 32, "delivered", None)  # no text of ours
+
+    async with engine.connect() as conn:
+        status = await conn.scalar(
+            text("SELECT provider_status FROM notifier.staff_alert_sends WHERE provider_sid = :s"), {"s": message.sid}
+        )
+    assert status == "delivered"
+    assert counted("civicflow_staff_alerts_total", channel="sms", outcome="delivered") == delivered_before + 1

@@ -22,9 +22,13 @@ CREATE TABLE notifier.staff_alert_sends (
     status         text        NOT NULL CHECK (status IN ('sending', 'sent', 'refused')),
     body_digest    text        NOT NULL,
     provider_sid   text,
+    provider_status text,     -- what the provider last said of it (delivered, undelivered…)
+    provider_error integer,
     created_at     timestamptz NOT NULL DEFAULT now(),
     sent_at        timestamptz,
     PRIMARY KEY (caused_by, contact_digest)
 );
 -- an ACK without a code takes the newest alert sent to that number
 CREATE INDEX staff_alert_sends_by_contact ON notifier.staff_alert_sends (contact_digest, created_at DESC);
+CREATE UNIQUE INDEX staff_alert_sends_by_provider_sid ON notifier.staff_alert_sends (provider_sid)
+    WHERE provider_sid IS NOT NULL;
