@@ -13,6 +13,7 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from civicflow.city import OnCallContact, load_city
@@ -239,3 +240,16 @@ def test_the_timeline_says_on_call_was_alerted_and_who_took_it() -> None:
         "hazard: no on-call contact reached",
         "acknowledged by Streets duty officer",
     ]
+
+
+@given(st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1"))))
+def test_any_on_call_number_is_e164_or_refused_without_being_quoted(phone: str) -> None:
+    try:
+        contact = OnCallContact.model_validate({"name": "Crew", "phone": phone}, context={"phone_region": "US"})
+    except ValidationError as refused:  # as the city file's checks say it: without pydantic's input_value
+        words = " ".join(e["msg"] for e in refused.errors(include_input=False)).replace("+1 312 555 0100", "")
+        assert "phone" in words
+        if len(phone.strip()) >= 4:
+            assert phone.strip() not in words
+    else:
+        assert contact.phone.startswith("+") and contact.phone[1:].isdigit()
