@@ -3,10 +3,12 @@ as the city file says) to every on-call contact of its department at once, day o
 "ACK" or "ACK <code>" takes it. Staff numbers come from the city file (civicflow/city.py) and are known in
 the notifier's tables only by their keyed digest, as residents' are.
 
-Exactly once per (case, decision event, contact), in the three steps of a text (texting.py): the alert's row
-(its ACK code) and one 'sending' row per contact, committed on their own before the provider is called; the
-calls, all at once; the rows moved to 'sent' (or 'refused') and StaffAlerted decided in the batch's
-transaction. A redelivery that finds a text's row still 'sending' asks the provider (texts_to) before texting
+Exactly once per (case, decision event, contact): the alert's row (its ACK code) and one 'sending' row per
+contact, committed on their own before the provider is called; the texts and calls, all at once, each row
+moved to 'sent' (or 'refused') in a small transaction of its own as soon as the provider answers, so that a
+retry of the event for any other reason (another contact's provider down, the resident's email) alerts no one
+again; StaffAlerted decided once, in the batch's transaction. A redelivery that finds a text's row still
+'sending' (a crash between the provider taking it and that commit) asks the provider (texts_to) before texting
 again. The port cannot list calls, so a call's row found 'sending' is called again: after a crash in that
 window an on-call contact may be called twice, never not at all.
 """
@@ -191,14 +193,12 @@ class StaffAlerts:
             code = await _open_alert(tx, event, submitted.tracking_number, decision.department_id)
             words = alert_text(submitted.tracking_number, service, block_level(submitted.location), code, reason)
             sends = await _start_sends(tx, event.event_id, contacts, self._key, words)
-        results = await asyncio.gather(*(self._alert(send, words) for send in sends), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._alert(event.event_id, send, words) for send in sends), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException):
                 raise result  # the provider is down: retried; rows still 'sending' are checked with it first
-        finished = [r for r in results if not isinstance(r, BaseException)]
-        for send, (status, sid) in zip(sends, finished, strict=True):
-            if await _finish_send(reads.tx, event.event_id, send.digest, status, sid):
-                STAFF_ALERTS.labels(send.contact.by, "sent" if status == "sent" else "failed").inc()
         recorded = await reads.tx.execute(
             text(
                 "UPDATE notifier.staff_alerts SET recorded = true WHERE caused_by = :e AND NOT recorded"
@@ -214,7 +214,15 @@ class StaffAlerts:
         outcome = StaffAlerted(department_id=decision.department_id, contacts=int(alerted), reason=reason)
         return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))])
 
-    async def _alert(self, send: _Send, words: str) -> tuple[str, str | None]:
+    async def _alert(self, caused_by: UUID, send: _Send, words: str) -> None:
+        """Text or call one contact and keep the outcome on its row at once, in a transaction of its own: a
+        failure elsewhere (another contact, the resident's email) retries the event without alerting again."""
+        status, sid = await self._hand_over(send, words)
+        async with self._engine.begin() as tx:
+            if await _finish_send(tx, caused_by, send.digest, status, sid):
+                STAFF_ALERTS.labels(send.contact.by, "sent" if status == "sent" else "failed").inc()
+
+    async def _hand_over(self, send: _Send, words: str) -> tuple[str, str | None]:
         """('sent', sid) or ('refused', None); TelephonyUnavailable propagates."""
         to = send.contact.phone
         try:

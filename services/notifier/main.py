@@ -299,8 +299,8 @@ def bootstrap(
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     policies: dict[str, Policy] = dict.fromkeys(STAGE_OF_EVENT, handler)
-    if alerts is not None:  # urgent and hazard cases alert the department's on-call contacts too
-        policies.update({kind: together(policies[kind], alerts) for kind in ALERTING_EVENTS})
+    if alerts is not None:  # urgent and hazard cases alert the department's on-call contacts first
+        policies.update({kind: together(alerts, policies[kind]) for kind in ALERTING_EVENTS})
     reactions = Reactions(frozenset(policies), in_order(policies), unit)
     consumer = CaseEventConsumer(ACTOR, settings, reactions)
     servicer = NotifierServicer(engine, PostgresEventStore(), vault)

@@ -25,6 +25,7 @@ from civicflow.events import (
     CaseSubmitted,
     EventMetadata,
     Location,
+    NotificationSent,
     RecordedEvent,
     ResidentReplied,
     StaffAlerted,
@@ -79,22 +80,30 @@ def vault(tmp_path: Path) -> ContactVault:
     return ContactVault(load_master_key("", tmp_path))
 
 
+class MailServerDown:
+    async def send(self, message: object) -> None:
+        raise ConnectionRefusedError("the mail server is down")
+
+
 def alerting(
-    engine: AsyncEngine, vault: ContactVault, telephony: InMemoryTelephony, key: bytes
+    engine: AsyncEngine, vault: ContactVault, telephony: InMemoryTelephony, key: bytes, mail: object = None
 ) -> Callable[[RecordedEvent], Awaitable[int]]:
-    """The notifier's policies for a routing decision as its consumer runs them: the resident's notice, then
-    the alert; each event in a unit of work of its own."""
-    notice = NotificationHandler(engine, vault, object(), MessageTemplates(ZONE), "311 <a@b>")  # type: ignore[arg-type]
-    policy = together(notice, StaffAlerts(engine, telephony, CITY, key))
+    """The notifier's policies for a routing decision as its consumer runs them (services/notifier/main.py):
+    the alert, then the resident's notice; each event in a unit of work of its own."""
+    notice = NotificationHandler(engine, vault, mail, MessageTemplates(ZONE), "311 <a@b>")  # type: ignore[arg-type]
+    policy = together(StaffAlerts(engine, telephony, CITY, key), notice)
     unit = UnitOfWork(engine, "notifier", STORE)
     return lambda event: unit.run([event], in_order({event.type: policy}))
 
 
-async def submitted(engine: AsyncEngine, vault: ContactVault, flags: list[str] | None = None) -> RecordedEvent:
-    """A pothole from a resident who gave a phone number and asked to hear nothing back."""
+async def submitted(
+    engine: AsyncEngine, vault: ContactVault, flags: list[str] | None = None, email: str | None = None
+) -> RecordedEvent:
+    """A pothole from a resident who gave a phone number and asked to hear nothing back (or, given an email
+    address, to be emailed)."""
     case_id = uuid7()
     async with engine.begin() as tx:
-        sealed = await vault.seal(tx, case_id, ResidentContact(phone=RESIDENT))
+        sealed = await vault.seal(tx, case_id, ResidentContact(phone=RESIDENT, email=email))
         event = CaseSubmitted(
             tracking_number="T" + case_id.hex[-6:],
             service_code="POTHOLE",
@@ -102,7 +111,8 @@ async def submitted(engine: AsyncEngine, vault: ContactVault, flags: list[str] |
             location=Location(lat=41.88, long=-87.63, address="1234 W Madison St"),
             submitted_at=datetime.now(UTC),
             sealed_contact=sealed,
-            preferred_channel="none",
+            preferred_channel="email" if email else "none",
+            has_email=email is not None,
             flags=flags or [],
         )
         [recorded] = await STORE.append(tx, case_id, 0, [event], EventMetadata(correlation_id=uuid7(), actor="test"))
@@ -200,6 +210,29 @@ async def test_the_crash_after_the_provider_took_an_alert_is_closed_by_asking_th
     assert len(telephony.bodies_to(WATER_LEAD.phone)) == 1, "alerted twice"
     assert telephony.lookups == 1
     assert StaffAlerted(department_id="water", contacts=1, reason="hazard") in await history(engine, case)
+
+
+async def test_a_retry_for_the_residents_email_alerts_no_one_again(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    telephony = CallingTelephony()
+    case = await submitted(engine, vault, email="resident@example.org")
+    decision = await routed(engine, case, "urgent")
+    for _ in range(3):  # the consumer's retries while the mail server is down
+        with pytest.raises(ConnectionRefusedError):
+            await alerting(engine, vault, telephony, key, MailServerDown())(decision)
+    assert len(telephony.taken) == 1 and len(telephony.calls) == 1, "alerted once, before the email"
+    assert telephony.lookups == 0
+
+    class MailServerUp:
+        async def send(self, message: object) -> None:
+            pass
+
+    await alerting(engine, vault, telephony, key, MailServerUp())(decision)
+    assert len(telephony.taken) == 1 and len(telephony.calls) == 1
+    recorded = await history(engine, case)
+    assert StaffAlerted(department_id="streets", contacts=2, reason="urgent") in recorded
+    assert [e.channel for e in recorded if isinstance(e, NotificationSent)] == ["email"]
 
 
 async def test_a_refused_alert_is_counted_and_recorded_as_no_one_reached(
