@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python -m bench.geocode
 	$(BIN)/python -m bench.import_speed
 	$(BIN)/python -m bench.texts
+	$(BIN)/python -m bench.alerts
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install

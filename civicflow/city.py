@@ -1,6 +1,7 @@
-"""What every service may know of the jurisdiction from its city file: its name, where it serves, and how
-precisely each service's location may be shown in public. The router reads the whole file (rules.py);
-intake and query read only this part, through this module, so no service imports another.
+"""What every service may know of the jurisdiction from its city file: its name, where it serves, how
+precisely each service's location may be shown in public, and who is on call for each department. The router
+reads the whole file (rules.py); intake, query and the notifier read only this part, through this module, so
+no service imports another.
 """
 
 from __future__ import annotations
@@ -8,14 +9,23 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import phonenumbers
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from shapely import prepared
 from shapely.geometry import Point, box, shape
 from shapely.geometry.base import BaseGeometry
@@ -64,6 +74,54 @@ class ServiceSpec(BaseModel):
     description: DescriptionNeed = "optional"
     # hours after resolution the satisfaction survey goes, or "none"; absent: the city file's survey_after_hours
     survey_after_hours: SurveyAfter | None = None
+
+
+def on_call_number(value: str, region: str | None) -> str:
+    """A staff number in E.164, read in the city's phone_region unless it starts with +; ValueError naming
+    the forms taken, never the number (staff numbers stay out of logs and messages too)."""
+    forms = f"{region} or international form (+…)" if region else "international form (+ and country code)"
+    problem = f"not a phone number in {forms}; write it as the on-call phone dials, e.g. +1 312 555 0100"
+    try:
+        number = phonenumbers.parse(value, region if region in phonenumbers.SUPPORTED_REGIONS else None)
+    except phonenumbers.NumberParseException:
+        raise ValueError(problem) from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(problem)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_MOST_PHONE_CHARS = 40
+
+
+class OnCallContact(BaseModel):
+    """Someone a department puts on call: alerted at once, day or night, about its urgent and hazard cases.
+    The city file's `phone_region` reads numbers written without +country code (validation context
+    "phone_region"; rules.py and load_city pass it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, description="Who takes it, as staff know them: a role.")
+    phone: str = Field(repr=False, description="Normalised to E.164; never logged.")
+    by: Literal["sms", "voice"] = "sms"
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if not value.isprintable() or not value.strip():
+            raise ValueError("a name on one line of printable characters, such as 'Streets duty officer'")
+        return " ".join(value.split())
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _dialable(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            raise ValueError('a phone number as text in quotes, such as "+1 312 555 0100"')
+        if len(value) > _MOST_PHONE_CHARS:
+            raise ValueError(f"at most {_MOST_PHONE_CHARS} characters; write the number as the phone dials it")
+        if not value.isprintable():  # phonenumbers would read past a NUL or a line break
+            raise ValueError("not a phone number: it has control characters; write digits, spaces, +, - and ()")
+        region = (info.context or {}).get("phone_region")
+        return on_call_number(value, region if isinstance(region, str) else None)
 
 
 UNKNOWN_SERVICE = ServiceSpec(name="(not in the catalogue)", group="")
@@ -119,6 +177,8 @@ class CityProfile:
     # where a phone number written without +country code is read; None: only international form is taken
     phone_region: str | None = None
     timezone: str | None = None  # the city's IANA zone, for times told to residents
+    # each department's on-call contacts, by department id (departments with none are left out)
+    on_call: dict[str, tuple[OnCallContact, ...]] = field(default_factory=dict)
     survey_after_hours: SurveyAfter = "none"  # the city-wide default of ServiceSpec.survey_after_hours
 
     def survey_delay(self, service_code: str) -> timedelta | None:
@@ -179,10 +239,40 @@ def load_city(path: Path) -> CityProfile:
     region = raw.get("phone_region")
     phone_region = _known_region(str(region)) if region is not None else None
     zone = raw.get("timezone")
+    on_call = on_call_contacts(raw.get("departments"), phone_region)
     survey = _SurveyDefault.model_validate({"survey_after_hours": raw.get("survey_after_hours", "none")})
     return CityProfile(
-        name, area, services, points_file, phone_region, str(zone) if zone else None, survey.survey_after_hours
+        name,
+        area,
+        services,
+        points_file,
+        phone_region,
+        str(zone) if zone else None,
+        on_call=on_call,
+        survey_after_hours=survey.survey_after_hours,
     )
+
+
+def on_call_contacts(departments: Any, phone_region: str | None) -> dict[str, tuple[OnCallContact, ...]]:
+    """Each department's `on_call` list; ValueError naming the department and entry when one is wrong."""
+    found: dict[str, tuple[OnCallContact, ...]] = {}
+    for department_id, definition in (departments or {}).items() if isinstance(departments, dict) else ():
+        entries = definition.get("on_call") if isinstance(definition, dict) else None
+        if not entries:
+            continue
+        if not isinstance(entries, list):
+            raise ValueError(f"departments.{department_id}.on_call: expected a list of {{name, phone, by}}")
+        contacts = []
+        for n, entry in enumerate(entries):
+            try:
+                contacts.append(OnCallContact.model_validate(entry, context={"phone_region": phone_region}))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+                )
+                raise ValueError(f"departments.{department_id}.on_call.{n}: {problems}") from None
+        found[str(department_id)] = tuple(contacts)
+    return found
 
 
 class _SurveyDefault(BaseModel):

@@ -363,3 +363,27 @@ class SurveyAnswered(CaseEvent):
 
     score: int = Field(ge=1, le=5)
     channel: Literal["sms", "email"]
+
+
+@catalogued
+class StaffAlerted(CaseEvent):
+    """The department's on-call contacts were alerted at once about an urgent or hazard case (notifier).
+    Carries how many, never who or at which number."""
+
+    event_type: ClassVar[str] = "StaffAlerted"
+
+    department_id: str
+    contacts: int = Field(ge=0, description="How many on-call contacts were texted or called.")
+    reason: Literal["urgent", "hazard"] = Field(
+        description="urgent: routed with an urgent priority; hazard: the caller flagged a hazard."
+    )
+
+
+@catalogued
+class AlertAcknowledged(CaseEvent):
+    """An on-call contact took the case by texting ACK (notifier)."""
+
+    event_type: ClassVar[str] = "AlertAcknowledged"
+
+    by: str = Field(description="Who took it, as the city file names the on-call contact (a role).")
+    department_id: str

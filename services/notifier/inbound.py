@@ -4,7 +4,9 @@ STOP, STOPALL, UNSUBSCRIBE, CANCEL, END or QUIT (any case, trimmed, a trailing f
 every text and call to that number on every case until START or UNSTOP; HELP says what the service is;
 STATUS, or a tracking number, answers with a case's status; "1" to "5" answers the newest case's satisfaction
 survey while it waits for an answer (survey.py); anything else is the resident's reply to the
-department that has their newest case. Answers are in the language of the resident's newest case.
+department that has their newest case. Answers are in the language of the resident's newest case. ACK, or
+ACK and an alert's code, from a department's on-call number takes a staff alert (alerts.py); from any other
+number it is a reply like any other.
 """
 
 from __future__ import annotations
@@ -70,7 +72,17 @@ class SurveyAnswer:
     score: int
 
 
-Intent = Stop | Start | Help | Status | Reply | SurveyAnswer
+@dataclass(frozen=True)
+class Ack:
+    """An on-call contact taking a staff alert: its code, or None for the newest alert to the number. text
+    is the message as a reply, for when the number is no one's on call."""
+
+    code: int | None
+    text: str
+
+
+Intent = Stop | Start | Help | Status | Ack | Reply | SurveyAnswer
+_MOST_CODE_DIGITS = 12
 
 
 def plain_reply(body: str) -> str:
@@ -94,6 +106,12 @@ def read_inbound(body: str, survey_pending: bool = False) -> Intent:
         return Help()
     if word in STATUS_WORDS:
         return Status()
+    ack = word.replace("#", " ").split()
+    if ack[:1] == ["ACK"] and len(ack) <= 2:
+        if len(ack) == 1:
+            return Ack(None, text)
+        if ack[1].isascii() and ack[1].isdigit() and len(ack[1]) <= _MOST_CODE_DIGITS:
+            return Ack(int(ack[1]), text)
     if 0 < len(word) <= _MAX_TRACKING:
         try:
             return Status(tracking.parse(word))

@@ -3,6 +3,7 @@ status, a reply recorded on the case. The number is known here only by its keyed
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import tzinfo
 from uuid import UUID
 
@@ -13,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from civicflow.events import EventMetadata, RecordedEvent, ResidentReplied
 from civicflow.eventstore import EventStore
 from civicflow.ids import uuid7
+from services.notifier.alerts import alert_status
 from services.notifier.inbound import (
+    Ack,
     Help,
     Reply,
     Start,
@@ -32,6 +35,8 @@ from services.notifier.texting import NOTIFICATIONS, OPT_OUTS, cases_of, number_
 log = structlog.get_logger(__name__)
 
 ACTOR = "notifier"
+# an on-call contact's ACK -> what to text back, having recorded it; None: the number is no one's on call
+TakeAlert = Callable[[AsyncConnection, str, Ack], Awaitable[str | None]]
 # Twilio's words for a text that reached the handset, and for one that never will.
 DELIVERED = frozenset({"delivered", "read"})
 UNDELIVERED = frozenset({"undelivered", "failed"})
@@ -40,11 +45,19 @@ UNDELIVERED = frozenset({"undelivered", "failed"})
 class InboundTexts:
     """Answers one inbound text: what to text back (the TwiML <Message>), having acted on it."""
 
-    def __init__(self, engine: AsyncEngine, store: EventStore, digest_key: bytes, city_zone: tzinfo) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: EventStore,
+        digest_key: bytes,
+        city_zone: tzinfo,
+        acknowledgements: TakeAlert | None = None,
+    ) -> None:
         self._engine = engine
         self._store = store
         self._key = digest_key
         self._zone = city_zone
+        self._acknowledgements = acknowledgements
 
     async def __call__(self, number: str, body: str) -> str:
         digest = number_digest(number, self._key)
@@ -54,6 +67,11 @@ class InboundTexts:
             newest = await self._store.read_stream(tx, cases[0][0]) if cases else []
             language = case_language(newest) if newest else None
             log.info("inbound text", intent=type(intent).__name__.lower(), known_cases=len(cases))
+            if isinstance(intent, Ack):  # an on-call contact taking an alert (alerts.py); else a reply
+                taken = await self._acknowledgements(tx, digest, intent) if self._acknowledgements else None
+                if taken is not None:
+                    return taken
+                intent = Reply(intent.text)
             if isinstance(intent, Stop):
                 await tx.execute(
                     text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d) ON CONFLICT DO NOTHING"),
@@ -117,7 +135,9 @@ class StatusReports:
                 ),
                 {"st": status, "err": error_code, "sid": sid},
             )
-        return _counted(updated.first() is not None, status)
+            if updated.first() is None:  # not a resident's text: perhaps a staff alert's
+                return await alert_status(tx, sid, status, error_code)
+        return _counted(True, status)
 
 
 def _counted(known: bool, status: str) -> bool:

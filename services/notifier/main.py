@@ -49,6 +49,7 @@ from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
 from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
+from services.notifier.alerts import ALERTING_EVENTS, Acknowledgements, StaffAlerts, together
 from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
@@ -261,17 +262,6 @@ def _tells(event: CaseEvent, stage: Stage) -> bool:
     return isinstance(event, NotificationSent | NotificationFailed) and event.stage == stage
 
 
-def both(first: Policy, second: Policy) -> Policy:
-    """One event decided by two policies, the second after the first."""
-
-    async def decide(event: RecordedEvent, reads: Reads) -> Decision:
-        decision = await first(event, reads)
-        decision.add(await second(event, reads))
-        return decision
-
-    return decide
-
-
 def city_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -295,6 +285,7 @@ def bootstrap(
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     sender = sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
     texts = None
+    alerts = None
     tasks: list[Task] = []
     policies: dict[str, Policy] = {}
     if telephony is not None:
@@ -305,7 +296,9 @@ def bootstrap(
         texts = TextDelivery(engine, telephony, TextTemplates(zone), key, callback, quiet)
         deferred = DeferredTexts(engine, PostgresEventStore(), vault, texts)
         tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
-        inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
+        alerts = StaffAlerts(engine, telephony, city, key, callback)
+        acknowledgements = Acknowledgements(PostgresEventStore(), city, key)
+        inbound = InboundTexts(engine, PostgresEventStore(), key, zone, acknowledgements)
         # the satisfaction survey: its links are served here, so it needs this endpoint (survey_delivery.py)
         tokens = SurveyTokens(key)
         policies[CaseResolved.event_type] = SurveySchedule(
@@ -328,9 +321,11 @@ def bootstrap(
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     stages: dict[str, Policy] = dict.fromkeys(STAGE_OF_EVENT, handler)
+    if alerts is not None:  # urgent and hazard cases alert the department's on-call contacts first
+        stages.update({kind: together(alerts, stages[kind]) for kind in ALERTING_EVENTS})
     for event_type, policy in policies.items():
-        stages[event_type] = both(stages[event_type], policy)
-    reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(stages), unit)
+        stages[event_type] = together(stages[event_type], policy)
+    reactions = Reactions(frozenset(stages), in_order(stages), unit)
     consumer = CaseEventConsumer(ACTOR, settings, reactions)
     servicer = NotifierServicer(engine, PostgresEventStore(), vault)
     service_name = notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name

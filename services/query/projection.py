@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from civicflow.events import (
+    AlertAcknowledged,
     CaseNeedsTriage,
     CaseOverdue,
     CaseRecategorised,
@@ -20,6 +21,7 @@ from civicflow.events import (
     RecordedEvent,
     ResidentReplied,
     RoutingDecision,
+    StaffAlerted,
     SurveyAnswered,
     SurveySent,
     WorkOrderOpened,
@@ -157,6 +159,11 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         if base.satisfaction is None:  # the notifier keeps the first answer; so does the view
             changes["satisfaction"] = data.score
         stage, detail = "survey_answered", f"the resident rated the service {data.score} of 5"
+    elif isinstance(data, StaffAlerted):  # who and at which number stay with the notifier
+        stage = "staff_alerted"
+        detail = f"{data.reason}: on-call alerted" if data.contacts else f"{data.reason}: no on-call contact reached"
+    elif isinstance(data, AlertAcknowledged):
+        stage, detail = "alert_acknowledged", f"acknowledged by {data.by}"
     elif isinstance(data, PreferencesChanged):
         stage, detail = "preferences_changed", "how the resident hears back changed"
     after = replace(base, **changes)

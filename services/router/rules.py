@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from civicflow.city import PhoneRegion, ServiceAreaSpec, ServiceSpec, SurveyAfter
+from civicflow.city import OnCallContact, PhoneRegion, ServiceAreaSpec, ServiceSpec, SurveyAfter
 from civicflow.codes import Channel, CodeKind, code_problem
 from services.router.calendar import BusinessCalendar, CalendarSpec, Weekday, parse_window
 from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems, shown
@@ -66,6 +66,8 @@ class Department(_Strict):
     email: str | None = None
     phone: str | None = None
     on_call_queue: str | None = None
+    # alerted at once about its urgent and hazard cases (the notifier reads them through civicflow/city.py)
+    on_call: list[OnCallContact] = []
 
 
 class AreaSource(_Strict):
@@ -310,6 +312,7 @@ _FIELDS = (
     )
     | frozenset(ServiceSpec.model_fields)
     | frozenset(ServiceAreaSpec.model_fields)
+    | frozenset(OnCallContact.model_fields)
     | frozenset(CalendarSpec.model_fields)
 )
 
@@ -322,7 +325,9 @@ def parse_rule_set(raw: Any, source: str, repeated: list[str] | None = None) -> 
         problems.append(f"{source}: expected a mapping with version, rules, departments…; found {found(raw)}")
         raise RuleSetError("\n".join(problems))
     try:
-        rule_set = RuleSet.model_validate(raw)
+        # on-call numbers are read in the file's own phone_region (OnCallContact)
+        region = raw.get("phone_region")
+        rule_set = RuleSet.model_validate(raw, context={"phone_region": region if isinstance(region, str) else None})
     except ValidationError as exc:
         problems += [
             f"{source}: {problem}" for problem in problems_in_words(exc.errors(include_url=False), raw, _FIELDS)
