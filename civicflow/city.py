@@ -57,6 +57,8 @@ class ServiceSpec(BaseModel):
     # 1st Ave"), a place the city's address file lists by name ("City Hall"); all three unless the city says
     places: tuple[PlaceKind, ...] = PLACE_KINDS
     description: DescriptionNeed = "optional"
+    # the resolution is a phone call (with "press 2 if not fixed") for any resident who gave a phone
+    call_back_when_resolved: bool = False
 
 
 UNKNOWN_SERVICE = ServiceSpec(name="(not in the catalogue)", group="")

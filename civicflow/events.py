@@ -335,6 +335,17 @@ class ResidentReplied(CaseEvent):
 
 
 @catalogued
+class ResolutionDisputed(CaseEvent):
+    """The resident said the problem is not fixed (pressed 2 on the resolution's call): the case goes back to
+    the department that resolved it (notifier; the router reacts)."""
+
+    event_type: ClassVar[str] = "ResolutionDisputed"
+
+    channel: str = Field(default="voice", description="How the resident said it: voice.")
+    call_sid: str | None = Field(default=None, description="The provider's id of the call it was said on.")
+
+
+@catalogued
 class PreferencesChanged(CaseEvent):
     """The resident changed how they hear back about the case; None: unchanged (notifier)."""
 
