@@ -49,12 +49,14 @@ from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
 from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
+from services.notifier.calls import CallDelivery, CallMenu
 from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
     CannotNotify,
     MessageTemplates,
     NothingToSend,
+    PlaceCall,
     SendEmail,
     SendText,
     Stage,
@@ -79,6 +81,7 @@ from services.notifier.telephony import (
 from services.notifier.telephony_http import STATUS_PATH, TelephonyServer, create_telephony_app
 from services.notifier.texting import NOTIFICATIONS, TextDelivery
 from services.notifier.twilio_telephony import TwilioTelephony
+from services.notifier.voice import CallScripts
 
 log = structlog.get_logger(__name__)
 
@@ -140,6 +143,7 @@ class NotificationHandler:
         templates: MessageTemplates,
         mail_from: str,
         texts: TextDelivery | None = None,
+        calls: CallDelivery | None = None,
     ) -> None:
         self._engine = engine
         self._vault = vault
@@ -147,6 +151,7 @@ class NotificationHandler:
         self._templates = templates
         self._mail_from = mail_from
         self._texts = texts
+        self._calls = calls
 
     async def __call__(self, event: RecordedEvent, reads: Reads) -> Decision:
         stage = STAGE_OF_EVENT[event.type]
@@ -162,7 +167,12 @@ class NotificationHandler:
         contact = None
         if facts.sealed_contact is not None:
             contact = await self._vault.unseal(reads.tx, event.case_id, facts.sealed_contact)
-        delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel)
+        call_back = self._calls is not None and self._calls.calls_back(facts)
+        delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel, call_back)
+        if isinstance(delivery, PlaceCall):
+            if self._calls is None:
+                return self._without_sending(event, stage, CannotNotify("voice", "no telephony provider configured"))
+            return await self._calls.deliver(event, facts, delivery.to, reads)
         if isinstance(delivery, SendText):
             if self._texts is None:
                 return self._without_sending(event, stage, CannotNotify("sms", "no text message provider configured"))
@@ -269,9 +279,10 @@ def bootstrap(
 ) -> ServiceProcess:
     """The notifier's process; without a telephony provider, texts are recorded as not possible."""
     engine = make_engine(settings.database_url)
-    zone = city_timezone(settings.city_timezone or load_city(settings.city_file).timezone or "UTC")
+    city = load_city(settings.city_file)
+    zone = city_timezone(settings.city_timezone or city.timezone or "UTC")
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
-    texts = None
+    texts = calls = None
     tasks: list[Task] = []
     if telephony is not None:
         key = number_key(settings)
@@ -281,8 +292,19 @@ def bootstrap(
         texts = TextDelivery(engine, telephony, TextTemplates(zone), key, callback, quiet)
         deferred = DeferredTexts(engine, PostgresEventStore(), vault, texts)
         tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
+        scripts = CallScripts(zone, public_url)
+        call_backs = frozenset(code for code, spec in city.services.items() if spec.call_back_when_resolved)
+        calls = CallDelivery(engine, telephony, scripts, key, callback, quiet, call_backs)
+        tasks.append(
+            periodically(
+                settings.deferred_text_scan_seconds,
+                lambda: calls.send_due(PostgresEventStore(), vault),
+                "placing deferred calls",
+            )
+        )
         inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
-        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine))
+        menu = CallMenu(engine, PostgresEventStore(), vault, scripts)
+        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine), menu)
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,
@@ -291,6 +313,7 @@ def bootstrap(
         MessageTemplates(zone, settings.public_tracking_url),
         settings.mail_from,
         texts,
+        calls,
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     reactions = Reactions(frozenset(STAGE_OF_EVENT), in_order(dict.fromkeys(STAGE_OF_EVENT, handler)), unit)

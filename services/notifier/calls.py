@@ -1,0 +1,282 @@
+"""Calling a resident with a stage's message through the telephony port, once per attempt, only within calling
+hours; and the call-back's menu answered (press 2: the resolution is disputed, once per call).
+
+The same steps as a text (texting.py): a 'sending' row keyed (case, stage, 'voice', attempt), committed on its
+own before the provider is asked to call; the call; the row moved to 'sent' with the call's sid in the batch's
+transaction, with NotificationSent. A call due outside calling hours (the texting hours) is a 'deferred' row
+with not_before, placed by `send_due`, a periodic task, as deferred texts are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    EventMetadata,
+    NotificationFailed,
+    NotificationSent,
+    RecordedEvent,
+    ResolutionDisputed,
+)
+from civicflow.eventstore import EventStore, StreamAppend
+from civicflow.ids import uuid7
+from civicflow.pii import ContactVault
+from civicflow.unit_of_work import Decision, Reads, Statement
+from services.notifier.domain import PlaceCall, StageFacts, choose_delivery, stage_facts
+from services.notifier.quiet_hours import QuietHours
+from services.notifier.telephony import Telephony, TelephonyRefused
+from services.notifier.texting import NOTIFICATIONS, PROVIDER_SECONDS, STOPPED, number_digest, opted_out
+from services.notifier.voice import CallScripts, menu_choice
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "notifier"
+BATCH = 100
+
+
+class CallDelivery:
+    """Calls one stage's message; the notifier's handler calls `deliver` when the resident is to be called, and
+    the periodic task `send_due` places the calls that waited for calling hours."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        telephony: Telephony,
+        scripts: CallScripts,
+        digest_key: bytes,
+        status_callback: str | None = None,
+        quiet: QuietHours | None = None,
+        call_back_services: frozenset[str] = frozenset(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._telephony = telephony
+        self.scripts = scripts
+        self._key = digest_key
+        self._status_callback = status_callback
+        self.quiet = quiet
+        self._call_back_services = call_back_services
+        self.clock = clock
+
+    def calls_back(self, facts: StageFacts) -> bool:
+        """Whether the city calls back about this stage whatever the resident's channel."""
+        return facts.stage == "resolved" and facts.service_code in self._call_back_services
+
+    async def deliver(self, event: RecordedEvent, facts: StageFacts, to: str, reads: Reads) -> Decision:
+        stage = facts.stage
+        digest = number_digest(to, self._key)
+        # so a text from this number finds its cases (STATUS, a reply), as for a texted number
+        remember = Statement(
+            text(
+                "INSERT INTO notifier.case_numbers (number_digest, case_id, tracking_number) VALUES (:d, :c, :t)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"d": digest, "c": event.case_id, "t": facts.tracking_number},
+        )
+        if await opted_out(reads.tx, digest):  # STOP means no calls either
+            log.info("notification not possible", stage=stage, channel="voice", reason=STOPPED)
+            NOTIFICATIONS.labels("voice", "failed").inc()
+            return _decided(event, NotificationFailed(stage=stage, channel="voice", reason=STOPPED), remember)
+        not_before = self.quiet.next_allowed(self.clock()) if self.quiet else None
+        if not_before is not None:
+            log.info("call deferred to calling hours", stage=stage, not_before=not_before.isoformat())
+            NOTIFICATIONS.labels("voice", "deferred").inc()
+            return Decision(writes=[remember, _defer(event.case_id, stage, 1, event.event_id, not_before)])
+        async with self._engine.begin() as tx:
+            started = await _start(tx, event.case_id, stage, 1, event.event_id)
+        if not started:
+            log.info("stage already notified", stage=stage, channel="voice")
+            return Decision(writes=[remember])
+        outcome, status, sid = await self.place(facts, to)
+        finished = await finish(reads.tx, event.case_id, stage, 1, status, sid)
+        log.info("call placed" if status == "sent" else "call refused", stage=stage, recorded=finished)
+        if not finished:
+            return Decision(writes=[remember])
+        NOTIFICATIONS.labels("voice", "sent" if status == "sent" else "failed").inc()
+        return _decided(event, outcome, remember)
+
+    async def place(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None]:
+        """Ask the provider to call: the event to record, the row's new status and the call's sid.
+        TelephonyUnavailable propagates (the consumer retries; the row stays 'sending')."""
+        script = self.scripts.render(facts)
+        began = time.perf_counter()
+        try:
+            call = await self._telephony.place_call(to, script.twiml, self._status_callback)
+        except TelephonyRefused as exc:
+            reason = "the provider refused the call" + (f" (error {exc.code})" if exc.code else "")
+            return NotificationFailed(stage=facts.stage, channel="voice", reason=reason), "refused", None
+        finally:
+            PROVIDER_SECONDS.labels("place_call").observe(time.perf_counter() - began)
+        return NotificationSent(stage=facts.stage, channel="voice", message_id=call.sid), "sent", call.sid
+
+    async def send_due(self, store: EventStore, vault: ContactVault) -> int:
+        """Place every deferred call whose moment has come; how many were handled."""
+        now = self.clock()
+        if self.quiet is not None and self.quiet.next_allowed(now) is not None:
+            return 0
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT case_id, stage, attempt, caused_by FROM notifier.deliveries"
+                        " WHERE channel = 'voice' AND status = 'deferred' AND not_before <= :now"
+                        " ORDER BY not_before LIMIT :n"
+                    ),
+                    {"now": now, "n": BATCH},
+                )
+            ).all()
+        for row in rows:
+            await self._send_deferred(row, store, vault)
+        return len(rows)
+
+    async def _send_deferred(self, row: Any, store: EventStore, vault: ContactVault) -> None:
+        async with self._engine.begin() as tx:
+            stream = await store.read_stream(tx, row.case_id)
+            trigger = next((e for e in stream if e.event_id == row.caused_by), None)
+            if trigger is None:
+                await _close(tx, row.case_id, row.stage, row.attempt)
+                return
+            facts = stage_facts(trigger, stream)
+            contact = None
+            if facts.sealed_contact is not None:
+                contact = await vault.unseal(tx, row.case_id, facts.sealed_contact)
+            delivery = choose_delivery(
+                facts.sealed_contact is not None, contact, facts.preferred_channel, self.calls_back(facts)
+            )
+            if not isinstance(delivery, PlaceCall) or await opted_out(tx, number_digest(delivery.to, self._key)):
+                reason = STOPPED if isinstance(delivery, PlaceCall) else "no longer reachable by phone"
+                await _close(tx, row.case_id, row.stage, row.attempt)
+                failed = NotificationFailed(stage=row.stage, channel="voice", reason=reason)
+                await store.append(tx, row.case_id, None, [failed], trigger.caused(ACTOR))
+                NOTIFICATIONS.labels("voice", "failed").inc()
+                return
+            claimed = await tx.execute(
+                text(
+                    "UPDATE notifier.deliveries SET status = 'sending', started_at = :now"
+                    " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
+                    " AND status = 'deferred' RETURNING 1"
+                ),
+                {"c": row.case_id, "s": row.stage, "a": row.attempt, "now": self.clock()},
+            )
+            if claimed.first() is None:
+                return  # another replica claimed it
+        outcome, status, sid = await self.place(facts, delivery.to)
+        async with self._engine.begin() as tx:
+            if await finish(tx, row.case_id, row.stage, row.attempt, status, sid) and row.attempt == 1:
+                await store.append(tx, row.case_id, None, [outcome], trigger.caused(ACTOR))
+                NOTIFICATIONS.labels("voice", "sent" if status == "sent" else "failed").inc()
+        log.info("deferred call placed", stage=row.stage, attempt=row.attempt, outcome=status)
+
+
+def _decided(event: RecordedEvent, outcome: CaseEvent, remember: Statement) -> Decision:
+    return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))], writes=[remember])
+
+
+def _defer(case_id: UUID, stage: str, attempt: int, caused_by: UUID, not_before: datetime) -> Statement:
+    """A call waiting for calling hours (or a retry's moment), written with the inbox mark."""
+    return Statement(
+        text(
+            "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by,"
+            " not_before) VALUES (:c, :s, 'voice', :a, :m, 'deferred', :e, :nb)"
+            " ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
+        ),
+        {
+            "c": case_id,
+            "s": stage,
+            "a": attempt,
+            "m": f"{case_id}.{stage}.voice.{attempt}",
+            "e": caused_by,
+            "nb": not_before,
+        },
+    )
+
+
+async def _start(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, caused_by: UUID) -> bool:
+    """Record the call as 'sending'; False when this attempt was already placed (or refused)."""
+    key: dict[str, Any] = {"c": case_id, "s": stage, "a": attempt}
+    await tx.execute(
+        text(
+            "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by)"
+            " VALUES (:c, :s, 'voice', :a, :m, 'sending', :e) ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
+        ),
+        {**key, "m": f"{case_id}.{stage}.voice.{attempt}", "e": caused_by},
+    )
+    status = (
+        await tx.execute(
+            text(
+                "SELECT status FROM notifier.deliveries"
+                " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
+            ),
+            key,
+        )
+    ).scalar_one()
+    # A row still 'sending' is a redelivery after a crash: the port cannot list calls as it lists texts, so
+    # the call is placed again (the resident may hear it twice; never not at all).
+    return bool(status == "sending")
+
+
+async def finish(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, status: str, sid: str | None) -> bool:
+    """Move the call's row from 'sending' to status; False when a racing delivery already did."""
+    finished = await tx.execute(
+        text(
+            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = :sid"
+            " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a AND status = 'sending'"
+            " RETURNING 1"
+        ),
+        {"st": status, "sid": sid, "c": case_id, "s": stage, "a": attempt},
+    )
+    return finished.first() is not None
+
+
+async def _close(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int) -> None:
+    await tx.execute(
+        text(
+            "UPDATE notifier.deliveries SET status = 'refused' WHERE case_id = :c AND stage = :s"
+            " AND channel = 'voice' AND attempt = :a AND status IN ('deferred', 'sending')"
+        ),
+        {"c": case_id, "s": stage, "a": attempt},
+    )
+
+
+class CallMenu:
+    """Answers a digit pressed at the resolution call's menu: 1 the message again, 2 ResolutionDisputed
+    (once per call: the call's sid is the key in notifier.disputes), anything else the menu once more."""
+
+    def __init__(self, engine: AsyncEngine, store: EventStore, vault: ContactVault, scripts: CallScripts) -> None:
+        self._engine = engine
+        self._store = store
+        self._vault = vault
+        self._scripts = scripts
+
+    async def __call__(self, case_id: UUID, call_sid: str, digits: str, repeat: int) -> str | None:
+        """The TwiML to play; None when the case has no resolution to answer about."""
+        async with self._engine.begin() as tx:
+            stream = await self._store.read_stream(tx, case_id)
+            resolved = next((e for e in reversed(stream) if isinstance(e.data, CaseResolved)), None)
+            if resolved is None:
+                return None
+            facts = stage_facts(resolved, stream)
+            choice = menu_choice(digits, repeat)
+            if choice == "disputed":
+                recorded = await tx.execute(
+                    text(
+                        "INSERT INTO notifier.disputes (call_sid, case_id) VALUES (:sid, :c)"
+                        " ON CONFLICT DO NOTHING RETURNING 1"
+                    ),
+                    {"sid": call_sid, "c": case_id},
+                )
+                if recorded.first() is not None:
+                    metadata = EventMetadata(correlation_id=uuid7(), actor=ACTOR, channel="voice")
+                    await self._store.append(tx, case_id, None, [ResolutionDisputed(call_sid=call_sid)], metadata)
+                    log.info("resolution disputed by phone")
+            return self._scripts.answer(facts, choice, repeat)
