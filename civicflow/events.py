@@ -232,6 +232,18 @@ def current_service_code(history: Iterable[CaseEvent]) -> str | None:
     return code
 
 
+def stands_resolved(history: Iterable[CaseEvent]) -> bool:
+    """Whether a case stands resolved: resolved, and the resident has not said since that the problem is not
+    fixed (ResolutionDisputed sends it back to its department until it is resolved again)."""
+    resolved = False
+    for event in history:
+        if isinstance(event, CaseResolved):
+            resolved = True
+        elif isinstance(event, ResolutionDisputed):
+            resolved = False
+    return resolved
+
+
 def imported_from(history: Iterable[CaseEvent]) -> ImportedFrom | None:
     """Where a case was imported from, or None for a live request: history no one should act on today."""
     submitted = next((e for e in history if isinstance(e, CaseSubmitted)), None)

@@ -19,6 +19,7 @@ from civicflow.events import (
     PreferencesChanged,
     RecordedEvent,
     ResidentReplied,
+    ResolutionDisputed,
     RoutingDecision,
     WorkOrderOpened,
     WorkOrderRejected,
@@ -149,6 +150,10 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "resident_replied", f"the resident replied by {how}"
     elif isinstance(data, PreferencesChanged):
         stage, detail = "preferences_changed", "how the resident hears back changed"
+    elif isinstance(data, ResolutionDisputed):  # the router sends it back to its department next
+        changes["status"] = "reopened" if base.status == "resolved" else base.status
+        how = "by phone" if data.channel == "voice" else f"by {data.channel}"
+        stage, detail = "resolution_disputed", f"the resident said the problem is not fixed ({how})"
     after = replace(base, **changes)
     if not stage:
         return after, None
