@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,18 +30,35 @@ from civicflow.events import (
 )
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
-from civicflow.pii import ContactVault
+from civicflow.pii import ContactVault, ResidentContact
 from civicflow.unit_of_work import Decision, Reads, Statement
-from services.notifier.domain import PlaceCall, StageFacts, choose_delivery, stage_facts
+from services.notifier.domain import (
+    MessageTemplates,
+    PlaceCall,
+    StageFacts,
+    choose_delivery,
+    compose_email,
+    message_id_for,
+    stage_facts,
+)
+from services.notifier.mail import MailSender, undeliverable
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.telephony import Telephony, TelephonyRefused
-from services.notifier.texting import NOTIFICATIONS, PROVIDER_SECONDS, STOPPED, number_digest, opted_out
+from services.notifier.texting import (
+    NOTIFICATIONS,
+    PROVIDER_SECONDS,
+    STOPPED,
+    TextDelivery,
+    number_digest,
+    opted_out,
+)
 from services.notifier.voice import CallScripts, menu_choice
 
 log = structlog.get_logger(__name__)
 
 ACTOR = "notifier"
 BATCH = 100
+STALE = timedelta(minutes=2)  # a row claimed this long ago and still 'sending' lost its sender
 
 
 class CallDelivery:
@@ -58,6 +75,8 @@ class CallDelivery:
         quiet: QuietHours | None = None,
         call_back_services: frozenset[str] = frozenset(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        texts: TextDelivery | None = None,
+        mail: MailFallback | None = None,
     ) -> None:
         self._engine = engine
         self._telephony = telephony
@@ -67,6 +86,8 @@ class CallDelivery:
         self.quiet = quiet
         self._call_back_services = call_back_services
         self.clock = clock
+        self._texts = texts
+        self._mail = mail
 
     def calls_back(self, facts: StageFacts) -> bool:
         """Whether the city calls back about this stage whatever the resident's channel."""
@@ -91,7 +112,7 @@ class CallDelivery:
         if not_before is not None:
             log.info("call deferred to calling hours", stage=stage, not_before=not_before.isoformat())
             NOTIFICATIONS.labels("voice", "deferred").inc()
-            return Decision(writes=[remember, _defer(event.case_id, stage, 1, event.event_id, not_before)])
+            return Decision(writes=[remember, deferred_row(event.case_id, stage, 1, event.event_id, not_before)])
         async with self._engine.begin() as tx:
             started = await _start(tx, event.case_id, stage, 1, event.event_id)
         if not started:
@@ -120,7 +141,9 @@ class CallDelivery:
         return NotificationSent(stage=facts.stage, channel="voice", message_id=call.sid), "sent", call.sid
 
     async def send_due(self, store: EventStore, vault: ContactVault) -> int:
-        """Place every deferred call whose moment has come; how many were handled."""
+        """Place every call (a deferred first call, or a retry) whose moment has come, and send the texts and
+        emails calls fell back to; how many were handled. A row claimed and left 'sending' for STALE (its
+        sender died) is found again: a text is looked for at the provider first, a call placed again."""
         now = self.clock()
         if self.quiet is not None and self.quiet.next_allowed(now) is not None:
             return 0
@@ -128,11 +151,13 @@ class CallDelivery:
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT case_id, stage, attempt, caused_by FROM notifier.deliveries"
-                        " WHERE channel = 'voice' AND status = 'deferred' AND not_before <= :now"
+                        "SELECT case_id, stage, attempt, caused_by, falls_back_to, status,"
+                        " coalesce(started_at, created_at) AS since FROM notifier.deliveries"
+                        " WHERE channel = 'voice' AND not_before <= :now AND (status = 'deferred'"
+                        " OR (status = 'sending' AND coalesce(started_at, created_at) < :stale))"
                         " ORDER BY not_before LIMIT :n"
                     ),
-                    {"now": now, "n": BATCH},
+                    {"now": now, "stale": now - STALE, "n": BATCH},
                 )
             ).all()
         for row in rows:
@@ -140,54 +165,96 @@ class CallDelivery:
         return len(rows)
 
     async def _send_deferred(self, row: Any, store: EventStore, vault: ContactVault) -> None:
+        key = (row.case_id, row.stage, row.attempt)
         async with self._engine.begin() as tx:
             stream = await store.read_stream(tx, row.case_id)
             trigger = next((e for e in stream if e.event_id == row.caused_by), None)
             if trigger is None:
-                await _close(tx, row.case_id, row.stage, row.attempt)
+                await _close(tx, *key)
                 return
             facts = stage_facts(trigger, stream)
             contact = None
             if facts.sealed_contact is not None:
                 contact = await vault.unseal(tx, row.case_id, facts.sealed_contact)
-            delivery = choose_delivery(
-                facts.sealed_contact is not None, contact, facts.preferred_channel, self.calls_back(facts)
-            )
-            if not isinstance(delivery, PlaceCall) or await opted_out(tx, number_digest(delivery.to, self._key)):
-                reason = STOPPED if isinstance(delivery, PlaceCall) else "no longer reachable by phone"
-                await _close(tx, row.case_id, row.stage, row.attempt)
-                failed = NotificationFailed(stage=row.stage, channel="voice", reason=reason)
+            failed = await self._unreachable(tx, row, facts, contact)
+            if failed is not None:
+                await _close(tx, *key)
                 await store.append(tx, row.case_id, None, [failed], trigger.caused(ACTOR))
-                NOTIFICATIONS.labels("voice", "failed").inc()
+                NOTIFICATIONS.labels(failed.channel, "failed").inc()
                 return
-            claimed = await tx.execute(
-                text(
-                    "UPDATE notifier.deliveries SET status = 'sending', started_at = :now"
-                    " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
-                    " AND status = 'deferred' RETURNING 1"
-                ),
-                {"c": row.case_id, "s": row.stage, "a": row.attempt, "now": self.clock()},
-            )
-            if claimed.first() is None:
-                return  # another replica claimed it
-        outcome, status, sid = await self.place(facts, delivery.to)
+            fresh = row.status == "deferred"
+            if fresh:
+                claimed = await tx.execute(
+                    text(
+                        "UPDATE notifier.deliveries SET status = 'sending', started_at = :now"
+                        " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
+                        " AND status = 'deferred' RETURNING started_at"
+                    ),
+                    {"c": row.case_id, "s": row.stage, "a": row.attempt, "now": self.clock()},
+                )
+                since = claimed.scalar_one_or_none()
+                if since is None:
+                    return  # another replica claimed it
+            else:
+                since = row.since
+        assert contact is not None  # _unreachable refused a forgotten contact
+        outcome, status, sid = await self._hand_over(row.falls_back_to, facts, contact, fresh, since)
         async with self._engine.begin() as tx:
-            if await finish(tx, row.case_id, row.stage, row.attempt, status, sid) and row.attempt == 1:
+            finished = await finish(tx, *key, status, sid)
+            # a first call's outcome, and a fallback's; a retried call's is told by its status callback
+            if finished and (row.attempt == 1 or row.falls_back_to is not None):
                 await store.append(tx, row.case_id, None, [outcome], trigger.caused(ACTOR))
-                NOTIFICATIONS.labels("voice", "sent" if status == "sent" else "failed").inc()
-        log.info("deferred call placed", stage=row.stage, attempt=row.attempt, outcome=status)
+                NOTIFICATIONS.labels(row.falls_back_to or "voice", "sent" if status == "sent" else "failed").inc()
+            if finished and status == "refused" and row.falls_back_to == "sms" and contact.email:
+                # the text refused: the email is the last route
+                then = deferred_row(row.case_id, row.stage, row.attempt + 1, row.caused_by, self.clock(), "email")
+                await tx.execute(then.sql, then.params)
+        log.info("deferred delivery handed over", stage=row.stage, attempt=row.attempt, by=row.falls_back_to or "voice")
+
+    async def _unreachable(
+        self, tx: AsyncConnection, row: Any, facts: StageFacts, contact: ResidentContact | None
+    ) -> NotificationFailed | None:
+        """Why this row can no longer go (a forgotten contact, STOP texted while it waited), or None."""
+        if row.falls_back_to == "email":
+            if contact is None or not contact.email or self._mail is None:
+                return NotificationFailed(stage=row.stage, channel="email", reason="no longer reachable by email")
+            return None
+        delivery = choose_delivery(
+            facts.sealed_contact is not None, contact, facts.preferred_channel, self.calls_back(facts)
+        )
+        channel = row.falls_back_to or "voice"
+        if not isinstance(delivery, PlaceCall) or (channel == "sms" and self._texts is None):
+            return NotificationFailed(stage=row.stage, channel=channel, reason="no longer reachable by phone")
+        if await opted_out(tx, number_digest(delivery.to, self._key)):
+            return NotificationFailed(stage=row.stage, channel=channel, reason=STOPPED)
+        return None
+
+    async def _hand_over(
+        self, by: str | None, facts: StageFacts, contact: ResidentContact, fresh: bool, since: datetime
+    ) -> tuple[CaseEvent, str, str | None]:
+        if by == "email":
+            assert self._mail is not None and contact.email
+            return await self._mail.send(facts, str(contact.email))
+        assert contact.phone
+        if by == "sms":
+            assert self._texts is not None
+            body = self._texts.body(facts)
+            return await self._texts.hand_over(facts.stage, contact.phone, body, fresh, since)
+        return await self.place(facts, contact.phone)
 
 
 def _decided(event: RecordedEvent, outcome: CaseEvent, remember: Statement) -> Decision:
     return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))], writes=[remember])
 
 
-def _defer(case_id: UUID, stage: str, attempt: int, caused_by: UUID, not_before: datetime) -> Statement:
-    """A call waiting for calling hours (or a retry's moment), written with the inbox mark."""
+def deferred_row(
+    case_id: UUID, stage: str, attempt: int, caused_by: UUID, not_before: datetime, falls_back_to: str | None = None
+) -> Statement:
+    """A call waiting for calling hours or a retry's moment, or the text or email it falls back to."""
     return Statement(
         text(
             "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by,"
-            " not_before) VALUES (:c, :s, 'voice', :a, :m, 'deferred', :e, :nb)"
+            " not_before, falls_back_to) VALUES (:c, :s, 'voice', :a, :m, 'deferred', :e, :nb, :fb)"
             " ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
         ),
         {
@@ -197,6 +264,7 @@ def _defer(case_id: UUID, stage: str, attempt: int, caused_by: UUID, not_before:
             "m": f"{case_id}.{stage}.voice.{attempt}",
             "e": caused_by,
             "nb": not_before,
+            "fb": falls_back_to,
         },
     )
 
@@ -280,3 +348,26 @@ class CallMenu:
                     await self._store.append(tx, case_id, None, [ResolutionDisputed(call_sid=call_sid)], metadata)
                     log.info("resolution disputed by phone")
             return self._scripts.answer(facts, choice, repeat)
+
+
+class MailFallback:
+    """The email a stage's message falls back to when neither calls nor a text reached the resident."""
+
+    def __init__(self, sender: MailSender, templates: MessageTemplates, mail_from: str) -> None:
+        self._sender = sender
+        self._templates = templates
+        self._mail_from = mail_from
+
+    async def send(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None]:
+        """The event to record, the row's new status and the Message-ID. An outage of the mail server raises."""
+        message_id = message_id_for(facts.case_id, facts.stage)
+        try:
+            message = compose_email(self._templates.render(facts), to, self._mail_from, message_id, datetime.now(UTC))
+            await self._sender.send(message)
+        except Exception as exc:
+            reason = "mail client cannot write this address in a message" if isinstance(exc, ValueError) else None
+            reason = reason or undeliverable(exc)
+            if reason is None:
+                raise
+            return NotificationFailed(stage=facts.stage, channel="email", reason=reason), "refused", None
+        return NotificationSent(stage=facts.stage, channel="email", message_id=message_id), "sent", None

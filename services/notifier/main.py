@@ -49,7 +49,8 @@ from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
 from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
-from services.notifier.calls import CallDelivery, CallMenu
+from services.notifier.call_outcomes import CallOutcomes
+from services.notifier.calls import CallDelivery, CallMenu, MailFallback
 from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
@@ -284,6 +285,8 @@ def bootstrap(
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     texts = calls = None
     tasks: list[Task] = []
+    sender = sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
+    templates = MessageTemplates(zone, settings.public_tracking_url)
     if telephony is not None:
         key = number_key(settings)
         public_url = settings.notifier_public_url or f"http://127.0.0.1:{settings.notifier_http_port}"
@@ -294,7 +297,8 @@ def bootstrap(
         tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
         scripts = CallScripts(zone, public_url)
         call_backs = frozenset(code for code, spec in city.services.items() if spec.call_back_when_resolved)
-        calls = CallDelivery(engine, telephony, scripts, key, callback, quiet, call_backs)
+        mail = MailFallback(sender, templates, settings.mail_from)
+        calls = CallDelivery(engine, telephony, scripts, key, callback, quiet, call_backs, texts=texts, mail=mail)
         tasks.append(
             periodically(
                 settings.deferred_text_scan_seconds,
@@ -304,13 +308,14 @@ def bootstrap(
         )
         inbound = InboundTexts(engine, PostgresEventStore(), key, zone)
         menu = CallMenu(engine, PostgresEventStore(), vault, scripts)
-        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine), menu)
+        reports = CallOutcomes(engine, PostgresEventStore(), vault, key, quiet, StatusReports(engine))
+        app = create_telephony_app(telephony, public_url, inbound, reports, menu)
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,
         vault,
-        sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
-        MessageTemplates(zone, settings.public_tracking_url),
+        sender,
+        templates,
         settings.mail_from,
         texts,
         calls,

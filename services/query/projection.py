@@ -14,6 +14,7 @@ from civicflow.events import (
     CaseRerouted,
     CaseResolved,
     CaseSubmitted,
+    NotificationDelivered,
     NotificationFailed,
     NotificationSent,
     PreferencesChanged,
@@ -150,6 +151,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "resident_replied", f"the resident replied by {how}"
     elif isinstance(data, PreferencesChanged):
         stage, detail = "preferences_changed", "how the resident hears back changed"
+    elif isinstance(data, NotificationDelivered):
+        stage, detail = "resident_called", _call_outcome(data, base.time_zone)
     elif isinstance(data, ResolutionDisputed):  # the router sends it back to its department next
         changes["status"] = "reopened" if base.status == "resolved" else base.status
         how = "by phone" if data.channel == "voice" else f"by {data.channel}"
@@ -158,3 +161,14 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     if not stage:
         return after, None
     return after, TimelineEntry(event.case_id, event.version, stage, event.occurred_at, detail)
+
+
+def _call_outcome(data: NotificationDelivered, zone: str | None) -> str:
+    """ "called about 'resolved', no answer; trying again at 2026-12-01 10:00 CST" and the like."""
+    said = {"answered": "answered", "no-answer": "no answer"}.get(data.outcome, data.outcome)
+    line = f"called about '{data.stage}', {said}"
+    if data.retry_at is not None:
+        return f"{line}; trying again at {wall_clock(data.retry_at, zone)}"
+    if data.fallback is not None:
+        return f"{line}; {'texting' if data.fallback == 'sms' else 'emailing'} instead"
+    return line

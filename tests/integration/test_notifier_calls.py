@@ -8,6 +8,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 from uuid import uuid4
@@ -26,6 +27,7 @@ from civicflow.events import (
     CaseSubmitted,
     EventMetadata,
     Location,
+    NotificationDelivered,
     NotificationFailed,
     NotificationSent,
     RecordedEvent,
@@ -35,13 +37,15 @@ from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
 from civicflow.unit_of_work import UnitOfWork, in_order
-from services.notifier.calls import CallDelivery, CallMenu
+from services.notifier.call_outcomes import CallOutcomes
+from services.notifier.calls import CallDelivery, CallMenu, MailFallback
 from services.notifier.domain import MessageTemplates
 from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.main import NotificationHandler
 from services.notifier.quiet_hours import QuietHours
-from services.notifier.telephony_http import SIGNATURE_HEADER, create_telephony_app
-from services.notifier.texting import number_digest
+from services.notifier.sms import TextTemplates
+from services.notifier.telephony_http import SIGNATURE_HEADER, STATUS_PATH, create_telephony_app
+from services.notifier.texting import TextDelivery, number_digest
 from services.notifier.voice import CallScripts
 from tests.telephony_double import InMemoryTelephony, PlacedCall
 
@@ -52,6 +56,16 @@ PUBLIC_URL = "http://notifier.test"
 PHONE = "+13125550143"  # in the 555-01xx range kept for fiction
 NOON = datetime(2026, 11, 30, 18, tzinfo=UTC)  # 12:00 in Chicago
 MIDNIGHT = datetime(2026, 12, 1, 6, tzinfo=UTC)  # 00:00 in Chicago
+
+
+class KeptMail:
+    """A mail server that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.sent: list[EmailMessage] = []
+
+    async def send(self, message: EmailMessage) -> None:
+        self.sent.append(message)
 
 
 class Calls:
@@ -65,6 +79,8 @@ class Calls:
         self.telephony = InMemoryTelephony()
         self.now = NOON
         scripts = CallScripts(ZONE, PUBLIC_URL)
+        self.texts = TextDelivery(engine, self.telephony, TextTemplates(ZONE), key)
+        self.mail = KeptMail()
         self.delivery = CallDelivery(
             engine,
             self.telephony,
@@ -73,6 +89,11 @@ class Calls:
             quiet=QuietHours(ZONE),
             call_back_services=frozenset({"CALL_BACK"}),
             clock=lambda: self.now,
+            texts=self.texts,
+            mail=MailFallback(self.mail, MessageTemplates(ZONE), "311 <no-reply@example.test>"),
+        )
+        self.outcomes = CallOutcomes(
+            engine, STORE, vault, key, QuietHours(ZONE), StatusReports(engine), clock=lambda: self.now
         )
         policy = NotificationHandler(
             engine,
@@ -116,6 +137,21 @@ class Calls:
         async with self.engine.connect() as conn:
             return [e.data for e in await STORE.read_stream(conn, case.case_id)]
 
+    async def ended(self, call: PlacedCall, status: str, error_code: str = "") -> None:
+        """The provider's status callback for the call, signed."""
+        form = {"CallSid": call.sid, "CallStatus": status, "To": call.to}
+        if error_code:
+            form["ErrorCode"] = error_code
+        answered = await self.client.post(
+            STATUS_PATH,
+            content=urlencode(form),
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                SIGNATURE_HEADER: self.telephony.sign(PUBLIC_URL + STATUS_PATH, form),
+            },
+        )
+        assert answered.status_code == 204, answered.text
+
     async def press(self, call: PlacedCall, digits: str) -> httpx.Response:
         """The provider posting the digits pressed at the call's menu, signed, to the Gather's action."""
         gather = ET.fromstring(call.twiml).find("Gather")
@@ -139,7 +175,7 @@ async def calls(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Calls]:
     async with httpx.AsyncClient(base_url=PUBLIC_URL) as placeholder:
         made = Calls(engine, ContactVault(load_master_key("", tmp_path)), placeholder, key)
     app = create_telephony_app(
-        made.telephony, PUBLIC_URL, InboundTexts(engine, STORE, key, ZONE), StatusReports(engine), made.menu
+        made.telephony, PUBLIC_URL, InboundTexts(engine, STORE, key, ZONE), made.outcomes, made.menu
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
         made.client = client
@@ -267,3 +303,88 @@ async def test_a_call_due_at_night_waits_for_calling_hours(calls: Calls) -> None
     [call] = calls.telephony.calls_to(PHONE)
     sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
     assert [(e.stage, e.channel, e.message_id) for e in sent] == [("submitted", "voice", call.sid)]
+
+
+async def test_an_unanswered_call_is_tried_again_within_hours_then_falls_back_to_a_text(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    calls.now = datetime(2026, 12, 1, 19, 50, tzinfo=UTC)  # 13:50 in Chicago
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=calls.now)))
+    [first] = calls.telephony.calls_to(PHONE)
+    await calls.ended(first, "ringing")
+    await calls.ended(first, "busy")
+    await calls.ended(first, "busy")  # the provider repeats a callback: acted on once
+    assert await calls.delivery.send_due(STORE, calls.vault) == 0  # not yet ten minutes later
+    moments = []
+    for status in ("no-answer", "busy", "failed"):
+        told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+        assert told[-1].retry_at is not None
+        moments.append(told[-1].retry_at)
+        calls.now = told[-1].retry_at
+        assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+        await calls.ended(calls.telephony.calls_to(PHONE)[-1], status, "31005" if status == "failed" else "")
+    assert len(calls.telephony.calls_to(PHONE)) == 4
+    chicago = [m.astimezone(ZONE) for m in moments]
+    assert chicago[0] == datetime(2026, 12, 1, 14, 0, tzinfo=ZONE)
+    assert chicago[1] == datetime(2026, 12, 1, 15, 0, tzinfo=ZONE)
+    assert chicago[2] == datetime(2026, 12, 2, 8, 0, tzinfo=ZONE)  # the next morning
+    told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert [(e.outcome, e.attempt) for e in told] == [("busy", 1), ("no-answer", 2), ("busy", 3), ("failed", 4)]
+    assert told[-1].fallback == "sms" and told[-1].error_code == 31005
+    assert calls.telephony.bodies_to(PHONE) == []
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [body] = calls.telephony.bodies_to(PHONE)
+    assert case.data.tracking_number in body  # type: ignore[union-attr]
+    history = await calls.history(case)
+    assert [(e.stage, e.channel) for e in history if isinstance(e, NotificationSent)] == [
+        ("resolved", "voice"),
+        ("resolved", "sms"),
+    ]
+    assert not [e for e in history if isinstance(e, NotificationFailed)]
+    assert calls.mail.sent == []
+
+
+async def stop_texted(calls: Calls, number: str) -> None:
+    async with calls.engine.begin() as tx:
+        await tx.execute(
+            text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d)"), {"d": number_digest(number, calls.key)}
+        )
+
+
+async def unanswered_four_times(calls: Calls, case: RecordedEvent, stop_before_the_last: str = "") -> None:
+    """The resolution's call and its three retries, each unanswered (STOP texted before the last one ends)."""
+    calls.now = datetime(2026, 12, 1, 19, 50, tzinfo=UTC)  # 13:50 in Chicago
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=calls.now)))
+    for retry in range(4):
+        if retry:
+            told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+            assert told[-1].retry_at is not None
+            calls.now = told[-1].retry_at
+            assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+        if retry == 3 and stop_before_the_last:
+            await stop_texted(calls, stop_before_the_last)
+        await calls.ended(calls.telephony.calls[-1], "no-answer", "31480")
+
+
+async def test_a_number_that_texted_stop_meanwhile_falls_back_to_email(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    await unanswered_four_times(calls, case, stop_before_the_last=PHONE)
+    told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert told[-1].fallback == "email"
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
+    assert case.data.tracking_number in mail.get_content()  # type: ignore[union-attr]
+    assert calls.telephony.bodies_to(PHONE) == []
+    sent = [(e.stage, e.channel) for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [("resolved", "voice"), ("resolved", "email")]
+
+
+async def test_with_no_route_left_the_failure_is_recorded_with_the_providers_code(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    await unanswered_four_times(calls, case, stop_before_the_last=PHONE)
+    [failed] = [e for e in await calls.history(case) if isinstance(e, NotificationFailed)]
+    assert failed.channel == "voice" and "no-answer" in failed.reason and "(error 31480)" in failed.reason
+    await calls.delivery.send_due(STORE, calls.vault)  # nothing of this case waits
+    assert calls.mail.sent == [] and calls.telephony.bodies_to(PHONE) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -15,6 +15,7 @@ from civicflow.events import (
     CaseRouted,
     CaseSubmitted,
     Location,
+    NotificationDelivered,
     NotificationSent,
     RecordedEvent,
     ResolutionDisputed,
@@ -188,3 +189,29 @@ def test_a_disputed_resolution_leaves_resolved_and_goes_back_to_its_department()
     )
     assert record is not None and stages[-3:] == ["resolution_disputed", "rerouted", "work_order_opened"]
     assert (record.status, record.department_id, record.work_order_id) == ("work_order_open", "streets", "WO-2")
+
+
+def test_a_calls_outcome_reads_as_a_line_with_when_it_is_tried_again() -> None:
+    routed = fold(LIFE[:3])[0]
+    assert routed is not None
+    zoned = replace(routed, time_zone="America/Chicago")
+    retry = NotificationDelivered(
+        stage="resolved",
+        channel="voice",
+        outcome="no-answer",
+        attempt=1,
+        retry_at=datetime(2026, 12, 1, 16, tzinfo=UTC),
+    )
+    lines = [
+        apply(zoned, recorded(4, event))[1]
+        for event in (
+            retry,
+            retry.model_copy(update={"retry_at": None, "fallback": "sms", "outcome": "busy"}),
+            retry.model_copy(update={"retry_at": None, "outcome": "answered"}),
+        )
+    ]
+    assert [line.detail for line in lines if line is not None] == [
+        "called about 'resolved', no answer; trying again at 2026-12-01 10:00 CST",
+        "called about 'resolved', busy; texting instead",
+        "called about 'resolved', answered",
+    ]

@@ -5,3 +5,7 @@ CREATE TABLE notifier.disputes (
     case_id     uuid        NOT NULL,
     disputed_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- After a call's last attempt went unanswered, the stage's message falls back to a text, then an email: a
+-- further 'voice' row whose falls_back_to says which, placed by the same periodic task as deferred calls.
+ALTER TABLE notifier.deliveries ADD COLUMN falls_back_to text CHECK (falls_back_to IN ('sms', 'email'));
