@@ -388,3 +388,38 @@ async def test_with_no_route_left_the_failure_is_recorded_with_the_providers_cod
     assert failed.channel == "voice" and "no-answer" in failed.reason and "(error 31480)" in failed.reason
     await calls.delivery.send_due(STORE, calls.vault)  # nothing of this case waits
     assert calls.mail.sent == [] and calls.telephony.bodies_to(PHONE) == []
+
+
+async def test_hostile_presses_are_refused_saying_which_field_and_record_nothing(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [call] = calls.telephony.calls_to(PHONE)
+    path = f"/telephony/voice/gather?{urlencode({'case': str(case.case_id), 'stage': 'resolved'})}"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+
+    async def post_raw(body: bytes, form: dict[str, str]) -> httpx.Response:
+        signed = calls.telephony.sign(PUBLIC_URL + path, form)
+        return await calls.client.post(path, content=body, headers={**headers, SIGNATURE_HEADER: signed})
+
+    hostile = [
+        ({"CallSid": call.sid, "Digits": "2\x00"}, 400, "Digits"),
+        ({"CallSid": call.sid, "Digits": " 2 "}, 400, "Digits"),
+        ({"CallSid": call.sid, "Digits": "NaN"}, 400, "Digits"),
+        ({"CallSid": call.sid, "Digits": "2" * 21}, 400, "Digits"),
+        ({"CallSid": "", "Digits": "2"}, 400, "CallSid"),
+        ({"CallSid": "CA<&>;", "Digits": "2"}, 400, "CallSid"),
+        ({"CallSid": "C" * 1_000_000, "Digits": "2"}, 413, "larger than"),
+    ]
+    for form, status, names in hostile:
+        answered = await post_raw(urlencode(form).encode(), form)
+        assert (answered.status_code, names in answered.text) == (status, True), (form.get("Digits"), answered.text)
+    not_utf8 = await post_raw(b"CallSid=CA1&Digits=\xff\xfe", {})
+    assert not_utf8.status_code == 400 and "UTF-8" in not_utf8.text
+    unknown_case = f"/telephony/voice/gather?{urlencode({'case': str(uuid4()), 'stage': 'resolved'})}"
+    form = {"CallSid": call.sid, "Digits": "2"}
+    signed = calls.telephony.sign(PUBLIC_URL + unknown_case, form)
+    missing = await calls.client.post(
+        unknown_case, content=urlencode(form), headers={**headers, SIGNATURE_HEADER: signed}
+    )
+    assert missing.status_code == 404
+    assert not [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
