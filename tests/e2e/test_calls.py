@@ -82,7 +82,12 @@ async def test_a_spanish_voice_resident_is_called_at_resolution_and_pressing_2_s
         after = stages[stages.index("resolution_disputed") :]
         return view if "rerouted" in after and "work_order_opened" in after else None
 
-    view = await eventually(sent_back, timeout=90, what="the case back with its department and a new work order")
+    async def answered() -> query_pb2.CaseView | None:
+        view = await sent_back()
+        lines = [e.detail for e in view.timeline] if view else []
+        return view if "called about 'resolved', answered" in lines else None
+
+    view = await eventually(answered, timeout=90, what="the case back with its department, the call's answer told")
     lines = [e.detail for e in view.timeline]
     assert "the resident said the problem is not fixed (by phone)" in lines
     assert sum(e.stage == "work_order_opened" for e in view.timeline) == 2
