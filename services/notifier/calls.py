@@ -23,6 +23,7 @@ from civicflow.events import (
     CaseEvent,
     CaseResolved,
     EventMetadata,
+    NotificationDelivered,
     NotificationFailed,
     NotificationSent,
     RecordedEvent,
@@ -93,7 +94,10 @@ class CallDelivery:
         """Whether the city calls back about this stage whatever the resident's channel."""
         return facts.stage == "resolved" and facts.service_code in self._call_back_services
 
-    async def deliver(self, event: RecordedEvent, facts: StageFacts, to: str, reads: Reads) -> Decision:
+    async def deliver(
+        self, event: RecordedEvent, facts: StageFacts, to: str, reads: Reads, has_email: bool = False
+    ) -> Decision:
+        """Call `to`; a call the provider refuses (an invalid number) falls back to email when there is one."""
         stage = facts.stage
         digest = number_digest(to, self._key)
         # so a text from this number finds its cases (STATUS, a reply), as for a texted number
@@ -118,16 +122,26 @@ class CallDelivery:
         if not started:
             log.info("stage already notified", stage=stage, channel="voice")
             return Decision(writes=[remember])
-        outcome, status, sid = await self.place(facts, to)
+        outcome, status, sid, code = await self.place(facts, to)
         finished = await finish(reads.tx, event.case_id, stage, 1, status, sid)
         log.info("call placed" if status == "sent" else "call refused", stage=stage, recorded=finished)
         if not finished:
             return Decision(writes=[remember])
         NOTIFICATIONS.labels("voice", "sent" if status == "sent" else "failed").inc()
+        if status == "refused" and has_email and self._mail is not None:
+            # a number the provider will not call will not take a text either: the email is the route left
+            told = NotificationDelivered(
+                stage=stage, channel="voice", outcome="failed", attempt=1, fallback="email", error_code=code
+            )
+            then = deferred_row(event.case_id, stage, 2, event.event_id, self.clock(), "email")
+            return Decision(
+                appends=[StreamAppend(event.case_id, None, [told], event.caused(ACTOR))], writes=[remember, then]
+            )
         return _decided(event, outcome, remember)
 
-    async def place(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None]:
-        """Ask the provider to call: the event to record, the row's new status and the call's sid.
+    async def place(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None, int | None]:
+        """Ask the provider to call: the event to record, the row's new status, the call's sid and the provider's
+        error code when it refused.
         TelephonyUnavailable propagates (the consumer retries; the row stays 'sending')."""
         script = self.scripts.render(facts)
         began = time.perf_counter()
@@ -135,10 +149,10 @@ class CallDelivery:
             call = await self._telephony.place_call(to, script.twiml, self._status_callback)
         except TelephonyRefused as exc:
             reason = "the provider refused the call" + (f" (error {exc.code})" if exc.code else "")
-            return NotificationFailed(stage=facts.stage, channel="voice", reason=reason), "refused", None
+            return NotificationFailed(stage=facts.stage, channel="voice", reason=reason), "refused", None, exc.code
         finally:
             PROVIDER_SECONDS.labels("place_call").observe(time.perf_counter() - began)
-        return NotificationSent(stage=facts.stage, channel="voice", message_id=call.sid), "sent", call.sid
+        return NotificationSent(stage=facts.stage, channel="voice", message_id=call.sid), "sent", call.sid, None
 
     async def send_due(self, store: EventStore, vault: ContactVault) -> int:
         """Place every call (a deferred first call, or a retry) whose moment has come, and send the texts and
@@ -240,7 +254,8 @@ class CallDelivery:
             assert self._texts is not None
             body = self._texts.body(facts)
             return await self._texts.hand_over(facts.stage, contact.phone, body, fresh, since)
-        return await self.place(facts, contact.phone)
+        outcome, status, sid, _ = await self.place(facts, contact.phone)
+        return outcome, status, sid
 
 
 def _decided(event: RecordedEvent, outcome: CaseEvent, remember: Statement) -> Decision:

@@ -173,7 +173,8 @@ class NotificationHandler:
         if isinstance(delivery, PlaceCall):
             if self._calls is None:
                 return self._without_sending(event, stage, CannotNotify("voice", "no telephony provider configured"))
-            return await self._calls.deliver(event, facts, delivery.to, reads)
+            has_email = contact is not None and bool(contact.email)
+            return await self._calls.deliver(event, facts, delivery.to, reads, has_email)
         if isinstance(delivery, SendText):
             if self._texts is None:
                 return self._without_sending(event, stage, CannotNotify("sms", "no text message provider configured"))

@@ -423,3 +423,23 @@ async def test_hostile_presses_are_refused_saying_which_field_and_record_nothing
     )
     assert missing.status_code == 404
     assert not [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
+
+
+async def test_a_call_the_provider_refuses_falls_back_to_email_with_its_code(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    calls.telephony.refuse_calls_with = 21211
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [told] = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert (told.outcome, told.fallback, told.error_code) == ("failed", "email", 21211)
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
+    history = await calls.history(case)
+    assert [(e.stage, e.channel) for e in history if isinstance(e, NotificationSent)] == [("resolved", "email")]
+    assert not [e for e in history if isinstance(e, NotificationFailed)]
+
+    phone_only = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    await calls.notify(await calls.append(phone_only, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [failed] = [e for e in await calls.history(phone_only) if isinstance(e, NotificationFailed)]
+    assert (failed.channel, failed.reason) == ("voice", "the provider refused the call (error 21211)")
