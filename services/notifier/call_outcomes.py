@@ -67,16 +67,19 @@ class CallOutcomes:
             if row is None:
                 known = (
                     await tx.execute(
-                        text("SELECT 1 FROM notifier.deliveries WHERE provider_sid = :sid AND channel = 'voice'"),
+                        text(
+                            "SELECT 1 FROM notifier.deliveries WHERE provider_sid = :sid AND channel = 'voice'"
+                            " AND falls_back_to IS NULL"
+                        ),
                         {"sid": sid},
                     )
                 ).first()
-                if known is None:
-                    return await self._others(sid, status, error_code)
-                return True
-            if status not in FINAL:
-                return True
-            await self._settle(tx, row, status, error_code)
+                if known is not None:
+                    return True  # a call already settled, or a status arriving after its final one
+            elif status in FINAL:
+                await self._settle(tx, row, status, error_code)
+        if row is None:  # not a call: a text, the fallback's text among them
+            return await self._others(sid, status, error_code)
         return True
 
     async def _settle(self, tx: AsyncConnection, row: Any, status: str, error_code: int | None) -> None:

@@ -342,6 +342,22 @@ async def test_an_unanswered_call_is_tried_again_within_hours_then_falls_back_to
     ]
     assert not [e for e in history if isinstance(e, NotificationFailed)]
     assert calls.mail.sent == []
+    [texted] = calls.telephony.taken
+    form = {"MessageSid": texted.sid, "MessageStatus": "delivered"}
+    reported = await calls.client.post(
+        STATUS_PATH,
+        content=urlencode(form),
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            SIGNATURE_HEADER: calls.telephony.sign(PUBLIC_URL + STATUS_PATH, form),
+        },
+    )
+    assert reported.status_code == 204
+    async with calls.engine.connect() as conn:
+        kept = await conn.scalar(
+            text("SELECT provider_status FROM notifier.deliveries WHERE provider_sid = :sid"), {"sid": texted.sid}
+        )
+    assert kept == "delivered", "the fallback text's delivery report is kept as a text's"
 
 
 async def stop_texted(calls: Calls, number: str) -> None:
