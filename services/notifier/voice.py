@@ -49,7 +49,7 @@ _WORDS = {
     },
 }
 
-# Letters said as letters: a voice reads a lone "A" as the article, so each symbol is its own word.
+# Between the two groups of a tracking number: a comma, which a voice says as a short pause.
 _SPOKEN_GROUP_BREAK = ", "
 
 
@@ -58,7 +58,8 @@ def language_of(chosen: str | None) -> str:
 
 
 def spelt(tracking_number: str) -> str:
-    """ "4K7Q-M2D" as "4 K 7 Q, M 2 D": each symbol a word, each group a phrase."""
+    """ "4K7Q-M2D" as "4 K 7 Q, M 2 D": each symbol its own word, so a voice says letters as letters and
+    digits one by one ("4 7", not "forty-seven"); each group a phrase."""
     groups = [group for group in tracking_number.upper().replace(" ", "").split("-") if group]
     return _SPOKEN_GROUP_BREAK.join(" ".join(group) for group in groups)
 
