@@ -143,7 +143,9 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         changes.update(status="resolved", resolution=resolution)
         stage, detail = "resolved", f"resolved: {resolution}"
     elif isinstance(data, NotificationSent):
-        stage, detail = "resident_notified", f"resident told of '{data.stage}' by {data.channel}"
+        # a call placed is not yet a call answered: its outcome follows (NotificationDelivered)
+        told = f"calling the resident about '{data.stage}'" if data.channel == "voice" else None
+        stage, detail = "resident_notified", told or f"resident told of '{data.stage}' by {data.channel}"
     elif isinstance(data, NotificationFailed):
         stage, detail = "notification_failed", f"could not tell the resident of '{data.stage}' by {data.channel}"
     elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view

@@ -210,6 +210,8 @@ def test_a_calls_outcome_reads_as_a_line_with_when_it_is_tried_again() -> None:
             retry.model_copy(update={"retry_at": None, "outcome": "answered"}),
         )
     ]
+    placed = apply(zoned, recorded(4, NotificationSent(stage="resolved", channel="voice", message_id="CA1")))[1]
+    assert placed is not None and placed.detail == "calling the resident about 'resolved'"
     assert [line.detail for line in lines if line is not None] == [
         "called about 'resolved', no answer; trying again at 2026-12-01 10:00 CST",
         "called about 'resolved', busy; texting instead",
