@@ -74,6 +74,8 @@ class ServiceSpec(BaseModel):
     description: DescriptionNeed = "optional"
     # hours after resolution the satisfaction survey goes, or "none"; absent: the city file's survey_after_hours
     survey_after_hours: SurveyAfter | None = None
+    # the resolution is a phone call (with "press 2 if not fixed") for any resident who gave a phone
+    call_back_when_resolved: bool = False
 
 
 def on_call_number(value: str, region: str | None) -> str:

@@ -232,6 +232,18 @@ def current_service_code(history: Iterable[CaseEvent]) -> str | None:
     return code
 
 
+def stands_resolved(history: Iterable[CaseEvent]) -> bool:
+    """Whether a case stands resolved: resolved, and the resident has not said since that the problem is not
+    fixed (ResolutionDisputed sends it back to its department until it is resolved again)."""
+    resolved = False
+    for event in history:
+        if isinstance(event, CaseResolved):
+            resolved = True
+        elif isinstance(event, ResolutionDisputed):
+            resolved = False
+    return resolved
+
+
 def imported_from(history: Iterable[CaseEvent]) -> ImportedFrom | None:
     """Where a case was imported from, or None for a live request: history no one should act on today."""
     submitted = next((e for e in history if isinstance(e, CaseSubmitted)), None)
@@ -324,6 +336,22 @@ class NotificationFailed(CaseEvent):
 
 
 @catalogued
+class NotificationDelivered(CaseEvent):
+    """What the provider said became of a call (answered, busy, no-answer, failed): when it will be tried
+    again, or which channel the message falls back to (notifier)."""
+
+    event_type: ClassVar[str] = "NotificationDelivered"
+
+    stage: str
+    channel: str = Field(description="voice")
+    outcome: str = Field(description="answered, busy, no-answer, failed or canceled (the provider's words).")
+    attempt: int = Field(ge=1, description="Which call of this stage it was: 1 the first.")
+    retry_at: datetime | None = Field(default=None, description="When the resident is called again; null: not.")
+    fallback: str | None = Field(default=None, description="After the last call: sms or email is tried instead.")
+    error_code: int | None = Field(default=None, description="The provider's error code, when it gave one.")
+
+
+@catalogued
 class ResidentReplied(CaseEvent):
     """The resident texted back about the case; the text is for the department, never for public views
     or logs (notifier)."""
@@ -332,6 +360,17 @@ class ResidentReplied(CaseEvent):
 
     text: str = Field(max_length=1600, description="What the resident wrote, as plain text on one line.")
     channel: str = Field(default="sms", description="How it came: sms.")
+
+
+@catalogued
+class ResolutionDisputed(CaseEvent):
+    """The resident said the problem is not fixed (pressed 2 on the resolution's call): the case goes back to
+    the department that resolved it (notifier; the router reacts)."""
+
+    event_type: ClassVar[str] = "ResolutionDisputed"
+
+    channel: str = Field(default="voice", description="How the resident said it: voice.")
+    call_sid: str | None = Field(default=None, description="The provider's id of the call it was said on.")
 
 
 @catalogued

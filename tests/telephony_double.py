@@ -1,6 +1,7 @@
 """A test double of the notifier's telephony port (services/notifier/telephony.py), in memory: it keeps
-the texts it took, can refuse, be down, or "crash" right after taking a text; signatures are valid when
-they are HMAC-SHA1 of the URL and sorted parameters with its auth token, as Twilio signs them."""
+the texts it took and the calls it was asked to place, can refuse, be down, or "crash" right after taking a
+text; signatures are valid when they are HMAC-SHA1 of the URL and sorted parameters with its auth token, as
+Twilio signs them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ from services.notifier.telephony import (
 )
 
 
+@dataclass(frozen=True)
+class PlacedCall:
+    """A call the double was asked to place: what it would play (its outcome is told by the test, through the
+    notifier's status callback, as the provider would)."""
+
+    sid: str
+    to: str
+    twiml: str
+    status_callback: str | None
+
+
 class CrashedAfterTaking(Exception):
     """The process died after the provider took the text and before the notifier recorded it."""
 
@@ -33,6 +45,8 @@ class InMemoryTelephony:
     crash_after_taking: bool = False
     lookups: int = 0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # when the provider says it took a text
+    calls: list[PlacedCall] = field(default_factory=list)
+    refuse_calls_with: int | None = None  # the next calls are refused with this error code
 
     async def send_text(self, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
         if self.down:
@@ -52,7 +66,16 @@ class InMemoryTelephony:
         return [m for m in self.taken if m.to == to and m.created_at >= since]
 
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
-        raise TelephonyRefused(None, "the test double places no calls")
+        if self.down:
+            raise TelephonyUnavailable("the test double is down")
+        if self.refuse_calls_with is not None:
+            raise TelephonyRefused(self.refuse_calls_with, "refused by the test double")
+        call = PlacedCall(sid=f"CA{uuid4().hex}", to=to, twiml=twiml, status_callback=status_callback)
+        self.calls.append(call)
+        return ProviderCall(sid=call.sid, to=to, status="queued")
+
+    def calls_to(self, to: str) -> list[PlacedCall]:
+        return [c for c in self.calls if c.to == to]
 
     def sign(self, url: str, params: Mapping[str, str]) -> str:
         signed = url + "".join(f"{k}{params[k]}" for k in sorted(params))

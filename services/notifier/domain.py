@@ -41,7 +41,7 @@ STAGE_OF_EVENT: dict[str, Stage] = {
 }
 
 MESSAGE_ID_DOMAIN = "civicflow.local"
-SUPPORTED_CHANNELS = frozenset({"email", "sms"})
+SUPPORTED_CHANNELS = frozenset({"email", "sms", "voice"})
 
 
 # --- which channel ------------------------------------------------------------------------------
@@ -78,7 +78,15 @@ class SendText:
     channel: str = "sms"
 
 
-Delivery = SendEmail | SendText | CannotNotify | NothingToSend
+@dataclass(frozen=True)
+class PlaceCall:
+    """Call the resident's phone (E.164) and say this stage's message."""
+
+    to: str
+    channel: str = "voice"
+
+
+Delivery = SendEmail | SendText | PlaceCall | CannotNotify | NothingToSend
 
 
 def wanted(stage: Stage, updates: str) -> bool:
@@ -86,13 +94,16 @@ def wanted(stage: Stage, updates: str) -> bool:
     return updates != "outcome" or stage == "resolved"
 
 
-def choose_delivery(sealed: bool, contact: ResidentContact | None, preferred_channel: str | None) -> Delivery:
+def choose_delivery(
+    sealed: bool, contact: ResidentContact | None, preferred_channel: str | None, call_back: bool = False
+) -> Delivery:
     """How to tell the resident about a stage.
 
     sealed says whether the case was submitted with a contact at all; contact is that contact unsealed,
     or None when the resident has since asked to be forgotten. A text goes to a resident who chose sms,
-    or who gave a phone number and no email address; a channel not built yet (voice) is recorded as
-    failed rather than dropped, so the call centre can see who was not told.
+    or who gave a phone number and no email address; a call to one who chose voice, and to anyone with a
+    phone when call_back (the resolution of a service the city calls back about). A channel not built is
+    recorded as failed rather than dropped, so the call centre can see who was not told.
     """
     preferred = (preferred_channel or "").strip().lower() or None
     if not sealed:
@@ -101,6 +112,10 @@ def choose_delivery(sealed: bool, contact: ResidentContact | None, preferred_cha
         return NothingToSend("the resident asked not to hear back")
     if contact is None:
         return CannotNotify(preferred or "email", "contact forgotten")
+    if contact.phone and (preferred == "voice" or call_back):
+        return PlaceCall(to=contact.phone)
+    if preferred == "voice":
+        return CannotNotify("voice", "no phone number given")
     if preferred == "sms":
         return SendText(to=contact.phone) if contact.phone else CannotNotify("sms", "no phone number given")
     if preferred not in (None, "email"):

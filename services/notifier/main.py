@@ -50,12 +50,15 @@ from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
 from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
 from services.notifier.alerts import ALERTING_EVENTS, Acknowledgements, StaffAlerts, together
+from services.notifier.call_outcomes import CallOutcomes
+from services.notifier.calls import CallDelivery, CallMenu, MailFallback
 from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import (
     STAGE_OF_EVENT,
     CannotNotify,
     MessageTemplates,
     NothingToSend,
+    PlaceCall,
     SendEmail,
     SendText,
     Stage,
@@ -83,6 +86,7 @@ from services.notifier.telephony import (
 from services.notifier.telephony_http import STATUS_PATH, TelephonyServer, create_telephony_app
 from services.notifier.texting import NOTIFICATIONS, TextDelivery
 from services.notifier.twilio_telephony import TwilioTelephony
+from services.notifier.voice import CallScripts
 
 log = structlog.get_logger(__name__)
 
@@ -151,6 +155,7 @@ class NotificationHandler:
         templates: MessageTemplates,
         mail_from: str,
         texts: TextDelivery | None = None,
+        calls: CallDelivery | None = None,
     ) -> None:
         self._engine = engine
         self._vault = vault
@@ -158,6 +163,7 @@ class NotificationHandler:
         self._templates = templates
         self._mail_from = mail_from
         self._texts = texts
+        self._calls = calls
 
     async def __call__(self, event: RecordedEvent, reads: Reads) -> Decision:
         stage = STAGE_OF_EVENT[event.type]
@@ -173,7 +179,13 @@ class NotificationHandler:
         contact = None
         if facts.sealed_contact is not None:
             contact = await self._vault.unseal(reads.tx, event.case_id, facts.sealed_contact)
-        delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel)
+        call_back = self._calls is not None and self._calls.calls_back(facts)
+        delivery = choose_delivery(facts.sealed_contact is not None, contact, facts.preferred_channel, call_back)
+        if isinstance(delivery, PlaceCall):
+            if self._calls is None:
+                return self._without_sending(event, stage, CannotNotify("voice", "no telephony provider configured"))
+            has_email = contact is not None and bool(contact.email)
+            return await self._calls.deliver(event, facts, delivery.to, reads, has_email)
         if isinstance(delivery, SendText):
             if self._texts is None:
                 return self._without_sending(event, stage, CannotNotify("sms", "no text message provider configured"))
@@ -284,7 +296,8 @@ def bootstrap(
     zone = city_timezone(settings.city_timezone or city.timezone or "UTC")
     vault = ContactVault(load_master_key(settings.pii_master_key, settings.state_dir))
     sender = sender or SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
-    texts = None
+    templates = MessageTemplates(zone, settings.public_tracking_url)
+    texts = calls = None
     alerts = None
     tasks: list[Task] = []
     policies: dict[str, Policy] = {}
@@ -296,6 +309,17 @@ def bootstrap(
         texts = TextDelivery(engine, telephony, TextTemplates(zone), key, callback, quiet)
         deferred = DeferredTexts(engine, PostgresEventStore(), vault, texts)
         tasks.append(periodically(settings.deferred_text_scan_seconds, deferred.send_due, "sending deferred texts"))
+        scripts = CallScripts(zone, public_url)
+        call_backs = frozenset(code for code, spec in city.services.items() if spec.call_back_when_resolved)
+        mail = MailFallback(sender, templates, settings.mail_from)
+        calls = CallDelivery(engine, telephony, scripts, key, callback, quiet, call_backs, texts=texts, mail=mail)
+        tasks.append(
+            periodically(
+                settings.deferred_text_scan_seconds,
+                lambda: calls.send_due(PostgresEventStore(), vault),
+                "placing deferred calls",
+            )
+        )
         alerts = StaffAlerts(engine, telephony, city, key, callback)
         acknowledgements = Acknowledgements(PostgresEventStore(), city, key)
         inbound = InboundTexts(engine, PostgresEventStore(), key, zone, acknowledgements)
@@ -309,15 +333,18 @@ def bootstrap(
         )
         tasks.append(periodically(settings.survey_scan_seconds, surveys.send_due, "sending due surveys"))
         links = survey_routes(SurveyLinks(engine, PostgresEventStore(), tokens))
-        app = create_telephony_app(telephony, public_url, inbound, StatusReports(engine), links)
+        menu = CallMenu(engine, PostgresEventStore(), vault, scripts)
+        reports = CallOutcomes(engine, PostgresEventStore(), vault, key, quiet, StatusReports(engine))
+        app = create_telephony_app(telephony, public_url, inbound, reports, links, menu)
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,
         vault,
         sender,
-        MessageTemplates(zone, settings.public_tracking_url),
+        templates,
         settings.mail_from,
         texts,
+        calls,
     )
     unit = UnitOfWork(engine, ACTOR, PostgresEventStore())
     stages: dict[str, Policy] = dict.fromkeys(STAGE_OF_EVENT, handler)

@@ -8,6 +8,7 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from urllib.parse import parse_qsl
+from uuid import UUID
 from xml.sax.saxutils import escape
 
 import structlog
@@ -18,6 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from services.notifier.telephony import Telephony
+from services.notifier.voice import GATHER_PATH
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +31,8 @@ MAX_SID_CHARS = 64
 
 Answer = Callable[[str, str], Awaitable[str]]  # (the sender's number, the text) -> what to text back
 StatusReport = Callable[[str, str, int | None], Awaitable[bool]]  # (sid, status, error code) -> known sid
+# (case id, call sid, digits, times the menu was repeated) -> TwiML, or None when the case has no resolution
+Menu = Callable[[UUID, str, str, int], Awaitable[str | None]]
 
 
 def twiml_message(words: str) -> str:
@@ -48,9 +52,11 @@ def create_telephony_app(
     answer: Answer,
     report: StatusReport,
     more_routes: Sequence[BaseRoute] = (),
+    menu: Menu | None = None,
 ) -> Starlette:
     """public_url: this endpoint's address as the provider calls it (what it signs), without the path;
-    more_routes: other endpoints of the notifier served beside them (the survey's links)."""
+    more_routes: other endpoints of the notifier served beside them (the survey's links); menu: answers the
+    digit pressed at a resolution call's menu (POST /telephony/voice/gather)."""
     base = public_url.rstrip("/")
 
     async def signed_form(request: Request, path: str) -> dict[str, str]:
@@ -67,7 +73,9 @@ def create_telephony_app(
         except (UnicodeDecodeError, ValueError):
             raise _Refused(400, "the body is not UTF-8 form data (application/x-www-form-urlencoded)") from None
         signature = request.headers.get(SIGNATURE_HEADER, "")
-        if not signature or not telephony.signed_by_provider(base + path, params, signature):
+        # A Gather's action carries its case in the query: the provider signs the URL with it.
+        signed_url = base + path + (f"?{request.url.query}" if request.url.query else "")
+        if not signature or not telephony.signed_by_provider(signed_url, params, signature):
             log.warning("telephony signature rejected", path=path)
             raise _Refused(403, f"missing or wrong {SIGNATURE_HEADER}")
         return params
@@ -88,22 +96,50 @@ def create_telephony_app(
             form = await signed_form(request, STATUS_PATH)
         except _Refused as refused:
             return PlainTextResponse(refused.message, status_code=refused.status)
-        sid = form.get("MessageSid", "")
-        state = form.get("MessageStatus", "")
+        # a text's callback names MessageSid and MessageStatus, a call's CallSid and CallStatus
+        sid = form.get("MessageSid", "") or form.get("CallSid", "")
+        state = form.get("MessageStatus", "") or form.get("CallStatus", "")
         if not sid or len(sid) > MAX_SID_CHARS or not sid.isalnum() or not state.replace("-", "").isalpha():
-            return PlainTextResponse("MessageSid and MessageStatus are required (letters and digits)", status_code=400)
+            return PlainTextResponse(
+                "MessageSid and MessageStatus (or CallSid and CallStatus) are required (letters and digits)",
+                status_code=400,
+            )
         code = form.get("ErrorCode", "")
         known = await report(sid, state.lower()[:32], int(code) if code.isdigit() and len(code) < 9 else None)
         log.info("text status reported", status=state.lower()[:32], known=known)
         return Response(status_code=204)
 
-    return Starlette(
-        routes=[
-            Route(INBOUND_PATH, inbound, methods=["POST"]),
-            Route(STATUS_PATH, status, methods=["POST"]),
-            *more_routes,
-        ]
-    )
+    async def gather(request: Request) -> Response:
+        try:
+            form = await signed_form(request, GATHER_PATH)
+        except _Refused as refused:
+            return PlainTextResponse(refused.message, status_code=refused.status)
+        try:
+            case_id = UUID(request.query_params.get("case", ""))
+        except ValueError:
+            return PlainTextResponse("case: not a case id (a UUID) in the query", status_code=400)
+        repeat = request.query_params.get("repeat", "0")
+        if request.query_params.get("stage") != "resolved" or repeat not in ("0", "1"):
+            return PlainTextResponse("stage must be 'resolved' and repeat 0 or 1", status_code=400)
+        sid, digits = form.get("CallSid", ""), form.get("Digits", "")
+        if not sid or len(sid) > MAX_SID_CHARS or not sid.isalnum():
+            return PlainTextResponse("CallSid is required (letters and digits)", status_code=400)
+        if len(digits) > 20 or not all(d in "0123456789*#" for d in digits):
+            return PlainTextResponse("Digits: at most 20 of 0-9, * and #", status_code=400)
+        assert menu is not None  # the route exists only with a menu
+        twiml = await menu(case_id, sid, digits, int(repeat))
+        if twiml is None:
+            return PlainTextResponse("no resolution to answer about for that case", status_code=404)
+        return Response(twiml, media_type="application/xml")
+
+    routes = [
+        Route(INBOUND_PATH, inbound, methods=["POST"]),
+        Route(STATUS_PATH, status, methods=["POST"]),
+        *more_routes,
+    ]
+    if menu is not None:
+        routes.append(Route(GATHER_PATH, gather, methods=["POST"]))
+    return Starlette(routes=routes)
 
 
 class _InProcessServer(uvicorn.Server):

@@ -15,11 +15,13 @@ from civicflow.events import (
     CaseRerouted,
     CaseResolved,
     CaseSubmitted,
+    NotificationDelivered,
     NotificationFailed,
     NotificationSent,
     PreferencesChanged,
     RecordedEvent,
     ResidentReplied,
+    ResolutionDisputed,
     RoutingDecision,
     StaffAlerted,
     SurveyAnswered,
@@ -146,7 +148,9 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         changes.update(status="resolved", resolution=resolution)
         stage, detail = "resolved", f"resolved: {resolution}"
     elif isinstance(data, NotificationSent):
-        stage, detail = "resident_notified", f"resident told of '{data.stage}' by {data.channel}"
+        # a call placed is not yet a call answered: its outcome follows (NotificationDelivered)
+        told = f"calling the resident about '{data.stage}'" if data.channel == "voice" else None
+        stage, detail = "resident_notified", told or f"resident told of '{data.stage}' by {data.channel}"
     elif isinstance(data, NotificationFailed):
         stage, detail = "notification_failed", f"could not tell the resident of '{data.stage}' by {data.channel}"
     elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view
@@ -166,7 +170,24 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "alert_acknowledged", f"acknowledged by {data.by}"
     elif isinstance(data, PreferencesChanged):
         stage, detail = "preferences_changed", "how the resident hears back changed"
+    elif isinstance(data, NotificationDelivered):
+        stage, detail = "resident_called", _call_outcome(data, base.time_zone)
+    elif isinstance(data, ResolutionDisputed):  # the router sends it back to its department next
+        changes["status"] = "reopened" if base.status == "resolved" else base.status
+        how = "by phone" if data.channel == "voice" else f"by {data.channel}"
+        stage, detail = "resolution_disputed", f"the resident said the problem is not fixed ({how})"
     after = replace(base, **changes)
     if not stage:
         return after, None
     return after, TimelineEntry(event.case_id, event.version, stage, event.occurred_at, detail)
+
+
+def _call_outcome(data: NotificationDelivered, zone: str | None) -> str:
+    """ "called about 'resolved', no answer; trying again at 2026-12-01 10:00 CST" and the like."""
+    said = {"answered": "answered", "no-answer": "no answer"}.get(data.outcome, data.outcome)
+    line = f"called about '{data.stage}', {said}"
+    if data.retry_at is not None:
+        return f"{line}; trying again at {wall_clock(data.retry_at, zone)}"
+    if data.fallback is not None:
+        return f"{line}; {'texting' if data.fallback == 'sms' else 'emailing'} instead"
+    return line

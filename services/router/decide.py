@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from civicflow.events import (
@@ -10,12 +12,13 @@ from civicflow.events import (
     CaseNeedsTriage,
     CaseRecategorised,
     CaseRerouted,
-    CaseResolved,
     CaseRouted,
     CaseSubmitted,
+    ResolutionDisputed,
     RoutingDecision,
     WorkOrderRejected,
     current_service_code,
+    stands_resolved,
 )
 from services.router.engine import CaseFacts, CompiledRuleSet, Routed, Triage
 
@@ -79,8 +82,8 @@ def reroute(
     rules: CompiledRuleSet, history: Sequence[CaseEvent], trigger: CaseEvent, channel: str | None
 ) -> CaseEvent | None:
     """After a rejection or a recategorisation: the next department, triage, or None when nothing changes."""
-    if any(isinstance(e, CaseResolved) for e in history):
-        return None  # resolved cases stay resolved; a new problem is a new request
+    if stands_resolved(history):
+        return None  # resolved cases stay resolved; a new problem is a new request (or a disputed resolution)
     previous = current_department(history)
     rejected = [e for e in history if isinstance(e, WorkOrderRejected)]
     if isinstance(trigger, WorkOrderRejected):
@@ -100,3 +103,31 @@ def reroute(
         raise TypeError(f"cannot reroute on {type(trigger).__name__}")
     exclude = frozenset(r.department_id for r in rejected)
     return _as_event(rules.route(facts_of(history, channel), exclude), because, previous)
+
+
+REOPENED_BECAUSE = "the resident said the problem is not fixed"
+
+
+def reopen(
+    rules: CompiledRuleSet, history: Sequence[CaseEvent], disputed_at: datetime, channel: str | None
+) -> CaseEvent | None:
+    """After the resident disputed the resolution (ResolutionDisputed, the last of history): the case goes back
+    to the department that resolved it, due afresh from the dispute as its rule reckons; None when there is no
+    resolution standing to dispute or no department that resolved it.
+
+    The rules are not asked where the case goes, only how long the department has: the department that did
+    the work is the one the resident says did not fix it. Should today's rules place the case elsewhere, it
+    goes back all the same, with no due date rather than another department's."""
+    before = list(history[:-1]) if history and isinstance(history[-1], ResolutionDisputed) else list(history)
+    if not stands_resolved(before):
+        return None
+    resolver = next((e for e in reversed(before) if isinstance(e, RoutingDecision)), None)
+    if resolver is None:
+        return None
+    again = rules.route(replace(facts_of(before, channel), submitted_at=disputed_at))
+    if isinstance(again, Routed) and again.department_id == resolver.department_id:
+        return _as_event(again, REOPENED_BECAUSE, resolver.department_id)
+    terms = resolver.model_dump(include=set(RoutingDecision.model_fields))
+    return CaseRerouted(
+        **{**terms, "due_at": None}, reason=REOPENED_BECAUSE, previous_department_id=resolver.department_id
+    )

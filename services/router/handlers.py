@@ -18,6 +18,7 @@ from civicflow.events import (
     CaseSubmitted,
     EventMetadata,
     RecordedEvent,
+    ResolutionDisputed,
     RoutingDecision,
     WorkOrderRejected,
     imported_from,
@@ -25,7 +26,7 @@ from civicflow.events import (
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
 from civicflow.unit_of_work import Decision, Policy, Reads, Statement
-from services.router.decide import reroute, route_new_case
+from services.router.decide import reopen, reroute, route_new_case
 from services.router.rulebook import RuleBook
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,7 @@ class Router:
             WorkOrderRejected.event_type: self.on_reroute_trigger,
             CaseRecategorised.event_type: self.on_reroute_trigger,
             CaseResolved.event_type: self.on_resolved,
+            ResolutionDisputed.event_type: self.on_disputed,
         }
 
     async def on_submitted(self, event: RecordedEvent, reads: Reads) -> Decision:
@@ -86,6 +88,21 @@ class Router:
         tracked = [] if imported_from(history) else track_open_case(event.case_id, decision)
         return Decision(
             appends=[StreamAppend(event.case_id, expected, [decision], event.caused(ACTOR))], writes=tracked
+        )
+
+    async def on_disputed(self, event: RecordedEvent, reads: Reads) -> Decision:
+        """ResolutionDisputed: back to the department that resolved the case, as a CaseRerouted it reopens."""
+        stream = await reads.stream(event.case_id)
+        history = [e.data for e in stream if e.version <= event.version]
+        channel = stream[0].metadata.channel if stream else None
+        decision = reopen(self._rules.current, history, event.recorded_at, channel)
+        if decision is None:
+            log.info("dispute ignored: no resolution standing", case_id=str(event.case_id))
+            return Decision()
+        expected = stream[-1].version if stream else 0
+        return Decision(
+            appends=[StreamAppend(event.case_id, expected, [decision], event.caused(ACTOR))],
+            writes=track_open_case(event.case_id, decision),
         )
 
     async def on_resolved(self, event: RecordedEvent, reads: Reads) -> Decision:

@@ -19,6 +19,7 @@ from civicflow.events import (
     RoutingDecision,
     WorkOrderRejected,
     WorkOrderStatusChanged,
+    stands_resolved,
 )
 from civicflow.notes import resident_text
 
@@ -91,9 +92,10 @@ def work_order_request(
 
 
 def is_resolved(history: Iterable[CaseEvent]) -> bool:
-    """Whether the case has been resolved. A case is resolved once: the router does not place a resolved
-    case again, and a resident whose problem is back makes a new request (the resolved email says so)."""
-    return any(isinstance(event, CaseResolved) for event in history)
+    """Whether the case stands resolved. The router does not place a resolved case again, and a resident whose
+    problem is back makes a new request (the resolved email says so), unless they disputed the resolution on
+    its call: then the reopened work order's `done` resolves it again."""
+    return stands_resolved(history)
 
 
 def events_for_status(report: StatusReport, resolved: bool = False) -> list[CaseEvent]:

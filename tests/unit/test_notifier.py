@@ -35,6 +35,7 @@ from services.notifier.domain import (
     MessageTemplates,
     MissingSubmission,
     NothingToSend,
+    PlaceCall,
     RenderedMessage,
     SendEmail,
     SendText,
@@ -105,9 +106,20 @@ def test_email_is_sent_when_there_is_an_address_and_email_is_preferred_or_unset(
     assert choose_delivery(True, RESIDENT, preferred) == SendEmail(to="dolores@example.org")
 
 
-@pytest.mark.parametrize("preferred", ["voice", "VOICE"])
+@pytest.mark.parametrize("preferred", ["fax", "PIGEON"])
 def test_other_channels_are_recorded_as_not_yet_supported(preferred: str) -> None:
     assert choose_delivery(True, RESIDENT, preferred) == CannotNotify(preferred.lower(), "channel not yet supported")
+
+
+def test_a_call_goes_to_who_chose_voice_or_to_any_phone_when_the_city_calls_back() -> None:
+    both = ResidentContact(email="resident@example.org", phone="+13125550100")
+    assert choose_delivery(True, both, "VOICE") == PlaceCall(to="+13125550100")
+    assert choose_delivery(True, both, "email", call_back=True) == PlaceCall(to="+13125550100")
+    assert choose_delivery(True, both, "sms", call_back=True) == PlaceCall(to="+13125550100")
+    assert isinstance(choose_delivery(True, both, "none", call_back=True), NothingToSend)
+    email_only = ResidentContact(email="resident@example.org")
+    assert choose_delivery(True, email_only, "voice") == CannotNotify("voice", "no phone number given")
+    assert choose_delivery(True, email_only, None, call_back=True) == SendEmail(to="resident@example.org")
 
 
 def test_a_forgotten_contact_is_recorded_not_sent() -> None:
@@ -133,7 +145,7 @@ def test_a_resident_who_chose_texts_is_texted_and_one_who_chose_nothing_is_not_t
     assert choose_delivery(True, ResidentContact(email="r@example.org"), "sms") == CannotNotify(
         "sms", "no phone number given"
     )
-    assert choose_delivery(True, both, "voice") == CannotNotify("voice", "channel not yet supported")
+    assert choose_delivery(True, both, "voice") == PlaceCall(to="+13125550100")
     assert isinstance(choose_delivery(True, both, "none"), NothingToSend)
 
 

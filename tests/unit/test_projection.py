@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -10,12 +10,15 @@ from civicflow.events import (
     CaseEvent,
     CaseNeedsTriage,
     CaseOverdue,
+    CaseRerouted,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
     Location,
+    NotificationDelivered,
     NotificationSent,
     RecordedEvent,
+    ResolutionDisputed,
     WorkOrderOpened,
     WorkOrderStatusChanged,
 )
@@ -163,3 +166,54 @@ def test_a_departments_words_reach_the_public_view_as_plain_text_without_links()
 
     assert record is not None and record.resolution == "Fixed x() see [link removed]"
     assert entries[-2] is not None and entries[-2].detail.endswith(": Fixed x() see [link removed]")
+
+
+def test_a_disputed_resolution_leaves_resolved_and_goes_back_to_its_department() -> None:
+    reopened = CaseRerouted(
+        department_id="streets",
+        department_name="Public Works - Streets",
+        priority="normal",
+        due_at=T0 + timedelta(days=9),
+        rule_id="service:POTHOLE",
+        rule_set_version="1",
+        reason="the resident said the problem is not fixed",
+        previous_department_id="streets",
+    )
+    disputed = [recorded(8, ResolutionDisputed(call_sid="CA1")), recorded(9, reopened)]
+    record, _ = fold(LIFE + disputed[:1])
+    assert record is not None and record.status == "reopened"
+    entry = apply(fold(LIFE)[0], disputed[0])[1]
+    assert entry is not None and entry.detail == "the resident said the problem is not fixed (by phone)"
+    record, stages = fold(
+        [*LIFE, *disputed, recorded(10, WorkOrderOpened(department_id="streets", system="rest", external_id="WO-2"))]
+    )
+    assert record is not None and stages[-3:] == ["resolution_disputed", "rerouted", "work_order_opened"]
+    assert (record.status, record.department_id, record.work_order_id) == ("work_order_open", "streets", "WO-2")
+
+
+def test_a_calls_outcome_reads_as_a_line_with_when_it_is_tried_again() -> None:
+    routed = fold(LIFE[:3])[0]
+    assert routed is not None
+    zoned = replace(routed, time_zone="America/Chicago")
+    retry = NotificationDelivered(
+        stage="resolved",
+        channel="voice",
+        outcome="no-answer",
+        attempt=1,
+        retry_at=datetime(2026, 12, 1, 16, tzinfo=UTC),
+    )
+    lines = [
+        apply(zoned, recorded(4, event))[1]
+        for event in (
+            retry,
+            retry.model_copy(update={"retry_at": None, "fallback": "sms", "outcome": "busy"}),
+            retry.model_copy(update={"retry_at": None, "outcome": "answered"}),
+        )
+    ]
+    placed = apply(zoned, recorded(4, NotificationSent(stage="resolved", channel="voice", message_id="CA1")))[1]
+    assert placed is not None and placed.detail == "calling the resident about 'resolved'"
+    assert [line.detail for line in lines if line is not None] == [
+        "called about 'resolved', no answer; trying again at 2026-12-01 10:00 CST",
+        "called about 'resolved', busy; texting instead",
+        "called about 'resolved', answered",
+    ]

@@ -10,12 +10,15 @@ from civicflow.events import (
     CaseNeedsTriage,
     CaseRecategorised,
     CaseRerouted,
+    CaseResolved,
     CaseRouted,
     CaseSubmitted,
     Location,
+    ResolutionDisputed,
     WorkOrderRejected,
+    stands_resolved,
 )
-from services.router.decide import reroute, route_new_case
+from services.router.decide import reopen, reroute, route_new_case
 from services.router.rulebook import load_rules
 
 RULES = load_rules(Path(__file__).parents[1] / "fixtures" / "city" / "rules.yaml")
@@ -87,3 +90,28 @@ def test_a_resolved_case_is_not_rerouted() -> None:
     done = CaseResolved(resolution="cleared", resolved_at=datetime(2026, 11, 25, tzinfo=UTC))
     change = CaseRecategorised(service_code="NOISE", previous_service_code="TREE_DOWN", reason="late correction")
     assert reroute(RULES, [SUBMITTED, first, done, change], change, "phone") is None
+
+
+def test_a_disputed_resolution_goes_back_to_the_department_that_resolved_it_due_afresh() -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    assert isinstance(first, CaseRouted) and first.due_at is not None
+    resolved = CaseResolved(resolution="Branch removed.", resolved_at=datetime(2026, 11, 25, 16, tzinfo=UTC))
+    disputed_at = datetime(2026, 12, 7, 16, 0, tzinfo=UTC)
+    history: list[CaseEvent] = [SUBMITTED, first, resolved, ResolutionDisputed(call_sid="CA1")]
+    assert stands_resolved(history[:3]) and not stands_resolved(history)
+    decision = reopen(RULES, history, disputed_at, "phone")
+    assert isinstance(decision, CaseRerouted)
+    assert (decision.department_id, decision.previous_department_id) == ("streets", "streets")
+    assert decision.reason == "the resident said the problem is not fixed"
+    assert decision.due_at is not None and decision.due_at > disputed_at > first.due_at
+    # a second press of 2 on another call after the case went back changes nothing more
+    assert reopen(RULES, [*history, decision, ResolutionDisputed(call_sid="CA2")], disputed_at, "phone") is None
+    # the reopened work order can be turned down like any other
+    no = WorkOrderRejected(department_id="streets", reason="not ours")
+    assert isinstance(reroute(RULES, [*history, decision, no], no, "phone"), CaseRerouted | CaseNeedsTriage)
+
+
+def test_a_dispute_of_an_unresolved_case_changes_nothing() -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    disputed = ResolutionDisputed(call_sid="CA1")
+    assert reopen(RULES, [SUBMITTED, first, disputed], datetime(2026, 12, 7, tzinfo=UTC), "phone") is None

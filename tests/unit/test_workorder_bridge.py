@@ -20,6 +20,7 @@ from civicflow.events import (
     CaseSubmitted,
     Location,
     RecordedEvent,
+    ResolutionDisputed,
     WorkOrderStatusChanged,
 )
 from civicflow.secrets import UnsafeSecret
@@ -147,6 +148,15 @@ def test_a_case_is_resolved_once_it_holds_a_resolution() -> None:
     resolution = CaseResolved(resolution="fixed", resolved_at=NOW)
     assert not is_resolved([submitted(), routed()])
     assert is_resolved([submitted(), routed(), resolution, WorkOrderStatusChanged(external_id="x", status="open")])
+
+
+def test_a_disputed_resolution_is_resolved_again_by_the_reopened_work_orders_done() -> None:
+    resolution = CaseResolved(resolution="fixed", resolved_at=NOW)
+    disputed = [submitted(), routed(), resolution, ResolutionDisputed(call_sid="CA1")]
+    assert not is_resolved(disputed)
+    again = events_for_status(StatusReport.model_validate(report(status="done", note="fixed properly")), False)
+    assert isinstance(again[-1], CaseResolved)
+    assert is_resolved([*disputed, again[-1]])
 
 
 @pytest.mark.parametrize(

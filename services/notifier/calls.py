@@ -1,0 +1,388 @@
+"""Calling a resident with a stage's message through the telephony port, once per attempt, only within calling
+hours; and the call-back's menu answered (press 2: the resolution is disputed, once per call).
+
+The same steps as a text (texting.py): a 'sending' row keyed (case, stage, 'voice', attempt), committed on its
+own before the provider is asked to call; the call; the row moved to 'sent' with the call's sid in the batch's
+transaction, with NotificationSent. A call due outside calling hours (the texting hours) is a 'deferred' row
+with not_before, placed by `send_due`, a periodic task, as deferred texts are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    EventMetadata,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationSent,
+    RecordedEvent,
+    ResolutionDisputed,
+)
+from civicflow.eventstore import EventStore, StreamAppend
+from civicflow.ids import uuid7
+from civicflow.pii import ContactVault, ResidentContact
+from civicflow.unit_of_work import Decision, Reads, Statement
+from services.notifier.domain import (
+    MessageTemplates,
+    PlaceCall,
+    StageFacts,
+    choose_delivery,
+    compose_email,
+    message_id_for,
+    stage_facts,
+)
+from services.notifier.mail import MailSender, undeliverable
+from services.notifier.quiet_hours import QuietHours
+from services.notifier.telephony import Telephony, TelephonyRefused
+from services.notifier.texting import (
+    NOTIFICATIONS,
+    PROVIDER_SECONDS,
+    STOPPED,
+    TextDelivery,
+    number_digest,
+    opted_out,
+)
+from services.notifier.voice import CallScripts, menu_choice
+
+log = structlog.get_logger(__name__)
+
+ACTOR = "notifier"
+BATCH = 100
+STALE = timedelta(minutes=2)  # a row claimed this long ago and still 'sending' lost its sender
+
+
+class CallDelivery:
+    """Calls one stage's message; the notifier's handler calls `deliver` when the resident is to be called, and
+    the periodic task `send_due` places the calls that waited for calling hours."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        telephony: Telephony,
+        scripts: CallScripts,
+        digest_key: bytes,
+        status_callback: str | None = None,
+        quiet: QuietHours | None = None,
+        call_back_services: frozenset[str] = frozenset(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        texts: TextDelivery | None = None,
+        mail: MailFallback | None = None,
+    ) -> None:
+        self._engine = engine
+        self._telephony = telephony
+        self.scripts = scripts
+        self._key = digest_key
+        self._status_callback = status_callback
+        self.quiet = quiet
+        self._call_back_services = call_back_services
+        self.clock = clock
+        self._texts = texts
+        self._mail = mail
+
+    def calls_back(self, facts: StageFacts) -> bool:
+        """Whether the city calls back about this stage whatever the resident's channel."""
+        return facts.stage == "resolved" and facts.service_code in self._call_back_services
+
+    async def deliver(
+        self, event: RecordedEvent, facts: StageFacts, to: str, reads: Reads, has_email: bool = False
+    ) -> Decision:
+        """Call `to`; a call the provider refuses (an invalid number) falls back to email when there is one."""
+        stage = facts.stage
+        digest = number_digest(to, self._key)
+        # so a text from this number finds its cases (STATUS, a reply), as for a texted number
+        remember = Statement(
+            text(
+                "INSERT INTO notifier.case_numbers (number_digest, case_id, tracking_number) VALUES (:d, :c, :t)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"d": digest, "c": event.case_id, "t": facts.tracking_number},
+        )
+        if await opted_out(reads.tx, digest):  # STOP means no calls either
+            log.info("notification not possible", stage=stage, channel="voice", reason=STOPPED)
+            NOTIFICATIONS.labels("voice", "failed").inc()
+            return _decided(event, NotificationFailed(stage=stage, channel="voice", reason=STOPPED), remember)
+        not_before = self.quiet.next_allowed(self.clock()) if self.quiet else None
+        if not_before is not None:
+            log.info("call deferred to calling hours", stage=stage, not_before=not_before.isoformat())
+            NOTIFICATIONS.labels("voice", "deferred").inc()
+            return Decision(writes=[remember, deferred_row(event.case_id, stage, 1, event.event_id, not_before)])
+        async with self._engine.begin() as tx:
+            started = await _start(tx, event.case_id, stage, 1, event.event_id)
+        if not started:
+            log.info("stage already notified", stage=stage, channel="voice")
+            return Decision(writes=[remember])
+        outcome, status, sid, code = await self.place(facts, to)
+        finished = await finish(reads.tx, event.case_id, stage, 1, status, sid)
+        log.info("call placed" if status == "sent" else "call refused", stage=stage, recorded=finished)
+        if not finished:
+            return Decision(writes=[remember])
+        NOTIFICATIONS.labels("voice", "sent" if status == "sent" else "failed").inc()
+        if status == "refused" and has_email and self._mail is not None:
+            # a number the provider will not call will not take a text either: the email is the route left
+            told = NotificationDelivered(
+                stage=stage, channel="voice", outcome="failed", attempt=1, fallback="email", error_code=code
+            )
+            then = deferred_row(event.case_id, stage, 2, event.event_id, self.clock(), "email")
+            return Decision(
+                appends=[StreamAppend(event.case_id, None, [told], event.caused(ACTOR))], writes=[remember, then]
+            )
+        return _decided(event, outcome, remember)
+
+    async def place(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None, int | None]:
+        """Ask the provider to call: the event to record, the row's new status, the call's sid and the provider's
+        error code when it refused.
+        TelephonyUnavailable propagates (the consumer retries; the row stays 'sending')."""
+        script = self.scripts.render(facts)
+        began = time.perf_counter()
+        try:
+            call = await self._telephony.place_call(to, script.twiml, self._status_callback)
+        except TelephonyRefused as exc:
+            reason = "the provider refused the call" + (f" (error {exc.code})" if exc.code else "")
+            return NotificationFailed(stage=facts.stage, channel="voice", reason=reason), "refused", None, exc.code
+        finally:
+            PROVIDER_SECONDS.labels("place_call").observe(time.perf_counter() - began)
+        return NotificationSent(stage=facts.stage, channel="voice", message_id=call.sid), "sent", call.sid, None
+
+    async def send_due(self, store: EventStore, vault: ContactVault) -> int:
+        """Place every call (a deferred first call, or a retry) whose moment has come, and send the texts and
+        emails calls fell back to; how many were handled. A row claimed and left 'sending' for STALE (its
+        sender died) is found again: a text is looked for at the provider first, a call placed again."""
+        now = self.clock()
+        if self.quiet is not None and self.quiet.next_allowed(now) is not None:
+            return 0
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT case_id, stage, attempt, caused_by, falls_back_to, status,"
+                        " coalesce(started_at, created_at) AS since FROM notifier.deliveries"
+                        " WHERE channel = 'voice' AND not_before <= :now AND (status = 'deferred'"
+                        " OR (status = 'sending' AND coalesce(started_at, created_at) < :stale))"
+                        " ORDER BY not_before LIMIT :n"
+                    ),
+                    {"now": now, "stale": now - STALE, "n": BATCH},
+                )
+            ).all()
+        for row in rows:
+            await self._send_deferred(row, store, vault)
+        return len(rows)
+
+    async def _send_deferred(self, row: Any, store: EventStore, vault: ContactVault) -> None:
+        key = (row.case_id, row.stage, row.attempt)
+        async with self._engine.begin() as tx:
+            stream = await store.read_stream(tx, row.case_id)
+            trigger = next((e for e in stream if e.event_id == row.caused_by), None)
+            if trigger is None:
+                await _close(tx, *key)
+                return
+            facts = stage_facts(trigger, stream)
+            contact = None
+            if facts.sealed_contact is not None:
+                contact = await vault.unseal(tx, row.case_id, facts.sealed_contact)
+            failed = await self._unreachable(tx, row, facts, contact)
+            if failed is not None:
+                await _close(tx, *key)
+                await store.append(tx, row.case_id, None, [failed], trigger.caused(ACTOR))
+                NOTIFICATIONS.labels(failed.channel, "failed").inc()
+                return
+            fresh = row.status == "deferred"
+            if fresh:
+                claimed = await tx.execute(
+                    text(
+                        "UPDATE notifier.deliveries SET status = 'sending', started_at = :now"
+                        " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
+                        " AND status = 'deferred' RETURNING started_at"
+                    ),
+                    {"c": row.case_id, "s": row.stage, "a": row.attempt, "now": self.clock()},
+                )
+                since = claimed.scalar_one_or_none()
+                if since is None:
+                    return  # another replica claimed it
+            else:
+                since = row.since
+        assert contact is not None  # _unreachable refused a forgotten contact
+        outcome, status, sid = await self._hand_over(row.falls_back_to, facts, contact, fresh, since)
+        async with self._engine.begin() as tx:
+            finished = await finish(tx, *key, status, sid)
+            # a first call's outcome, and a fallback's; a retried call's is told by its status callback
+            if finished and (row.attempt == 1 or row.falls_back_to is not None):
+                await store.append(tx, row.case_id, None, [outcome], trigger.caused(ACTOR))
+                NOTIFICATIONS.labels(row.falls_back_to or "voice", "sent" if status == "sent" else "failed").inc()
+            if finished and status == "refused" and row.falls_back_to == "sms" and contact.email:
+                # the text refused: the email is the last route
+                then = deferred_row(row.case_id, row.stage, row.attempt + 1, row.caused_by, self.clock(), "email")
+                await tx.execute(then.sql, then.params)
+        log.info("deferred delivery handed over", stage=row.stage, attempt=row.attempt, by=row.falls_back_to or "voice")
+
+    async def _unreachable(
+        self, tx: AsyncConnection, row: Any, facts: StageFacts, contact: ResidentContact | None
+    ) -> NotificationFailed | None:
+        """Why this row can no longer go (a forgotten contact, STOP texted while it waited), or None."""
+        if row.falls_back_to == "email":
+            if contact is None or not contact.email or self._mail is None:
+                return NotificationFailed(stage=row.stage, channel="email", reason="no longer reachable by email")
+            return None
+        delivery = choose_delivery(
+            facts.sealed_contact is not None, contact, facts.preferred_channel, self.calls_back(facts)
+        )
+        channel = row.falls_back_to or "voice"
+        if not isinstance(delivery, PlaceCall) or (channel == "sms" and self._texts is None):
+            return NotificationFailed(stage=row.stage, channel=channel, reason="no longer reachable by phone")
+        if await opted_out(tx, number_digest(delivery.to, self._key)):
+            return NotificationFailed(stage=row.stage, channel=channel, reason=STOPPED)
+        return None
+
+    async def _hand_over(
+        self, by: str | None, facts: StageFacts, contact: ResidentContact, fresh: bool, since: datetime
+    ) -> tuple[CaseEvent, str, str | None]:
+        if by == "email":
+            assert self._mail is not None and contact.email
+            return await self._mail.send(facts, str(contact.email))
+        assert contact.phone
+        if by == "sms":
+            assert self._texts is not None
+            body = self._texts.body(facts)
+            return await self._texts.hand_over(facts.stage, contact.phone, body, fresh, since)
+        outcome, status, sid, _ = await self.place(facts, contact.phone)
+        return outcome, status, sid
+
+
+def _decided(event: RecordedEvent, outcome: CaseEvent, remember: Statement) -> Decision:
+    return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))], writes=[remember])
+
+
+def deferred_row(
+    case_id: UUID, stage: str, attempt: int, caused_by: UUID, not_before: datetime, falls_back_to: str | None = None
+) -> Statement:
+    """A call waiting for calling hours or a retry's moment, or the text or email it falls back to."""
+    return Statement(
+        text(
+            "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by,"
+            " not_before, falls_back_to) VALUES (:c, :s, 'voice', :a, :m, 'deferred', :e, :nb, :fb)"
+            " ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
+        ),
+        {
+            "c": case_id,
+            "s": stage,
+            "a": attempt,
+            "m": f"{case_id}.{stage}.voice.{attempt}",
+            "e": caused_by,
+            "nb": not_before,
+            "fb": falls_back_to,
+        },
+    )
+
+
+async def _start(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, caused_by: UUID) -> bool:
+    """Record the call as 'sending'; False when this attempt was already placed (or refused)."""
+    key: dict[str, Any] = {"c": case_id, "s": stage, "a": attempt}
+    await tx.execute(
+        text(
+            "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by)"
+            " VALUES (:c, :s, 'voice', :a, :m, 'sending', :e) ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
+        ),
+        {**key, "m": f"{case_id}.{stage}.voice.{attempt}", "e": caused_by},
+    )
+    status = (
+        await tx.execute(
+            text(
+                "SELECT status FROM notifier.deliveries"
+                " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
+            ),
+            key,
+        )
+    ).scalar_one()
+    # A row still 'sending' is a redelivery after a crash: the port cannot list calls as it lists texts, so
+    # the call is placed again (the resident may hear it twice; never not at all).
+    return bool(status == "sending")
+
+
+async def finish(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, status: str, sid: str | None) -> bool:
+    """Move the call's row from 'sending' to status; False when a racing delivery already did."""
+    finished = await tx.execute(
+        text(
+            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = :sid"
+            " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a AND status = 'sending'"
+            " RETURNING 1"
+        ),
+        {"st": status, "sid": sid, "c": case_id, "s": stage, "a": attempt},
+    )
+    return finished.first() is not None
+
+
+async def _close(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int) -> None:
+    await tx.execute(
+        text(
+            "UPDATE notifier.deliveries SET status = 'refused' WHERE case_id = :c AND stage = :s"
+            " AND channel = 'voice' AND attempt = :a AND status IN ('deferred', 'sending')"
+        ),
+        {"c": case_id, "s": stage, "a": attempt},
+    )
+
+
+class CallMenu:
+    """Answers a digit pressed at the resolution call's menu: 1 the message again, 2 ResolutionDisputed
+    (once per call: the call's sid is the key in notifier.disputes), anything else the menu once more."""
+
+    def __init__(self, engine: AsyncEngine, store: EventStore, vault: ContactVault, scripts: CallScripts) -> None:
+        self._engine = engine
+        self._store = store
+        self._vault = vault
+        self._scripts = scripts
+
+    async def __call__(self, case_id: UUID, call_sid: str, digits: str, repeat: int) -> str | None:
+        """The TwiML to play; None when the case has no resolution to answer about."""
+        async with self._engine.begin() as tx:
+            stream = await self._store.read_stream(tx, case_id)
+            resolved = next((e for e in reversed(stream) if isinstance(e.data, CaseResolved)), None)
+            if resolved is None:
+                return None
+            facts = stage_facts(resolved, stream)
+            choice = menu_choice(digits, repeat)
+            if choice == "disputed":
+                recorded = await tx.execute(
+                    text(
+                        "INSERT INTO notifier.disputes (call_sid, case_id) VALUES (:sid, :c)"
+                        " ON CONFLICT DO NOTHING RETURNING 1"
+                    ),
+                    {"sid": call_sid, "c": case_id},
+                )
+                if recorded.first() is not None:
+                    metadata = EventMetadata(correlation_id=uuid7(), actor=ACTOR, channel="voice")
+                    await self._store.append(tx, case_id, None, [ResolutionDisputed(call_sid=call_sid)], metadata)
+                    log.info("resolution disputed by phone")
+            return self._scripts.answer(facts, choice, repeat)
+
+
+class MailFallback:
+    """The email a stage's message falls back to when neither calls nor a text reached the resident."""
+
+    def __init__(self, sender: MailSender, templates: MessageTemplates, mail_from: str) -> None:
+        self._sender = sender
+        self._templates = templates
+        self._mail_from = mail_from
+
+    async def send(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None]:
+        """The event to record, the row's new status and the Message-ID. An outage of the mail server raises."""
+        message_id = message_id_for(facts.case_id, facts.stage)
+        try:
+            message = compose_email(self._templates.render(facts), to, self._mail_from, message_id, datetime.now(UTC))
+            await self._sender.send(message)
+        except Exception as exc:
+            reason = "mail client cannot write this address in a message" if isinstance(exc, ValueError) else None
+            reason = reason or undeliverable(exc)
+            if reason is None:
+                raise
+            return NotificationFailed(stage=facts.stage, channel="email", reason=reason), "refused", None
+        return NotificationSent(stage=facts.stage, channel="email", message_id=message_id), "sent", None

@@ -1,0 +1,461 @@
+"""The notifier's calls against real PostgreSQL and the in-memory telephony double: a resident who chose voice is
+called once per stage in their language (the resolution with its menu), a redelivery calls no one, pressing 2
+records ResolutionDisputed once however often the provider posts it, a STOP'd number is not called, a service
+the city calls back about is a call at resolution whatever the channel, calls wait out quiet hours."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from civicflow import tracking
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    CaseRouted,
+    CaseSubmitted,
+    EventMetadata,
+    Location,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationSent,
+    RecordedEvent,
+    ResolutionDisputed,
+)
+from civicflow.eventstore import PostgresEventStore
+from civicflow.ids import uuid7
+from civicflow.pii import ContactVault, ResidentContact, load_master_key
+from civicflow.unit_of_work import UnitOfWork, in_order
+from services.notifier.call_outcomes import CallOutcomes
+from services.notifier.calls import CallDelivery, CallMenu, MailFallback
+from services.notifier.domain import MessageTemplates
+from services.notifier.inbound_texts import InboundTexts, StatusReports
+from services.notifier.main import NotificationHandler
+from services.notifier.quiet_hours import QuietHours
+from services.notifier.sms import TextTemplates
+from services.notifier.telephony_http import SIGNATURE_HEADER, STATUS_PATH, create_telephony_app
+from services.notifier.texting import TextDelivery, number_digest
+from services.notifier.voice import CallScripts
+from tests.telephony_double import InMemoryTelephony, PlacedCall
+
+pytestmark = pytest.mark.integration
+STORE = PostgresEventStore()
+ZONE = ZoneInfo("America/Chicago")
+PUBLIC_URL = "http://notifier.test"
+PHONE = "+13125550143"  # in the 555-01xx range kept for fiction
+NOON = datetime(2026, 11, 30, 18, tzinfo=UTC)  # 12:00 in Chicago
+MIDNIGHT = datetime(2026, 12, 1, 6, tzinfo=UTC)  # 00:00 in Chicago
+
+
+class KeptMail:
+    """A mail server that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.sent: list[EmailMessage] = []
+
+    async def send(self, message: EmailMessage) -> None:
+        self.sent.append(message)
+
+
+class Calls:
+    """The notifier's policy and its telephony endpoint over one database, one digest key and one double."""
+
+    def __init__(self, engine: AsyncEngine, vault: ContactVault, client: httpx.AsyncClient, key: bytes) -> None:
+        self.engine = engine
+        self.vault = vault
+        self.client = client
+        self.key = key
+        self.telephony = InMemoryTelephony()
+        self.now = NOON
+        scripts = CallScripts(ZONE, PUBLIC_URL)
+        self.texts = TextDelivery(engine, self.telephony, TextTemplates(ZONE), key)
+        self.mail = KeptMail()
+        self.delivery = CallDelivery(
+            engine,
+            self.telephony,
+            scripts,
+            key,
+            quiet=QuietHours(ZONE),
+            call_back_services=frozenset({"CALL_BACK"}),
+            clock=lambda: self.now,
+            texts=self.texts,
+            mail=MailFallback(self.mail, MessageTemplates(ZONE), "311 <no-reply@example.test>"),
+        )
+        self.outcomes = CallOutcomes(
+            engine, STORE, vault, key, QuietHours(ZONE), StatusReports(engine), clock=lambda: self.now
+        )
+        policy = NotificationHandler(
+            engine,
+            vault,
+            object(),
+            MessageTemplates(ZONE),
+            "311 <a@b>",
+            None,
+            self.delivery,  # type: ignore[arg-type]
+        )
+        unit = UnitOfWork(engine, "notifier", STORE)
+        self.notify = lambda event: unit.run([event], in_order({event.type: policy}))
+        self.menu = CallMenu(engine, STORE, vault, scripts)
+
+    async def case(self, contact: ResidentContact, service: str = "POTHOLE", **preferences: str) -> RecordedEvent:
+        case_id = uuid7()
+        async with self.engine.begin() as tx:
+            sealed = await self.vault.seal(tx, case_id, contact)
+            event = CaseSubmitted(
+                tracking_number=tracking.issue(),
+                service_code=service,
+                description="a hole",
+                location=Location(lat=41.88, long=-87.63),
+                submitted_at=NOON,
+                sealed_contact=sealed,
+                **preferences,  # type: ignore[arg-type]
+            )
+            [recorded] = await STORE.append(
+                tx, case_id, 0, [event], EventMetadata(correlation_id=uuid7(), actor="test")
+            )
+        return recorded
+
+    async def append(self, case: RecordedEvent, event: CaseEvent) -> RecordedEvent:
+        async with self.engine.begin() as tx:
+            [recorded] = await STORE.append(
+                tx, case.case_id, None, [event], EventMetadata(correlation_id=uuid7(), actor="test")
+            )
+        return recorded
+
+    async def history(self, case: RecordedEvent) -> list[CaseEvent]:
+        async with self.engine.connect() as conn:
+            return [e.data for e in await STORE.read_stream(conn, case.case_id)]
+
+    async def ended(self, call: PlacedCall, status: str, error_code: str = "") -> None:
+        """The provider's status callback for the call, signed."""
+        form = {"CallSid": call.sid, "CallStatus": status, "To": call.to}
+        if error_code:
+            form["ErrorCode"] = error_code
+        answered = await self.client.post(
+            STATUS_PATH,
+            content=urlencode(form),
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                SIGNATURE_HEADER: self.telephony.sign(PUBLIC_URL + STATUS_PATH, form),
+            },
+        )
+        assert answered.status_code == 204, answered.text
+
+    async def press(self, call: PlacedCall, digits: str) -> httpx.Response:
+        """The provider posting the digits pressed at the call's menu, signed, to the Gather's action."""
+        gather = ET.fromstring(call.twiml).find("Gather")
+        assert gather is not None
+        action = gather.get("action", "")
+        form = {"CallSid": call.sid, "Digits": digits, "To": call.to}
+        where = urlsplit(action)
+        return await self.client.post(
+            f"{where.path}?{where.query}",
+            content=urlencode(form),
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                SIGNATURE_HEADER: self.telephony.sign(action, form),
+            },
+        )
+
+
+@pytest.fixture
+async def calls(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Calls]:
+    key = uuid4().bytes  # the test's own: its opt-outs and numbers are no other test's
+    async with httpx.AsyncClient(base_url=PUBLIC_URL) as placeholder:
+        made = Calls(engine, ContactVault(load_master_key("", tmp_path)), placeholder, key)
+    app = create_telephony_app(
+        made.telephony, PUBLIC_URL, InboundTexts(engine, STORE, key, ZONE), made.outcomes, made.menu
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
+        made.client = client
+        yield made
+
+
+def routed() -> CaseRouted:
+    return CaseRouted(
+        department_id="streets",
+        department_name="Public Works - Streets",
+        priority="normal",
+        due_at=NOON + timedelta(days=2),
+        rule_id="potholes",
+        rule_set_version="test",
+    )
+
+
+def said(twiml: str) -> str:
+    return " ".join(say.text or "" for say in ET.fromstring(twiml).iter("Say"))
+
+
+async def test_a_voice_resident_is_called_once_per_stage_in_spanish_and_pressing_2_disputes_once(
+    calls: Calls,
+) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", language="es")
+    stages = [case, await calls.append(case, routed())]
+    stages.append(await calls.append(case, CaseResolved(resolution="Bache rellenado.", resolved_at=NOON)))
+    for event in stages:
+        await calls.notify(event)
+        await calls.notify(event)  # a redelivery (the inbox drops it)
+    placed = calls.telephony.calls_to(PHONE)
+    assert len(placed) == 3
+    assert all('language="es-US"' in c.twiml for c in placed)
+    number = case.data.tracking_number  # type: ignore[union-attr]
+    assert " ".join(number.replace("-", "")) in said(placed[0].twiml).replace(",", "")
+    assert "Bache rellenado." in said(placed[2].twiml) and "Marque 2" in said(placed[2].twiml)
+    sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert [(e.stage, e.channel, e.message_id) for e in sent] == [
+        (stage, "voice", c.sid) for stage, c in zip(("submitted", "routed", "resolved"), placed, strict=True)
+    ]
+
+    again = await calls.press(placed[2], "1")
+    assert again.status_code == 200 and "Bache rellenado." in said(again.text)
+    for _ in range(2):  # the provider posts the same press twice
+        answered = await calls.press(placed[2], "2")
+        assert answered.status_code == 200, answered.text
+        assert "Public Works - Streets" in said(answered.text)
+    disputes = [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
+    assert disputes == [ResolutionDisputed(channel="voice", call_sid=placed[2].sid)]
+
+
+async def test_an_unknown_digit_repeats_the_menu_once_then_says_goodbye(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [call] = calls.telephony.calls_to(PHONE)
+    first = await calls.press(call, "9")
+    assert first.status_code == 200 and "not one of the choices" in said(first.text)
+    menu_again = PlacedCall(call.sid, call.to, first.text, None)
+    last = await calls.press(menu_again, "7")
+    assert ET.fromstring(last.text).find("Gather") is None and "Goodbye" in said(last.text)
+    assert not [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
+
+
+async def test_a_press_that_is_forged_or_malformed_changes_nothing(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [call] = calls.telephony.calls_to(PHONE)
+    query = urlencode({"case": str(case.case_id), "stage": "resolved"})
+    form = {"CallSid": call.sid, "Digits": "2"}
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    unsigned_query = calls.telephony.sign(PUBLIC_URL + "/telephony/voice/gather", form)  # the query left out
+    forged = await calls.client.post(
+        f"/telephony/voice/gather?{query}",
+        content=urlencode(form),
+        headers={**headers, SIGNATURE_HEADER: unsigned_query},
+    )
+    assert forged.status_code == 403
+    for bad_query in ("case=not-a-uuid&stage=resolved", f"case={case.case_id}&stage=routed"):
+        signed = calls.telephony.sign(f"{PUBLIC_URL}/telephony/voice/gather?{bad_query}", form)
+        refused = await calls.client.post(
+            f"/telephony/voice/gather?{bad_query}",
+            content=urlencode(form),
+            headers={**headers, SIGNATURE_HEADER: signed},
+        )
+        assert refused.status_code == 400, refused.text
+    nul = {"CallSid": call.sid, "Digits": "2\x00"}
+    signed = calls.telephony.sign(f"{PUBLIC_URL}/telephony/voice/gather?{query}", nul)
+    refused = await calls.client.post(
+        f"/telephony/voice/gather?{query}", content=urlencode(nul), headers={**headers, SIGNATURE_HEADER: signed}
+    )
+    assert refused.status_code == 400 and "Digits" in refused.text
+    assert not [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
+
+
+async def test_a_number_that_texted_stop_is_not_called(calls: Calls) -> None:
+    async with calls.engine.begin() as tx:
+        await tx.execute(
+            text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d)"), {"d": number_digest(PHONE, calls.key)}
+        )
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.notify(case)
+    assert calls.telephony.calls == []
+    [failed] = [e for e in await calls.history(case) if isinstance(e, NotificationFailed)]
+    assert failed.channel == "voice" and failed.reason == "the resident texted STOP"
+
+
+async def test_a_service_the_city_calls_back_about_is_a_call_at_resolution_whatever_the_channel(
+    calls: Calls,
+) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, service="CALL_BACK", preferred_channel="email", updates="outcome")
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [call] = calls.telephony.calls_to(PHONE)
+    assert ET.fromstring(call.twiml).find("Gather") is not None
+
+
+async def test_a_call_due_at_night_waits_for_calling_hours(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    calls.now = MIDNIGHT
+    await calls.notify(case)
+    assert calls.telephony.calls == []
+    assert await calls.delivery.send_due(STORE, calls.vault) == 0  # still night
+    calls.now = MIDNIGHT + timedelta(hours=8)  # 08:00 in Chicago
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [call] = calls.telephony.calls_to(PHONE)
+    sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert [(e.stage, e.channel, e.message_id) for e in sent] == [("submitted", "voice", call.sid)]
+
+
+async def test_an_unanswered_call_is_tried_again_within_hours_then_falls_back_to_a_text(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    calls.now = datetime(2026, 12, 1, 19, 50, tzinfo=UTC)  # 13:50 in Chicago
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=calls.now)))
+    [first] = calls.telephony.calls_to(PHONE)
+    await calls.ended(first, "ringing")
+    await calls.ended(first, "busy")
+    await calls.ended(first, "busy")  # the provider repeats a callback: acted on once
+    assert await calls.delivery.send_due(STORE, calls.vault) == 0  # not yet ten minutes later
+    moments = []
+    for status in ("no-answer", "busy", "failed"):
+        told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+        assert told[-1].retry_at is not None
+        moments.append(told[-1].retry_at)
+        calls.now = told[-1].retry_at
+        assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+        await calls.ended(calls.telephony.calls_to(PHONE)[-1], status, "31005" if status == "failed" else "")
+    assert len(calls.telephony.calls_to(PHONE)) == 4
+    chicago = [m.astimezone(ZONE) for m in moments]
+    assert chicago[0] == datetime(2026, 12, 1, 14, 0, tzinfo=ZONE)
+    assert chicago[1] == datetime(2026, 12, 1, 15, 0, tzinfo=ZONE)
+    assert chicago[2] == datetime(2026, 12, 2, 8, 0, tzinfo=ZONE)  # the next morning
+    told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert [(e.outcome, e.attempt) for e in told] == [("busy", 1), ("no-answer", 2), ("busy", 3), ("failed", 4)]
+    assert told[-1].fallback == "sms" and told[-1].error_code == 31005
+    assert calls.telephony.bodies_to(PHONE) == []
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [body] = calls.telephony.bodies_to(PHONE)
+    assert case.data.tracking_number in body  # type: ignore[union-attr]
+    history = await calls.history(case)
+    assert [(e.stage, e.channel) for e in history if isinstance(e, NotificationSent)] == [
+        ("resolved", "voice"),
+        ("resolved", "sms"),
+    ]
+    assert not [e for e in history if isinstance(e, NotificationFailed)]
+    assert calls.mail.sent == []
+    [texted] = calls.telephony.taken
+    form = {"MessageSid": texted.sid, "MessageStatus": "delivered"}
+    reported = await calls.client.post(
+        STATUS_PATH,
+        content=urlencode(form),
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            SIGNATURE_HEADER: calls.telephony.sign(PUBLIC_URL + STATUS_PATH, form),
+        },
+    )
+    assert reported.status_code == 204
+    async with calls.engine.connect() as conn:
+        kept = await conn.scalar(
+            text("SELECT provider_status FROM notifier.deliveries WHERE provider_sid = :sid"), {"sid": texted.sid}
+        )
+    assert kept == "delivered", "the fallback text's delivery report is kept as a text's"
+
+
+async def stop_texted(calls: Calls, number: str) -> None:
+    async with calls.engine.begin() as tx:
+        await tx.execute(
+            text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d)"), {"d": number_digest(number, calls.key)}
+        )
+
+
+async def unanswered_four_times(calls: Calls, case: RecordedEvent, stop_before_the_last: str = "") -> None:
+    """The resolution's call and its three retries, each unanswered (STOP texted before the last one ends)."""
+    calls.now = datetime(2026, 12, 1, 19, 50, tzinfo=UTC)  # 13:50 in Chicago
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=calls.now)))
+    for retry in range(4):
+        if retry:
+            told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+            assert told[-1].retry_at is not None
+            calls.now = told[-1].retry_at
+            assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+        if retry == 3 and stop_before_the_last:
+            await stop_texted(calls, stop_before_the_last)
+        await calls.ended(calls.telephony.calls[-1], "no-answer", "31480")
+
+
+async def test_a_number_that_texted_stop_meanwhile_falls_back_to_email(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    await unanswered_four_times(calls, case, stop_before_the_last=PHONE)
+    told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert told[-1].fallback == "email"
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
+    assert case.data.tracking_number in mail.get_content()  # type: ignore[union-attr]
+    assert calls.telephony.bodies_to(PHONE) == []
+    sent = [(e.stage, e.channel) for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [("resolved", "voice"), ("resolved", "email")]
+
+
+async def test_with_no_route_left_the_failure_is_recorded_with_the_providers_code(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    await unanswered_four_times(calls, case, stop_before_the_last=PHONE)
+    [failed] = [e for e in await calls.history(case) if isinstance(e, NotificationFailed)]
+    assert failed.channel == "voice" and "no-answer" in failed.reason and "(error 31480)" in failed.reason
+    await calls.delivery.send_due(STORE, calls.vault)  # nothing of this case waits
+    assert calls.mail.sent == [] and calls.telephony.bodies_to(PHONE) == []
+
+
+async def test_hostile_presses_are_refused_saying_which_field_and_record_nothing(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [call] = calls.telephony.calls_to(PHONE)
+    path = f"/telephony/voice/gather?{urlencode({'case': str(case.case_id), 'stage': 'resolved'})}"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+
+    async def post_raw(body: bytes, form: dict[str, str]) -> httpx.Response:
+        signed = calls.telephony.sign(PUBLIC_URL + path, form)
+        return await calls.client.post(path, content=body, headers={**headers, SIGNATURE_HEADER: signed})
+
+    hostile = [
+        ({"CallSid": call.sid, "Digits": "2\x00"}, 400, "Digits"),
+        ({"CallSid": call.sid, "Digits": " 2 "}, 400, "Digits"),
+        ({"CallSid": call.sid, "Digits": "NaN"}, 400, "Digits"),
+        ({"CallSid": call.sid, "Digits": "2" * 21}, 400, "Digits"),
+        ({"CallSid": "", "Digits": "2"}, 400, "CallSid"),
+        ({"CallSid": "CA<&>;", "Digits": "2"}, 400, "CallSid"),
+        ({"CallSid": "C" * 1_000_000, "Digits": "2"}, 413, "larger than"),
+    ]
+    for form, status, names in hostile:
+        answered = await post_raw(urlencode(form).encode(), form)
+        assert (answered.status_code, names in answered.text) == (status, True), (form.get("Digits"), answered.text)
+    not_utf8 = await post_raw(b"CallSid=CA1&Digits=\xff\xfe", {})
+    assert not_utf8.status_code == 400 and "UTF-8" in not_utf8.text
+    unknown_case = f"/telephony/voice/gather?{urlencode({'case': str(uuid4()), 'stage': 'resolved'})}"
+    form = {"CallSid": call.sid, "Digits": "2"}
+    signed = calls.telephony.sign(PUBLIC_URL + unknown_case, form)
+    missing = await calls.client.post(
+        unknown_case, content=urlencode(form), headers={**headers, SIGNATURE_HEADER: signed}
+    )
+    assert missing.status_code == 404
+    assert not [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
+
+
+async def test_a_call_the_provider_refuses_falls_back_to_email_with_its_code(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    calls.telephony.refuse_calls_with = 21211
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [told] = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert (told.outcome, told.fallback, told.error_code) == ("failed", "email", 21211)
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
+    history = await calls.history(case)
+    assert [(e.stage, e.channel) for e in history if isinstance(e, NotificationSent)] == [("resolved", "email")]
+    assert not [e for e in history if isinstance(e, NotificationFailed)]
+
+    phone_only = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    await calls.notify(await calls.append(phone_only, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [failed] = [e for e in await calls.history(phone_only) if isinstance(e, NotificationFailed)]
+    assert (failed.channel, failed.reason) == ("voice", "the provider refused the call (error 21211)")
