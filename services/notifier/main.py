@@ -335,7 +335,7 @@ def bootstrap(
         links = survey_routes(SurveyLinks(engine, PostgresEventStore(), tokens))
         menu = CallMenu(engine, PostgresEventStore(), vault, scripts)
         reports = CallOutcomes(engine, PostgresEventStore(), vault, key, quiet, StatusReports(engine))
-        app = create_telephony_app(telephony, public_url, inbound, reports, links, menu)
+        app = create_telephony_app(telephony, public_url, inbound, reports, links, menu=menu)
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(
         engine,

@@ -175,7 +175,7 @@ async def calls(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Calls]:
     async with httpx.AsyncClient(base_url=PUBLIC_URL) as placeholder:
         made = Calls(engine, ContactVault(load_master_key("", tmp_path)), placeholder, key)
     app = create_telephony_app(
-        made.telephony, PUBLIC_URL, InboundTexts(engine, STORE, key, ZONE), made.outcomes, made.menu
+        made.telephony, PUBLIC_URL, InboundTexts(engine, STORE, key, ZONE), made.outcomes, menu=made.menu
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
         made.client = client
