@@ -269,16 +269,36 @@ async def measure(cases: int, channels: tuple[str, ...], state_dir: Path) -> dic
     }
 
 
+def channel_list(value: str) -> tuple[str, ...]:
+    """--channels: some of email, sms, voice, comma-separated, each once."""
+    channels = tuple(part.strip().lower() for part in value.split(","))
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown or not channels or len(set(channels)) != len(channels):
+        what = f"{unknown[0][:20]!r} is not a channel" if unknown else "each may be named once"
+        raise argparse.ArgumentTypeError(
+            f"{what}; write some of {', '.join(CHANNELS)} separated by commas, e.g. 'email,sms'"
+        )
+    return channels
+
+
+def case_count(value: str) -> int:
+    """--cases: a whole number of notifications per channel, 1 to 100,000."""
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 100_000:
+        raise argparse.ArgumentTypeError(f"write a whole number from 1 to 100000, e.g. 200 (got {value[:20]!r})")
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--cases", type=int, default=200, help="notifications per channel")
-    parser.add_argument("--channels", default=",".join(CHANNELS), help="comma-separated: email, sms, voice")
+    parser.add_argument("--cases", type=case_count, default=200, help="notifications per channel")
+    parser.add_argument("--channels", type=channel_list, default=CHANNELS, help="comma-separated: email, sms, voice")
     parser.add_argument("--json", type=Path, default=Path("bench-results/notify_channels.json"))
     args = parser.parse_args()
-    channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
-    unknown = [c for c in channels if c not in CHANNELS]
-    if unknown or args.cases < 1:
-        parser.error(f"--channels takes {', '.join(CHANNELS)} and --cases at least 1; got {args.channels!r}")
+    channels: tuple[str, ...] = args.channels
     configure_logging("bench", "WARNING")  # a line per notification would drown the figures
     state_dir = ROOT / ".civicflow" / "bench-notify" / "providers"
     shutil.rmtree(state_dir, ignore_errors=True)  # the last run's mail and phone files; its log stays till now

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.floors import BatchedInsertFloor, KafkaFloor, PostgresFloor
 from bench.load import Lookups, RunPlan, RunResult
 from bench.memory import MemoryPeaks
-from bench.notify_channels import Providers, channel_figures, provider_alone
+from bench.notify_channels import Providers, case_count, channel_figures, channel_list, provider_alone
 from bench.pacing import Pacing, arrival_offsets, arrivals, burst, paced
 from bench.progress import CaseProgress, StoredEvent
 from bench.report import Floors, document, percentile, summarise, table
@@ -245,3 +250,41 @@ async def test_the_email_floor_sends_straight_to_the_smtp_sink(tmp_path: Path) -
         await sink.wait_closed()
     assert len(took) == 3 and wall >= sum(took)
     assert len(read_messages(tmp_path)) == 3  # three messages, each filed once
+
+
+def test_the_channels_are_read_from_a_comma_separated_list() -> None:
+    assert channel_list("email") == ("email",)
+    assert channel_list(" SMS , voice") == ("sms", "voice")
+    assert case_count("200") == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("fax", "'fax' is not a channel"),
+        ("", "'' is not a channel"),
+        ("email,,sms", "'' is not a channel"),
+        ("sms,sms", "each may be named once"),
+        ("email\x00", "is not a channel"),
+        ("x" * 1_000_000, "'xxxxxxxxxxxxxxxxxxxx'"),
+    ],
+)
+def test_a_channel_list_that_is_not_one_says_what_to_write(value: str, problem: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        channel_list(value)
+    assert problem in str(raised.value)
+    assert "email, sms, voice" in str(raised.value) and len(str(raised.value)) < 200
+
+
+def _a_count_in_range(value: str) -> bool:
+    try:
+        return 1 <= int(value) <= 100_000
+    except ValueError:
+        return False
+
+
+@given(st.one_of(st.text(max_size=30), st.integers().map(str)).filter(lambda v: not _a_count_in_range(v)))
+def test_a_case_count_that_is_not_a_whole_number_in_range_says_what_to_write(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        case_count(value)
+    assert str(raised.value).startswith("write a whole number from 1 to 100000")
