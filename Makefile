@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python -m bench.import_speed
 	$(BIN)/python -m bench.texts
 	$(BIN)/python -m bench.alerts
+	$(BIN)/python -m bench.notify_channels
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install

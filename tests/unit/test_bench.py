@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.floors import BatchedInsertFloor, KafkaFloor, PostgresFloor
 from bench.load import Lookups, RunPlan, RunResult
 from bench.memory import MemoryPeaks
+from bench.notify_channels import Providers, case_count, channel_figures, channel_list, provider_alone
 from bench.pacing import Pacing, arrival_offsets, arrivals, burst, paced
 from bench.progress import CaseProgress, StoredEvent
 from bench.report import Floors, document, percentile, summarise, table
 from bench.rules_check import measure
+from civicflow.infra import free_ports
+from samples.smtp_sink.sink import read_messages, start_sink
 
 
 def test_nearest_rank_percentiles() -> None:
@@ -220,3 +229,62 @@ def test_the_rules_check_bench_runs_on_a_tiny_city() -> None:
     line = measure(services=12, groups=3, rules=12, area_count=15, runs=1)
     assert line.startswith("rules check, 12 services in 3 groups, 12 rules, 15 areas (")
     assert "target 5 s" in line
+
+
+def test_a_channel_is_reported_as_rates_percentiles_and_ratios_to_its_floors() -> None:
+    took = [0.010] * 98 + [0.030, 0.050]  # 100 notifications in 2 s
+    floor = [0.004] * 100  # the provider alone: 100 in 0.5 s
+    figures = channel_figures(took, 2.0, floor, 0.5, commits_per_s=1000.0)
+    assert figures["notifications_per_s"] == 50.0 and figures["provider_alone_per_s"] == 200.0
+    assert figures["p50_ms"] == 10.0 and figures["p99_ms"] == 30.0 and figures["provider_alone_p99_ms"] == 4.0
+    assert figures["ratio_to_provider_alone"] == 0.25 and figures["ratio_to_postgres_commits"] == 0.05
+
+
+async def test_the_email_floor_sends_straight_to_the_smtp_sink(tmp_path: Path) -> None:
+    [port] = free_ports(1)
+    sink = await start_sink(tmp_path, port=port)
+    try:
+        took, wall = await provider_alone(Providers(port, "http://127.0.0.1:9", "unused"), "email", 3)
+    finally:
+        sink.close()
+        await sink.wait_closed()
+    assert len(took) == 3 and wall >= sum(took)
+    assert len(read_messages(tmp_path)) == 3  # three messages, each filed once
+
+
+def test_the_channels_are_read_from_a_comma_separated_list() -> None:
+    assert channel_list("email") == ("email",)
+    assert channel_list(" SMS , voice") == ("sms", "voice")
+    assert case_count("200") == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("fax", "'fax' is not a channel"),
+        ("", "'' is not a channel"),
+        ("email,,sms", "'' is not a channel"),
+        ("sms,sms", "each may be named once"),
+        ("email\x00", "is not a channel"),
+        ("x" * 1_000_000, "'xxxxxxxxxxxxxxxxxxxx'"),
+    ],
+)
+def test_a_channel_list_that_is_not_one_says_what_to_write(value: str, problem: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        channel_list(value)
+    assert problem in str(raised.value)
+    assert "email, sms, voice" in str(raised.value) and len(str(raised.value)) < 200
+
+
+def _a_count_in_range(value: str) -> bool:
+    try:
+        return 1 <= int(value) <= 100_000
+    except ValueError:
+        return False
+
+
+@given(st.one_of(st.text(max_size=30), st.integers().map(str)).filter(lambda v: not _a_count_in_range(v)))
+def test_a_case_count_that_is_not_a_whole_number_in_range_says_what_to_write(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        case_count(value)
+    assert str(raised.value).startswith("write a whole number from 1 to 100000")
