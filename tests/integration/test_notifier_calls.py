@@ -95,7 +95,7 @@ class Calls:
             mail=MailFallback(self.mail, MessageTemplates(ZONE), "311 <no-reply@example.test>"),
         )
         self.outcomes = CallOutcomes(
-            engine, STORE, vault, key, QuietHours(ZONE), StatusReports(engine), clock=lambda: self.now
+            engine, STORE, vault, key, QuietHours(ZONE), StatusReports(engine, STORE, vault), clock=lambda: self.now
         )
         policy = NotificationHandler(
             engine,
@@ -360,6 +360,28 @@ async def test_an_unanswered_call_is_tried_again_within_hours_then_falls_back_to
             text("SELECT provider_status FROM notifier.deliveries WHERE provider_sid = :sid"), {"sid": texted.sid}
         )
     assert kept == "delivered", "the fallback text's delivery report is kept as a text's"
+    assert [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)][-1] == (
+        NotificationDelivered(stage="resolved", channel="sms", outcome="delivered", attempt=5)
+    )
+
+
+async def test_a_fallback_text_that_is_not_delivered_falls_back_to_email(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    await unanswered_four_times(calls, case)
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [texted] = calls.telephony.taken
+    await calls.outcomes(texted.sid, "undelivered", 30003)
+    await calls.outcomes(texted.sid, "undelivered", 30003)  # repeated: acted on once
+    told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert told[-1] == NotificationDelivered(
+        stage="resolved", channel="sms", outcome="undelivered", attempt=5, fallback="email", error_code=30003
+    )
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
+    sent = [(e.stage, e.channel) for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [("resolved", "voice"), ("resolved", "sms"), ("resolved", "email")]
 
 
 async def stop_texted(calls: Calls, number: str) -> None:
