@@ -189,22 +189,23 @@ class CallDelivery:
 
     async def send_due(self, store: EventStore, vault: ContactVault) -> int:
         """Place every call (a deferred first call, or a retry) whose moment has come, and send the texts and
-        emails calls fell back to; how many were handled. A row claimed and left 'sending' for STALE (its
-        sender died) is found again: the text or call is looked for at the provider first."""
+        emails calls and texts fell back to; how many were handled. A row claimed and left 'sending' for STALE
+        (its sender died) is found again: the text or call is looked for at the provider first. Outside calling
+        hours only the emails go: an email wakes no one."""
         now = self.clock()
-        if self.quiet is not None and self.quiet.next_allowed(now) is not None:
-            return 0
+        calling = self.quiet is None or self.quiet.next_allowed(now) is None
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     text(
                         "SELECT case_id, stage, attempt, caused_by, falls_back_to, status,"
                         " coalesce(started_at, created_at) AS since FROM notifier.deliveries"
-                        " WHERE channel = 'voice' AND not_before <= :now AND (status = 'deferred'"
+                        " WHERE channel = 'voice' AND not_before <= :now AND (:calling OR falls_back_to = 'email')"
+                        " AND (status = 'deferred'"
                         " OR (status = 'sending' AND coalesce(started_at, created_at) < :stale))"
                         " ORDER BY not_before LIMIT :n"
                     ),
-                    {"now": now, "stale": now - STALE, "n": BATCH},
+                    {"now": now, "stale": now - STALE, "n": BATCH, "calling": calling},
                 )
             ).all()
         for row in rows:

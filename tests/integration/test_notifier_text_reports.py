@@ -38,6 +38,7 @@ from services.notifier.calls import CallDelivery, MailFallback
 from services.notifier.domain import MessageTemplates
 from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.main import NotificationHandler
+from services.notifier.quiet_hours import QuietHours
 from services.notifier.sms import TextTemplates
 from services.notifier.telephony_http import SIGNATURE_HEADER, STATUS_PATH, create_telephony_app
 from services.notifier.texting import TextDelivery
@@ -66,7 +67,9 @@ class Texts:
     """The notifier's texting policy, its status callback route (calls' outcomes first, as wired in main) and
     the calls' task that sends the emails texts fall back to, over one database and one double."""
 
-    def __init__(self, engine: AsyncEngine, vault: ContactVault, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, engine: AsyncEngine, vault: ContactVault, client: httpx.AsyncClient, quiet: QuietHours | None = None
+    ) -> None:
         self.engine = engine
         self.vault = vault
         self.client = client
@@ -80,6 +83,7 @@ class Texts:
             self.telephony,
             CallScripts(ZONE, PUBLIC_URL),
             self.key,
+            quiet=quiet,
             clock=lambda: self.now,
             texts=texts,
             mail=MailFallback(self.mail, MessageTemplates(ZONE), "311 <no-reply@example.test>"),
@@ -241,3 +245,19 @@ async def test_a_report_that_is_not_utf8_is_refused_and_records_nothing(texts: T
     )
     assert answered.status_code == 400 and "UTF-8" in answered.text
     assert await texts.history(case) == [] and await texts.provider_status(sid) is None
+
+
+async def test_the_email_an_undelivered_text_falls_back_to_goes_outside_calling_hours(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    vault = ContactVault(load_master_key("", tmp_path))
+    async with httpx.AsyncClient(base_url=PUBLIC_URL) as unused:
+        texts = Texts(engine, vault, unused, QuietHours(ZONE))
+    texts.now = texts.now.replace(hour=12)
+    case, sid = await texts.texted(ResidentContact(phone=PHONE, email=EMAIL))
+    texts.now = texts.now.replace(hour=23)  # the report comes late in the evening, calling hours over
+    assert await texts.reports(sid, "undelivered", 30003)
+    assert await texts.calls.send_due(STORE, vault) == 1
+    [mail] = texts.mail.sent
+    assert mail["To"] == EMAIL
+    assert [e.channel for e in await texts.sent(case)] == ["sms", "email"]
