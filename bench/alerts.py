@@ -58,6 +58,9 @@ class SlowProvider:
         await asyncio.sleep(self._seconds)
         return ProviderCall(f"CA{uuid4().hex}", to, "queued")
 
+    async def calls_to(self, to: str, since: datetime) -> list[ProviderCall]:
+        return []
+
     def signed_by_provider(self, url: str, params: Mapping[str, str], signature: str) -> bool:
         return False
 

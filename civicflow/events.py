@@ -337,15 +337,18 @@ class NotificationFailed(CaseEvent):
 
 @catalogued
 class NotificationDelivered(CaseEvent):
-    """What the provider said became of a call (answered, busy, no-answer, failed): when it will be tried
-    again, or which channel the message falls back to (notifier)."""
+    """What the provider said became of a call (answered, busy, no-answer, failed) or of a text (delivered,
+    undelivered, failed): when it will be tried again, or which channel the message falls back to (notifier)."""
 
     event_type: ClassVar[str] = "NotificationDelivered"
 
     stage: str
-    channel: str = Field(description="voice")
-    outcome: str = Field(description="answered, busy, no-answer, failed or canceled (the provider's words).")
-    attempt: int = Field(ge=1, description="Which call of this stage it was: 1 the first.")
+    channel: str = Field(description="voice or sms")
+    outcome: str = Field(
+        description="A call: answered, busy, no-answer, failed or canceled; a text: delivered, undelivered or"
+        " failed (the provider's words)."
+    )
+    attempt: int = Field(ge=1, description="Which call of this stage it was: 1 the first (a text: its row's).")
     retry_at: datetime | None = Field(default=None, description="When the resident is called again; null: not.")
     fallback: str | None = Field(default=None, description="After the last call: sms or email is tried instead.")
     error_code: int | None = Field(default=None, description="The provider's error code, when it gave one.")

@@ -1,7 +1,7 @@
-"""A test double of the notifier's telephony port (services/notifier/telephony.py), in memory: it keeps
-the texts it took and the calls it was asked to place, can refuse, be down, or "crash" right after taking a
-text; signatures are valid when they are HMAC-SHA1 of the URL and sorted parameters with its auth token, as
-Twilio signs them."""
+"""A test double of the notifier's telephony port (services/notifier/telephony.py), in memory: it keeps the texts
+it took and the calls it was asked to place, can refuse, be down, or "crash" right after taking a text or
+placing a call; signatures are valid when they are HMAC-SHA1 of the URL and sorted parameters with its auth
+token, as Twilio signs them."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ class PlacedCall:
     to: str
     twiml: str
     status_callback: str | None
+    created_at: datetime
 
 
 class CrashedAfterTaking(Exception):
-    """The process died after the provider took the text and before the notifier recorded it."""
+    """The process died after the provider took the text or call and before the notifier recorded it."""
 
 
 @dataclass
@@ -47,6 +48,8 @@ class InMemoryTelephony:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # when the provider says it took a text
     calls: list[PlacedCall] = field(default_factory=list)
     refuse_calls_with: int | None = None  # the next calls are refused with this error code
+    crash_after_placing: bool = False
+    call_lookups: int = 0
 
     async def send_text(self, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
         if self.down:
@@ -70,11 +73,24 @@ class InMemoryTelephony:
             raise TelephonyUnavailable("the test double is down")
         if self.refuse_calls_with is not None:
             raise TelephonyRefused(self.refuse_calls_with, "refused by the test double")
-        call = PlacedCall(sid=f"CA{uuid4().hex}", to=to, twiml=twiml, status_callback=status_callback)
+        call = PlacedCall(f"CA{uuid4().hex}", to, twiml, status_callback, self.clock())
         self.calls.append(call)
-        return ProviderCall(sid=call.sid, to=to, status="queued")
+        if self.crash_after_placing:
+            raise CrashedAfterTaking()
+        return ProviderCall(sid=call.sid, to=to, status="queued", created_at=call.created_at)
 
-    def calls_to(self, to: str) -> list[PlacedCall]:
+    async def calls_to(self, to: str, since: datetime) -> list[ProviderCall]:
+        self.call_lookups += 1
+        if self.down:
+            raise TelephonyUnavailable("the test double is down")
+        return [
+            ProviderCall(sid=c.sid, to=c.to, status="queued", created_at=c.created_at)
+            for c in self.placed_to(to)
+            if c.created_at >= since
+        ]
+
+    def placed_to(self, to: str) -> list[PlacedCall]:
+        """The calls placed to a number, oldest first (what a test reads; `calls_to` is the port's)."""
         return [c for c in self.calls if c.to == to]
 
     def sign(self, url: str, params: Mapping[str, str]) -> str:

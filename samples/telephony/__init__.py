@@ -10,6 +10,8 @@ REST API that civicflow uses, with HTTP Basic auth (account SID and auth token):
 - ``POST /2010-04-01/Accounts/{sid}/Calls.json`` places a call and plays its TwiML (``Twiml`` or ``Url``):
   Say, Pause, Gather (digits from the per-number script set with ``POST /sample/press``), Redirect,
   Hangup; with signed status callbacks ringing -> in-progress -> completed, or busy/no-answer/failed;
+- ``GET  /2010-04-01/Accounts/{sid}/Calls.json?To=…&From=…&Status=…&StartTime>=…`` lists calls, newest first
+  (a sample call starts when it is placed);
 - ``POST /sample/inbound`` (From, Body) is a resident texting the city's number: it is posted, signed, to
   the inbound webhook as Twilio does, and the TwiML ``<Message>`` reply is texted back.
 

@@ -45,6 +45,23 @@ def _parse_date(name: str, value: str) -> datetime:
     raise Refused(400, 20001, f"'{name}' must be a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ)")
 
 
+def _page(key: str, records: list[dict[str, Any]], uri: str) -> JSONResponse:
+    """One page of a Twilio list holding every record (the sample never pages)."""
+    return JSONResponse(
+        {
+            key: records,
+            "end": max(0, len(records) - 1),
+            "first_page_uri": uri,
+            "next_page_uri": None,
+            "page": 0,
+            "page_size": len(records),
+            "previous_page_uri": None,
+            "start": 0,
+            "uri": uri,
+        }
+    )
+
+
 def create_app(settings: SampleTelephonySettings | None = None, client: httpx.AsyncClient | None = None) -> Starlette:
     """The app; tests may pass an httpx client whose transport catches the callbacks."""
     settings = settings or SampleTelephonySettings()
@@ -97,20 +114,26 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
             before = _parse_date("DateSent<", query["DateSent<"])
             found = [t for t in found if t.created_at.replace(microsecond=0) <= before]
         found.sort(key=lambda t: t.created_at, reverse=True)
-        uri = f"/{API_VERSION}/Accounts/{sid}/Messages.json"
-        return JSONResponse(
-            {
-                "messages": [t.as_twilio() for t in found],
-                "end": max(0, len(found) - 1),
-                "first_page_uri": uri,
-                "next_page_uri": None,
-                "page": 0,
-                "page_size": len(found),
-                "previous_page_uri": None,
-                "start": 0,
-                "uri": uri,
-            }
-        )
+        return _page("messages", [t.as_twilio() for t in found], f"/{API_VERSION}/Accounts/{sid}/Messages.json")
+
+    async def list_calls(request: Request) -> Response:
+        """Twilio's Calls list, filtered by To, From, Status and StartTime (a sample call starts when placed)."""
+        query = request.query_params
+        found = list(provider.calls.values())
+        for name, attribute in (("To", "to"), ("From", "from_"), ("Status", "status")):
+            if name in query:
+                found = [c for c in found if getattr(c, attribute) == query[name]]
+        if "StartTime" in query:
+            day = _parse_date("StartTime", query["StartTime"]).date()
+            found = [c for c in found if c.created_at.date() == day]
+        if "StartTime>" in query:
+            after = _parse_date("StartTime>", query["StartTime>"])
+            found = [c for c in found if c.created_at.replace(microsecond=0) >= after]
+        if "StartTime<" in query:
+            before = _parse_date("StartTime<", query["StartTime<"])
+            found = [c for c in found if c.created_at.replace(microsecond=0) <= before]
+        found.sort(key=lambda c: c.created_at, reverse=True)
+        return _page("calls", [c.as_twilio() for c in found], f"/{API_VERSION}/Accounts/{sid}/Calls.json")
 
     async def create_call(request: Request) -> Response:
         form = await form_of(request)
@@ -160,6 +183,7 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
             Route(f"{ACCOUNT}/Messages.json", guarded(create_message), methods=["POST"]),
             Route(f"{ACCOUNT}/Messages.json", guarded(list_messages), methods=["GET"]),
             Route(f"{ACCOUNT}/Calls.json", guarded(create_call), methods=["POST"]),
+            Route(f"{ACCOUNT}/Calls.json", guarded(list_calls), methods=["GET"]),
             Route("/sample/inbound", guarded(inbound), methods=["POST"]),
             Route("/sample/press", guarded(press), methods=["POST"]),
         ],

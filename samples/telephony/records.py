@@ -123,6 +123,7 @@ class Call:
             "from": self.from_,
             "from_formatted": self.from_,
             "sid": self.sid,
+            "start_time": rfc2822(self.created_at),  # a sample call is dialled as soon as it is placed
             "status": self.status,
             "to": self.to,
             "to_formatted": self.to,

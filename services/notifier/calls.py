@@ -1,10 +1,14 @@
-"""Calling a resident with a stage's message through the telephony port, once per attempt, only within calling
-hours; and the call-back's menu answered (press 2: the resolution is disputed, once per call).
+"""Calling a resident with a stage's message through the telephony port, once per attempt, only within calling hours;
+and the call-back's menu answered (press 2: the resolution is disputed, once per call).
 
-The same steps as a text (texting.py): a 'sending' row keyed (case, stage, 'voice', attempt), committed on its
-own before the provider is asked to call; the call; the row moved to 'sent' with the call's sid in the batch's
-transaction, with NotificationSent. A call due outside calling hours (the texting hours) is a 'deferred' row
-with not_before, placed by `send_due`, a periodic task, as deferred texts are.
+The same steps as a text (texting.py): a 'sending' row keyed (case, stage, 'voice', attempt), committed on its own
+before the provider is asked to call; the call; the row moved to 'sent' with the call's sid in the batch's
+transaction, with NotificationSent. A row found still 'sending' (the provider may have taken the call before a crash
+kept us from recording it) asks the provider first (`calls_to` the number since the row was claimed): a call placed
+then whose sid none of our rows holds is this row's, recorded instead of calling again (the provider keeps no TwiML
+or callback URL with a call, so nothing finer tells calls to one number apart). A call due outside calling hours
+(the texting hours) is a 'deferred' row with not_before, placed by `send_due`, a periodic task, as deferred texts
+are.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ from services.notifier.domain import (
 )
 from services.notifier.mail import MailSender, undeliverable
 from services.notifier.quiet_hours import QuietHours
-from services.notifier.telephony import Telephony, TelephonyRefused
+from services.notifier.telephony import ProviderCall, Telephony, TelephonyRefused
 from services.notifier.texting import (
+    CLOCK_SKEW,
     NOTIFICATIONS,
     PROVIDER_SECONDS,
     STOPPED,
@@ -119,10 +124,11 @@ class CallDelivery:
             return Decision(writes=[remember, deferred_row(event.case_id, stage, 1, event.event_id, not_before)])
         async with self._engine.begin() as tx:
             started = await _start(tx, event.case_id, stage, 1, event.event_id)
-        if not started:
+        if started is None:
             log.info("stage already notified", stage=stage, channel="voice")
             return Decision(writes=[remember])
-        outcome, status, sid, code = await self.place(facts, to)
+        fresh, since = started
+        outcome, status, sid, code = await self.place(facts, to, None if fresh else since)
         finished = await finish(reads.tx, event.case_id, stage, 1, status, sid)
         log.info("call placed" if status == "sent" else "call refused", stage=stage, recorded=finished)
         if not finished:
@@ -139,10 +145,14 @@ class CallDelivery:
             )
         return _decided(event, outcome, remember)
 
-    async def place(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None, int | None]:
-        """Ask the provider to call: the event to record, the row's new status, the call's sid and the provider's
-        error code when it refused.
+    async def place(
+        self, facts: StageFacts, to: str, sending_since: datetime | None = None
+    ) -> tuple[CaseEvent, str, str | None, int | None]:
+        """Ask the provider to call, unless a row found 'sending' since `sending_since` was placed before a crash:
+        the event to record, the row's new status, the call's sid and the provider's error code when it refused.
         TelephonyUnavailable propagates (the consumer retries; the row stays 'sending')."""
+        if sending_since is not None and (placed := await self._already_placed(to, sending_since)) is not None:
+            return NotificationSent(stage=facts.stage, channel="voice", message_id=placed.sid), "sent", placed.sid, None
         script = self.scripts.render(facts)
         began = time.perf_counter()
         try:
@@ -154,24 +164,48 @@ class CallDelivery:
             PROVIDER_SECONDS.labels("place_call").observe(time.perf_counter() - began)
         return NotificationSent(stage=facts.stage, channel="voice", message_id=call.sid), "sent", call.sid, None
 
+    async def _already_placed(self, to: str, since: datetime) -> ProviderCall | None:
+        """The call the provider placed before a crash kept us from recording it, if it did: the earliest call to
+        the number since the row was claimed that no row of ours (a resident's or a staff alert's) holds."""
+        began = time.perf_counter()
+        try:
+            placed = await self._telephony.calls_to(to, since=since - CLOCK_SKEW)
+        finally:
+            PROVIDER_SECONDS.labels("calls_to").observe(time.perf_counter() - began)
+        claimed: set[str] = set()
+        if placed:
+            async with self._engine.connect() as conn:
+                rows = await conn.execute(
+                    text(
+                        "SELECT provider_sid FROM notifier.deliveries WHERE provider_sid = ANY(:sids)"
+                        " UNION SELECT provider_sid FROM notifier.staff_alert_sends WHERE provider_sid = ANY(:sids)"
+                    ),
+                    {"sids": [c.sid for c in placed]},
+                )
+                claimed = {row.provider_sid for row in rows}
+        unclaimed = sorted((c for c in placed if c.sid not in claimed), key=lambda c: c.created_at)
+        log.info("redelivery of a call being placed", found_at_provider=bool(unclaimed))
+        return unclaimed[0] if unclaimed else None
+
     async def send_due(self, store: EventStore, vault: ContactVault) -> int:
         """Place every call (a deferred first call, or a retry) whose moment has come, and send the texts and
-        emails calls fell back to; how many were handled. A row claimed and left 'sending' for STALE (its
-        sender died) is found again: a text is looked for at the provider first, a call placed again."""
+        emails calls and texts fell back to; how many were handled. A row claimed and left 'sending' for STALE
+        (its sender died) is found again: the text or call is looked for at the provider first. Outside calling
+        hours only the emails go: an email wakes no one."""
         now = self.clock()
-        if self.quiet is not None and self.quiet.next_allowed(now) is not None:
-            return 0
+        calling = self.quiet is None or self.quiet.next_allowed(now) is None
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     text(
                         "SELECT case_id, stage, attempt, caused_by, falls_back_to, status,"
                         " coalesce(started_at, created_at) AS since FROM notifier.deliveries"
-                        " WHERE channel = 'voice' AND not_before <= :now AND (status = 'deferred'"
+                        " WHERE channel = 'voice' AND not_before <= :now AND (:calling OR falls_back_to = 'email')"
+                        " AND (status = 'deferred'"
                         " OR (status = 'sending' AND coalesce(started_at, created_at) < :stale))"
                         " ORDER BY not_before LIMIT :n"
                     ),
-                    {"now": now, "stale": now - STALE, "n": BATCH},
+                    {"now": now, "stale": now - STALE, "n": BATCH, "calling": calling},
                 )
             ).all()
         for row in rows:
@@ -254,7 +288,7 @@ class CallDelivery:
             assert self._texts is not None
             body = self._texts.body(facts)
             return await self._texts.hand_over(facts.stage, contact.phone, body, fresh, since)
-        outcome, status, sid, _ = await self.place(facts, contact.phone)
+        outcome, status, sid, _ = await self.place(facts, contact.phone, None if fresh else since)
         return outcome, status, sid
 
 
@@ -284,28 +318,34 @@ def deferred_row(
     )
 
 
-async def _start(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, caused_by: UUID) -> bool:
-    """Record the call as 'sending'; False when this attempt was already placed (or refused)."""
+async def _start(
+    tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, caused_by: UUID
+) -> tuple[bool, datetime] | None:
+    """Record the call as 'sending': (whether this call wrote the row, since when it is being placed), or None
+    when this attempt was already placed (or refused)."""
     key: dict[str, Any] = {"c": case_id, "s": stage, "a": attempt}
-    await tx.execute(
+    written = await tx.execute(
         text(
             "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by)"
             " VALUES (:c, :s, 'voice', :a, :m, 'sending', :e) ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
+            " RETURNING created_at"
         ),
         {**key, "m": f"{case_id}.{stage}.voice.{attempt}", "e": caused_by},
     )
-    status = (
+    created = written.scalar_one_or_none()
+    if created is not None:
+        return True, created
+    row = (
         await tx.execute(
             text(
-                "SELECT status FROM notifier.deliveries"
+                "SELECT status, coalesce(started_at, created_at) AS since FROM notifier.deliveries"
                 " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
             ),
             key,
         )
-    ).scalar_one()
-    # A row still 'sending' is a redelivery after a crash: the port cannot list calls as it lists texts, so
-    # the call is placed again (the resident may hear it twice; never not at all).
-    return bool(status == "sending")
+    ).one()
+    # still 'sending': a redelivery after a crash, which asks the provider before calling (`place`)
+    return (False, row.since) if row.status == "sending" else None
 
 
 async def finish(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, status: str, sid: str | None) -> bool:

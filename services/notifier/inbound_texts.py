@@ -1,20 +1,32 @@
 """Acting on what residents text back and on the provider's delivery reports: the opt-out list, a case's
-status, a reply recorded on the case. The number is known here only by its keyed digest."""
+status, a reply recorded on the case; a text's final delivery report recorded on its case, an undelivered one
+falling back to email. The number is known here only by its keyed digest."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 from uuid import UUID
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from civicflow.events import EventMetadata, RecordedEvent, ResidentReplied
+from civicflow.events import (
+    CaseEvent,
+    EventMetadata,
+    NotificationDelivered,
+    NotificationFailed,
+    RecordedEvent,
+    ResidentReplied,
+)
 from civicflow.eventstore import EventStore
 from civicflow.ids import uuid7
+from civicflow.pii import ContactVault
 from services.notifier.alerts import alert_status
+from services.notifier.calls import deferred_row
+from services.notifier.domain import stage_facts
 from services.notifier.inbound import (
     Ack,
     Help,
@@ -40,6 +52,7 @@ TakeAlert = Callable[[AsyncConnection, str, Ack], Awaitable[str | None]]
 # Twilio's words for a text that reached the handset, and for one that never will.
 DELIVERED = frozenset({"delivered", "read"})
 UNDELIVERED = frozenset({"undelivered", "failed"})
+FINAL = DELIVERED | UNDELIVERED
 
 
 class InboundTexts:
@@ -120,24 +133,91 @@ class InboundTexts:
 
 
 class StatusReports:
-    """Keeps what the provider says of a text (delivered, undelivered…) on its delivery row."""
+    """What the provider says of a resident's stage text (delivered, undelivered…), kept on its delivery row (an
+    'sms' row, or a call's fallback text). The first final report is recorded on the case as NotificationDelivered;
+    a text that will never arrive falls back to email when the resident gave one (a 'voice' row falling back to
+    email, sent by the calls' periodic task as a call's fallback is), else NotificationFailed with the provider's
+    code. A repeated or late report changes nothing. Staff alerts' and surveys' texts are on their own tables."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: EventStore,
+        vault: ContactVault,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._engine = engine
+        self._store = store
+        self._vault = vault
+        self._clock = clock
 
     async def __call__(self, sid: str, status: str, error_code: int | None) -> bool:
         """False when no text of ours has that sid."""
         async with self._engine.begin() as tx:
-            updated = await tx.execute(
-                text(
-                    "UPDATE notifier.deliveries SET provider_status = :st, provider_error = :err"
-                    " WHERE provider_sid = :sid RETURNING 1"
-                ),
-                {"st": status, "err": error_code, "sid": sid},
-            )
-            if updated.first() is None:  # not a resident's text: perhaps a staff alert's
-                return await alert_status(tx, sid, status, error_code)
+            # only a report before the final one moves the row: a repeated or late callback finds it final
+            row = (
+                await tx.execute(
+                    text(
+                        "UPDATE notifier.deliveries SET provider_status = :st, provider_error = :err"
+                        " WHERE provider_sid = :sid AND (channel = 'sms' OR falls_back_to = 'sms')"
+                        " AND coalesce(provider_status, '') <> ALL(:final)"
+                        " RETURNING case_id, stage, attempt, caused_by"
+                    ),
+                    {"st": status, "err": error_code, "sid": sid, "final": sorted(FINAL)},
+                )
+            ).first()
+            if row is None:
+                known = (
+                    await tx.execute(text("SELECT 1 FROM notifier.deliveries WHERE provider_sid = :sid"), {"sid": sid})
+                ).first()
+                if known is None:  # not a resident's text: perhaps a staff alert's
+                    return await alert_status(tx, sid, status, error_code)
+                return True
+            if status in FINAL:
+                await self._settle(tx, row, status, error_code)
         return _counted(True, status)
+
+    async def _settle(self, tx: AsyncConnection, row: Any, status: str, error_code: int | None) -> None:
+        stream = await self._store.read_stream(tx, row.case_id)
+        trigger = next((e for e in stream if e.event_id == row.caused_by), None)
+        if trigger is None:
+            return
+        told = NotificationDelivered(
+            stage=row.stage,
+            channel="sms",
+            outcome="delivered" if status in DELIVERED else status,
+            attempt=row.attempt,
+            error_code=error_code,
+        )
+        events: list[CaseEvent] = []
+        if status in UNDELIVERED:
+            facts = stage_facts(trigger, stream)
+            contact = None
+            if facts.sealed_contact is not None:
+                contact = await self._vault.unseal(tx, row.case_id, facts.sealed_contact)
+            if contact is not None and contact.email:
+                told = told.model_copy(update={"fallback": "email"})
+                attempt = await _next_voice_attempt(tx, row.case_id, row.stage)
+                then = deferred_row(row.case_id, row.stage, attempt, row.caused_by, self._clock(), "email")
+                await tx.execute(then.sql, then.params)
+            else:
+                reason = "the text was not delivered" + (f" (error {error_code})" if error_code else "")
+                events.append(NotificationFailed(stage=row.stage, channel="sms", reason=reason + ", and no email"))
+        await self._store.append(tx, row.case_id, None, [told, *events], trigger.caused(ACTOR))
+        log.info("text delivery reported", stage=row.stage, outcome=told.outcome, fallback=told.fallback)
+
+
+async def _next_voice_attempt(tx: AsyncConnection, case_id: UUID, stage: str) -> int:
+    """The attempt number of the email a text falls back to: rows of a stage's calls and fallbacks share the
+    'voice' channel, each a further attempt."""
+    found = await tx.execute(
+        text(
+            "SELECT coalesce(max(attempt), 0) + 1 FROM notifier.deliveries"
+            " WHERE case_id = :c AND stage = :s AND channel = 'voice'"
+        ),
+        {"c": case_id, "s": stage},
+    )
+    return int(found.scalar_one())
 
 
 def _counted(known: bool, status: str) -> bool:

@@ -334,7 +334,8 @@ def bootstrap(
         tasks.append(periodically(settings.survey_scan_seconds, surveys.send_due, "sending due surveys"))
         links = survey_routes(SurveyLinks(engine, PostgresEventStore(), tokens))
         menu = CallMenu(engine, PostgresEventStore(), vault, scripts)
-        reports = CallOutcomes(engine, PostgresEventStore(), vault, key, quiet, StatusReports(engine))
+        texts_reports = StatusReports(engine, PostgresEventStore(), vault)
+        reports = CallOutcomes(engine, PostgresEventStore(), vault, key, quiet, texts_reports)
         app = create_telephony_app(telephony, public_url, inbound, reports, links, menu=menu)
         tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
     handler = NotificationHandler(

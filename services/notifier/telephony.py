@@ -5,8 +5,8 @@ in development). What the notifier needs of a provider, and nothing more."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -29,6 +29,7 @@ class ProviderCall:
     sid: str
     to: str  # E.164
     status: str  # queued, ringing, in-progress, completed, busy, no-answer, failed, canceled
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the provider took it
 
 
 class TelephonyUnavailable(Exception):
@@ -56,6 +57,11 @@ class Telephony(Protocol):
 
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
         """Call a number and play TwiML (what to say, which digits to gather)."""
+        ...
+
+    async def calls_to(self, to: str, since: datetime) -> list[ProviderCall]:
+        """The calls placed to a number since a moment: how a crash between the provider taking a call and our
+        commit is closed before calling again."""
         ...
 
     def signed_by_provider(self, url: str, params: Mapping[str, str], signature: str) -> bool:

@@ -28,6 +28,7 @@ from services.notifier.telephony import ProviderCall, ProviderMessage, Telephony
 log = structlog.get_logger(__name__)
 
 TWILIO_API = "https://api.twilio.com"
+CALLS_LISTED = 50  # calls to one number in a crash window: a handful at most
 
 # What a provider's error code means, in words that never carry the number (the provider's own message does).
 REFUSALS: dict[int, str] = {
@@ -142,7 +143,21 @@ class TwilioTelephony:
                 "status_callback_event": ["initiated", "ringing", "answered", "completed"],
             }
         call = await self._call(self._client.calls.create_async(to=to, from_=self._from, twiml=twiml, **options))
-        return ProviderCall(sid=str(call.sid), to=str(call.to), status=str(call.status))
+        return _call(call)
+
+    async def calls_to(self, to: str, since: datetime) -> list[ProviderCall]:
+        # "StartTime>" (sent as StartTime>=) is inclusive and to the second at most, as for texts; a call still
+        # queued has no start time yet and would be missed by it, so calls made but not started are asked for
+        # by their creation instead: the newest calls to the number, kept from the second `since` falls in.
+        since = since.astimezone(UTC).replace(microsecond=0)
+        started = await self._call(
+            self._client.calls.list_async(to=to, from_=self._from, start_time_after=since, limit=CALLS_LISTED)
+        )
+        queued = await self._call(
+            self._client.calls.list_async(to=to, from_=self._from, status="queued", limit=CALLS_LISTED)
+        )
+        found = {c.sid: c for c in map(_call, [*started, *queued])}
+        return [c for c in found.values() if c.created_at >= since]
 
     def signed_by_provider(self, url: str, params: Mapping[str, str], signature: str) -> bool:
         return bool(self._validator.validate(url, dict(params), signature))
@@ -174,6 +189,19 @@ class TwilioTelephony:
             if answered is not None:
                 raise TelephonyUnavailable(f"the telephony provider answered HTTP {answered}") from None
             raise TelephonyUnavailable("the telephony provider's answer could not be read") from None
+
+
+def _call(call: Any) -> ProviderCall:
+    # A call without a readable date counts as made now, as a text does (`_message`): the safe side.
+    created = call.date_created
+    if isinstance(created, str):
+        created = parsedate_to_datetime(created)
+    return ProviderCall(
+        sid=str(call.sid),
+        to=str(call.to),
+        status=str(call.status),
+        created_at=created if isinstance(created, datetime) else datetime.now(UTC),
+    )
 
 
 def _message(message: Any) -> ProviderMessage:

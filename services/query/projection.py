@@ -170,6 +170,8 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "alert_acknowledged", f"acknowledged by {data.by}"
     elif isinstance(data, PreferencesChanged):
         stage, detail = "preferences_changed", "how the resident hears back changed"
+    elif isinstance(data, NotificationDelivered) and data.channel == "sms":
+        stage, detail = "resident_texted", _text_outcome(data)
     elif isinstance(data, NotificationDelivered):
         stage, detail = "resident_called", _call_outcome(data, base.time_zone)
     elif isinstance(data, ResolutionDisputed):  # the router sends it back to its department next
@@ -191,3 +193,13 @@ def _call_outcome(data: NotificationDelivered, zone: str | None) -> str:
     if data.fallback is not None:
         return f"{line}; {'texting' if data.fallback == 'sms' else 'emailing'} instead"
     return line
+
+
+def _text_outcome(data: NotificationDelivered) -> str:
+    """ "texted about 'resolved', not delivered (error 30003); emailed instead" and the like."""
+    if data.outcome == "delivered":
+        return f"texted about '{data.stage}', delivered"
+    line = f"texted about '{data.stage}', not delivered"
+    if data.error_code is not None:
+        line += f" (error {data.error_code})"
+    return f"{line}; emailed instead" if data.fallback == "email" else line

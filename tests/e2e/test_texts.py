@@ -1,5 +1,5 @@
 """A resident who chose text messages, as the system runs: one text per stage through the sample telephony
-provider, STATUS answered, and STOP honoured on a later case."""
+provider, each one's delivery report on the timeline, STATUS answered, and STOP honoured on a later case."""
 
 from __future__ import annotations
 
@@ -73,6 +73,14 @@ async def test_a_resident_who_chose_texts_hears_each_stage_once_asks_for_status_
     assert len(bodies) == 3, "one text per stage, none twice"
     everything = " ".join(bodies)  # files of one second are in no particular order
     assert "we got your request" in everything and "Public Works - Streets" in everything and "resolved" in everything
+
+    async def delivered_on_the_timeline() -> list[str] | None:
+        view = await view_reached(clients, number, "resident_texted")
+        lines = [e.detail for e in view.timeline if e.stage == "resident_texted"] if view else []
+        return lines if len(lines) >= 3 else None
+
+    lines = await eventually(delivered_on_the_timeline, timeout=60, what="each text's delivery report on the timeline")
+    assert sorted(lines) == sorted(f"texted about '{s}', delivered" for s in ("submitted", "routed", "resolved"))
 
     answered = await text_the_city(system, "status")
     assert any(number in reply for reply in answered), "STATUS answers with the case"

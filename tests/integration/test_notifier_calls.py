@@ -1,7 +1,8 @@
 """The notifier's calls against real PostgreSQL and the in-memory telephony double: a resident who chose voice is
 called once per stage in their language (the resolution with its menu), a redelivery calls no one, pressing 2
 records ResolutionDisputed once however often the provider posts it, a STOP'd number is not called, a service
-the city calls back about is a call at resolution whatever the channel, calls wait out quiet hours."""
+the city calls back about is a call at resolution whatever the channel, calls wait out quiet hours, and a call
+the provider placed before a crash kept us from recording it is found by asking the provider, not placed again."""
 
 from __future__ import annotations
 
@@ -44,10 +45,11 @@ from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.main import NotificationHandler
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.sms import TextTemplates
+from services.notifier.telephony import TelephonyUnavailable
 from services.notifier.telephony_http import SIGNATURE_HEADER, STATUS_PATH, create_telephony_app
 from services.notifier.texting import TextDelivery, number_digest
 from services.notifier.voice import CallScripts
-from tests.telephony_double import InMemoryTelephony, PlacedCall
+from tests.telephony_double import CrashedAfterTaking, InMemoryTelephony, PlacedCall
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
@@ -93,7 +95,7 @@ class Calls:
             mail=MailFallback(self.mail, MessageTemplates(ZONE), "311 <no-reply@example.test>"),
         )
         self.outcomes = CallOutcomes(
-            engine, STORE, vault, key, QuietHours(ZONE), StatusReports(engine), clock=lambda: self.now
+            engine, STORE, vault, key, QuietHours(ZONE), StatusReports(engine, STORE, vault), clock=lambda: self.now
         )
         policy = NotificationHandler(
             engine,
@@ -206,7 +208,7 @@ async def test_a_voice_resident_is_called_once_per_stage_in_spanish_and_pressing
     for event in stages:
         await calls.notify(event)
         await calls.notify(event)  # a redelivery (the inbox drops it)
-    placed = calls.telephony.calls_to(PHONE)
+    placed = calls.telephony.placed_to(PHONE)
     assert len(placed) == 3
     assert all('language="es-US"' in c.twiml for c in placed)
     number = case.data.tracking_number  # type: ignore[union-attr]
@@ -230,10 +232,10 @@ async def test_a_voice_resident_is_called_once_per_stage_in_spanish_and_pressing
 async def test_an_unknown_digit_repeats_the_menu_once_then_says_goodbye(calls: Calls) -> None:
     case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
     await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
-    [call] = calls.telephony.calls_to(PHONE)
+    [call] = calls.telephony.placed_to(PHONE)
     first = await calls.press(call, "9")
     assert first.status_code == 200 and "not one of the choices" in said(first.text)
-    menu_again = PlacedCall(call.sid, call.to, first.text, None)
+    menu_again = PlacedCall(call.sid, call.to, first.text, None, call.created_at)
     last = await calls.press(menu_again, "7")
     assert ET.fromstring(last.text).find("Gather") is None and "Goodbye" in said(last.text)
     assert not [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
@@ -242,7 +244,7 @@ async def test_an_unknown_digit_repeats_the_menu_once_then_says_goodbye(calls: C
 async def test_a_press_that_is_forged_or_malformed_changes_nothing(calls: Calls) -> None:
     case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
     await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
-    [call] = calls.telephony.calls_to(PHONE)
+    [call] = calls.telephony.placed_to(PHONE)
     query = urlencode({"case": str(case.case_id), "stage": "resolved"})
     form = {"CallSid": call.sid, "Digits": "2"}
     headers = {"content-type": "application/x-www-form-urlencoded"}
@@ -288,7 +290,7 @@ async def test_a_service_the_city_calls_back_about_is_a_call_at_resolution_whate
     contact = ResidentContact(email="resident@example.org", phone=PHONE)
     case = await calls.case(contact, service="CALL_BACK", preferred_channel="email", updates="outcome")
     await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
-    [call] = calls.telephony.calls_to(PHONE)
+    [call] = calls.telephony.placed_to(PHONE)
     assert ET.fromstring(call.twiml).find("Gather") is not None
 
 
@@ -300,7 +302,7 @@ async def test_a_call_due_at_night_waits_for_calling_hours(calls: Calls) -> None
     assert await calls.delivery.send_due(STORE, calls.vault) == 0  # still night
     calls.now = MIDNIGHT + timedelta(hours=8)  # 08:00 in Chicago
     assert await calls.delivery.send_due(STORE, calls.vault) >= 1
-    [call] = calls.telephony.calls_to(PHONE)
+    [call] = calls.telephony.placed_to(PHONE)
     sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
     assert [(e.stage, e.channel, e.message_id) for e in sent] == [("submitted", "voice", call.sid)]
 
@@ -310,7 +312,7 @@ async def test_an_unanswered_call_is_tried_again_within_hours_then_falls_back_to
     case = await calls.case(contact, preferred_channel="voice", updates="outcome")
     calls.now = datetime(2026, 12, 1, 19, 50, tzinfo=UTC)  # 13:50 in Chicago
     await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=calls.now)))
-    [first] = calls.telephony.calls_to(PHONE)
+    [first] = calls.telephony.placed_to(PHONE)
     await calls.ended(first, "ringing")
     await calls.ended(first, "busy")
     await calls.ended(first, "busy")  # the provider repeats a callback: acted on once
@@ -322,8 +324,8 @@ async def test_an_unanswered_call_is_tried_again_within_hours_then_falls_back_to
         moments.append(told[-1].retry_at)
         calls.now = told[-1].retry_at
         assert await calls.delivery.send_due(STORE, calls.vault) >= 1
-        await calls.ended(calls.telephony.calls_to(PHONE)[-1], status, "31005" if status == "failed" else "")
-    assert len(calls.telephony.calls_to(PHONE)) == 4
+        await calls.ended(calls.telephony.placed_to(PHONE)[-1], status, "31005" if status == "failed" else "")
+    assert len(calls.telephony.placed_to(PHONE)) == 4
     chicago = [m.astimezone(ZONE) for m in moments]
     assert chicago[0] == datetime(2026, 12, 1, 14, 0, tzinfo=ZONE)
     assert chicago[1] == datetime(2026, 12, 1, 15, 0, tzinfo=ZONE)
@@ -358,6 +360,28 @@ async def test_an_unanswered_call_is_tried_again_within_hours_then_falls_back_to
             text("SELECT provider_status FROM notifier.deliveries WHERE provider_sid = :sid"), {"sid": texted.sid}
         )
     assert kept == "delivered", "the fallback text's delivery report is kept as a text's"
+    assert [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)][-1] == (
+        NotificationDelivered(stage="resolved", channel="sms", outcome="delivered", attempt=5)
+    )
+
+
+async def test_a_fallback_text_that_is_not_delivered_falls_back_to_email(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    case = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    await unanswered_four_times(calls, case)
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [texted] = calls.telephony.taken
+    await calls.outcomes(texted.sid, "undelivered", 30003)
+    await calls.outcomes(texted.sid, "undelivered", 30003)  # repeated: acted on once
+    told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert told[-1] == NotificationDelivered(
+        stage="resolved", channel="sms", outcome="undelivered", attempt=5, fallback="email", error_code=30003
+    )
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
+    sent = [(e.stage, e.channel) for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [("resolved", "voice"), ("resolved", "sms"), ("resolved", "email")]
 
 
 async def stop_texted(calls: Calls, number: str) -> None:
@@ -409,7 +433,7 @@ async def test_with_no_route_left_the_failure_is_recorded_with_the_providers_cod
 async def test_hostile_presses_are_refused_saying_which_field_and_record_nothing(calls: Calls) -> None:
     case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
     await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
-    [call] = calls.telephony.calls_to(PHONE)
+    [call] = calls.telephony.placed_to(PHONE)
     path = f"/telephony/voice/gather?{urlencode({'case': str(case.case_id), 'stage': 'resolved'})}"
     headers = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -459,3 +483,81 @@ async def test_a_call_the_provider_refuses_falls_back_to_email_with_its_code(cal
     await calls.notify(await calls.append(phone_only, CaseResolved(resolution="Done.", resolved_at=NOON)))
     [failed] = [e for e in await calls.history(phone_only) if isinstance(e, NotificationFailed)]
     assert (failed.channel, failed.reason) == ("voice", "the provider refused the call (error 21211)")
+
+
+async def voice_row(calls: Calls, case: RecordedEvent, stage: str, attempt: int = 1) -> tuple[str, str | None]:
+    async with calls.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT status, provider_sid FROM notifier.deliveries"
+                    " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
+                ),
+                {"c": case.case_id, "s": stage, "a": attempt},
+            )
+        ).one()
+    return row.status, row.provider_sid
+
+
+async def test_the_crash_after_the_provider_took_a_call_is_closed_by_asking_the_provider(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    resolved = await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON))
+    calls.telephony.crash_after_placing = True
+    with pytest.raises(CrashedAfterTaking):  # the process dies before the batch commits
+        await calls.notify(resolved)
+    assert (await voice_row(calls, case, "resolved"))[0] == "sending"
+    assert not [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
+
+    calls.telephony.crash_after_placing = False
+    await calls.notify(resolved)  # the redelivery after the restart
+
+    [call] = calls.telephony.placed_to(PHONE)
+    assert calls.telephony.call_lookups == 1
+    assert await voice_row(calls, case, "resolved") == ("sent", call.sid)
+    sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [NotificationSent(stage="resolved", channel="voice", message_id=call.sid)]
+    await calls.ended(call, "completed")  # the provider's callback for that call lands on the recorded row
+    [told] = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert (told.stage, told.outcome) == ("resolved", "answered")
+
+
+async def test_a_call_another_row_holds_is_not_taken_for_the_one_that_crashed(calls: Calls) -> None:
+    # the same number called about another case's stage in the window: that call is its row's, not the crashed one's
+    other = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    await calls.notify(await calls.append(other, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    [held] = calls.telephony.placed_to(PHONE)
+    assert (await voice_row(calls, other, "resolved"))[1] == held.sid
+
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    resolved = await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON))
+    calls.telephony.down = True  # the provider cannot be reached: nothing placed, the row stays 'sending'
+    with pytest.raises(TelephonyUnavailable):
+        await calls.notify(resolved)
+    calls.telephony.down = False
+    await calls.notify(resolved)
+
+    kept, placed = calls.telephony.placed_to(PHONE)  # the crashed row's call placed once, beside the held one
+    assert kept == held
+    assert calls.telephony.call_lookups == 1
+    status, sid = await voice_row(calls, case, "resolved")
+    assert (status, sid) == ("sent", placed.sid)
+
+
+async def test_a_stale_retry_found_sending_asks_the_provider_before_calling_again(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    calls.telephony.clock = lambda: calls.now  # the provider's clock and ours agree, as in production
+    [first] = calls.telephony.placed_to(PHONE)
+    await calls.ended(first, "no-answer")
+    calls.now = NOON + timedelta(minutes=10)
+    calls.telephony.crash_after_placing = True
+    with pytest.raises(CrashedAfterTaking):  # the task dies after the provider placed the second call
+        await calls.delivery.send_due(STORE, calls.vault)
+    assert (await voice_row(calls, case, "resolved", attempt=2))[0] == "sending"
+
+    calls.telephony.crash_after_placing = False
+    calls.now = NOON + timedelta(minutes=13)  # the row is stale: another pass takes it again
+    assert await calls.delivery.send_due(STORE, calls.vault) == 1
+    first_again, second = calls.telephony.placed_to(PHONE)
+    assert first_again == first and calls.telephony.call_lookups == 1
+    assert await voice_row(calls, case, "resolved", attempt=2) == ("sent", second.sid)

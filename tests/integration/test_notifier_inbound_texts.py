@@ -104,9 +104,11 @@ class Endpoint:
 async def endpoint(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Endpoint]:
     key = uuid4().bytes  # the test's own: its opt-outs and numbers are no other test's
     telephony = InMemoryTelephony()
-    app = create_telephony_app(telephony, PUBLIC_URL, InboundTexts(engine, STORE, key, ZONE), StatusReports(engine))
+    vault = ContactVault(load_master_key("", tmp_path))
+    reports = StatusReports(engine, STORE, vault)
+    app = create_telephony_app(telephony, PUBLIC_URL, InboundTexts(engine, STORE, key, ZONE), reports)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
-        yield Endpoint(engine, ContactVault(load_master_key("", tmp_path)), client, telephony, key)
+        yield Endpoint(engine, vault, client, telephony, key)
 
 
 async def test_an_unsigned_or_wrongly_signed_text_is_refused_and_changes_nothing(endpoint: Endpoint) -> None:

@@ -308,8 +308,8 @@ async def test_the_providers_report_on_an_alert_lands_on_its_row_and_is_counted(
     [message] = telephony.taken
     delivered_before = counted("civicflow_staff_alerts_total", channel="sms", outcome="delivered")
 
-    assert await StatusReports(engine)(message.sid, "delivered", None)
-    assert not await StatusReports(engine)("SM" + "0" * 32, "delivered", None)  # no text of ours
+    assert await StatusReports(engine, STORE, vault)(message.sid, "delivered", None)
+    assert not await StatusReports(engine, STORE, vault)("SM" + "0" * 32, "delivered", None)  # no text of ours
 
     async with engine.connect() as conn:
         status = await conn.scalar(

@@ -173,7 +173,8 @@ async def notifier(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Notifie
         return await holder[0].inbound(number, body)
 
     telephony_for_app = InMemoryTelephony()
-    app = create_telephony_app(telephony_for_app, PUBLIC_URL, inbound, StatusReports(engine), survey_routes(answer))
+    reports = StatusReports(engine, STORE, ContactVault(load_master_key("", tmp_path)))
+    app = create_telephony_app(telephony_for_app, PUBLIC_URL, inbound, reports, survey_routes(answer))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
         holder.append(Notifier(engine, tmp_path, client, resolved_at))
         holder[0].telephony.auth_token = telephony_for_app.auth_token

@@ -115,10 +115,11 @@ async def test_a_text_goes_out_its_statuses_come_back_signed_and_it_is_found_aga
     assert any(folder.glob(f"{RESIDENT}/*_{sent.sid}.text.txt"))
 
 
-async def test_a_call_gathers_the_digits_pressed_and_says_what_the_city_answers(
+async def test_a_call_gathers_the_digits_pressed_says_what_the_city_answers_and_is_found_again(
     phone: tuple[TwilioTelephony, CityWebhooks, Path], tmp_path: Path
 ) -> None:
     telephony, city, folder = phone
+    before = datetime.now(UTC) - timedelta(seconds=1)
     async with httpx.AsyncClient(base_url=city.provider_url, auth=(SID, TOKEN)) as sample:
         assert (await sample.post("/sample/press", data={"To": RESIDENT, "Digits": "1"})).status_code == 200
     twiml = (
@@ -136,6 +137,11 @@ async def test_a_call_gathers_the_digits_pressed_and_says_what_the_city_answers(
     assert all(signed for _, _, signed in city.received)
     [file] = folder.glob(f"{RESIDENT}/*_{call.sid}.call.txt")
     assert "pressed: 1" in file.read_text() and "You pressed 1." in file.read_text()
+    found = await telephony.calls_to(RESIDENT, before)
+    assert [(c.sid, c.to, c.status) for c in found] == [(call.sid, RESIDENT, "completed")]
+    assert found[0].created_at.tzinfo is not None
+    assert await telephony.calls_to(RESIDENT, datetime.now(UTC) + timedelta(minutes=1)) == []
+    assert await telephony.calls_to("+15555550143", before) == []
 
 
 async def test_refusals_carry_the_providers_code_and_never_the_number(

@@ -217,3 +217,27 @@ def test_a_calls_outcome_reads_as_a_line_with_when_it_is_tried_again() -> None:
         "called about 'resolved', busy; texting instead",
         "called about 'resolved', answered",
     ]
+
+
+def test_a_texts_delivery_report_reads_as_a_line_saying_whether_it_arrived_and_what_came_instead() -> None:
+    routed = fold(LIFE[:3])[0]
+    assert routed is not None
+    delivered = NotificationDelivered(stage="routed", channel="sms", outcome="delivered", attempt=1)
+    undelivered = NotificationDelivered(
+        stage="resolved", channel="sms", outcome="undelivered", attempt=1, fallback="email", error_code=30003
+    )
+    events = (
+        delivered,
+        undelivered,
+        undelivered.model_copy(update={"fallback": None, "outcome": "failed"}),
+        undelivered.model_copy(update={"fallback": None, "error_code": None}),
+    )
+    lines = [apply(routed, recorded(4, event))[1] for event in events]
+    assert [(line.stage, line.detail) for line in lines if line is not None] == [
+        ("resident_texted", "texted about 'routed', delivered"),
+        ("resident_texted", "texted about 'resolved', not delivered (error 30003); emailed instead"),
+        ("resident_texted", "texted about 'resolved', not delivered (error 30003)"),
+        ("resident_texted", "texted about 'resolved', not delivered"),
+    ]
+    after = apply(routed, recorded(4, delivered))[0]
+    assert replace(after, last_version=3, updated_at=routed.updated_at) == routed, "only the timeline changes"

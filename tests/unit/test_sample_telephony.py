@@ -137,6 +137,38 @@ async def test_texts_are_listed_newest_first_by_recipient_and_time(phone: tuple[
     assert bad.status_code == 400 and "DateSent>" in bad.json()["message"]
 
 
+async def test_calls_are_listed_newest_first_by_recipient_status_and_start_time(
+    phone: tuple[httpx.AsyncClient, Provider],
+) -> None:
+    client, provider = phone
+    other, hello = "+15555550143", "<Response><Say>hi</Say></Response>"
+    for to in (RESIDENT, other, RESIDENT):
+        assert (await client.post(CALLS, data={"To": to, "From": CITY, "Twiml": hello})).status_code == 201
+    await provider.idle()
+    listed = (await client.get(CALLS, params={"To": RESIDENT, "From": CITY})).json()
+    sids = [c.sid for c in provider.calls.values() if c.to == RESIDENT]
+    assert [c["sid"] for c in listed["calls"]] == sids[::-1] and listed["next_page_uri"] is None
+    assert {(c["to"], c["status"]) for c in listed["calls"]} == {(RESIDENT, "completed")}
+    assert all(c["start_time"] for c in listed["calls"])
+    later = (await client.get(CALLS, params={"To": RESIDENT, "StartTime>": "2999-01-01T00:00:00Z"})).json()
+    assert later["calls"] == []
+    since = (await client.get(CALLS, params={"To": RESIDENT, "StartTime>": "2020-01-01"})).json()
+    assert len(since["calls"]) == 2
+    queued = (await client.get(CALLS, params={"To": RESIDENT, "Status": "queued"})).json()
+    assert queued["calls"] == []
+
+
+# (a query of 64 KiB is the most httpx sends)
+@pytest.mark.parametrize("moment", ["yesterday", "", "\x00", "NaN", "2026-13-40", "9" * 60_000, "2026-01-01 00:00"])
+async def test_a_call_list_with_a_start_time_that_is_not_a_time_is_refused_naming_it(
+    phone: tuple[httpx.AsyncClient, Provider], moment: str
+) -> None:
+    client, _ = phone
+    bad = await client.get(CALLS, params={"StartTime>": moment})
+    assert bad.status_code == 400 and bad.json()["code"] == 20001
+    assert "'StartTime>'" in bad.json()["message"] and len(bad.json()["message"]) < 200
+
+
 async def test_a_call_plays_its_twiml_posts_the_digits_pressed_and_follows_the_answer(
     phone: tuple[httpx.AsyncClient, Provider], city: City, tmp_path: Path
 ) -> None:
