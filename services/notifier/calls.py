@@ -103,7 +103,7 @@ class CallDelivery:
         self, event: RecordedEvent, facts: StageFacts, to: str, reads: Reads, has_email: bool = False
     ) -> Decision:
         """Call `to`; a call the provider refuses (an invalid number) falls back to email when there is one."""
-        stage = facts.stage
+        stage = facts.told_as  # the occurrence too: a case resolved again is told again (domain.StageFacts)
         digest = number_digest(to, self._key)
         # so a text from this number finds its cases (STATUS, a reply), as for a texted number
         remember = Statement(
@@ -152,17 +152,18 @@ class CallDelivery:
         the event to record, the row's new status, the call's sid and the provider's error code when it refused.
         TelephonyUnavailable propagates (the consumer retries; the row stays 'sending')."""
         if sending_since is not None and (placed := await self._already_placed(to, sending_since)) is not None:
-            return NotificationSent(stage=facts.stage, channel="voice", message_id=placed.sid), "sent", placed.sid, None
+            found = NotificationSent(stage=facts.told_as, channel="voice", message_id=placed.sid)
+            return found, "sent", placed.sid, None
         script = self.scripts.render(facts)
         began = time.perf_counter()
         try:
             call = await self._telephony.place_call(to, script.twiml, self._status_callback)
         except TelephonyRefused as exc:
             reason = "the provider refused the call" + (f" (error {exc.code})" if exc.code else "")
-            return NotificationFailed(stage=facts.stage, channel="voice", reason=reason), "refused", None, exc.code
+            return NotificationFailed(stage=facts.told_as, channel="voice", reason=reason), "refused", None, exc.code
         finally:
             PROVIDER_SECONDS.labels("place_call").observe(time.perf_counter() - began)
-        return NotificationSent(stage=facts.stage, channel="voice", message_id=call.sid), "sent", call.sid, None
+        return NotificationSent(stage=facts.told_as, channel="voice", message_id=call.sid), "sent", call.sid, None
 
     async def _already_placed(self, to: str, since: datetime) -> ProviderCall | None:
         """The call the provider placed before a crash kept us from recording it, if it did: the earliest call to
@@ -287,7 +288,7 @@ class CallDelivery:
         if by == "sms":
             assert self._texts is not None
             body = self._texts.body(facts)
-            return await self._texts.hand_over(facts.stage, contact.phone, body, fresh, since)
+            return await self._texts.hand_over(facts.told_as, contact.phone, body, fresh, since)
         outcome, status, sid, _ = await self.place(facts, contact.phone, None if fresh else since)
         return outcome, status, sid
 
@@ -415,7 +416,7 @@ class MailFallback:
 
     async def send(self, facts: StageFacts, to: str) -> tuple[CaseEvent, str, str | None]:
         """The event to record, the row's new status and the Message-ID. An outage of the mail server raises."""
-        message_id = message_id_for(facts.case_id, facts.stage)
+        message_id = message_id_for(facts.case_id, facts.told_as)
         try:
             message = compose_email(self._templates.render(facts), to, self._mail_from, message_id, datetime.now(UTC))
             await self._sender.send(message)
@@ -424,5 +425,5 @@ class MailFallback:
             reason = reason or undeliverable(exc)
             if reason is None:
                 raise
-            return NotificationFailed(stage=facts.stage, channel="email", reason=reason), "refused", None
-        return NotificationSent(stage=facts.stage, channel="email", message_id=message_id), "sent", None
+            return NotificationFailed(stage=facts.told_as, channel="email", reason=reason), "refused", None
+        return NotificationSent(stage=facts.told_as, channel="email", message_id=message_id), "sent", None

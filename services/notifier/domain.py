@@ -151,6 +151,17 @@ class StageFacts:
     imported: bool = False  # a past request from the city's old system: its resident is not told again
     language: str = "en"
     updates: str = "all"  # all, or outcome: only the resolution
+    occurrence: int = 1  # which time the case reached this stage: a disputed case is resolved again, and told
+
+    @property
+    def told_as(self) -> str:
+        """The stage as its delivery rows, Message-IDs and NotificationSent name it: 'resolved' the first time,
+        'resolved.2' the second, so a later occurrence is told and never taken for the earlier one."""
+        return told_as(self.stage, self.occurrence)
+
+
+def told_as(stage: str, occurrence: int) -> str:
+    return stage if occurrence == 1 else f"{stage}.{occurrence}"
 
 
 class MissingSubmission(LookupError):
@@ -193,6 +204,7 @@ def stage_facts(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> Stag
         imported=submitted.imported is not None,
         language=language,
         updates=updates,
+        occurrence=1 + sum(e.type == trigger.type for e in earlier),
     )
 
 
@@ -316,9 +328,10 @@ def tracking_link(public_tracking_url: str, tracking_number: str) -> str:
     return f"{public_tracking_url.rstrip('/')}/{tracking_number}"
 
 
-def message_id_for(case_id: UUID, stage: Stage) -> str:
-    """The same Message-ID for every attempt at one stage's email, so a resend is the same message."""
-    return f"<{case_id}.{stage}@{MESSAGE_ID_DOMAIN}>"
+def message_id_for(case_id: UUID, told: str) -> str:
+    """The same Message-ID for every attempt at one stage's email, so a resend is the same message; told is the
+    stage as StageFacts.told_as names it, so each occurrence ('resolved.2') is a message of its own."""
+    return f"<{case_id}.{told}@{MESSAGE_ID_DOMAIN}>"
 
 
 def compose_email(

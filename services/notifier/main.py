@@ -5,9 +5,10 @@ Delivery runs in three steps so a crash or a redelivery never sends a second ema
 
 1. (the batch's unit of work) read the case as the batch leaves it, unseal the contact, decide; then,
    in a small transaction of its own committed before anyone is called, record the delivery as
-   'sending' in notifier.deliveries, keyed by (case, stage). A row already 'sent' means another
-   delivery of this stage finished: nothing is decided and the kernel only marks the inbox.
-2. hand the email to SMTP, with the Message-ID ``<case_id.stage@civicflow.local>``.
+   'sending' in notifier.deliveries, keyed by (case, stage) where the stage is named as told
+   (``StageFacts.told_as``: 'resolved', then 'resolved.2' for a resolution after a dispute). A row already
+   'sent' means another delivery of this stage finished: nothing is decided and the kernel only marks the inbox.
+2. hand the email to SMTP, with the Message-ID ``<case_id.stage@civicflow.local>`` (``<case_id.resolved.2@…>``).
 3. (the batch's unit of work) move the row to 'sent' and decide NotificationSent; the kernel appends
    it and marks the inbox when the batch commits.
 
@@ -61,7 +62,6 @@ from services.notifier.domain import (
     PlaceCall,
     SendEmail,
     SendText,
-    Stage,
     choose_delivery,
     compose_email,
     message_id_for,
@@ -166,15 +166,16 @@ class NotificationHandler:
         self._calls = calls
 
     async def __call__(self, event: RecordedEvent, reads: Reads) -> Decision:
-        stage = STAGE_OF_EVENT[event.type]
+        facts = stage_facts(event, await reads.stream(event.case_id))
+        # the stage as its rows and events name it: a case resolved again after a dispute is 'resolved.2'
+        stage = facts.told_as
         message_id = message_id_for(event.case_id, stage)
         if any(_tells(e.data, stage) for e in reads.pending(event.case_id)):
             log.info("stage already notified", stage=stage)  # by an earlier event of this batch
             return Decision()
-        facts = stage_facts(event, await reads.stream(event.case_id))
         if facts.imported:
             return self._without_sending(event, stage, NothingToSend("imported from the city's old system"))
-        if not wanted(stage, facts.updates):
+        if not wanted(facts.stage, facts.updates):
             return self._without_sending(event, stage, NothingToSend("the resident asked only for the outcome"))
         contact = None
         if facts.sealed_contact is not None:
@@ -228,7 +229,7 @@ class NotificationHandler:
         NOTIFICATIONS.labels("email", "sent" if status == "sent" else "failed").inc()
         return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))])
 
-    def _without_sending(self, event: RecordedEvent, stage: Stage, delivery: CannotNotify | NothingToSend) -> Decision:
+    def _without_sending(self, event: RecordedEvent, stage: str, delivery: CannotNotify | NothingToSend) -> Decision:
         if isinstance(delivery, NothingToSend):
             log.info("nothing to send", stage=stage, reason=delivery.reason)
             return Decision()
@@ -237,7 +238,7 @@ class NotificationHandler:
         failed = NotificationFailed(stage=stage, channel=delivery.channel, reason=delivery.reason)
         return Decision(appends=[StreamAppend(event.case_id, None, [failed], event.caused(ACTOR))])
 
-    async def _start_delivery(self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, message_id: str) -> bool:
+    async def _start_delivery(self, tx: AsyncConnection, event: RecordedEvent, stage: str, message_id: str) -> bool:
         """Record the delivery as 'sending'; False when this stage was already sent (or refused)."""
         await tx.execute(
             text(
@@ -257,7 +258,7 @@ class NotificationHandler:
         ).scalar_one()
         return bool(status == "sending")
 
-    async def _finish_delivery(self, tx: AsyncConnection, event: RecordedEvent, stage: Stage, status: str) -> bool:
+    async def _finish_delivery(self, tx: AsyncConnection, event: RecordedEvent, stage: str, status: str) -> bool:
         """Move the row from 'sending' to status; False when a racing delivery already did."""
         finished = await tx.execute(
             text(
@@ -270,7 +271,7 @@ class NotificationHandler:
         return finished.first() is not None
 
 
-def _tells(event: CaseEvent, stage: Stage) -> bool:
+def _tells(event: CaseEvent, stage: str) -> bool:
     return isinstance(event, NotificationSent | NotificationFailed) and event.stage == stage
 
 

@@ -93,7 +93,7 @@ class TextDelivery:
         return self._templates.render(facts, facts.language).body
 
     async def deliver(self, event: RecordedEvent, facts: StageFacts, to: str, reads: Reads) -> Decision:
-        stage = facts.stage
+        stage = facts.told_as  # the occurrence too: a case resolved again is told again (domain.StageFacts)
         digest = self.digest(to)
         # so an inbound text from this number finds its cases (STATUS, a reply)
         remember = Statement(

@@ -229,6 +229,26 @@ async def test_a_voice_resident_is_called_once_per_stage_in_spanish_and_pressing
     assert disputes == [ResolutionDisputed(channel="voice", call_sid=placed[2].sid)]
 
 
+async def test_a_resolution_after_a_dispute_is_called_again_and_can_be_disputed_again(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.append(case, routed())
+    first = await calls.append(case, CaseResolved(resolution="Pothole filled.", resolved_at=NOON))
+    await calls.notify(first)
+    [call] = calls.telephony.placed_to(PHONE)
+    assert (await calls.press(call, "2")).status_code == 200
+    second = await calls.append(case, CaseResolved(resolution="Pothole filled again.", resolved_at=NOON))
+    await calls.notify(second)
+    await calls.notify(second)  # a redelivery: one call
+    placed = calls.telephony.placed_to(PHONE)
+    assert len(placed) == 2 and "Pothole filled again." in said(placed[1].twiml)
+    assert (await calls.press(placed[1], "2")).status_code == 200
+    history = await calls.history(case)
+    sent = [(e.stage, e.message_id) for e in history if isinstance(e, NotificationSent)]
+    assert sent == [("resolved", call.sid), ("resolved.2", placed[1].sid)]
+    disputes = [e.call_sid for e in history if isinstance(e, ResolutionDisputed)]
+    assert disputes == [call.sid, placed[1].sid]
+
+
 async def test_an_unknown_digit_repeats_the_menu_once_then_says_goodbye(calls: Calls) -> None:
     case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
     await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))

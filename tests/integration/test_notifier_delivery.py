@@ -13,7 +13,17 @@ from aiosmtplib import SMTPConnectError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from civicflow.events import CaseSubmitted, EventMetadata, Location, NotificationFailed, RecordedEvent
+from civicflow.events import (
+    CaseEvent,
+    CaseResolved,
+    CaseSubmitted,
+    EventMetadata,
+    Location,
+    NotificationFailed,
+    NotificationSent,
+    RecordedEvent,
+    ResolutionDisputed,
+)
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
@@ -114,3 +124,39 @@ async def test_a_mail_server_that_is_down_is_retried_not_recorded_as_failed(
     async with engine.connect() as conn:
         assert [e.type for e in await STORE.read_stream(conn, case.case_id)] == ["CaseSubmitted"]
     assert await delivery_status(engine, case) == "sending", "the next attempt sends it"
+
+
+async def appended(engine: AsyncEngine, case: RecordedEvent, event: CaseEvent) -> RecordedEvent:
+    async with engine.begin() as tx:
+        [recorded] = await STORE.append(
+            tx, case.case_id, None, [event], EventMetadata(correlation_id=uuid7(), actor="test", channel="system")
+        )
+    return recorded
+
+
+async def test_a_case_resolved_again_after_a_dispute_is_told_again_with_its_own_message_id(
+    engine: AsyncEngine, vault: ContactVault, tmp_path: Path
+) -> None:
+    sink = await start_sink(tmp_path / "mail", port=0)
+    notify = handler(engine, vault, sink.sockets[0].getsockname()[1])
+    case = await submitted_case(engine, vault, "resident@example.org")
+    try:
+        first = await appended(engine, case, CaseResolved(resolution="filled", resolved_at=datetime.now(UTC)))
+        await notify(first)
+        await appended(engine, case, ResolutionDisputed(call_sid="CA0001"))
+        second = await appended(engine, case, CaseResolved(resolution="filled again", resolved_at=datetime.now(UTC)))
+        await notify(second)
+        await notify(second)  # a redelivery: still told once
+        await notify(first)  # a late redelivery of the first: nothing new
+    finally:
+        sink.close()
+        await sink.wait_closed()
+
+    async with engine.connect() as conn:
+        history = await STORE.read_stream(conn, case.case_id)
+    told = [(e.data.stage, e.data.message_id) for e in history if isinstance(e.data, NotificationSent)]
+    assert told == [
+        ("resolved", f"<{case.case_id}.resolved@civicflow.local>"),
+        ("resolved.2", f"<{case.case_id}.resolved.2@civicflow.local>"),
+    ]
+    assert len(read_messages(tmp_path / "mail")) == 2

@@ -27,6 +27,7 @@ from civicflow.events import (
     CaseSubmitted,
     Location,
     RecordedEvent,
+    ResolutionDisputed,
 )
 from civicflow.pii import ResidentContact
 from samples.smtp_sink.sink import read_messages, start_sink
@@ -320,6 +321,19 @@ def test_message_id_is_the_same_for_every_attempt_at_a_stage() -> None:
     case_id = uuid4()
     assert message_id_for(case_id, "routed") == message_id_for(case_id, "routed")
     assert message_id_for(case_id, "routed") != message_id_for(case_id, "resolved")
+
+
+def test_a_resolution_after_a_dispute_is_told_as_a_stage_of_its_own() -> None:
+    story = _story()
+    case_id = story[0].case_id
+    disputed = _recorded(case_id, 5, ResolutionDisputed(call_sid="CA1"))
+    again = _recorded(case_id, 6, _resolved())
+    stream = [*story, disputed, again]
+    first, second = stage_facts(story[3], stream), stage_facts(again, stream)
+    assert (first.stage, first.told_as) == ("resolved", "resolved")
+    assert (second.stage, second.told_as) == ("resolved", "resolved.2")  # the templates stay the resolution's
+    assert message_id_for(case_id, second.told_as) == f"<{case_id}.resolved.2@civicflow.local>"
+    assert message_id_for(case_id, second.told_as) != message_id_for(case_id, first.told_as)
 
 
 def _refused(*codes: int) -> SMTPRecipientsRefused:
