@@ -162,6 +162,8 @@ class Page:
 _PAGES: Mapping[str, Mapping[str, str]] = {
     "en": {
         "title": "311 survey",
+        "confirm": "Your answer on request {tracking_number}: {score} of 5. Press the button to send it.",
+        "send": "Send my answer",
         "thanks": "Thank you. Your answer ({score} of 5) on request {tracking_number} is recorded.",
         "already": "Thank you. Your answer on request {tracking_number} was already recorded; it stays as first given.",
         "not_found": "This survey link is not known. Please check that the whole link was opened.",
@@ -169,6 +171,8 @@ _PAGES: Mapping[str, Mapping[str, str]] = {
     },
     "es": {
         "title": "Encuesta 311",
+        "confirm": "Su respuesta sobre la solicitud {tracking_number}: {score} de 5. Pulse el botón para enviarla.",
+        "send": "Enviar mi respuesta",
         "thanks": "Gracias. Su respuesta ({score} de 5) sobre la solicitud {tracking_number} quedó registrada.",
         "already": "Gracias. Su respuesta sobre la solicitud {tracking_number} ya estaba registrada; queda la primera.",
         "not_found": "No conocemos este enlace de encuesta. Compruebe que abrió el enlace completo.",
@@ -177,12 +181,17 @@ _PAGES: Mapping[str, Mapping[str, str]] = {
 }
 
 
-def page(status: int, kind: str, language: str | None = None, **values: str) -> Page:
+def page(status: int, kind: str, language: str | None = None, *, form: bool = False, **values: str) -> Page:
     """A small plain HTML page in the resident's language; values are escaped. Without a language (a link we
-    cannot read says nothing of whose it is) the page says it in every language we write."""
+    cannot read says nothing of whose it is) the page says it in every language we write. form: a button that
+    POSTs to the page's own address (the token and score are in it), the only way an answer is recorded: mail
+    scanners and link previews open every link of an email, and must not answer for the resident."""
     languages = [language_of(language)] if language else list(_PAGES)
     paragraphs = "".join(f'<p lang="{lang}">{escape(_PAGES[lang][kind].format(**values))}</p>' for lang in languages)
     first = languages[0]
+    if form:
+        paragraphs += f'<form method="post"><button type="submit">{escape(_PAGES[first]["send"])}</button></form>'
+
     html = (
         f'<!doctype html><html lang="{first}"><head><meta charset="utf-8"><title>{_PAGES[first]["title"]}</title>'
         f'<meta name="viewport" content="width=device-width"></head><body>{paragraphs}</body></html>'

@@ -1,5 +1,6 @@
-"""The satisfaction survey's life in the notifier: scheduled with a case's resolution, sent once when due by a
-periodic task, answered by a text reply or a one-click link. Rows live in notifier.surveys (0004_surveys.sql).
+"""The satisfaction survey's life in the notifier: scheduled with each of a case's resolutions, sent once when due
+by a periodic task if that resolution still stands, answered by a text reply or a link's button. Rows live in
+notifier.surveys (0004_surveys.sql), one per resolution (0006_resolution_occurrence.sql), each known by its link_ref.
 
 Sending follows the texts' three steps (texting.py): the row is claimed ('scheduled' -> 'sending', claimed_at)
 in a transaction committed before the provider or the mail server is called; the send; the row moved to
@@ -9,11 +10,17 @@ resends an email with the same Message-ID (mail clients show it once, as for sta
 
 An answer is kept once: the first score recorded stands, and a later click or text is thanked but changes
 nothing (a survey is a first impression; a resident changing it later is rare and would blur reports).
+Opening a link only shows a page with a button; the POST it sends records the answer, so a mail scanner or
+a link preview opening every link does not answer "1 (poor)" for the resident.
+
+A survey due for a resolution the resident has since disputed (the call's press 2), or that a later resolution
+replaced, is 'skipped' unsent: the case is not asked "how did we do" while the problem is not fixed, and the
+later resolution schedules its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -31,6 +38,7 @@ from civicflow.events import (
     RecordedEvent,
     SurveyAnswered,
     SurveySent,
+    stands_resolved,
 )
 from civicflow.eventstore import EventStore
 from civicflow.ids import uuid7
@@ -44,6 +52,7 @@ from services.notifier.domain import (
     choose_delivery,
     compose_email,
     stage_facts,
+    told_as,
 )
 from services.notifier.inbound import case_language
 from services.notifier.mail import MailSender, undeliverable
@@ -90,7 +99,7 @@ class SurveySchedule:
                 Statement(
                     text(
                         "INSERT INTO notifier.surveys (case_id, caused_by, due_at, link_ref) VALUES (:c, :e, :d, :r)"
-                        " ON CONFLICT (case_id) DO NOTHING"
+                        " ON CONFLICT (case_id, caused_by) DO NOTHING"
                     ),
                     {"c": event.case_id, "e": event.event_id, "d": due, "r": self._tokens.new_ref()},
                 )
@@ -102,8 +111,15 @@ def _channel(facts: StageFacts) -> str:
     return (facts.preferred_channel or "").strip().lower()
 
 
-def survey_message_id(case_id: UUID) -> str:
-    return f"<{case_id}.survey@{MESSAGE_ID_DOMAIN}>"
+def survey_message_id(case_id: UUID, occurrence: int = 1) -> str:
+    """One per resolution: <case.survey@…>, then <case.survey.2@…> for the survey of a second resolution."""
+    return f"<{case_id}.{told_as('survey', occurrence)}@{MESSAGE_ID_DOMAIN}>"
+
+
+def still_stands(trigger: RecordedEvent, stream: Sequence[RecordedEvent]) -> bool:
+    """Whether the resolution a survey asks about is the case's latest and no dispute has followed it."""
+    latest = next((e for e in reversed(stream) if isinstance(e.data, CaseResolved)), None)
+    return latest is not None and latest.event_id == trigger.event_id and stands_resolved(e.data for e in stream)
 
 
 class SurveySender:
@@ -120,11 +136,13 @@ class SurveySender:
         tokens: SurveyTokens,
         public_url: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        only: Collection[UUID] | None = None,
     ) -> None:
         self._engine = engine
         self._store = store
         self._vault = vault
         self._texts = texts
+        self._only = only  # these cases' surveys alone (a test's own), else every case's
         self._mail = mail
         self._mail_from = mail_from
         self._tokens = tokens
@@ -142,9 +160,10 @@ class SurveySender:
                         "SELECT case_id, caused_by, status, link_ref, claimed_at FROM notifier.surveys"
                         " WHERE due_at <= :now"
                         " AND (status = 'scheduled' OR (status = 'sending' AND claimed_at < :stale))"
-                        " ORDER BY due_at LIMIT :n"
+                        + ("" if self._only is None else " AND case_id = ANY(:only)")
+                        + " ORDER BY due_at LIMIT :n"
                     ),
-                    {"now": now, "stale": now - STALE, "n": BATCH},
+                    {"now": now, "stale": now - STALE, "n": BATCH, "only": list(self._only or ())},
                 )
             ).all()
         for row in rows:
@@ -156,6 +175,10 @@ class SurveySender:
             stream = await self._store.read_stream(tx, row.case_id)
             trigger = next((e for e in stream if e.event_id == row.caused_by), None)
             if trigger is None:
+                return
+            if not still_stands(trigger, stream):
+                await _set(tx, row.link_ref, "skipped", row.status)
+                log.info("survey not sent", reason="the resolution was disputed or replaced")
                 return
             facts = stage_facts(trigger, stream)
             contact = None
@@ -172,7 +195,7 @@ class SurveySender:
                 elif self._texts.quiet is not None and self._texts.quiet.next_allowed(now) is not None:
                     return  # texting hours are closed: it waits for them
             if not reachable or not isinstance(delivery, SendText | SendEmail):
-                await _set(tx, row.case_id, "skipped", row.status)
+                await _set(tx, row.link_ref, "skipped", row.status)
                 log.info("survey not sent", reason="no way to ask any more")
                 return
             fresh = row.status == "scheduled"
@@ -181,10 +204,10 @@ class SurveySender:
             claimed = await tx.execute(
                 text(
                     "UPDATE notifier.surveys SET status = 'sending', started_at = coalesce(started_at, :now),"
-                    " claimed_at = :now, channel = :ch WHERE case_id = :c AND status = :was"
+                    " claimed_at = :now, channel = :ch WHERE link_ref = :r AND status = :was"
                     " AND claimed_at IS NOT DISTINCT FROM :claimed RETURNING started_at"
                 ),
-                {"c": row.case_id, "now": now, "ch": delivery.channel, "was": row.status, "claimed": row.claimed_at},
+                {"r": row.link_ref, "now": now, "ch": delivery.channel, "was": row.status, "claimed": row.claimed_at},
             )
             since = claimed.scalar_one_or_none()
             if since is None:
@@ -211,14 +234,14 @@ class SurveySender:
                     ),
                     {"d": self._texts.digest(delivery.to), "c": row.case_id, "t": facts.tracking_number},
                 )
-            if await _set(tx, row.case_id, status, "sending"):
+            if await _set(tx, row.link_ref, status, "sending"):
                 metadata = trigger.caused(ACTOR)
                 await self._store.append(tx, row.case_id, None, [outcome], metadata)
                 NOTIFICATIONS.labels(delivery.channel, "survey_sent" if status == "sent" else "failed").inc()
         log.info("survey handed over", channel=delivery.channel, outcome=status)
 
     async def _email(self, facts: StageFacts, to: str, ref: str) -> tuple[CaseEvent, str]:
-        message_id = survey_message_id(facts.case_id)
+        message_id = survey_message_id(facts.case_id, facts.occurrence)
         links = survey_links(self._public_url, self._tokens.token(ref))
         rendered = self._emails.render(facts.tracking_number, facts.service_code, facts.language, links)
         try:
@@ -232,13 +255,13 @@ class SurveySender:
         return SurveySent(channel="email", message_id=message_id), "sent"
 
 
-async def _set(tx: AsyncConnection, case_id: UUID, status: str, was: str) -> bool:
+async def _set(tx: AsyncConnection, link_ref: str, status: str, was: str) -> bool:
     moved = await tx.execute(
         text(
             "UPDATE notifier.surveys SET status = :st, sent_at = CASE WHEN :st = 'sent' THEN now() END"
-            " WHERE case_id = :c AND status = :was RETURNING 1"
+            " WHERE link_ref = :r AND status = :was RETURNING 1"
         ),
-        {"st": status, "c": case_id, "was": was},
+        {"st": status, "r": link_ref, "was": was},
     )
     return moved.first() is not None
 
@@ -253,15 +276,22 @@ async def survey_pending(tx: AsyncConnection, case_id: UUID) -> bool:
 
 
 async def record_answer(
-    tx: AsyncConnection, store: EventStore, case_id: UUID, score: int, channel: Literal["sms", "email"]
+    tx: AsyncConnection,
+    store: EventStore,
+    case_id: UUID,
+    score: int,
+    channel: Literal["sms", "email"],
+    link_ref: str | None = None,
 ) -> bool:
-    """Record the survey's first answer (SurveyAnswered); False when it was already answered or never sent."""
+    """Record a survey's first answer (SurveyAnswered): the survey link_ref names, else (a text) the case's newest
+    survey sent and unanswered; False when it was already answered or never sent."""
     answered = await tx.execute(
         text(
-            "UPDATE notifier.surveys SET answered_at = now(), score = :s"
-            " WHERE case_id = :c AND status = 'sent' AND answered_at IS NULL RETURNING 1"
+            "UPDATE notifier.surveys SET answered_at = now(), score = :s WHERE link_ref = ("
+            " SELECT link_ref FROM notifier.surveys WHERE case_id = :c AND status = 'sent' AND answered_at IS NULL"
+            " AND (CAST(:r AS text) IS NULL OR link_ref = :r) ORDER BY sent_at DESC LIMIT 1) RETURNING 1"
         ),
-        {"c": case_id, "s": score},
+        {"c": case_id, "s": score, "r": link_ref},
     )
     if answered.first() is None:
         return False
@@ -272,14 +302,23 @@ async def record_answer(
 
 
 class SurveyLinks:
-    """Answers a click on a survey link with a page; a link we did not sign, or a wrong score, changes nothing."""
+    """A survey link: opened (GET), a page with a button and nothing recorded; its button (POST), the answer. A link
+    we did not sign, or a wrong score, changes nothing."""
 
     def __init__(self, engine: AsyncEngine, store: EventStore, tokens: SurveyTokens) -> None:
         self._engine = engine
         self._store = store
         self._tokens = tokens
 
-    async def __call__(self, token: str, raw_score: str) -> Page:
+    async def shown(self, token: str, raw_score: str) -> Page:
+        """The page a link opens: the score and a button to send it; records nothing."""
+        return await self._page(token, raw_score, record=False)
+
+    async def answered(self, token: str, raw_score: str) -> Page:
+        """The page the button's POST gets: the answer recorded, or that an earlier one stands."""
+        return await self._page(token, raw_score, record=True)
+
+    async def _page(self, token: str, raw_score: str, record: bool) -> Page:
         try:
             ref = self._tokens.ref_of(token)
         except BadToken:
@@ -290,9 +329,11 @@ class SurveyLinks:
         except BadScore:
             return page(400, "bad_score")
         async with self._engine.begin() as tx:
+            lock = " FOR UPDATE" if record else ""
             row = (
                 await tx.execute(
-                    text("SELECT case_id, status FROM notifier.surveys WHERE link_ref = :r FOR UPDATE"), {"r": ref}
+                    text("SELECT case_id, status, answered_at FROM notifier.surveys WHERE link_ref = :r" + lock),
+                    {"r": ref},
                 )
             ).first()
             if row is None or row.status != "sent":
@@ -300,7 +341,11 @@ class SurveyLinks:
             stream = await self._store.read_stream(tx, row.case_id)
             language = case_language(stream)
             number = next((e.data.tracking_number for e in stream if isinstance(e.data, CaseSubmitted)), "")
-            recorded = await record_answer(tx, self._store, row.case_id, score, "email")
+            if not record:
+                if row.answered_at is not None:
+                    return page(200, "already", language, tracking_number=number)
+                return page(200, "confirm", language, form=True, tracking_number=number, score=str(score))
+            recorded = await record_answer(tx, self._store, row.case_id, score, "email", ref)
         log.info("survey answered by link", recorded=recorded)
         if not recorded:
             return page(200, "already", language, tracking_number=number)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlencode
-from uuid import uuid4
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -20,12 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow import tracking
 from civicflow.events import (
+    CaseEvent,
     CaseResolved,
     CaseSubmitted,
     EventMetadata,
     Location,
     RecordedEvent,
     ResidentReplied,
+    ResolutionDisputed,
     SurveyAnswered,
     SurveySent,
 )
@@ -91,17 +93,28 @@ class Notifier:
         schedule = SurveySchedule(lambda code: None if code == "FEEDBACK" else DELAY, self.tokens)
         unit = UnitOfWork(engine, "notifier", STORE)
         self.resolve_policy = lambda event: unit.run([event], in_order({event.type: schedule}))
+        self.cases: set[UUID] = set()  # this test's: its sender sends no other test's surveys
         self.sender = self.new_process()
 
     def new_process(self) -> SurveySender:
         return SurveySender(
-            self.engine, STORE, self.vault, self.texts, self.outbox, "311 <a@b>", self.tokens, PUBLIC_URL, self.clock
+            self.engine,
+            STORE,
+            self.vault,
+            self.texts,
+            self.outbox,
+            "311 <a@b>",
+            self.tokens,
+            PUBLIC_URL,
+            self.clock,
+            only=self.cases,
         )
 
     async def resolved_case(
         self, contact: ResidentContact, channel: str, language: str = "en", service_code: str = "POTHOLE"
     ) -> RecordedEvent:
         case_id = uuid7()
+        self.cases.add(case_id)
         metadata = EventMetadata(correlation_id=uuid7(), actor="test")
         async with self.engine.begin() as tx:
             sealed = await self.vault.seal(tx, case_id, contact)
@@ -124,12 +137,27 @@ class Notifier:
         async with self.engine.connect() as conn:
             return [e.data for e in await STORE.read_stream(conn, case.case_id)]
 
-    async def survey_row(self, case: RecordedEvent) -> dict[str, object] | None:
+    async def history_recorded(self, case: RecordedEvent) -> list[RecordedEvent]:
+        async with self.engine.connect() as conn:
+            return list(await STORE.read_stream(conn, case.case_id))
+
+    async def append(self, case: RecordedEvent, event: CaseEvent) -> RecordedEvent:
+        async with self.engine.begin() as tx:
+            [recorded] = await STORE.append(
+                tx, case.case_id, None, [event], EventMetadata(correlation_id=uuid7(), actor="test")
+            )
+        return recorded
+
+    async def survey_row(self, case: RecordedEvent, resolved: RecordedEvent | None = None) -> dict[str, object] | None:
+        """The survey row of the case's resolution (the one resolved_case made, unless given)."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    text("SELECT status, due_at, channel, score FROM notifier.surveys WHERE case_id = :c"),
-                    {"c": case.case_id},
+                    text(
+                        "SELECT status, due_at, channel, score FROM notifier.surveys WHERE case_id = :c"
+                        " AND caused_by = :e"
+                    ),
+                    {"c": case.case_id, "e": (resolved or case).event_id},
                 )
             ).first()
         return dict(row._mapping) if row else None
@@ -157,7 +185,7 @@ def fictional_phone() -> str:
     return f"+1312555{uuid4().int % 10_000:04d}"
 
 
-# Each test resolves in its own far-future hour, so a task of one test never finds another test's due survey.
+# Each test resolves in its own far-future hour, and its sender is limited to its own cases (Notifier.cases).
 _ERA = datetime(2040, 1, 1, 15, 0, tzinfo=UTC)
 
 
@@ -166,15 +194,19 @@ async def notifier(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Notifie
     resolved_at = _ERA + timedelta(hours=uuid4().int % 100_000)
     holder: list[Notifier] = []
 
-    async def answer(token: str, score: str) -> Page:
-        return await holder[0].links(token, score)
+    class Pages:
+        async def shown(self, token: str, score: str) -> Page:
+            return await holder[0].links.shown(token, score)
+
+        async def answered(self, token: str, score: str) -> Page:
+            return await holder[0].links.answered(token, score)
 
     async def inbound(number: str, body: str) -> str:
         return await holder[0].inbound(number, body)
 
     telephony_for_app = InMemoryTelephony()
     reports = StatusReports(engine, STORE, ContactVault(load_master_key("", tmp_path)))
-    app = create_telephony_app(telephony_for_app, PUBLIC_URL, inbound, reports, survey_routes(answer))
+    app = create_telephony_app(telephony_for_app, PUBLIC_URL, inbound, reports, survey_routes(Pages()))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_URL) as client:
         holder.append(Notifier(engine, tmp_path, client, resolved_at))
         holder[0].telephony.auth_token = telephony_for_app.auth_token
@@ -280,10 +312,19 @@ async def test_an_email_survey_is_answered_by_one_click_in_spanish_and_the_first
     assert [link.rsplit("/", 1)[1] for link in links] == ["1", "2", "3", "4", "5"]
     assert str(case.case_id) not in " ".join(links) and case.case_id.hex not in " ".join(links)
 
-    clicked = await notifier.client.get(links[4].removeprefix(PUBLIC_URL))
+    for link in links:  # a mail scanner, or a phone's link preview, opens every link: nothing is recorded
+        opened = await notifier.client.get(link.removeprefix(PUBLIC_URL))
+        assert opened.status_code == 200 and '<form method="post">' in opened.text and 'lang="es"' in opened.text
+        assert "Enviar mi respuesta" in opened.text
+    assert [e for e in await notifier.history(case) if isinstance(e, SurveyAnswered)] == []
+    assert (await notifier.survey_row(case) or {})["score"] is None
+
+    clicked = await notifier.client.post(links[4].removeprefix(PUBLIC_URL))  # the resident's button
     assert clicked.status_code == 200 and "Gracias" in clicked.text and 'lang="es"' in clicked.text
-    again = await notifier.client.get(links[0].removeprefix(PUBLIC_URL))
+    again = await notifier.client.post(links[0].removeprefix(PUBLIC_URL))
     assert again.status_code == 200 and "ya estaba registrada" in again.text
+    reopened = await notifier.client.get(links[0].removeprefix(PUBLIC_URL))
+    assert "ya estaba registrada" in reopened.text and "<form" not in reopened.text
     answers = [e for e in await notifier.history(case) if isinstance(e, SurveyAnswered)]
     assert answers == [SurveyAnswered(score=5, channel="email")]
 
@@ -311,14 +352,14 @@ async def test_hostile_links_get_a_clear_page_and_change_nothing(notifier: Notif
         f"/survey/{token}/4/4": 404,
     }
     for path, status in cases.items():
-        shown = await notifier.client.get(path)
-        assert shown.status_code == status, path[:80]
-        assert "survey link" in shown.text and "enlace de encuesta" in shown.text  # whose link: unknown
+        for shown in (await notifier.client.get(path), await notifier.client.post(path)):
+            assert shown.status_code == status, path[:80]
+            assert "survey link" in shown.text and "enlace de encuesta" in shown.text  # whose link: unknown
     assert await notifier.history(case) == before
     assert (await notifier.survey_row(case) or {})["score"] is None
     # a signed link whose survey was never sent (a forged row ref) is not known either
-    unsent = await notifier.client.get(f"/survey/{notifier.tokens.token(notifier.tokens.new_ref())}/4")
-    assert unsent.status_code == 404
+    unsent = f"/survey/{notifier.tokens.token(notifier.tokens.new_ref())}/4"
+    assert (await notifier.client.get(unsent)).status_code == (await notifier.client.post(unsent)).status_code == 404
 
 
 async def test_a_survey_due_at_night_waits_for_texting_hours(notifier: Notifier) -> None:
@@ -343,3 +384,43 @@ async def test_a_caller_without_a_phone_is_asked_by_email(notifier: Notifier) ->
     assert [e for e in await notifier.history(case) if isinstance(e, SurveySent)] == [
         SurveySent(channel="email", message_id=f"<{case.case_id}.survey@civicflow.local>")
     ]
+
+
+async def test_a_disputed_resolution_is_not_surveyed_and_the_resolution_after_it_is(notifier: Notifier) -> None:
+    case = await notifier.resolved_case(ResidentContact(email="reopened@example.org"), "email")
+    [first] = [e for e in await notifier.history_recorded(case) if isinstance(e.data, CaseResolved)]
+    await notifier.append(case, ResolutionDisputed(call_sid="CA-fictional-1"))  # pressed 2 on the call
+    notifier.clock.now = notifier.resolved_at + DELAY
+    await notifier.sender.send_due()
+    assert notifier.outbox.messages == [], "asked how we did while the problem is not fixed"
+    assert (await notifier.survey_row(case, first) or {})["status"] == "skipped"
+
+    again_at = notifier.clock.now + timedelta(hours=1)
+    second = await notifier.append(case, CaseResolved(resolution="Filled again.", resolved_at=again_at))
+    await notifier.resolve_policy(second)
+    await notifier.resolve_policy(second)  # a redelivery: one survey
+    notifier.clock.now = again_at + DELAY
+    await notifier.sender.send_due()
+    await notifier.sender.send_due()
+    assert [e for e in await notifier.history(case) if isinstance(e, SurveySent)] == [
+        SurveySent(channel="email", message_id=f"<{case.case_id}.survey.2@civicflow.local>")
+    ]
+    assert (await notifier.survey_row(case, second) or {})["status"] == "sent"
+    clicked = await notifier.client.post(notifier.outbox.links()[3].removeprefix(PUBLIC_URL))
+    assert "Thank you" in clicked.text
+    assert [e for e in await notifier.history(case) if isinstance(e, SurveyAnswered)] == [
+        SurveyAnswered(score=4, channel="email")
+    ]
+
+
+async def test_a_sender_sends_only_its_own_cases_surveys(
+    notifier: Notifier, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    (tmp_path / "other").mkdir()
+    other = Notifier(engine, tmp_path / "other", notifier.client, notifier.resolved_at)  # another test's key
+    left = await other.resolved_case(ResidentContact(email="left.behind@example.org"), "email")
+    mine = await notifier.resolved_case(ResidentContact(email="mine@example.org"), "email")
+    notifier.clock.now = other.clock.now = notifier.resolved_at + DELAY
+    assert await notifier.sender.send_due() == 1  # the other's row, sealed with a key it lacks, is not touched
+    assert (await notifier.survey_row(mine) or {})["status"] == "sent"
+    assert (await other.survey_row(left) or {})["status"] == "scheduled"

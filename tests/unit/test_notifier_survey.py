@@ -196,15 +196,17 @@ class _NoDatabase:
 @given(st.text(max_size=300), st.text(max_size=20))
 async def test_no_arbitrary_link_reaches_the_database(token: str, score: str) -> None:
     links = SurveyLinks(_NoDatabase(), object(), SurveyTokens(KEY))  # type: ignore[arg-type]
-    shown = await links(token, score)
-    assert shown.status == 404 and "survey link" in shown.html
+    for shown in (await links.shown(token, score), await links.answered(token, score)):
+        assert shown.status == 404 and "survey link" in shown.html
 
 
 @pytest.mark.parametrize("score", ["0", "6", "NaN", "", "4" * 10_000, "\x00"])
 async def test_a_signed_link_with_a_wrong_score_is_400_before_the_database(score: str) -> None:
     tokens = SurveyTokens(KEY)
-    shown = await SurveyLinks(_NoDatabase(), object(), tokens)(tokens.token(tokens.new_ref()), score)  # type: ignore[arg-type]
-    assert shown.status == 400 and "1 to 5" in shown.html
+    links = SurveyLinks(_NoDatabase(), object(), tokens)  # type: ignore[arg-type]
+    token = tokens.token(tokens.new_ref())
+    for shown in (await links.shown(token, score), await links.answered(token, score)):
+        assert shown.status == 400 and "1 to 5" in shown.html
 
 
 def test_an_override_shortens_every_survey_but_adds_none() -> None:
