@@ -30,12 +30,12 @@ from civicflow.pii import ResidentContact
 
 Stage = Literal["submitted", "routed", "rerouted", "resolved"]
 
-# The event that opens each stage a resident hears about.
+# The event that opens each stage a resident hears about. A stage reached again is told again, named by
+# its occurrence (StageFacts.told_as): a second refusal's pass to the call centre or a dispute's reopening
+# is 'rerouted.2', the resolution after a dispute 'resolved.2'.
 STAGE_OF_EVENT: dict[str, Stage] = {
     CaseSubmitted.event_type: "submitted",
     CaseRouted.event_type: "routed",
-    # One email for being passed on; a second refusal sends the case to the call centre, not to a
-    # third department.
     CaseRerouted.event_type: "rerouted",
     CaseResolved.event_type: "resolved",
 }
