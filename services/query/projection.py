@@ -149,10 +149,10 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         stage, detail = "resolved", f"resolved: {resolution}"
     elif isinstance(data, NotificationSent):
         # a call placed is not yet a call answered: its outcome follows (NotificationDelivered)
-        told = f"calling the resident about '{data.stage}'" if data.channel == "voice" else None
-        stage, detail = "resident_notified", told or f"resident told of '{data.stage}' by {data.channel}"
+        told = f"calling the resident about '{_told(data.stage)}'" if data.channel == "voice" else None
+        stage, detail = "resident_notified", told or f"resident told of '{_told(data.stage)}' by {data.channel}"
     elif isinstance(data, NotificationFailed):
-        stage, detail = "notification_failed", f"could not tell the resident of '{data.stage}' by {data.channel}"
+        stage, detail = "notification_failed", f"could not tell the resident of '{_told(data.stage)}' by {data.channel}"
     elif isinstance(data, ResidentReplied):  # what they wrote is for the department, not the public view
         how = "text" if data.channel == "sms" else data.channel
         stage, detail = "resident_replied", f"the resident replied by {how}"
@@ -187,7 +187,7 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
 def _call_outcome(data: NotificationDelivered, zone: str | None) -> str:
     """ "called about 'resolved', no answer; trying again at 2026-12-01 10:00 CST" and the like."""
     said = {"answered": "answered", "no-answer": "no answer"}.get(data.outcome, data.outcome)
-    line = f"called about '{data.stage}', {said}"
+    line = f"called about '{_told(data.stage)}', {said}"
     if data.retry_at is not None:
         return f"{line}; trying again at {wall_clock(data.retry_at, zone)}"
     if data.fallback is not None:
@@ -198,8 +198,14 @@ def _call_outcome(data: NotificationDelivered, zone: str | None) -> str:
 def _text_outcome(data: NotificationDelivered) -> str:
     """ "texted about 'resolved', not delivered (error 30003); emailed instead" and the like."""
     if data.outcome == "delivered":
-        return f"texted about '{data.stage}', delivered"
-    line = f"texted about '{data.stage}', not delivered"
+        return f"texted about '{_told(data.stage)}', delivered"
+    line = f"texted about '{_told(data.stage)}', not delivered"
     if data.error_code is not None:
         line += f" (error {data.error_code})"
     return f"{line}; emailed instead" if data.fallback == "email" else line
+
+
+def _told(stage: str) -> str:
+    """A stage as the timeline says it: the notifier names a stage reached again 'resolved.2'."""
+    name, _, occurrence = stage.partition(".")
+    return f"{name}, again" if occurrence else name
