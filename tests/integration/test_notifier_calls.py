@@ -40,6 +40,7 @@ from civicflow.pii import ContactVault, ResidentContact, load_master_key
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.notifier.call_outcomes import CallOutcomes
 from services.notifier.calls import CallDelivery, CallMenu, MailFallback
+from services.notifier.claims import LEASE, ClaimHeld
 from services.notifier.domain import MessageTemplates
 from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.main import NotificationHandler
@@ -509,6 +510,9 @@ async def test_the_crash_after_the_provider_took_a_call_is_closed_by_asking_the_
     assert not [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
 
     calls.telephony.crash_after_placing = False
+    with pytest.raises(ClaimHeld):  # a redelivery while the dead consumer's claim is live waits for it to lapse
+        await calls.notify(resolved)
+    calls.now += LEASE
     await calls.notify(resolved)  # the redelivery after the restart
 
     [call] = calls.telephony.placed_to(PHONE)
@@ -534,6 +538,7 @@ async def test_a_call_another_row_holds_is_not_taken_for_the_one_that_crashed(ca
     with pytest.raises(TelephonyUnavailable):
         await calls.notify(resolved)
     calls.telephony.down = False
+    calls.now += LEASE  # retried once the claim lapsed
     await calls.notify(resolved)
 
     kept, placed = calls.telephony.placed_to(PHONE)  # the crashed row's call placed once, beside the held one

@@ -17,7 +17,8 @@ from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
 from civicflow.unit_of_work import UnitOfWork, in_order
-from services.notifier.deferred_texts import STALE, DeferredTexts
+from services.notifier.claims import LEASE
+from services.notifier.deferred_texts import DeferredTexts
 from services.notifier.domain import MessageTemplates
 from services.notifier.main import NotificationHandler
 from services.notifier.quiet_hours import QuietHours
@@ -125,7 +126,7 @@ async def test_a_crash_after_the_provider_took_a_deferred_text_is_closed_by_aski
     await notifier.deferred.send_due()  # too soon: its sender may still be at work
     assert notifier.telephony.lookups == 0
 
-    notifier.clock.now = MORNING + STALE + timedelta(minutes=1)
+    notifier.clock.now = MORNING + LEASE + timedelta(minutes=1)
     await notifier.deferred.send_due()
     assert len(notifier.telephony.bodies_to(PHONE)) == 1, "texted twice"
     assert notifier.telephony.lookups == 1

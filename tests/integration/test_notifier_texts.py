@@ -29,6 +29,7 @@ from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
 from civicflow.unit_of_work import UnitOfWork, in_order
+from services.notifier.claims import LEASE, ClaimHeld
 from services.notifier.domain import MessageTemplates
 from services.notifier.main import NotificationHandler
 from services.notifier.sms import TextTemplates
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
 UTC_ZONE = ZoneInfo("UTC")
 PHONE = "+13125550142"  # in the 555-01xx range kept for fiction
+NOON = datetime(2026, 11, 30, 12, tzinfo=UTC)  # the consumers' clock: what a claim's lease is measured by
 
 
 @pytest.fixture
@@ -91,10 +93,10 @@ def routed() -> CaseRouted:
 
 
 def handler(
-    engine: AsyncEngine, vault: ContactVault, telephony: InMemoryTelephony, key: bytes
+    engine: AsyncEngine, vault: ContactVault, telephony: InMemoryTelephony, key: bytes, now: datetime = NOON
 ) -> Callable[[RecordedEvent], Awaitable[int]]:
-    """The notifier's policy as its consumer runs it, each event in a unit of work of its own."""
-    texts = TextDelivery(engine, telephony, TextTemplates(UTC_ZONE), key)
+    """The notifier's policy as its consumer runs it at `now`, each event in a unit of work of its own."""
+    texts = TextDelivery(engine, telephony, TextTemplates(UTC_ZONE), key, clock=lambda: now)
     policy = NotificationHandler(engine, vault, _no_mail(), MessageTemplates(UTC_ZONE), "311 <a@b>", texts)
     unit = UnitOfWork(engine, "notifier", STORE)
     return lambda event: unit.run([event], in_order({event.type: policy}))
@@ -170,7 +172,10 @@ async def test_the_crash_after_the_provider_took_a_text_is_closed_by_asking_the_
     assert await outcomes(engine, case) == []
 
     telephony.crash_after_taking = False
-    await handler(engine, vault, telephony, key)(case)  # the redelivery after the restart
+    with pytest.raises(ClaimHeld):  # a redelivery while the dead consumer's claim is live waits for it to lapse
+        await handler(engine, vault, telephony, key)(case)
+    assert telephony.lookups == 0
+    await handler(engine, vault, telephony, key, NOON + LEASE)(case)  # the redelivery after the restart
 
     assert len(telephony.bodies_to(phone)) == 1, "texted twice"
     assert telephony.lookups == 1
@@ -192,7 +197,7 @@ async def test_a_redelivery_that_finds_nothing_at_the_provider_texts(
     assert await outcomes(engine, case) == []
 
     telephony.down = False
-    await handler(engine, vault, telephony, key)(case)
+    await handler(engine, vault, telephony, key, NOON + LEASE)(case)  # retried once the claim lapsed
     assert len(telephony.bodies_to(phone)) == 1 and telephony.lookups == 1
     assert [o.channel for o in await outcomes(engine, case)] == ["sms"]  # type: ignore[attr-defined]
 
