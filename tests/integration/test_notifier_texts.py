@@ -38,6 +38,7 @@ from services.notifier.main import NotificationHandler
 from services.notifier.sms import TextTemplates
 from services.notifier.telephony import Telephony, TelephonyUnavailable
 from services.notifier.texting import TextDelivery, number_digest
+from tests.conftest import eventually
 from tests.held_telephony import HeldTelephony
 from tests.telephony_double import CrashedAfterTaking, InMemoryTelephony
 
@@ -304,3 +305,44 @@ async def test_a_report_after_the_batch_failed_finds_its_text_and_the_redelivery
         stage="submitted", channel="sms", outcome="undelivered", attempt=1, error_code=30003
     ) in history
     assert await row_status(engine, case, "submitted") == "sent"
+
+
+async def test_a_report_that_comes_before_the_batch_commits_is_kept_and_lands_after_the_sent_event(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    telephony = InMemoryTelephony()
+    texts = TextDelivery(engine, telephony, TextTemplates(UTC_ZONE), key, clock=lambda: NOON)
+    policy = NotificationHandler(engine, vault, _no_mail(), MessageTemplates(UTC_ZONE), "311 <a@b>", texts)
+    reports = StatusReports(engine, STORE, vault)
+    early: list[asyncio.Task[bool]] = []
+
+    async def report_before_commit(event: RecordedEvent, reads: Reads) -> Decision:
+        decided = await policy(event, reads)
+        [message] = telephony.taken  # the provider's report, while the batch has yet to commit
+        early.append(asyncio.create_task(reports(message.sid, "delivered", None)))
+
+        async def reported_or_waiting() -> bool:
+            if early[0].done():
+                return True
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE 'UPDATE notifier.deliveries SET provider_status%'"
+                    )
+                )
+            return bool(waiting)
+
+        await eventually(reported_or_waiting, what="the report to be handled or to wait for the batch")
+        return decided
+
+    case = await texted_case(engine, vault, PHONE)
+    await UnitOfWork(engine, "notifier", STORE).run([case], in_order({case.type: report_before_commit}))
+    assert await early[0], "the report found no text of ours"
+    async with engine.connect() as conn:
+        told = [e.data for e in await STORE.read_stream(conn, case.case_id) if e.type.startswith("Notification")]
+    sid = telephony.taken[0].sid
+    assert told == [
+        NotificationSent(stage="submitted", channel="sms", message_id=sid),
+        NotificationDelivered(stage="submitted", channel="sms", outcome="delivered", attempt=1),
+    ]
