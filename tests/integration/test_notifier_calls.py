@@ -64,12 +64,15 @@ MIDNIGHT = datetime(2026, 12, 1, 6, tzinfo=UTC)  # 00:00 in Chicago
 
 
 class KeptMail:
-    """A mail server that keeps what it is handed."""
+    """A mail server that keeps what it is handed, or is down."""
 
     def __init__(self) -> None:
         self.sent: list[EmailMessage] = []
+        self.down = False
 
     async def send(self, message: EmailMessage) -> None:
+        if self.down:
+            raise ConnectionRefusedError("the test's mail server is down")
         self.sent.append(message)
 
 
@@ -644,3 +647,35 @@ async def test_a_busy_report_after_the_batch_failed_finds_its_call_and_schedules
     await calls.notify(case)  # the redelivery: the kept sid is the outcome, no second call
     assert calls.telephony.placed_to(PHONE) == [call] and calls.telephony.call_lookups == 0
     assert (await voice_row(calls, case, "submitted")) == ("sent", call.sid)
+
+
+async def test_a_mail_server_down_for_a_fallback_email_holds_up_no_call_behind_it(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    refused = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    calls.telephony.refuse_calls_with = 21211  # its email fallback is due at once
+    calls.now = MIDNIGHT - timedelta(hours=5)  # 19:00 in Chicago
+    await calls.notify(await calls.append(refused, CaseResolved(resolution="Done.", resolved_at=calls.now)))
+    calls.telephony.refuse_calls_with = None
+    calls.now = MIDNIGHT
+    waiting = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.notify(waiting)  # a call waiting for the morning, behind the email
+
+    calls.mail.down = True
+    calls.now = MIDNIGHT + timedelta(hours=8)
+    await calls.delivery.send_due(STORE, calls.vault)
+    [call] = calls.telephony.placed_to(PHONE)[-1:]
+    assert await voice_row(calls, waiting, "submitted") == ("sent", call.sid)
+    async with calls.engine.connect() as conn:
+        failures, not_before = (
+            await conn.execute(
+                text("SELECT failures, not_before FROM notifier.deliveries WHERE case_id = :c AND attempt = 2"),
+                {"c": refused.case_id},
+            )
+        ).one()
+    assert (failures, not_before) == (1, calls.now + timedelta(minutes=1))  # put off, not first forever
+
+    calls.mail.down = False
+    calls.now += timedelta(minutes=2)  # its backoff and its claim have passed
+    await calls.delivery.send_due(STORE, calls.vault)
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
