@@ -2,13 +2,14 @@
 and the call-back's menu answered (press 2: the resolution is disputed, once per call).
 
 The same steps as a text (texting.py): a 'sending' row keyed (case, stage, 'voice', attempt), committed on its own
-before the provider is asked to call; the call; the row moved to 'sent' with the call's sid in the batch's
-transaction, with NotificationSent. A row found still 'sending' (the provider may have taken the call before a crash
-kept us from recording it) asks the provider first (`calls_to` the number since the row was claimed): a call placed
-then whose sid none of our rows holds is this row's, recorded instead of calling again (the provider keeps no TwiML
-or callback URL with a call, so nothing finer tells calls to one number apart). A call due outside calling hours
-(the texting hours) is a 'deferred' row with not_before, placed by `send_due`, a periodic task, as deferred texts
-are.
+under this consumer's claim (claims.py) before the provider is asked to call; the call, its sid kept on the row at
+once; the row moved to 'sent' in the batch's transaction, with NotificationSent. A row found 'sending' under a live
+claim is retried (ClaimHeld); one whose claim lapsed and kept no sid (the provider may have taken the call before a
+crash kept us from recording it) is taken over and asks the provider first (`calls_to` the number since the row was
+claimed): a call placed then whose sid none of our rows holds is this row's, recorded instead of calling again (the
+provider keeps no TwiML or callback URL with a call, so nothing finer tells calls to one number apart). A call due
+outside calling hours (the texting hours) is a 'deferred' row with not_before, placed by `send_due`, a periodic task,
+as deferred texts are; a row it fails on is put off with backoff and the rest go on.
 """
 
 from __future__ import annotations

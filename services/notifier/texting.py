@@ -208,8 +208,14 @@ async def _start(tx: AsyncConnection, event: RecordedEvent, stage: str, digest: 
             " body_digest, claimed_at) VALUES (:c, :s, 'sms', 1, :m, 'sending', :e, :b, :now)"
             " ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING RETURNING created_at"
         ),
-        {"c": event.case_id, "s": stage, "m": f"{event.case_id}.{stage}.sms", "e": event.event_id, "b": digest}
-        | {"now": now},
+        {
+            "c": event.case_id,
+            "s": stage,
+            "m": f"{event.case_id}.{stage}.sms",
+            "e": event.event_id,
+            "b": digest,
+            "now": now,
+        },
     )
     created = written.scalar_one_or_none()
     if created is not None:
