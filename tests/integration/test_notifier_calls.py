@@ -679,3 +679,22 @@ async def test_a_mail_server_down_for_a_fallback_email_holds_up_no_call_behind_i
     await calls.delivery.send_due(STORE, calls.vault)
     [mail] = calls.mail.sent
     assert mail["To"] == "resident@example.org"
+
+
+async def test_a_consumer_that_finds_another_placing_the_call_waits_and_the_call_goes_once(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    held = HeldTelephony(calls.telephony, hold_at="place_call")  # consumer A, about to place the call
+    policy = NotificationHandler(
+        calls.engine, calls.vault, object(), MessageTemplates(ZONE), "311 <a@b>", None, calls.replica(held)  # type: ignore[arg-type]
+    )
+    first = asyncio.create_task(UnitOfWork(calls.engine, "notifier", STORE).run([case], in_order({case.type: policy})))
+    await held.held()
+    with pytest.raises(ClaimHeld):  # consumer B, after a rebalance: retried, not calling
+        await calls.notify(case)
+    assert calls.telephony.calls == [] and calls.telephony.call_lookups == 0
+    held.released.set()
+    await first
+    await calls.notify(case)  # B's retry: the stage is told
+    [call] = calls.telephony.placed_to(PHONE)
+    sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [NotificationSent(stage="submitted", channel="voice", message_id=call.sid)]
