@@ -341,7 +341,7 @@ async def _start(
     )
     created = written.scalar_one_or_none()
     if created is not None:
-        return Claim(True, created, now)
+        return Claim(True, created)
     # still 'sending': a redelivery after a crash, which asks the provider before calling (`place`)
     return await take_over(tx, DeliveryRow(case_id, stage, "voice", attempt), now)
 

@@ -61,7 +61,6 @@ class Claim:
 
     fresh: bool
     since: datetime
-    at: datetime
     sid: str | None = None
 
 
@@ -90,7 +89,7 @@ async def take_over(tx: AsyncConnection, row: DeliveryRow, now: datetime) -> Cla
     if found.status != "sending":
         return None
     if found.provider_sid is not None:  # the provider took it; the outcome was never recorded
-        return Claim(False, found.since, now, found.provider_sid)
+        return Claim(False, found.since, found.provider_sid)
     if not lapsed(found.last_claim, now):
         raise ClaimHeld("another consumer is sending this text or call now")
     claim = await take(tx, row, "sending", found.claimed_at, now)
@@ -117,7 +116,7 @@ async def take(
     ).first()
     if claimed is None:
         return None
-    return Claim(was == "deferred", claimed.since, now, claimed.provider_sid)
+    return Claim(was == "deferred", claimed.since, claimed.provider_sid)
 
 
 async def keep_sid(engine: AsyncEngine, row: DeliveryRow, sid: str) -> None:

@@ -219,7 +219,7 @@ async def _start(tx: AsyncConnection, event: RecordedEvent, stage: str, digest: 
     )
     created = written.scalar_one_or_none()
     if created is not None:
-        return Claim(True, created, now)
+        return Claim(True, created)
     return await take_over(tx, DeliveryRow(event.case_id, stage, "sms"), now)
 
 
