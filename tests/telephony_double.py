@@ -33,8 +33,9 @@ class PlacedCall:
     created_at: datetime
 
 
-class CrashedAfterTaking(Exception):
-    """The process died after the provider took the text or call and before the notifier recorded it."""
+class CrashedAfterTaking(BaseException):
+    """The process died after the provider took the text or call and before the notifier recorded it (a
+    BaseException: nothing in the process may catch it and carry on, as nothing would after a real crash)."""
 
 
 @dataclass

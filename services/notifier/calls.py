@@ -2,20 +2,21 @@
 and the call-back's menu answered (press 2: the resolution is disputed, once per call).
 
 The same steps as a text (texting.py): a 'sending' row keyed (case, stage, 'voice', attempt), committed on its own
-before the provider is asked to call; the call; the row moved to 'sent' with the call's sid in the batch's
-transaction, with NotificationSent. A row found still 'sending' (the provider may have taken the call before a crash
-kept us from recording it) asks the provider first (`calls_to` the number since the row was claimed): a call placed
-then whose sid none of our rows holds is this row's, recorded instead of calling again (the provider keeps no TwiML
-or callback URL with a call, so nothing finer tells calls to one number apart). A call due outside calling hours
-(the texting hours) is a 'deferred' row with not_before, placed by `send_due`, a periodic task, as deferred texts
-are.
+under this consumer's claim (claims.py) before the provider is asked to call; the call, its sid kept on the row at
+once; the row moved to 'sent' in the batch's transaction, with NotificationSent. A row found 'sending' under a live
+claim is retried (ClaimHeld); one whose claim lapsed and kept no sid (the provider may have taken the call before a
+crash kept us from recording it) is taken over and asks the provider first (`calls_to` the number since the row was
+claimed): a call placed then whose sid none of our rows holds is this row's, recorded instead of calling again (the
+provider keeps no TwiML or callback URL with a call, so nothing finer tells calls to one number apart). A call due
+outside calling hours (the texting hours) is a 'deferred' row with not_before, placed by `send_due`, a periodic task,
+as deferred texts are; a row it fails on is put off with backoff and the rest go on.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -37,6 +38,7 @@ from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact
 from civicflow.unit_of_work import Decision, Reads, Statement
+from services.notifier.claims import LEASE, Claim, DeliveryRow, keep_sid, put_off, take, take_over
 from services.notifier.domain import (
     MessageTemplates,
     PlaceCall,
@@ -64,7 +66,6 @@ log = structlog.get_logger(__name__)
 
 ACTOR = "notifier"
 BATCH = 100
-STALE = timedelta(minutes=2)  # a row claimed this long ago and still 'sending' lost its sender
 
 
 class CallDelivery:
@@ -123,12 +124,11 @@ class CallDelivery:
             NOTIFICATIONS.labels("voice", "deferred").inc()
             return Decision(writes=[remember, deferred_row(event.case_id, stage, 1, event.event_id, not_before)])
         async with self._engine.begin() as tx:
-            started = await _start(tx, event.case_id, stage, 1, event.event_id)
-        if started is None:
+            claim = await _start(tx, event.case_id, stage, 1, event.event_id, self.clock())
+        if claim is None:
             log.info("stage already notified", stage=stage, channel="voice")
             return Decision(writes=[remember])
-        fresh, since = started
-        outcome, status, sid, code = await self.place(facts, to, None if fresh else since)
+        outcome, status, sid, code = await self.call(DeliveryRow(event.case_id, stage, "voice"), facts, to, claim)
         finished = await finish(reads.tx, event.case_id, stage, 1, status, sid)
         log.info("call placed" if status == "sent" else "call refused", stage=stage, recorded=finished)
         if not finished:
@@ -144,6 +144,18 @@ class CallDelivery:
                 appends=[StreamAppend(event.case_id, None, [told], event.caused(ACTOR))], writes=[remember, then]
             )
         return _decided(event, outcome, remember)
+
+    async def call(
+        self, row: DeliveryRow, facts: StageFacts, to: str, claim: Claim
+    ) -> tuple[CaseEvent, str, str | None, int | None]:
+        """Place a claimed row's call, keeping the sid on the row as soon as the provider answers; a sid an earlier
+        sender kept is the outcome, and nothing is asked or placed."""
+        if claim.sid is not None:
+            return NotificationSent(stage=facts.told_as, channel="voice", message_id=claim.sid), "sent", claim.sid, None
+        outcome, status, sid, code = await self.place(facts, to, None if claim.fresh else claim.since)
+        if sid is not None:
+            await keep_sid(self._engine, row, sid)
+        return outcome, status, sid, code
 
     async def place(
         self, facts: StageFacts, to: str, sending_since: datetime | None = None
@@ -190,7 +202,7 @@ class CallDelivery:
 
     async def send_due(self, store: EventStore, vault: ContactVault) -> int:
         """Place every call (a deferred first call, or a retry) whose moment has come, and send the texts and
-        emails calls and texts fell back to; how many were handled. A row claimed and left 'sending' for STALE
+        emails calls and texts fell back to; how many were looked at. A row whose claim lapsed (LEASE)
         (its sender died) is found again: the text or call is looked for at the provider first. Outside calling
         hours only the emails go: an email wakes no one."""
         now = self.clock()
@@ -199,22 +211,27 @@ class CallDelivery:
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT case_id, stage, attempt, caused_by, falls_back_to, status,"
-                        " coalesce(started_at, created_at) AS since FROM notifier.deliveries"
+                        "SELECT case_id, stage, attempt, caused_by, falls_back_to, status, claimed_at, failures"
+                        " FROM notifier.deliveries"
                         " WHERE channel = 'voice' AND not_before <= :now AND (:calling OR falls_back_to = 'email')"
                         " AND (status = 'deferred'"
-                        " OR (status = 'sending' AND coalesce(started_at, created_at) < :stale))"
+                        " OR (status = 'sending' AND coalesce(claimed_at, started_at, created_at) <= :lapsed))"
                         " ORDER BY not_before LIMIT :n"
                     ),
-                    {"now": now, "stale": now - STALE, "n": BATCH, "calling": calling},
+                    {"now": now, "lapsed": now - LEASE, "n": BATCH, "calling": calling},
                 )
             ).all()
         for row in rows:
-            await self._send_deferred(row, store, vault)
+            try:
+                await self._send_deferred(row, store, vault)
+            except Exception as exc:  # one row's failure (a mail server down) holds up no other row
+                where = DeliveryRow(row.case_id, row.stage, "voice", row.attempt)
+                await put_off(self._engine, where, row.failures, now, "deferred calls", exc)
         return len(rows)
 
     async def _send_deferred(self, row: Any, store: EventStore, vault: ContactVault) -> None:
         key = (row.case_id, row.stage, row.attempt)
+        where = DeliveryRow(row.case_id, row.stage, "voice", row.attempt)
         async with self._engine.begin() as tx:
             stream = await store.read_stream(tx, row.case_id)
             trigger = next((e for e in stream if e.event_id == row.caused_by), None)
@@ -231,23 +248,12 @@ class CallDelivery:
                 await store.append(tx, row.case_id, None, [failed], trigger.caused(ACTOR))
                 NOTIFICATIONS.labels(failed.channel, "failed").inc()
                 return
-            fresh = row.status == "deferred"
-            if fresh:
-                claimed = await tx.execute(
-                    text(
-                        "UPDATE notifier.deliveries SET status = 'sending', started_at = :now"
-                        " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
-                        " AND status = 'deferred' RETURNING started_at"
-                    ),
-                    {"c": row.case_id, "s": row.stage, "a": row.attempt, "now": self.clock()},
-                )
-                since = claimed.scalar_one_or_none()
-                if since is None:
-                    return  # another replica claimed it
-            else:
-                since = row.since
+            # A claim, of a due row or a lapsed one, is one replica's: claimed_at moves only if no one moved it.
+            claim = await take(tx, where, row.status, row.claimed_at, self.clock())
+            if claim is None:
+                return  # another replica claimed it
         assert contact is not None  # _unreachable refused a forgotten contact
-        outcome, status, sid = await self._hand_over(row.falls_back_to, facts, contact, fresh, since)
+        outcome, status, sid = await self._hand_over(where, row.falls_back_to, facts, contact, claim)
         async with self._engine.begin() as tx:
             finished = await finish(tx, *key, status, sid)
             # a first call's outcome, and a fallback's; a retried call's is told by its status callback
@@ -279,7 +285,7 @@ class CallDelivery:
         return None
 
     async def _hand_over(
-        self, by: str | None, facts: StageFacts, contact: ResidentContact, fresh: bool, since: datetime
+        self, row: DeliveryRow, by: str | None, facts: StageFacts, contact: ResidentContact, claim: Claim
     ) -> tuple[CaseEvent, str, str | None]:
         if by == "email":
             assert self._mail is not None and contact.email
@@ -287,9 +293,8 @@ class CallDelivery:
         assert contact.phone
         if by == "sms":
             assert self._texts is not None
-            body = self._texts.body(facts)
-            return await self._texts.hand_over(facts.told_as, contact.phone, body, fresh, since)
-        outcome, status, sid, _ = await self.place(facts, contact.phone, None if fresh else since)
+            return await self._texts.send(row, contact.phone, self._texts.body(facts), claim)
+        outcome, status, sid, _ = await self.call(row, facts, contact.phone, claim)
         return outcome, status, sid
 
 
@@ -300,12 +305,15 @@ def _decided(event: RecordedEvent, outcome: CaseEvent, remember: Statement) -> D
 def deferred_row(
     case_id: UUID, stage: str, attempt: int, caused_by: UUID, not_before: datetime, falls_back_to: str | None = None
 ) -> Statement:
-    """A call waiting for calling hours or a retry's moment, or the text or email it falls back to."""
+    """A call waiting for calling hours or a retry's moment, or the text or email it falls back to. A row already
+    'sending' and waiting for no task (a crash by day, redelivered at night) is given the moment too, so the task
+    takes it once its claim has lapsed, asking the provider first."""
     return Statement(
         text(
             "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by,"
             " not_before, falls_back_to) VALUES (:c, :s, 'voice', :a, :m, 'deferred', :e, :nb, :fb)"
-            " ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
+            " ON CONFLICT (case_id, stage, channel, attempt) DO UPDATE SET not_before = EXCLUDED.not_before"
+            " WHERE notifier.deliveries.status = 'sending'"
         ),
         {
             "c": case_id,
@@ -320,40 +328,30 @@ def deferred_row(
 
 
 async def _start(
-    tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, caused_by: UUID
-) -> tuple[bool, datetime] | None:
-    """Record the call as 'sending': (whether this call wrote the row, since when it is being placed), or None
-    when this attempt was already placed (or refused)."""
-    key: dict[str, Any] = {"c": case_id, "s": stage, "a": attempt}
+    tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, caused_by: UUID, now: datetime
+) -> Claim | None:
+    """Record the call as 'sending' under this consumer's claim, or take over a row whose claim lapsed; None when
+    this attempt was already placed (or refused). ClaimHeld while another consumer is placing it."""
     written = await tx.execute(
         text(
-            "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by)"
-            " VALUES (:c, :s, 'voice', :a, :m, 'sending', :e) ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING"
-            " RETURNING created_at"
+            "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by,"
+            " claimed_at) VALUES (:c, :s, 'voice', :a, :m, 'sending', :e, :now)"
+            " ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING RETURNING created_at"
         ),
-        {**key, "m": f"{case_id}.{stage}.voice.{attempt}", "e": caused_by},
+        {"c": case_id, "s": stage, "a": attempt, "m": f"{case_id}.{stage}.voice.{attempt}", "e": caused_by, "now": now},
     )
     created = written.scalar_one_or_none()
     if created is not None:
-        return True, created
-    row = (
-        await tx.execute(
-            text(
-                "SELECT status, coalesce(started_at, created_at) AS since FROM notifier.deliveries"
-                " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a"
-            ),
-            key,
-        )
-    ).one()
+        return Claim(True, created)
     # still 'sending': a redelivery after a crash, which asks the provider before calling (`place`)
-    return (False, row.since) if row.status == "sending" else None
+    return await take_over(tx, DeliveryRow(case_id, stage, "voice", attempt), now)
 
 
 async def finish(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, status: str, sid: str | None) -> bool:
     """Move the call's row from 'sending' to status; False when a racing delivery already did."""
     finished = await tx.execute(
         text(
-            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = :sid"
+            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = coalesce(provider_sid, :sid)"
             " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a AND status = 'sending'"
             " RETURNING 1"
         ),

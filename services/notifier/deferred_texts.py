@@ -1,16 +1,18 @@
 """Sending the texts that waited out quiet hours: a periodic task in the notifier reads 'deferred' rows whose
 moment has come, and texts each as its stage's event would have, exactly once.
 
-Each row is claimed ('deferred' -> 'sending', started_at) in a transaction committed before the provider is
-called, so a crash after the provider took the text leaves it 'sending': after STALE the task finds it
-again and asks the provider (texts_to since started_at) before texting. What changed while it waited is
+Each row is claimed ('deferred' -> 'sending', started_at, claimed_at; claims.py) with a compare-and-set in a
+transaction committed before the provider is called, so of two replicas one texts, and a crash after the
+provider took the text leaves it 'sending': once its claim lapsed (LEASE) the task takes it again the same way
+and asks the provider (texts_to since started_at) before texting, unless the sid was kept. A row the task fails
+on is put off with backoff and the rest go on. What changed while it waited is
 honoured: a number that texted STOP, a contact forgotten, a stage already told.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from civicflow.events import NotificationFailed, NotificationSent
 from civicflow.eventstore import EventStore
 from civicflow.pii import ContactVault
+from services.notifier.claims import LEASE, DeliveryRow, put_off, take
 from services.notifier.domain import SendText, choose_delivery, stage_facts
 from services.notifier.texting import NOTIFICATIONS, STOPPED, TextDelivery, body_digest, finish, opted_out
 
@@ -27,7 +30,6 @@ log = structlog.get_logger(__name__)
 
 ACTOR = "notifier"
 BATCH = 100
-STALE = timedelta(minutes=2)  # a row claimed this long ago and still 'sending' lost its sender
 
 
 class DeferredTexts:
@@ -54,16 +56,20 @@ class DeferredTexts:
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT case_id, stage, caused_by, status, coalesce(started_at, created_at) AS since"
+                        "SELECT case_id, stage, caused_by, status, claimed_at, failures"
                         " FROM notifier.deliveries WHERE channel = 'sms' AND attempt = 1 AND not_before <= :now"
                         " AND (status = 'deferred' OR (status = 'sending'"
-                        " AND coalesce(started_at, created_at) < :stale)) ORDER BY not_before LIMIT :n"
+                        " AND coalesce(claimed_at, started_at, created_at) <= :lapsed)) ORDER BY not_before LIMIT :n"
                     ),
-                    {"now": now, "stale": now - STALE, "n": BATCH},
+                    {"now": now, "lapsed": now - LEASE, "n": BATCH},
                 )
             ).all()
         for row in rows:
-            await self._send(row)
+            try:
+                await self._send(row)
+            except Exception as exc:  # one row's failure (the provider down for it) holds up no other row
+                where = DeliveryRow(row.case_id, row.stage, "sms")
+                await put_off(self._engine, where, row.failures, now, "deferred texts", exc)
         return len(rows)
 
     async def _send(self, row: Any) -> None:
@@ -91,22 +97,19 @@ class DeferredTexts:
                 NOTIFICATIONS.labels("sms", "failed").inc()
                 return
             body = self._texts.body(facts)
-            fresh = row.status == "deferred"
-            if fresh:
-                claimed = await tx.execute(
-                    text(
-                        "UPDATE notifier.deliveries SET status = 'sending', started_at = :now, body_digest = :b"
-                        " WHERE case_id = :c AND stage = :s AND channel = 'sms' AND attempt = 1"
-                        " AND status = 'deferred' RETURNING started_at"
-                    ),
-                    {**key, "b": body_digest(body), "now": self._clock()},
-                )
-                since = claimed.scalar_one_or_none()
-                if since is None:
-                    return  # another replica claimed it
-            else:
-                since = row.since
-        outcome, status, sid = await self._texts.hand_over(row.stage, delivery.to, body, fresh, since)
+            # A claim, of a due row or a lapsed one, is one replica's: claimed_at moves only if no one moved it.
+            where = DeliveryRow(row.case_id, row.stage, "sms")
+            claim = await take(tx, where, row.status, row.claimed_at, self._clock())
+            if claim is None:
+                return  # another replica claimed it
+            await tx.execute(
+                text(
+                    "UPDATE notifier.deliveries SET body_digest = :b"
+                    " WHERE case_id = :c AND stage = :s AND channel = 'sms' AND attempt = 1"
+                ),
+                {**key, "b": body_digest(body)},
+            )
+        outcome, status, sid = await self._texts.send(where, delivery.to, body, claim)
         async with self._engine.begin() as tx:
             if await finish(tx, row.case_id, row.stage, status, sid):
                 await self._store.append(tx, row.case_id, None, [outcome], trigger.caused(ACTOR))

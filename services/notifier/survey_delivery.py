@@ -44,6 +44,7 @@ from civicflow.eventstore import EventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault
 from civicflow.unit_of_work import Decision, Reads, Statement
+from services.notifier.claims import PUT_OFF, failed
 from services.notifier.domain import (
     MESSAGE_ID_DOMAIN,
     SendEmail,
@@ -157,7 +158,7 @@ class SurveySender:
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT case_id, caused_by, status, link_ref, claimed_at FROM notifier.surveys"
+                        "SELECT case_id, caused_by, status, link_ref, claimed_at, failures FROM notifier.surveys"
                         " WHERE due_at <= :now"
                         " AND (status = 'scheduled' OR (status = 'sending' AND claimed_at < :stale))"
                         + ("" if self._only is None else " AND case_id = ANY(:only)")
@@ -167,8 +168,23 @@ class SurveySender:
                 )
             ).all()
         for row in rows:
-            await self._send(row, now)
+            try:
+                await self._send(row, now)
+            except Exception as exc:  # one survey's failure (a mail server down) holds up no other
+                await self._put_off(row, now, exc)
         return len(rows)
+
+    async def _put_off(self, row: Any, now: datetime, exc: Exception) -> None:
+        wait = PUT_OFF.after(row.failures + 1)
+        async with self._engine.begin() as tx:
+            await tx.execute(
+                text(
+                    "UPDATE notifier.surveys SET due_at = :due, failures = failures + 1"
+                    " WHERE case_id = :c AND status IN ('scheduled', 'sending')"
+                ),
+                {"c": row.case_id, "due": now + wait},
+            )
+        failed("surveys", "survey", row.failures + 1, wait, exc)
 
     async def _send(self, row: Any, now: datetime) -> None:
         async with self._engine.begin() as tx:

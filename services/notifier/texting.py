@@ -2,11 +2,13 @@
 numbers' cases, by a keyed digest of the number (never the number in clear).
 
 The same three steps as an email (services/notifier/main.py): a 'sending' row keyed by (case, stage,
-'sms', attempt 1), committed on its own before the provider is called; the provider call; the row moved
-to 'sent' with the provider's sid in the batch's transaction, with NotificationSent. The crash window
-(the provider took the text, our commit did not happen) is closed by asking the provider: a redelivery
-that finds the row still 'sending' lists the texts to that number since the row was written and, when
-one has the same body (by digest), records it instead of texting again.
+'sms', attempt 1), committed on its own under this consumer's claim (claims.py) before the provider is called;
+the provider call, its sid kept on the row at once in a transaction of its own; the row moved to 'sent' in the
+batch's transaction, with NotificationSent. A redelivery that finds the row 'sending' under a live claim is
+retried (ClaimHeld); one that finds the sid kept records it; one that finds the claim lapsed takes the row over
+and closes the crash window (the provider took the text, nothing of it was kept) by asking the provider: the
+texts to that number since the row was written, and one with the same body (by digest) is recorded instead of
+texting again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import hmac
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import structlog
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from civicflow.events import CaseEvent, NotificationFailed, NotificationSent, RecordedEvent
 from civicflow.eventstore import StreamAppend
 from civicflow.unit_of_work import Decision, Reads, Statement
+from services.notifier.claims import Claim, DeliveryRow, keep_sid, take_over
 from services.notifier.domain import StageFacts
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.sms import TextTemplates
@@ -131,13 +133,12 @@ class TextDelivery:
             return Decision(writes=[remember, defer])
         body = self.body(facts)
         async with self._engine.begin() as tx:
-            started = await _start(tx, event, stage, body_digest(body))
-        if started is None:
+            claim = await _start(tx, event, stage, body_digest(body), self.clock())
+        if claim is None:
             log.info("stage already notified", stage=stage, channel="sms")
             return Decision(writes=[remember])
-        fresh, since = started
         # TelephonyUnavailable propagates: the consumer retries, and the row stays 'sending'.
-        outcome, status, sid = await self.hand_over(stage, to, body, fresh, since)
+        outcome, status, sid = await self.send(DeliveryRow(event.case_id, stage, "sms"), to, body, claim)
         finished = await finish(reads.tx, event.case_id, stage, status, sid)
         log.info(
             "notification delivered" if status == "sent" else "notification refused",
@@ -150,6 +151,18 @@ class TextDelivery:
             return Decision(writes=[remember])
         NOTIFICATIONS.labels("sms", "sent" if status == "sent" else "failed").inc()
         return _decided(event, outcome, remember)
+
+    async def send(
+        self, row: DeliveryRow, to: str, body: str, claim: Claim
+    ) -> tuple[CaseEvent, str, str | None]:
+        """Text a claimed delivery row's body, keeping the sid on the row as soon as the provider answers; a sid
+        an earlier sender kept is the outcome, and nothing is asked or sent."""
+        if claim.sid is not None:
+            return NotificationSent(stage=row.stage, channel="sms", message_id=claim.sid), "sent", claim.sid
+        outcome, status, sid = await self.hand_over(row.stage, to, body, claim.fresh, claim.since)
+        if sid is not None:
+            await keep_sid(self._engine, row, sid)
+        return outcome, status, sid
 
     async def hand_over(
         self, stage: str, to: str, body: str, fresh: bool, since: datetime
@@ -186,38 +199,35 @@ def _decided(event: RecordedEvent, outcome: CaseEvent, remember: Statement) -> D
     return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))], writes=[remember])
 
 
-async def _start(tx: AsyncConnection, event: RecordedEvent, stage: str, digest: str) -> tuple[bool, datetime] | None:
-    """Record the text as 'sending': (whether this call wrote the row, when it was first written), or None
-    when this stage's text was already sent or refused."""
-    key: dict[str, Any] = {"c": event.case_id, "s": stage}
+async def _start(tx: AsyncConnection, event: RecordedEvent, stage: str, digest: str, now: datetime) -> Claim | None:
+    """Record the text as 'sending' under this consumer's claim, or take over a row whose claim lapsed; None when
+    this stage's text was already sent or refused. ClaimHeld while another consumer is sending it."""
     written = await tx.execute(
         text(
             "INSERT INTO notifier.deliveries (case_id, stage, channel, attempt, message_id, status, caused_by,"
-            " body_digest) VALUES (:c, :s, 'sms', 1, :m, 'sending', :e, :b)"
+            " body_digest, claimed_at) VALUES (:c, :s, 'sms', 1, :m, 'sending', :e, :b, :now)"
             " ON CONFLICT (case_id, stage, channel, attempt) DO NOTHING RETURNING created_at"
         ),
-        {**key, "m": f"{event.case_id}.{stage}.sms", "e": event.event_id, "b": digest},
+        {
+            "c": event.case_id,
+            "s": stage,
+            "m": f"{event.case_id}.{stage}.sms",
+            "e": event.event_id,
+            "b": digest,
+            "now": now,
+        },
     )
     created = written.scalar_one_or_none()
     if created is not None:
-        return True, created
-    row = (
-        await tx.execute(
-            text(
-                "SELECT status, created_at FROM notifier.deliveries"
-                " WHERE case_id = :c AND stage = :s AND channel = 'sms' AND attempt = 1"
-            ),
-            key,
-        )
-    ).one()
-    return (False, row.created_at) if row.status == "sending" else None
+        return Claim(True, created)
+    return await take_over(tx, DeliveryRow(event.case_id, stage, "sms"), now)
 
 
 async def finish(tx: AsyncConnection, case_id: UUID, stage: str, status: str, sid: str | None) -> bool:
     """Move the text's row from 'sending' to status; False when a racing delivery already did."""
     finished = await tx.execute(
         text(
-            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = :sid"
+            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = coalesce(provider_sid, :sid)"
             " WHERE case_id = :c AND stage = :s AND channel = 'sms' AND attempt = 1 AND status = 'sending'"
             " RETURNING 1"
         ),

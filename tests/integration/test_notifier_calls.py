@@ -6,6 +6,7 @@ the provider placed before a crash kept us from recording it is found by asking 
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -37,18 +38,20 @@ from civicflow.events import (
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
-from civicflow.unit_of_work import UnitOfWork, in_order
+from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
 from services.notifier.call_outcomes import CallOutcomes
 from services.notifier.calls import CallDelivery, CallMenu, MailFallback
+from services.notifier.claims import LEASE, ClaimHeld
 from services.notifier.domain import MessageTemplates
 from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.main import NotificationHandler
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.sms import TextTemplates
-from services.notifier.telephony import TelephonyUnavailable
+from services.notifier.telephony import Telephony, TelephonyUnavailable
 from services.notifier.telephony_http import SIGNATURE_HEADER, STATUS_PATH, create_telephony_app
 from services.notifier.texting import TextDelivery, number_digest
 from services.notifier.voice import CallScripts
+from tests.held_telephony import HeldTelephony
 from tests.telephony_double import CrashedAfterTaking, InMemoryTelephony, PlacedCall
 
 pytestmark = pytest.mark.integration
@@ -61,12 +64,15 @@ MIDNIGHT = datetime(2026, 12, 1, 6, tzinfo=UTC)  # 00:00 in Chicago
 
 
 class KeptMail:
-    """A mail server that keeps what it is handed."""
+    """A mail server that keeps what it is handed, or is down."""
 
     def __init__(self) -> None:
         self.sent: list[EmailMessage] = []
+        self.down = False
 
     async def send(self, message: EmailMessage) -> None:
+        if self.down:
+            raise ConnectionRefusedError("the test's mail server is down")
         self.sent.append(message)
 
 
@@ -94,6 +100,7 @@ class Calls:
             texts=self.texts,
             mail=MailFallback(self.mail, MessageTemplates(ZONE), "311 <no-reply@example.test>"),
         )
+        self.scripts = scripts
         self.outcomes = CallOutcomes(
             engine, STORE, vault, key, QuietHours(ZONE), StatusReports(engine, STORE, vault), clock=lambda: self.now
         )
@@ -109,6 +116,12 @@ class Calls:
         unit = UnitOfWork(engine, "notifier", STORE)
         self.notify = lambda event: unit.run([event], in_order({event.type: policy}))
         self.menu = CallMenu(engine, STORE, vault, scripts)
+
+    def replica(self, telephony: Telephony) -> CallDelivery:
+        """The calls' task of another notifier process over the same database."""
+        return CallDelivery(
+            self.engine, telephony, self.scripts, self.key, quiet=QuietHours(ZONE), clock=lambda: self.now
+        )
 
     async def case(self, contact: ResidentContact, service: str = "POTHOLE", **preferences: str) -> RecordedEvent:
         case_id = uuid7()
@@ -529,6 +542,9 @@ async def test_the_crash_after_the_provider_took_a_call_is_closed_by_asking_the_
     assert not [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
 
     calls.telephony.crash_after_placing = False
+    with pytest.raises(ClaimHeld):  # a redelivery while the dead consumer's claim is live waits for it to lapse
+        await calls.notify(resolved)
+    calls.now += LEASE
     await calls.notify(resolved)  # the redelivery after the restart
 
     [call] = calls.telephony.placed_to(PHONE)
@@ -554,6 +570,7 @@ async def test_a_call_another_row_holds_is_not_taken_for_the_one_that_crashed(ca
     with pytest.raises(TelephonyUnavailable):
         await calls.notify(resolved)
     calls.telephony.down = False
+    calls.now += LEASE  # retried once the claim lapsed
     await calls.notify(resolved)
 
     kept, placed = calls.telephony.placed_to(PHONE)  # the crashed row's call placed once, beside the held one
@@ -581,3 +598,123 @@ async def test_a_stale_retry_found_sending_asks_the_provider_before_calling_agai
     first_again, second = calls.telephony.placed_to(PHONE)
     assert first_again == first and calls.telephony.call_lookups == 1
     assert await voice_row(calls, case, "resolved", attempt=2) == ("sent", second.sid)
+
+
+async def test_of_two_replicas_on_a_lapsed_retry_one_takes_the_call_placed_before_the_crash(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice", updates="outcome")
+    await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))
+    calls.telephony.clock = lambda: calls.now
+    [first] = calls.telephony.placed_to(PHONE)
+    await calls.ended(first, "no-answer")
+    calls.now = NOON + timedelta(minutes=10)
+    calls.telephony.crash_after_placing = True
+    with pytest.raises(CrashedAfterTaking):  # the task dies after the provider placed the second call
+        await calls.delivery.send_due(STORE, calls.vault)
+    calls.telephony.crash_after_placing = False
+
+    calls.now = NOON + timedelta(minutes=13)
+    held = HeldTelephony(calls.telephony, hold_at="calls_to")  # replica A has asked and found the call
+    first_replica = asyncio.create_task(calls.replica(held).send_due(STORE, calls.vault))
+    await held.held()
+    await calls.replica(calls.telephony).send_due(STORE, calls.vault)  # replica B meanwhile
+    held.released.set()
+    await first_replica
+
+    first_again, second = calls.telephony.placed_to(PHONE)  # called once more, not twice
+    assert first_again == first
+    assert await voice_row(calls, case, "resolved", attempt=2) == ("sent", second.sid)
+
+
+async def test_a_call_left_sending_by_day_and_redelivered_at_night_is_placed_in_the_morning_once(
+    calls: Calls,
+) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    calls.telephony.clock = lambda: calls.now
+    calls.now = NOON
+    calls.telephony.crash_after_placing = True
+    with pytest.raises(CrashedAfterTaking):  # the provider took the call; the process died
+        await calls.notify(case)
+    calls.telephony.crash_after_placing = False
+    calls.now = MIDNIGHT
+    await calls.notify(case)  # the redelivery, at night: the row waits for calling hours
+    assert (await voice_row(calls, case, "submitted"))[0] == "sending"
+
+    calls.now = MIDNIGHT + timedelta(hours=8)  # 08:00 in Chicago
+    assert await calls.delivery.send_due(STORE, calls.vault) >= 1
+    [call] = calls.telephony.placed_to(PHONE)
+    assert calls.telephony.call_lookups == 1
+    assert await voice_row(calls, case, "submitted") == ("sent", call.sid)
+    sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [NotificationSent(stage="submitted", channel="voice", message_id=call.sid)]
+
+
+async def test_a_busy_report_after_the_batch_failed_finds_its_call_and_schedules_the_retry(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    templates = MessageTemplates(ZONE)
+    policy = NotificationHandler(calls.engine, calls.vault, object(), templates, "311 <a@b>", None, calls.delivery)  # type: ignore[arg-type]
+
+    async def then_fails(event: RecordedEvent, reads: Reads) -> Decision:
+        await policy(event, reads)
+        raise RuntimeError("the batch failed after deciding")
+
+    unit = UnitOfWork(calls.engine, "notifier", STORE)
+    with pytest.raises(RuntimeError):
+        await unit.run([case], in_order({case.type: then_fails}))
+    [call] = calls.telephony.placed_to(PHONE)
+    await calls.ended(call, "busy")
+    told = [e for e in await calls.history(case) if isinstance(e, NotificationDelivered)]
+    assert [(e.outcome, e.attempt) for e in told] == [("busy", 1)] and told[0].retry_at is not None
+    await calls.notify(case)  # the redelivery: the kept sid is the outcome, no second call
+    assert calls.telephony.placed_to(PHONE) == [call] and calls.telephony.call_lookups == 0
+    assert (await voice_row(calls, case, "submitted")) == ("sent", call.sid)
+
+
+async def test_a_mail_server_down_for_a_fallback_email_holds_up_no_call_behind_it(calls: Calls) -> None:
+    contact = ResidentContact(email="resident@example.org", phone=PHONE)
+    refused = await calls.case(contact, preferred_channel="voice", updates="outcome")
+    calls.telephony.refuse_calls_with = 21211  # its email fallback is due at once
+    calls.now = MIDNIGHT - timedelta(hours=5)  # 19:00 in Chicago
+    await calls.notify(await calls.append(refused, CaseResolved(resolution="Done.", resolved_at=calls.now)))
+    calls.telephony.refuse_calls_with = None
+    calls.now = MIDNIGHT
+    waiting = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    await calls.notify(waiting)  # a call waiting for the morning, behind the email
+
+    calls.mail.down = True
+    calls.now = MIDNIGHT + timedelta(hours=8)
+    await calls.delivery.send_due(STORE, calls.vault)
+    [call] = calls.telephony.placed_to(PHONE)[-1:]
+    assert await voice_row(calls, waiting, "submitted") == ("sent", call.sid)
+    async with calls.engine.connect() as conn:
+        failures, not_before = (
+            await conn.execute(
+                text("SELECT failures, not_before FROM notifier.deliveries WHERE case_id = :c AND attempt = 2"),
+                {"c": refused.case_id},
+            )
+        ).one()
+    assert (failures, not_before) == (1, calls.now + timedelta(minutes=1))  # put off, not first forever
+
+    calls.mail.down = False
+    calls.now += timedelta(minutes=2)  # its backoff and its claim have passed
+    await calls.delivery.send_due(STORE, calls.vault)
+    [mail] = calls.mail.sent
+    assert mail["To"] == "resident@example.org"
+
+
+async def test_a_consumer_that_finds_another_placing_the_call_waits_and_the_call_goes_once(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    held = HeldTelephony(calls.telephony, hold_at="place_call")  # consumer A, about to place the call
+    policy = NotificationHandler(
+        calls.engine, calls.vault, object(), MessageTemplates(ZONE), "311 <a@b>", None, calls.replica(held)  # type: ignore[arg-type]
+    )
+    first = asyncio.create_task(UnitOfWork(calls.engine, "notifier", STORE).run([case], in_order({case.type: policy})))
+    await held.held()
+    with pytest.raises(ClaimHeld):  # consumer B, after a rebalance: retried, not calling
+        await calls.notify(case)
+    assert calls.telephony.calls == [] and calls.telephony.call_lookups == 0
+    held.released.set()
+    await first
+    await calls.notify(case)  # B's retry: the stage is told
+    [call] = calls.telephony.placed_to(PHONE)
+    sent = [e for e in await calls.history(case) if isinstance(e, NotificationSent)]
+    assert sent == [NotificationSent(stage="submitted", channel="voice", message_id=call.sid)]

@@ -4,6 +4,7 @@ a later case, a refusal recorded with the provider's code and never the number, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from civicflow.events import (
     CaseSubmitted,
     EventMetadata,
     Location,
+    NotificationDelivered,
     NotificationFailed,
     NotificationSent,
     RecordedEvent,
@@ -28,18 +30,23 @@ from civicflow.events import (
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
-from civicflow.unit_of_work import UnitOfWork, in_order
+from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
+from services.notifier.claims import LEASE, ClaimHeld
 from services.notifier.domain import MessageTemplates
+from services.notifier.inbound_texts import StatusReports
 from services.notifier.main import NotificationHandler
 from services.notifier.sms import TextTemplates
-from services.notifier.telephony import TelephonyUnavailable
+from services.notifier.telephony import Telephony, TelephonyUnavailable
 from services.notifier.texting import TextDelivery, number_digest
+from tests.conftest import eventually
+from tests.held_telephony import HeldTelephony
 from tests.telephony_double import CrashedAfterTaking, InMemoryTelephony
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
 UTC_ZONE = ZoneInfo("UTC")
 PHONE = "+13125550142"  # in the 555-01xx range kept for fiction
+NOON = datetime(2026, 11, 30, 12, tzinfo=UTC)  # the consumers' clock: what a claim's lease is measured by
 
 
 @pytest.fixture
@@ -91,13 +98,24 @@ def routed() -> CaseRouted:
 
 
 def handler(
-    engine: AsyncEngine, vault: ContactVault, telephony: InMemoryTelephony, key: bytes
+    engine: AsyncEngine,
+    vault: ContactVault,
+    telephony: Telephony,
+    key: bytes,
+    now: datetime = NOON,
+    batch_fails: bool = False,
 ) -> Callable[[RecordedEvent], Awaitable[int]]:
-    """The notifier's policy as its consumer runs it, each event in a unit of work of its own."""
-    texts = TextDelivery(engine, telephony, TextTemplates(UTC_ZONE), key)
+    """The notifier's policy as its consumer runs it at `now`, each event in a unit of work of its own (one that
+    fails after deciding, with `batch_fails`: another event of its batch, say)."""
+    texts = TextDelivery(engine, telephony, TextTemplates(UTC_ZONE), key, clock=lambda: now)
     policy = NotificationHandler(engine, vault, _no_mail(), MessageTemplates(UTC_ZONE), "311 <a@b>", texts)
+
+    async def then_fails(event: RecordedEvent, reads: Reads) -> Decision:
+        await policy(event, reads)
+        raise RuntimeError("the batch failed after deciding")
+
     unit = UnitOfWork(engine, "notifier", STORE)
-    return lambda event: unit.run([event], in_order({event.type: policy}))
+    return lambda event: unit.run([event], in_order({event.type: then_fails if batch_fails else policy}))
 
 
 def _no_mail() -> object:
@@ -170,7 +188,10 @@ async def test_the_crash_after_the_provider_took_a_text_is_closed_by_asking_the_
     assert await outcomes(engine, case) == []
 
     telephony.crash_after_taking = False
-    await handler(engine, vault, telephony, key)(case)  # the redelivery after the restart
+    with pytest.raises(ClaimHeld):  # a redelivery while the dead consumer's claim is live waits for it to lapse
+        await handler(engine, vault, telephony, key)(case)
+    assert telephony.lookups == 0
+    await handler(engine, vault, telephony, key, NOON + LEASE)(case)  # the redelivery after the restart
 
     assert len(telephony.bodies_to(phone)) == 1, "texted twice"
     assert telephony.lookups == 1
@@ -192,7 +213,7 @@ async def test_a_redelivery_that_finds_nothing_at_the_provider_texts(
     assert await outcomes(engine, case) == []
 
     telephony.down = False
-    await handler(engine, vault, telephony, key)(case)
+    await handler(engine, vault, telephony, key, NOON + LEASE)(case)  # retried once the claim lapsed
     assert len(telephony.bodies_to(phone)) == 1 and telephony.lookups == 1
     assert [o.channel for o in await outcomes(engine, case)] == ["sms"]  # type: ignore[attr-defined]
 
@@ -242,3 +263,86 @@ async def test_a_resident_who_wants_only_the_outcome_is_texted_only_the_resoluti
     await notify(await append(engine, case, CaseResolved(resolution="Filled.", resolved_at=datetime.now(UTC))))
     assert [b.split(":")[1].strip() for b in telephony.bodies_to(phone)] == ["your request is resolved. Filled."]
     assert [(o.stage, o.channel) for o in await outcomes(engine, case)] == [("resolved", "sms")]  # type: ignore[attr-defined]
+
+
+async def test_a_consumer_that_finds_another_at_the_provider_waits_and_the_text_goes_once(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    telephony = InMemoryTelephony()
+    held = HeldTelephony(telephony, hold_at="send_text")  # consumer A, about to hand the text over
+    case = await texted_case(engine, vault, PHONE)
+    first = asyncio.create_task(handler(engine, vault, held, key)(case))
+    await held.held()
+    with pytest.raises(ClaimHeld):  # consumer B, after a rebalance: retried, not texted
+        await handler(engine, vault, telephony, key)(case)
+    assert telephony.taken == [] and telephony.lookups == 0
+    held.released.set()
+    await first
+    await handler(engine, vault, telephony, key)(case)  # B's retry: the stage is told
+    assert len(telephony.bodies_to(PHONE)) == 1, "texted twice"
+    assert [type(o).__name__ for o in await outcomes(engine, case)] == ["NotificationSent"]
+
+
+async def test_a_report_after_the_batch_failed_finds_its_text_and_the_redelivery_texts_nothing(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    telephony = InMemoryTelephony()
+    case = await texted_case(engine, vault, PHONE)
+    with pytest.raises(RuntimeError):  # the provider took the text; the batch did not commit
+        await handler(engine, vault, telephony, key, batch_fails=True)(case)
+    [message] = telephony.taken
+    assert await row_status(engine, case, "submitted") == "sending"
+
+    reports = StatusReports(engine, STORE, vault)
+    assert await reports(message.sid, "undelivered", 30003), "the report found no text of ours"
+    await handler(engine, vault, telephony, key)(case)  # the redelivery: the kept sid is the outcome
+
+    assert len(telephony.bodies_to(PHONE)) == 1 and telephony.lookups == 0
+    async with engine.connect() as conn:
+        history = [e.data for e in await STORE.read_stream(conn, case.case_id)]
+    assert NotificationSent(stage="submitted", channel="sms", message_id=message.sid) in history
+    assert NotificationDelivered(
+        stage="submitted", channel="sms", outcome="undelivered", attempt=1, error_code=30003
+    ) in history
+    assert await row_status(engine, case, "submitted") == "sent"
+
+
+async def test_a_report_that_comes_before_the_batch_commits_is_kept_and_lands_after_the_sent_event(
+    engine: AsyncEngine, vault: ContactVault, key: bytes
+) -> None:
+    telephony = InMemoryTelephony()
+    texts = TextDelivery(engine, telephony, TextTemplates(UTC_ZONE), key, clock=lambda: NOON)
+    policy = NotificationHandler(engine, vault, _no_mail(), MessageTemplates(UTC_ZONE), "311 <a@b>", texts)
+    reports = StatusReports(engine, STORE, vault)
+    early: list[asyncio.Task[bool]] = []
+
+    async def report_before_commit(event: RecordedEvent, reads: Reads) -> Decision:
+        decided = await policy(event, reads)
+        [message] = telephony.taken  # the provider's report, while the batch has yet to commit
+        early.append(asyncio.create_task(reports(message.sid, "delivered", None)))
+
+        async def reported_or_waiting() -> bool:
+            if early[0].done():
+                return True
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE 'UPDATE notifier.deliveries SET provider_status%'"
+                    )
+                )
+            return bool(waiting)
+
+        await eventually(reported_or_waiting, what="the report to be handled or to wait for the batch")
+        return decided
+
+    case = await texted_case(engine, vault, PHONE)
+    await UnitOfWork(engine, "notifier", STORE).run([case], in_order({case.type: report_before_commit}))
+    assert await early[0], "the report found no text of ours"
+    async with engine.connect() as conn:
+        told = [e.data for e in await STORE.read_stream(conn, case.case_id) if e.type.startswith("Notification")]
+    sid = telephony.taken[0].sid
+    assert told == [
+        NotificationSent(stage="submitted", channel="sms", message_id=sid),
+        NotificationDelivered(stage="submitted", channel="sms", outcome="delivered", attempt=1),
+    ]
