@@ -332,7 +332,11 @@ async def test_a_call_needs_exactly_one_of_twiml_and_url_and_playable_twiml(
     both = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Url": DIGITS, "Twiml": "<Response/>"})
     neither = await client.post(CALLS, data={"To": RESIDENT, "From": CITY})
     unplayable = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Twiml": "<Response><Dial/></Response>"})
-    assert [r.json()["code"] for r in (both, neither, unplayable)] == [21205, 21205, 12100]
+    superscript = await client.post(
+        CALLS, data={"To": RESIDENT, "From": CITY, "Twiml": '<Response><Pause length="\u00b2"/></Response>'}
+    )
+    assert [r.json()["code"] for r in (both, neither, unplayable, superscript)] == [21205, 21205, 12100, 12100]
+    assert "length" in superscript.json()["message"]
     assert provider.calls == {}
 
 
