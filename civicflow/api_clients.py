@@ -129,7 +129,14 @@ async def local_key(engine: AsyncEngine, kept: str | None, name: str = LOCAL_CLI
     except MalformedKey:
         key = None
     stored = await PostgresClientDirectory(engine).find(key.key_id) if key else None
-    if key and stored and stored.revoked_at is None and secret_matches(key.secret, stored.secret_sha256):
+    # A key made before a scope existed is made again, so this machine's CLI always holds every scope.
+    if (
+        key
+        and stored
+        and stored.revoked_at is None
+        and stored.scopes >= ALL_SCOPES
+        and secret_matches(key.secret, stored.secret_sha256)
+    ):
         return key.reveal()
     try:
         await revoke_client(engine, name)

@@ -26,6 +26,9 @@ class Scope(StrEnum):
     RECATEGORISE = "recategorise"  # IntakeService.RecategoriseCase
     RULES_READ = "rules-read"  # RoutingService.ExplainRoute
     RULES_ADMIN = "rules-admin"  # RoutingService.ReloadRules
+    # A call-taker setting a resident's channel: a key for a public web form must not be able to switch
+    # any tracking number's notices off or over to calls, so this is not part of `submit`.
+    PREFERENCES = "preferences"  # NotifierService.SetPreferences
     # Reserved for departments reporting work-order status over gRPC (today they use the signed
     # webhook); a key may hold it already so departments need no new key when that method comes.
     STATUS_REPORT = "status-report"
@@ -38,7 +41,7 @@ ALL_SCOPES = frozenset(Scope)
 METHOD_SCOPES: Mapping[str, Scope] = {
     "/civicflow.v1.IntakeService/SubmitRequest": Scope.SUBMIT,
     "/civicflow.v1.IntakeService/RecategoriseCase": Scope.RECATEGORISE,
-    "/civicflow.v1.NotifierService/SetPreferences": Scope.SUBMIT,  # a call-taker, for the resident
+    "/civicflow.v1.NotifierService/SetPreferences": Scope.PREFERENCES,
     "/civicflow.v1.CaseQueryService/GetCase": Scope.TRACK,
     "/civicflow.v1.RoutingService/ExplainRoute": Scope.RULES_READ,
     "/civicflow.v1.RoutingService/ReloadRules": Scope.RULES_ADMIN,

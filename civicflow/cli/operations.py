@@ -35,8 +35,8 @@ def keys_create(
     scope: Annotated[
         list[str],
         typer.Option(
-            help="What it may do, repeatable: submit, track, recategorise, rules-read, rules-admin, status-report,"
-            " or all"
+            help="What it may do, repeatable: submit, track, recategorise, preferences (set a resident's"
+            " channel), rules-read, rules-admin, status-report, or all"
         ),
     ],
 ) -> None:

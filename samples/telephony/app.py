@@ -104,15 +104,16 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
         for name, attribute in (("To", "to"), ("From", "from_")):
             if name in query:
                 found = [t for t in found if getattr(t, attribute) == query[name]]
+        # As Twilio: DateSent filters on when a text was sent, so a text still queued (no sent time) matches none.
         if "DateSent" in query:
             day = _parse_date("DateSent", query["DateSent"]).date()
-            found = [t for t in found if t.created_at.date() == day]
+            found = [t for t in found if t.sent_at and t.sent_at.date() == day]
         if "DateSent>" in query:
             after = _parse_date("DateSent>", query["DateSent>"])
-            found = [t for t in found if t.created_at.replace(microsecond=0) >= after]
+            found = [t for t in found if t.sent_at and t.sent_at.replace(microsecond=0) >= after]
         if "DateSent<" in query:
             before = _parse_date("DateSent<", query["DateSent<"])
-            found = [t for t in found if t.created_at.replace(microsecond=0) <= before]
+            found = [t for t in found if t.sent_at and t.sent_at.replace(microsecond=0) <= before]
         found.sort(key=lambda t: t.created_at, reverse=True)
         return _page("messages", [t.as_twilio() for t in found], f"/{API_VERSION}/Accounts/{sid}/Messages.json")
 

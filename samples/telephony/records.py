@@ -30,6 +30,9 @@ def rfc2822(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC))  # "Thu, 26 Nov 2026 12:00:00 +0000", as Twilio writes
 
 
+LEFT_THE_PROVIDER = frozenset({"sent", "delivered", "undelivered", "read"})
+
+
 @dataclass
 class Text:
     """One text, either way: outbound-api (the city's) or inbound (a resident's)."""
@@ -52,6 +55,14 @@ class Text:
         self.history.append((at or datetime.now(UTC), status if error_code is None else f"{status} ({error_code})"))
 
     @property
+    def sent_at(self) -> datetime | None:
+        """Twilio's date_sent: when the text left the provider; None while it is queued or accepted, and for
+        one that failed before it went. A resident's text was sent when it arrived."""
+        if self.direction == "inbound":
+            return self.created_at
+        return next((at for at, status in self.history if status.split(" ")[0] in LEFT_THE_PROVIDER), None)
+
+    @property
     def resident(self) -> str:
         return self.to if self.direction != "inbound" else self.from_
 
@@ -62,7 +73,7 @@ class Text:
             "api_version": API_VERSION,
             "body": self.body,
             "date_created": rfc2822(self.created_at),
-            "date_sent": rfc2822(self.created_at) if self.status not in ("queued", "failed") else None,
+            "date_sent": rfc2822(self.sent_at) if self.sent_at else None,
             "date_updated": rfc2822(self.history[-1][0] if self.history else self.created_at),
             "direction": self.direction,
             "error_code": self.error_code,

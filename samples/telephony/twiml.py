@@ -6,11 +6,13 @@ Pure: `read_twiml` turns a document into verbs, `CallScript` walks them with the
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field
 
 MAX_TWIML_BYTES = 64_000
+WHOLE = re.compile(r"[0-9]{1,4}")
 
 
 class TwimlError(ValueError):
@@ -110,7 +112,8 @@ def _whole(element: ET.Element, attribute: str, default: int) -> int:
     value = element.get(attribute)
     if value is None:
         return default
-    if not value.isdigit() or not 0 <= int(value) <= 3600:
+    # ASCII digits only: str.isdigit takes '²', which int() then refuses
+    if not WHOLE.fullmatch(value) or not 0 <= int(value) <= 3600:
         raise TwimlError(f"<{element.tag} {attribute}={value!r}>: write a whole number from 0 to 3600")
     return int(value)
 

@@ -15,11 +15,11 @@ from civicflow import tracking
 from civicflow.apikeys import actor
 from civicflow.events import (
     CaseRecategorised,
-    CaseResolved,
     CaseSubmitted,
     EventMetadata,
     ImportedFrom,
     current_service_code,
+    stands_resolved,
 )
 from civicflow.eventstore import ConcurrencyConflict, EventStore, StreamAppend
 from civicflow.ids import uuid7
@@ -314,7 +314,7 @@ async def _recategorise_once(
         if case_id is None:
             raise CaseNotFound(f"no request with tracking number {tracking_number}")
         stream = await store.read_stream(tx, case_id)
-        if any(isinstance(e.data, CaseResolved) for e in stream):
+        if stands_resolved(e.data for e in stream):
             raise NothingToChange("the case is already resolved; take a new request instead")
         previous = current_service_code(e.data for e in stream) or ""
         if previous == service_code:

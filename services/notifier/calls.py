@@ -33,6 +33,7 @@ from civicflow.events import (
     NotificationSent,
     RecordedEvent,
     ResolutionDisputed,
+    stands_resolved,
 )
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
@@ -389,7 +390,9 @@ class CallMenu:
                 return None
             facts = stage_facts(resolved, stream)
             choice = menu_choice(digits, repeat)
-            if choice == "disputed":
+            # A late press 2 (the case was reopened, or resolved and disputed already) says nothing new:
+            # the resident hears the same answer, and the timeline shows no second dispute.
+            if choice == "disputed" and stands_resolved(e.data for e in stream):
                 recorded = await tx.execute(
                     text(
                         "INSERT INTO notifier.disputes (call_sid, case_id) VALUES (:sid, :c)"

@@ -72,41 +72,58 @@ class InboundTexts:
         self._zone = city_zone
         self._acknowledgements = acknowledgements
 
-    async def __call__(self, number: str, body: str) -> str:
+    async def __call__(self, number: str, body: str, message_sid: str | None = None) -> str:
+        """What to text back, having acted on the text once per `message_sid` (the provider's id of the text):
+        the provider's retry, or a signed request sent again, gets the reply stored for it and changes nothing.
+        Without a sid (a direct call, not the provider) the text is acted on every time."""
         digest = number_digest(number, self._key)
         async with self._engine.begin() as tx:
-            cases = await cases_of(tx, digest)
-            intent = read_inbound(body, survey_pending=bool(cases) and await survey_pending(tx, cases[0][0]))
-            newest = await self._store.read_stream(tx, cases[0][0]) if cases else []
-            language = case_language(newest) if newest else None
-            log.info("inbound text", intent=type(intent).__name__.lower(), known_cases=len(cases))
-            if isinstance(intent, Ack):  # an on-call contact taking an alert (alerts.py); else a reply
-                taken = await self._acknowledgements(tx, digest, intent) if self._acknowledgements else None
-                if taken is not None:
-                    return taken
-                intent = Reply(intent.text)
-            if isinstance(intent, Stop):
+            if message_sid is not None:
+                before = await _answered_before(tx, message_sid)
+                if before is not None:
+                    log.info("inbound text seen before; answered again, nothing changed")
+                    return before
+            reply = await self._act(tx, digest, body)
+            if message_sid is not None:
                 await tx.execute(
-                    text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d) ON CONFLICT DO NOTHING"),
-                    {"d": digest},
+                    text("UPDATE notifier.inbound_messages SET reply = :r WHERE message_sid = :s"),
+                    {"r": reply, "s": message_sid},
                 )
-                OPT_OUTS.labels("opted_out").inc()
-                return answer("stopped", language)
-            if isinstance(intent, Start):
-                await tx.execute(text("DELETE FROM notifier.opt_outs WHERE number_digest = :d"), {"d": digest})
-                OPT_OUTS.labels("opted_in").inc()
-                return answer("started", language)
-            if isinstance(intent, Help):
-                return answer("help", language)
-            if not cases:
-                return answer("no_case", language)
-            if isinstance(intent, Status):
-                return await self._status(tx, intent, cases, newest, language)
-            if isinstance(intent, SurveyAnswer):
-                await record_answer(tx, self._store, cases[0][0], intent.score, "sms")
-                return thanks_text(cases[0][1], language)
-            assert isinstance(intent, Reply)
-            return await self._reply(tx, intent, cases[0], language)
+            return reply
+
+    async def _act(self, tx: AsyncConnection, digest: str, body: str) -> str:
+        cases = await cases_of(tx, digest)
+        intent = read_inbound(body, survey_pending=bool(cases) and await survey_pending(tx, cases[0][0]))
+        newest = await self._store.read_stream(tx, cases[0][0]) if cases else []
+        language = case_language(newest) if newest else None
+        log.info("inbound text", intent=type(intent).__name__.lower(), known_cases=len(cases))
+        if isinstance(intent, Ack):  # an on-call contact taking an alert (alerts.py); else a reply
+            taken = await self._acknowledgements(tx, digest, intent) if self._acknowledgements else None
+            if taken is not None:
+                return taken
+            intent = Reply(intent.text)
+        if isinstance(intent, Stop):
+            await tx.execute(
+                text("INSERT INTO notifier.opt_outs (number_digest) VALUES (:d) ON CONFLICT DO NOTHING"),
+                {"d": digest},
+            )
+            OPT_OUTS.labels("opted_out").inc()
+            return answer("stopped", language)
+        if isinstance(intent, Start):
+            await tx.execute(text("DELETE FROM notifier.opt_outs WHERE number_digest = :d"), {"d": digest})
+            OPT_OUTS.labels("opted_in").inc()
+            return answer("started", language)
+        if isinstance(intent, Help):
+            return answer("help", language)
+        if not cases:
+            return answer("no_case", language)
+        if isinstance(intent, Status):
+            return await self._status(tx, intent, cases, newest, language)
+        if isinstance(intent, SurveyAnswer):
+            await record_answer(tx, self._store, cases[0][0], intent.score, "sms")
+            return thanks_text(cases[0][1], language)
+        assert isinstance(intent, Reply)
+        return await self._reply(tx, intent, cases[0], language)
 
     async def _status(
         self,
@@ -130,6 +147,24 @@ class InboundTexts:
         metadata = EventMetadata(correlation_id=uuid7(), actor=ACTOR, channel="sms")
         await self._store.append(tx, case_id, None, [ResidentReplied(text=intent.text)], metadata)
         return answer("replied", language, tracking_number=number)
+
+
+async def _answered_before(tx: AsyncConnection, message_sid: str) -> str | None:
+    """The reply a text with this sid was answered with before, or None having claimed the sid for this one.
+    The claim is a unique key, not a read then a write: a retry arriving while the first is being answered
+    waits on the first's row and then reads its reply."""
+    claimed = await tx.execute(
+        text(
+            "INSERT INTO notifier.inbound_messages (message_sid) VALUES (:s) ON CONFLICT DO NOTHING RETURNING 1"
+        ),
+        {"s": message_sid},
+    )
+    if claimed.first() is not None:
+        return None
+    reply = await tx.scalar(
+        text("SELECT coalesce(reply, '') FROM notifier.inbound_messages WHERE message_sid = :s"), {"s": message_sid}
+    )
+    return str(reply)
 
 
 class StatusReports:

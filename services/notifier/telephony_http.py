@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from urllib.parse import parse_qsl
@@ -28,8 +29,16 @@ STATUS_PATH = "/telephony/status"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 MAX_BODY_BYTES = 32 * 1024  # a text is at most 1,600 characters; the provider's other fields are short
 MAX_SID_CHARS = 64
+# ASCII only: str.isdigit and str.isalnum take superscript and Arabic-Indic digits too, which int() then
+# refuses (a 500) or a number keeps.
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+SID = re.compile(rf"[A-Za-z0-9]{{1,{MAX_SID_CHARS}}}")
+CALL_STATE = re.compile(r"[A-Za-z-]{1,32}")
+ERROR_CODE = re.compile(r"[0-9]{1,8}")
+LENGTH = re.compile(r"[0-9]{1,12}")
 
-Answer = Callable[[str, str], Awaitable[str]]  # (the sender's number, the text) -> what to text back
+# (the sender's number, the text, the provider's MessageSid) -> what to text back
+Answer = Callable[[str, str, str], Awaitable[str]]
 StatusReport = Callable[[str, str, int | None], Awaitable[bool]]  # (sid, status, error code) -> known sid
 # (case id, call sid, digits, times the menu was repeated) -> TwiML, or None when the case has no resolution
 Menu = Callable[[UUID, str, str, int], Awaitable[str | None]]
@@ -60,8 +69,8 @@ def create_telephony_app(
     base = public_url.rstrip("/")
 
     async def signed_form(request: Request, path: str) -> dict[str, str]:
-        declared = request.headers.get("content-length", "")
-        if declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+        declared = request.headers.get("content-length", "").strip()
+        if LENGTH.fullmatch(declared) and int(declared) > MAX_BODY_BYTES:
             raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
         raw = bytearray()
         async for chunk in request.stream():
@@ -85,10 +94,14 @@ def create_telephony_app(
             form = await signed_form(request, INBOUND_PATH)
         except _Refused as refused:
             return PlainTextResponse(refused.message, status_code=refused.status)
-        sender = form.get("From", "")
-        if not sender.startswith("+") or not sender[1:].isdigit() or len(sender) > 16:
-            return PlainTextResponse("From: not a phone number in E.164 (+ and digits)", status_code=400)
-        words = await answer(sender, form.get("Body", ""))
+        sender, message_sid = form.get("From", ""), form.get("MessageSid", "")
+        if not E164.fullmatch(sender):
+            return PlainTextResponse("From: not a phone number in E.164 (+ and up to 15 digits 0-9)", status_code=400)
+        if not SID.fullmatch(message_sid):
+            return PlainTextResponse(
+                f"MessageSid is required (1 to {MAX_SID_CHARS} letters A-Z and digits 0-9)", status_code=400
+            )
+        words = await answer(sender, form.get("Body", ""), message_sid)
         return Response(twiml_message(words), media_type="application/xml")
 
     async def status(request: Request) -> Response:
@@ -99,14 +112,17 @@ def create_telephony_app(
         # a text's callback names MessageSid and MessageStatus, a call's CallSid and CallStatus
         sid = form.get("MessageSid", "") or form.get("CallSid", "")
         state = form.get("MessageStatus", "") or form.get("CallStatus", "")
-        if not sid or len(sid) > MAX_SID_CHARS or not sid.isalnum() or not state.replace("-", "").isalpha():
+        if not SID.fullmatch(sid) or not CALL_STATE.fullmatch(state):
             return PlainTextResponse(
-                "MessageSid and MessageStatus (or CallSid and CallStatus) are required (letters and digits)",
+                "MessageSid and MessageStatus (or CallSid and CallStatus) are required"
+                " (letters A-Z and digits 0-9; a status of letters and '-')",
                 status_code=400,
             )
         code = form.get("ErrorCode", "")
-        known = await report(sid, state.lower()[:32], int(code) if code.isdigit() and len(code) < 9 else None)
-        log.info("text status reported", status=state.lower()[:32], known=known)
+        if code and not ERROR_CODE.fullmatch(code):
+            return PlainTextResponse("ErrorCode: at most 8 digits 0-9, or none", status_code=400)
+        known = await report(sid, state.lower(), int(code) if code else None)
+        log.info("text status reported", status=state.lower(), known=known)
         return Response(status_code=204)
 
     async def gather(request: Request) -> Response:
@@ -122,8 +138,10 @@ def create_telephony_app(
         if request.query_params.get("stage") != "resolved" or repeat not in ("0", "1"):
             return PlainTextResponse("stage must be 'resolved' and repeat 0 or 1", status_code=400)
         sid, digits = form.get("CallSid", ""), form.get("Digits", "")
-        if not sid or len(sid) > MAX_SID_CHARS or not sid.isalnum():
-            return PlainTextResponse("CallSid is required (letters and digits)", status_code=400)
+        if not SID.fullmatch(sid):
+            return PlainTextResponse(
+                f"CallSid is required (1 to {MAX_SID_CHARS} letters A-Z and digits 0-9)", status_code=400
+            )
         if len(digits) > 20 or not all(d in "0123456789*#" for d in digits):
             return PlainTextResponse("Digits: at most 20 of 0-9, * and #", status_code=400)
         assert menu is not None  # the route exists only with a menu

@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 TWILIO_API = "https://api.twilio.com"
 CALLS_LISTED = 50  # calls to one number in a crash window: a handful at most
+TEXTS_LISTED = 50  # texts to one number in a crash window, as for calls
 
 # What a provider's error code means, in words that never carry the number (the provider's own message does).
 REFUSALS: dict[int, str] = {
@@ -128,10 +129,12 @@ class TwilioTelephony:
         return _message(message)
 
     async def texts_to(self, to: str, since: datetime) -> list[ProviderMessage]:
-        # "DateSent>" is inclusive and to the second at most (Twilio itself may read only the date): ask from the
-        # second `since` falls in, and keep what is not earlier than that second.
+        # No "DateSent>" filter: Twilio applies it to date_sent, which stays null while a text is queued or
+        # accepted (a rate-limit queue can hold it for minutes), so exactly the texts of the crash window this
+        # asks about would be missed and sent again. The newest texts to the number are listed instead and
+        # kept from the second `since` falls in by their creation, as `calls_to` does for queued calls.
         since = since.astimezone(UTC).replace(microsecond=0)
-        messages = await self._call(self._client.messages.list_async(to=to, from_=self._from, date_sent_after=since))
+        messages = await self._call(self._client.messages.list_async(to=to, from_=self._from, limit=TEXTS_LISTED))
         found = [_message(m) for m in messages]
         return [m for m in found if m.created_at >= since]
 

@@ -16,6 +16,7 @@ from civicflow.events import (
     CaseResolved,
     CaseSubmitted,
     RecordedEvent,
+    ResolutionDisputed,
     RoutingDecision,
     WorkOrderRejected,
     WorkOrderStatusChanged,
@@ -98,15 +99,34 @@ def is_resolved(history: Iterable[CaseEvent]) -> bool:
     return stands_resolved(history)
 
 
-def events_for_status(report: StatusReport, resolved: bool = False) -> list[CaseEvent]:
+def report_may_act(stream: Sequence[RecordedEvent], opened_by_event: UUID) -> bool:
+    """Whether a report on the work order opened for `opened_by_event` may resolve or reject the case.
+
+    Only while the case does not stand resolved, and only for the work order of the standing routing decision
+    (the case's latest CaseRouted or CaseRerouted). After a reroute or a dispute the older work orders are
+    history: a `done` resent on the disputed one would resolve the reopened case with no new work done, and a
+    late `rejected` on it would send the case away from the department that now owns it. Between a dispute
+    and the router's reroute no work order acts: the disputed one is done with, the reopened one not open."""
+    if is_resolved(e.data for e in stream):
+        return False
+    for recorded in reversed(stream):
+        if isinstance(recorded.data, ResolutionDisputed):
+            return False
+        if isinstance(recorded.data, RoutingDecision):
+            return recorded.event_id == opened_by_event
+    return False
+
+
+def events_for_status(report: StatusReport, acts: bool = True) -> list[CaseEvent]:
     """The events a status report means: every change is recorded; `done` also resolves the case, and
     `rejected` (the department says it is not theirs) sends it back to the router.
 
-    Once the case is resolved (`resolved`), a report is only recorded as the work order's change: a
+    Unless the report may act on the case (`acts`, report_may_act): once the case is resolved, or for a
+    work order a later routing decision replaced, a report is only recorded as the work order's change: a
     second `done` (a resend with a new note, another work order of the case, a reopened job finished
     again) resolves nothing a second time, and a `rejected` sends nothing back to the router."""
     changed = WorkOrderStatusChanged(external_id=report.external_id, status=report.status, note=report.note)
-    if resolved:
+    if not acts:
         return [changed]
     if report.status == "rejected":
         reason = report.note or "the department says it is not theirs"

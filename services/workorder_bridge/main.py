@@ -20,7 +20,7 @@ from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
-from services.workorder_bridge.domain import StatusReport, events_for_status, is_resolved
+from services.workorder_bridge.domain import StatusReport, events_for_status, report_may_act
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.webhook import WEBHOOK_PATH, Outcome, WebhookServer, create_webhook_app
 
@@ -66,7 +66,9 @@ class StatusReportRecorder:
     time on every resend would otherwise resolve the case twice). A report older than the latest one
     recorded is outdated: it arrived late and would turn a done job back. A reopened job (done, in
     progress, done) is three changes; a new note on the same status is a change. The case is resolved by
-    the first `done` only (domain.events_for_status): later reports are the work order's changes."""
+    the first `done` only (domain.events_for_status), and only by the work order of the standing routing
+    decision (domain.report_may_act): later reports, and reports on replaced work orders, are the work
+    order's changes."""
 
     def __init__(self, engine: AsyncEngine, store: EventStore) -> None:
         self._engine = engine
@@ -87,7 +89,7 @@ class StatusReportRecorder:
             work_order = (
                 await tx.execute(
                     text(
-                        "SELECT case_id, correlation_id FROM workorder_bridge.work_orders"
+                        "SELECT case_id, correlation_id, opened_by_event FROM workorder_bridge.work_orders"
                         " WHERE department_id = :d AND external_id = :x FOR UPDATE"  # one report at a time
                     ),
                     {"d": report.department_id, "x": report.external_id},
@@ -140,16 +142,16 @@ class StatusReportRecorder:
             with structlog.contextvars.bound_contextvars(
                 case_id=str(work_order.case_id), correlation_id=str(work_order.correlation_id)
             ):
-                resolved = is_resolved(e.data for e in stream)
+                acts = report_may_act(stream, work_order.opened_by_event)
                 await self._store.append(
                     tx,
                     work_order.case_id,
                     stream[-1].version if stream else 0,
-                    events_for_status(report, resolved),
+                    events_for_status(report, acts),
                     metadata,
                     occurred_at=report.changed_at,
                 )
-                log.info("work order status recorded", case_already_resolved=resolved)
+                log.info("work order status recorded", acts_on_case=acts)
         return Outcome.RECORDED
 
 

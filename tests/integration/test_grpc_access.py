@@ -158,6 +158,19 @@ async def test_the_local_cli_key_is_kept_while_the_database_knows_it(engine: Asy
     assert live[0].scopes == ALL_SCOPES
 
 
+async def test_a_local_cli_key_made_before_a_scope_existed_is_made_again_with_every_scope(
+    engine: AsyncEngine,
+) -> None:
+    name = unique("local-cli")
+    older = (await create_client(engine, name, ALL_SCOPES - {Scope.PREFERENCES})).reveal()
+
+    now = await local_key(engine, older, name)
+
+    assert now != older
+    live = [c for c in await list_clients(engine) if c.name == name and c.revoked_at is None]
+    assert [c.key_id for c in live] == [ApiKey.parse(now).key_id] and live[0].scopes == ALL_SCOPES
+
+
 def test_keys_from_the_command_line_show_the_key_once_and_never_again(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -262,6 +262,20 @@ async def test_a_resolution_after_a_dispute_is_called_again_and_can_be_disputed_
     assert disputes == [call.sid, placed[1].sid]
 
 
+async def test_a_late_press_2_on_a_case_no_longer_resolved_records_no_second_dispute(calls: Calls) -> None:
+    case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
+    resolved = await calls.append(case, CaseResolved(resolution="Pothole filled.", resolved_at=NOON))
+    await calls.notify(resolved)
+    [call] = calls.telephony.placed_to(PHONE)
+    await calls.append(case, ResolutionDisputed(channel="voice", call_sid="CA" + "0" * 32))  # disputed on another call
+
+    answered = await calls.press(call, "2")
+
+    assert answered.status_code == 200, answered.text
+    disputes = [e for e in await calls.history(case) if isinstance(e, ResolutionDisputed)]
+    assert len(disputes) == 1
+
+
 async def test_an_unknown_digit_repeats_the_menu_once_then_says_goodbye(calls: Calls) -> None:
     case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
     await calls.notify(await calls.append(case, CaseResolved(resolution="Done.", resolved_at=NOON)))

@@ -4,6 +4,7 @@ as the resident's reply; status callbacks land on the delivery row; hostile bodi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,11 @@ PHONE = "+13125550177"  # in the 555-01xx range kept for fiction
 OTHER_PHONE = "+13125550178"
 
 
+def new_sid() -> str:
+    """A MessageSid no other text has: the endpoint answers each sid once."""
+    return "SM" + uuid4().hex
+
+
 class Endpoint:
     """The notifier's policy and its telephony endpoint over one database, one digest key and one double."""
 
@@ -66,9 +72,9 @@ class Endpoint:
             headers={"content-type": "application/x-www-form-urlencoded", SIGNATURE_HEADER: signed},
         )
 
-    async def text_in(self, body: str, sender: str = PHONE) -> str:
+    async def text_in(self, body: str, sender: str = PHONE, sid: str | None = None) -> str:
         answered = await self.post(
-            INBOUND_PATH, {"From": sender, "To": "+13125550100", "Body": body, "MessageSid": "SM1"}
+            INBOUND_PATH, {"From": sender, "To": "+13125550100", "Body": body, "MessageSid": sid or new_sid()}
         )
         assert answered.status_code == 200, answered.text
         assert answered.text.startswith('<?xml version="1.0" encoding="UTF-8"?><Response><Message>')
@@ -214,3 +220,63 @@ async def test_hostile_bodies_are_refused_before_anything_changes(
 async def test_a_sender_that_is_not_a_number_is_refused(endpoint: Endpoint) -> None:
     answered = await endpoint.post(INBOUND_PATH, {"From": "client:alice", "Body": "STOP"})
     assert answered.status_code == 400 and "From" in answered.text
+
+
+async def test_a_text_the_provider_sends_again_is_answered_the_same_and_acted_on_once(endpoint: Endpoint) -> None:
+    case = await endpoint.case()
+    sid = new_sid()
+
+    answers = await asyncio.gather(*(endpoint.text_in("the hole is bigger now", sid=sid) for _ in range(3)))
+    answers.append(await endpoint.text_in("the hole is bigger now", sid=sid))  # a retry after the first answer
+
+    assert len(set(answers)) == 1 and "we passed your message" in answers[0]
+    replies = [e.data for e in await endpoint.history(case) if isinstance(e.data, ResidentReplied)]
+    assert replies == [ResidentReplied(text="the hole is bigger now")]
+    async with endpoint.engine.connect() as conn:
+        kept = (
+            await conn.execute(text("SELECT * FROM notifier.inbound_messages WHERE message_sid = :s"), {"s": sid})
+        ).one()
+    assert "the hole" not in str(kept) and "3125550177" not in str(kept), "the number or the text is kept"
+
+
+async def test_a_replayed_start_does_not_subscribe_a_number_that_texted_stop_since(endpoint: Endpoint) -> None:
+    await endpoint.case()
+    start = new_sid()
+    await endpoint.text_in("STOP")
+    assert "texts about your requests again" in await endpoint.text_in("START", sid=start)
+    await endpoint.text_in("STOP")
+
+    replayed = await endpoint.text_in("START", sid=start)
+
+    assert "texts about your requests again" in replayed, "the replay hears what the first START heard"
+    later = await endpoint.case()
+    told = [e.data for e in await endpoint.history(later) if isinstance(e.data, NotificationFailed)]
+    assert told == [NotificationFailed(stage="submitted", channel="sms", reason="the resident texted STOP")]
+
+
+@pytest.mark.parametrize(
+    ("form", "names"),
+    [
+        ({"From": "+\u0661\u0662\u0663\u0665\u0665\u0665\u0660\u0661\u0667\u0667", "Body": "START"}, "From"),
+        ({"From": "+1312\u00b2555017", "Body": "START"}, "From"),
+        ({"From": "+013125550177", "Body": "START"}, "From"),
+        ({"From": "+1" + "3" * 15, "Body": "START"}, "From"),
+        ({"From": PHONE, "Body": "START"}, "MessageSid"),
+        ({"From": PHONE, "Body": "START", "MessageSid": ""}, "MessageSid"),
+        ({"From": PHONE, "Body": "START", "MessageSid": "SM\u0661"}, "MessageSid"),
+        ({"From": PHONE, "Body": "START", "MessageSid": "SM\x00"}, "MessageSid"),
+        ({"From": PHONE, "Body": "START", "MessageSid": "SM" + "a" * 5000}, "MessageSid"),
+    ],
+)
+async def test_a_signed_text_with_a_malformed_sender_or_sid_is_refused_naming_it_and_changes_nothing(
+    endpoint: Endpoint, form: dict[str, str], names: str
+) -> None:
+    await endpoint.case()
+    await endpoint.text_in("STOP")
+
+    answered = await endpoint.post(INBOUND_PATH, form)
+
+    assert answered.status_code == 400 and answered.text.startswith(names)
+    assert PHONE not in answered.text
+    await endpoint.case()
+    assert len(endpoint.telephony.bodies_to(PHONE)) == 1, "a malformed START subscribed the number again"

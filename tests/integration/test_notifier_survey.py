@@ -163,7 +163,7 @@ class Notifier:
         return dict(row._mapping) if row else None
 
     async def text_in(self, phone: str, body: str) -> str:
-        form = {"From": phone, "To": "+13125550100", "Body": body, "MessageSid": "SM1"}
+        form = {"From": phone, "To": "+13125550100", "Body": body, "MessageSid": "SM" + uuid4().hex}
         answered = await self.client.post(
             INBOUND_PATH,
             content=urlencode(form),
@@ -201,8 +201,8 @@ async def notifier(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Notifie
         async def answered(self, token: str, score: str) -> Page:
             return await holder[0].links.answered(token, score)
 
-    async def inbound(number: str, body: str) -> str:
-        return await holder[0].inbound(number, body)
+    async def inbound(number: str, body: str, message_sid: str) -> str:
+        return await holder[0].inbound(number, body, message_sid)
 
     telephony_for_app = InMemoryTelephony()
     reports = StatusReports(engine, STORE, ContactVault(load_master_key("", tmp_path)))

@@ -223,6 +223,9 @@ async def test_a_report_for_a_sid_that_is_no_text_of_ours_changes_nothing(texts:
         ({"MessageSid": "SM1", "MessageStatus": "deliv\x00ered"}, "MessageStatus"),
         ({"MessageSid": "SM1", "MessageStatus": "NaN!"}, "MessageStatus"),
         ({"MessageSid": "SM 1", "MessageStatus": "   "}, "MessageSid"),
+        ({"MessageSid": "SM1\u0661", "MessageStatus": "delivered"}, "MessageSid"),  # an Arabic-Indic digit
+        ({"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "\u00b2"}, "ErrorCode"),  # '²'
+        ({"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "NaN"}, "ErrorCode"),
     ],
 )
 async def test_hostile_reports_are_refused_naming_the_field_and_record_nothing(

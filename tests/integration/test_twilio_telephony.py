@@ -4,6 +4,7 @@ with a stand-in for the city's webhooks on another: both sides sign and check wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,15 @@ async def _serve(app: Starlette, port: int) -> tuple[uvicorn.Server, asyncio.Tas
 
 @pytest.fixture
 async def phone(tmp_path: Path) -> AsyncIterator[tuple[TwilioTelephony, CityWebhooks, Path]]:
+    async with running_phone(tmp_path, step_seconds=0) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_phone(
+    tmp_path: Path, step_seconds: float
+) -> AsyncIterator[tuple[TwilioTelephony, CityWebhooks, Path]]:
+    """The sample provider and the city's webhooks on free ports; texts move on every `step_seconds`."""
     phone_port, city_port = free_ports(2)
     city = CityWebhooks(f"http://127.0.0.1:{city_port}", f"http://127.0.0.1:{phone_port}")
     settings = SampleTelephonySettings(
@@ -82,16 +92,18 @@ async def phone(tmp_path: Path) -> AsyncIterator[tuple[TwilioTelephony, CityWebh
         telephony_auth_token=TOKEN,
         telephony_from=CITY,
         telephony_inbound_url=f"{city.url}/inbound",
-        sample_phone_step_seconds=0,
+        sample_phone_step_seconds=step_seconds,
     )
     telephony = TwilioTelephony(city.provider_url, SID, TOKEN, CITY, timeout_seconds=5)
     city.telephony = telephony
     servers = [await _serve(create_app(settings), phone_port), await _serve(city.app(), city_port)]
-    yield telephony, city, tmp_path / "phone"
-    await telephony.aclose()
-    for server, task in servers:
-        server.should_exit = True
-        await task
+    try:
+        yield telephony, city, tmp_path / "phone"
+    finally:
+        await telephony.aclose()
+        for server, task in servers:
+            server.should_exit = True
+            await task
 
 
 async def test_a_text_goes_out_its_statuses_come_back_signed_and_it_is_found_again(
@@ -113,6 +125,18 @@ async def test_a_text_goes_out_its_statuses_come_back_signed_and_it_is_found_aga
     assert await telephony.texts_to(RESIDENT, datetime.now(UTC) + timedelta(minutes=1)) == []
     assert await telephony.texts_to("+15555550143", before) == []
     assert any(folder.glob(f"{RESIDENT}/*_{sent.sid}.text.txt"))
+
+
+async def test_a_text_still_queued_at_the_provider_is_found_again(tmp_path: Path) -> None:
+    # A day's step: the text stays queued (no date_sent) for the whole test, as in a rate-limit queue.
+    async with running_phone(tmp_path, step_seconds=86_400) as (telephony, city, _):
+        before = datetime.now(UTC) - timedelta(seconds=1)
+        sent = await telephony.send_text(RESIDENT, "Case 311-0002 is routed.", f"{city.url}/status")
+
+        found = await telephony.texts_to(RESIDENT, before)
+
+        assert [(m.sid, m.status) for m in found] == [(sent.sid, "queued")]
+        assert await telephony.texts_to(RESIDENT, datetime.now(UTC) + timedelta(minutes=1)) == []
 
 
 async def test_a_call_gathers_the_digits_pressed_says_what_the_city_answers_and_is_found_again(

@@ -29,6 +29,7 @@ from civicflow.events import (
     EventMetadata,
     Location,
     RecordedEvent,
+    ResolutionDisputed,
     WorkOrderRejected,
 )
 from civicflow.eventstore import PostgresEventStore
@@ -365,6 +366,47 @@ async def test_a_second_done_from_another_report_resolves_nothing_again(
         "WorkOrderStatusChanged",
         "WorkOrderStatusChanged",
     ], "no second resolution, and a resolved case is not sent back to the router"
+
+
+async def work_order_opened_by(engine: AsyncEngine, decision: RecordedEvent) -> str:
+    """The id the department's system gave the work order opened for this routing decision."""
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            text("SELECT external_id FROM workorder_bridge.work_orders WHERE opened_by_event = :e"),
+            {"e": decision.event_id},
+        )
+    assert isinstance(found, str), "the decision opened no work order"
+    return found
+
+
+async def test_after_a_dispute_only_the_reopened_work_order_resolves_or_rejects_the_case(
+    engine: AsyncEngine, opener: OpenerUnderTest
+) -> None:
+    case = await routed_case(engine, "streets")
+    await opener(case)
+    disputed_order = await work_order_opened_by(engine, case)
+    record = StatusReportRecorder(engine, STORE)
+
+    def report(external_id: str, status: str, hours: float, note: str) -> StatusReport:
+        return StatusReport(
+            external_id=external_id, department_id="streets", status=status, changed_at=later(hours), note=note
+        )
+
+    await record(report(disputed_order, "done", 1, "Filled"))
+    await append(engine, case.case_id, ResolutionDisputed(channel="voice", call_sid="CA" + "1" * 32))
+    reopened = await append(engine, case.case_id, rerouted_to("streets"))
+    await opener(reopened)
+    reopened_order = await work_order_opened_by(engine, reopened)
+
+    resent = await record(report(disputed_order, "done", 2, "Filled, resent with a new note"))
+    late_refusal = await record(report(disputed_order, "rejected", 3, "not ours after all"))
+
+    assert [resent.value, late_refusal.value] == ["recorded", "recorded"]
+    assert (await types(engine, case.case_id))[-2:] == ["WorkOrderStatusChanged", "WorkOrderStatusChanged"], (
+        "the disputed work order neither resolves the reopened case again nor sends it away"
+    )
+    await record(report(reopened_order, "done", 4, "Filled properly"))
+    assert (await types(engine, case.case_id))[-2:] == ["WorkOrderStatusChanged", "CaseResolved"]
 
 
 async def test_a_decision_replaced_while_it_waited_is_dropped_without_calling_the_department(

@@ -27,6 +27,7 @@ from tests.grpc_metadata import ClientsInMemory
 
 SUBMIT = "/civicflow.v1.IntakeService/SubmitRequest"
 RELOAD = "/civicflow.v1.RoutingService/ReloadRules"
+SET_PREFERENCES = "/civicflow.v1.NotifierService/SetPreferences"
 
 
 class FakeClock:
@@ -142,6 +143,20 @@ async def test_the_gatekeeper_names_the_client_or_says_why_not() -> None:
     assert "key 'callcentre' lacks scope 'rules-admin'" in denied.message
     unscoped = await refusal(gatekeeper, "/civicflow.v1.IntakeService/NewThing", bearer(callcentre))
     assert unscoped.code == grpc.StatusCode.PERMISSION_DENIED and "METHOD_SCOPES" in unscoped.message
+
+
+async def test_a_submit_key_cannot_set_a_residents_preferences() -> None:
+    directory, clock = ClientsInMemory(), FakeClock()
+    gatekeeper = Gatekeeper(directory, RateLimiter(100, 100, clock), clock=clock)
+    web_form = directory.add("web-form", frozenset({Scope.SUBMIT, Scope.TRACK}))
+    callcentre = directory.add("callcentre", frozenset({Scope.SUBMIT, Scope.PREFERENCES}))
+
+    denied = await refusal(gatekeeper, SET_PREFERENCES, bearer(web_form))
+
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    assert "key 'web-form' lacks scope 'preferences'" in denied.message
+    assert await gatekeeper.admit(SET_PREFERENCES, bearer(callcentre)) == "callcentre"
+    assert parse_scopes(["all"]) >= {Scope.PREFERENCES}
 
 
 async def test_reflection_is_open_only_when_asked_and_otherwise_takes_any_valid_key() -> None:

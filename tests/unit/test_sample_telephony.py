@@ -7,6 +7,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -20,13 +21,15 @@ from twilio.request_validator import RequestValidator
 from civicflow.secrets import UnsafeSecret
 from samples.telephony.app import create_app
 from samples.telephony.provider import Provider, SampleTelephonySettings
-from samples.telephony.records import E164
+from samples.telephony.records import E164, Text
 from services.notifier.main import NotifierSettings
+from tests.conftest import eventually
 
 SID = "AC" + "5" * 32
 TOKEN = "sample-telephony-token-for-tests-only"
 CITY = "+15555550100"
 RESIDENT = "+15555550142"  # fictional (555-01xx)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 MESSAGES = f"/2010-04-01/Accounts/{SID}/Messages.json"
 CALLS = f"/2010-04-01/Accounts/{SID}/Calls.json"
 CALLBACK = "https://city.example/telephony/status"
@@ -131,6 +134,11 @@ async def test_texts_are_listed_newest_first_by_recipient_and_time(phone: tuple[
     assert [m["sid"] for m in listed["messages"]] == sids[::-1]
     later = (await client.get(MESSAGES, params={"To": RESIDENT, "DateSent>": "2999-01-01T00:00:00Z"})).json()
     assert later["messages"] == []
+
+    async def all_sent() -> bool:
+        return all(t.sent_at is not None for t in provider.texts)
+
+    await eventually(all_sent, timeout=10, what="the texts to leave the queue")
     earlier = (await client.get(MESSAGES, params={"To": RESIDENT, "DateSent>": "2020-01-01"})).json()
     assert len(earlier["messages"]) == 2
     bad = await client.get(MESSAGES, params={"DateSent>": "yesterday"})
@@ -332,7 +340,11 @@ async def test_a_call_needs_exactly_one_of_twiml_and_url_and_playable_twiml(
     both = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Url": DIGITS, "Twiml": "<Response/>"})
     neither = await client.post(CALLS, data={"To": RESIDENT, "From": CITY})
     unplayable = await client.post(CALLS, data={"To": RESIDENT, "From": CITY, "Twiml": "<Response><Dial/></Response>"})
-    assert [r.json()["code"] for r in (both, neither, unplayable)] == [21205, 21205, 12100]
+    superscript = await client.post(
+        CALLS, data={"To": RESIDENT, "From": CITY, "Twiml": '<Response><Pause length="\u00b2"/></Response>'}
+    )
+    assert [r.json()["code"] for r in (both, neither, unplayable, superscript)] == [21205, 21205, 12100, 12100]
+    assert "length" in superscript.json()["message"]
     assert provider.calls == {}
 
 
@@ -354,3 +366,12 @@ def test_the_notifier_and_the_sample_provider_on_one_state_folder_share_a_token_
     assert notifier != NotifierSettings(state_dir=tmp_path / "elsewhere").telephony_token()
     with pytest.raises(UnsafeSecret, match="CIVICFLOW_TELEPHONY_AUTH_TOKEN"):
         NotifierSettings(state_dir=tmp_path, environment="production").telephony_token()
+
+
+def test_a_queued_text_has_no_sent_time_so_a_datesent_filter_misses_it_as_twilios_does() -> None:
+    text = Text(SID, "SM" + "1" * 32, RESIDENT, CITY, "x", "outbound-api", "queued", NOW)
+    assert text.sent_at is None and text.as_twilio()["date_sent"] is None
+    text.move("sent", at=NOW + timedelta(minutes=3))
+    text.move("delivered", at=NOW + timedelta(minutes=4))
+    assert text.sent_at == NOW + timedelta(minutes=3)
+    assert text.as_twilio()["date_sent"] == "Thu, 26 Nov 2026 12:03:00 +0000"

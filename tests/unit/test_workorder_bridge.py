@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from civicflow.events import (
+    CaseRerouted,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
@@ -36,6 +37,7 @@ from services.workorder_bridge.domain import (
     WorkOrderRequest,
     events_for_status,
     is_resolved,
+    report_may_act,
     sign,
     signature_is_valid,
     submission_of,
@@ -139,7 +141,7 @@ def test_done_without_a_note_still_resolves_the_case() -> None:
 
 @pytest.mark.parametrize("status", ["done", "rejected", "in_progress", "open"])
 def test_once_the_case_is_resolved_a_report_is_only_the_work_orders_change(status: str) -> None:
-    events = events_for_status(StatusReport.model_validate(report(status=status, note="later")), resolved=True)
+    events = events_for_status(StatusReport.model_validate(report(status=status, note="later")), acts=False)
 
     assert events == [WorkOrderStatusChanged(external_id="WO-000001", status=status, note="later")]
 
@@ -154,9 +156,27 @@ def test_a_disputed_resolution_is_resolved_again_by_the_reopened_work_orders_don
     resolution = CaseResolved(resolution="fixed", resolved_at=NOW)
     disputed = [submitted(), routed(), resolution, ResolutionDisputed(call_sid="CA1")]
     assert not is_resolved(disputed)
-    again = events_for_status(StatusReport.model_validate(report(status="done", note="fixed properly")), False)
+    again = events_for_status(StatusReport.model_validate(report(status="done", note="fixed properly")), acts=True)
     assert isinstance(again[-1], CaseResolved)
     assert is_resolved([*disputed, again[-1]])
+
+
+def test_only_the_work_order_of_the_standing_decision_acts_and_only_while_the_case_is_not_resolved() -> None:
+    case_id = uuid.uuid4()
+    first = recorded(case_id, 2, routed())
+    history = [recorded(case_id, 1, submitted()), first]
+    assert report_may_act(history, first.event_id)
+    history.append(recorded(case_id, 3, CaseResolved(resolution="fixed", resolved_at=NOW)))
+    assert not report_may_act(history, first.event_id), "a resolved case is resolved once"
+    history.append(recorded(case_id, 4, ResolutionDisputed(call_sid="CA1")))
+    assert not report_may_act(history, first.event_id), "disputed, not rerouted yet: no work order acts"
+    reopened = recorded(
+        case_id, 5, CaseRerouted(**routed().model_dump(), reason="disputed", previous_department_id="streets")
+    )
+    history.append(reopened)
+    assert not report_may_act(history, first.event_id), "the disputed work order no longer acts"
+    assert report_may_act(history, reopened.event_id)
+    assert not report_may_act(history[:1], first.event_id), "no routing decision: nothing of ours stands"
 
 
 @pytest.mark.parametrize(
