@@ -161,5 +161,9 @@ async def serve(process: ServiceProcess) -> None:
             await broker.stop()
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        ended = await asyncio.gather(*background, return_exceptions=True)
         await process.engine.dispose()
+    # A task that failed (a port it could not bind, say) stopped the service: exit saying so, not with 0.
+    failed = next((e for e in ended if isinstance(e, Exception)), None)
+    if failed is not None:
+        raise SystemExit(f"{process.name} stopped: a background task failed ({type(failed).__name__}: {failed})")
