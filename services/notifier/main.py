@@ -43,6 +43,7 @@ from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
 from civicflow.events import CaseEvent, CaseResolved, NotificationFailed, NotificationSent, RecordedEvent
 from civicflow.eventstore import PostgresEventStore, StreamAppend
+from civicflow.http_server import InProcessHttpServer
 from civicflow.logging import configure_logging
 from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
@@ -83,7 +84,7 @@ from services.notifier.telephony import (
     DEV_PROVIDER_URL,
     Telephony,
 )
-from services.notifier.telephony_http import STATUS_PATH, TelephonyServer, create_telephony_app
+from services.notifier.telephony_http import STATUS_PATH, create_telephony_app
 from services.notifier.texting import NOTIFICATIONS, TextDelivery
 from services.notifier.twilio_telephony import TwilioTelephony
 from services.notifier.voice import CallScripts
@@ -338,7 +339,15 @@ def bootstrap(
         texts_reports = StatusReports(engine, PostgresEventStore(), vault)
         reports = CallOutcomes(engine, PostgresEventStore(), vault, key, quiet, texts_reports)
         app = create_telephony_app(telephony, public_url, inbound, reports, links, menu=menu)
-        tasks.append(TelephonyServer(app, settings.notifier_http_host, settings.notifier_http_port))
+        tasks.append(
+            InProcessHttpServer(
+                app,
+                settings.notifier_http_host,
+                settings.notifier_http_port,
+                "telephony endpoint",
+                "CIVICFLOW_NOTIFIER_HTTP_PORT",
+            )
+        )
     handler = NotificationHandler(
         engine,
         vault,

@@ -3,17 +3,13 @@ callbacks, each signed by the provider (X-Twilio-Signature); served by uvicorn i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
-import socket
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qsl
 from uuid import UUID
 from xml.sax.saxutils import escape
 
 import structlog
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -158,49 +154,3 @@ def create_telephony_app(
     if menu is not None:
         routes.append(Route(GATHER_PATH, gather, methods=["POST"]))
     return Starlette(routes=routes)
-
-
-class _InProcessServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The service process owns SIGTERM/SIGINT (civicflow.runtime.serve); it stops us via should_exit.
-        yield
-
-
-class TelephonyServer:
-    """Runs the app until the process's stop event is set; a task for ServiceProcess.tasks."""
-
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self._app = app
-        self._host = host
-        self._port = port
-
-    async def __call__(self, stop: asyncio.Event) -> None:
-        # Bound here: uvicorn would sys.exit() on a taken port without saying which setting to change.
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self._host, self._port))
-        except OSError as exc:
-            sock.close()
-            log.error("telephony port unavailable; set CIVICFLOW_NOTIFIER_HTTP_PORT", port=self._port, error=str(exc))
-            stop.set()
-            raise
-        server = _InProcessServer(uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off"))
-        serving = asyncio.create_task(server.serve(sockets=[sock]), name="telephony-http")
-        log.info("telephony endpoint listening", host=self._host, port=self._port)
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            server.should_exit = True
-            stopping.cancel()
-            try:
-                await serving
-            except Exception:
-                log.exception("telephony endpoint failed")
-            finally:
-                sock.close()
-        if not stop.is_set():
-            log.error("telephony endpoint stopped unexpectedly; stopping the service")
-            stop.set()

@@ -14,6 +14,7 @@ from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
 from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
 from civicflow.eventstore import ConcurrencyConflict, EventStore, PostgresEventStore
+from civicflow.http_server import InProcessHttpServer
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
@@ -22,7 +23,7 @@ from civicflow.unit_of_work import UnitOfWork, in_order
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, events_for_status, report_may_act
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
-from services.workorder_bridge.webhook import WEBHOOK_PATH, Outcome, WebhookServer, create_webhook_app
+from services.workorder_bridge.webhook import WEBHOOK_PATH, Outcome, create_webhook_app
 
 log = structlog.get_logger(__name__)
 
@@ -186,7 +187,15 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, SERVICE, store))
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
     webhooks = create_webhook_app(StatusReportRecorder(engine, store), secret)
-    tasks.append(WebhookServer(webhooks, settings.bridge_http_host, settings.bridge_http_port))
+    tasks.append(
+        InProcessHttpServer(
+            webhooks,
+            settings.bridge_http_host,
+            settings.bridge_http_port,
+            "webhook server",
+            "CIVICFLOW_BRIDGE_HTTP_PORT",
+        )
+    )
     return ServiceProcess(SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks)
 
 

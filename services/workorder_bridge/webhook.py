@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import Generator
 from enum import Enum
 from typing import Protocol
 
 import structlog
-import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -99,51 +94,3 @@ def create_webhook_app(record: StatusRecorder, secret: str) -> Starlette:
             Route("/healthz", health, methods=["GET"]),
         ]
     )
-
-
-class _InProcessServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # The service process owns SIGTERM/SIGINT (civicflow.runtime.serve); it stops us via should_exit.
-        yield
-
-
-class WebhookServer:
-    """Runs the webhook app until the process's stop event is set; a task for ServiceProcess.tasks."""
-
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self._app = app
-        self._host = host
-        self._port = port
-
-    async def __call__(self, stop: asyncio.Event) -> None:
-        # Bind first ourselves: uvicorn would sys.exit() on a taken port, taking the whole process down
-        # without saying which setting to change.
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self._host, self._port))
-        except OSError as exc:
-            sock.close()
-            log.error("webhook port unavailable; set CIVICFLOW_BRIDGE_HTTP_PORT", port=self._port, error=str(exc))
-            stop.set()
-            raise
-        config = uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off")
-        server = _InProcessServer(config)
-        serving = asyncio.create_task(server.serve(sockets=[sock]), name="webhook-http")
-        log.info("webhook server listening", host=self._host, port=self._port, path=WEBHOOK_PATH)
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            server.should_exit = True
-            stopping.cancel()
-            try:
-                await serving
-            except Exception:
-                log.exception("webhook server failed")
-            finally:
-                sock.close()
-        if not stop.is_set():  # the server ended on its own: the process cannot take webhooks any more
-            log.error("webhook server stopped unexpectedly; stopping the service")
-            stop.set()
