@@ -31,6 +31,7 @@ from pydantic import (
 
 from civicflow.city import OnCallContact, PhoneRegion, ServiceAreaSpec, ServiceSpec, SurveyAfter
 from civicflow.codes import Channel, CodeKind, code_problem
+from civicflow.department_systems import ConnectorSpec, SecretRef, StatusMappings
 from services.router.calendar import BusinessCalendar, CalendarSpec, Weekday, parse_window
 from services.router.rulefile import found, load_city_yaml, problems_in_words, repeated_key_problems, shown
 
@@ -68,6 +69,9 @@ class Department(_Strict):
     on_call_queue: str | None = None
     # alerted at once about its urgent and hazard cases (the notifier reads them through civicflow/city.py)
     on_call: list[OnCallContact] = []
+    # how the department's own system is reached (civicflow/department_systems.py); none: rest_webhook at the
+    # city's work-order base URL
+    connector: ConnectorSpec | None = None
 
 
 class AreaSource(_Strict):
@@ -313,6 +317,9 @@ _FIELDS = (
     | frozenset(ServiceSpec.model_fields)
     | frozenset(ServiceAreaSpec.model_fields)
     | frozenset(OnCallContact.model_fields)
+    | frozenset(ConnectorSpec.model_fields)
+    | frozenset(SecretRef.model_fields)
+    | frozenset(StatusMappings.model_fields)
     | frozenset(CalendarSpec.model_fields)
 )
 

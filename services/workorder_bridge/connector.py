@@ -1,8 +1,13 @@
-"""Department connectors: how a work order is opened in a department's own system (REST for now)."""
+"""Department connectors: how a work order is opened, cancelled and followed in a department's own system.
+
+`Connector` is the contract every kind meets (rest_webhook, open311, grpc, email; the city file says which a
+department uses, civicflow/department_systems.py). One instance serves one department. The contract test
+class every kind runs is tests/contract/connector_contract.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import httpx
@@ -38,6 +43,68 @@ class WorkOrderRefused(ConnectorError):
     def __init__(self, department_id: str, status_code: int) -> None:
         super().__init__(f"{department_id}: the work-order system refused the work order with HTTP {status_code}")
         self.status_code = status_code
+
+
+class CannotCancel(ConnectorError):
+    """This kind of system has no way to cancel a work order: the bridge tells the department by its channel
+    instead, and the case records that it was told."""
+
+
+@dataclass(frozen=True)
+class ExternalUpdate:
+    """One status update from a department's system, in its own words: `status` is theirs (mapped to ours by
+    the department's reverse mapping); `update_id` identifies the update where their system numbers them
+    (Open311 servicerequestupdates), else None; `refers_to` is what a duplicate or an internal referral
+    points at (another case's tracking number, the department it was referred to), when they say."""
+
+    external_id: str
+    status: str
+    changed_at: datetime
+    note: str | None = None
+    update_id: str | None = None
+    refers_to: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdatesPage:
+    """What a poll found, and the cursor to poll from next time (None: their system keeps no cursor)."""
+
+    updates: list[ExternalUpdate]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the department's system answers, and in words what was seen (never a credential)."""
+
+    up: bool
+    detail: str
+
+
+class Connector(Protocol):
+    """One department's system, whatever it runs.
+
+    - open_work_order: idempotent by our key (the routing event's id): the same key names the same work order,
+      however often it is sent. DepartmentUnavailable: try later; WorkOrderRefused: it will never take it.
+    - cancel_work_order: idempotent too (the key is the cause of the cancellation); CannotCancel where the kind
+      has no way; DepartmentUnavailable: try later.
+    - updates_since: the updates a poll finds after `cursor` (None: from the catch-up window); push kinds, whose
+      updates arrive at the bridge's endpoints, return an empty page.
+    - health: a cheap call that says whether their system answers.
+    """
+
+    kind: str
+    department_id: str
+
+    async def open_work_order(self, request: WorkOrderRequest, idempotency_key: str) -> OpenedWorkOrder: ...
+
+    async def cancel_work_order(self, external_id: str, reason: str, idempotency_key: str) -> None: ...
+
+    async def updates_since(self, cursor: str | None) -> UpdatesPage: ...
+
+    async def health(self) -> Health: ...
+
+    async def aclose(self) -> None: ...
 
 
 class DepartmentConnector(Protocol):
