@@ -152,9 +152,7 @@ class TextDelivery:
         NOTIFICATIONS.labels("sms", "sent" if status == "sent" else "failed").inc()
         return _decided(event, outcome, remember)
 
-    async def send(
-        self, row: DeliveryRow, to: str, body: str, claim: Claim
-    ) -> tuple[CaseEvent, str, str | None]:
+    async def send(self, row: DeliveryRow, to: str, body: str, claim: Claim) -> tuple[CaseEvent, str, str | None]:
         """Text a claimed delivery row's body, keeping the sid on the row as soon as the provider answers; a sid
         an earlier sender kept is the outcome, and nothing is asked or sent."""
         if claim.sid is not None:

@@ -43,4 +43,3 @@ async def run() -> None:
     settings = QuerySettings()
     configure_logging("query", settings.log_level)
     await serve(bootstrap(settings))
-

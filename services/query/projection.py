@@ -117,7 +117,10 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
         # No department, so no due date: the call centre places it (the view keeps the time zone to read by).
         changes.update(
             status="resolved" if base.status == "resolved" else "triage",
-            department_id=data.queue, department_name="311 triage", due_at=None, rule_id=None
+            department_id=data.queue,
+            department_name="311 triage",
+            due_at=None,
+            rule_id=None,
         )
         stage, detail = "triage", f"sent to the call centre's triage queue: {data.reason}"
     elif isinstance(data, WorkOrderRejected):

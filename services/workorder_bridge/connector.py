@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
+from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.domain import WorkOrderRequest
 
 
@@ -105,6 +108,34 @@ class Connector(Protocol):
     async def health(self) -> Health: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What a kind's builder (services/workorder_bridge/kinds/) is given to make one department's connector."""
+
+    department_id: str
+    spec: ConnectorSpec
+    settings: Any  # the bridge's BridgeSettings (services/workorder_bridge/main.py), which kinds add fields to
+    city_dir: Path | None  # where a credential's {file: PATH} is relative to
+    callback_url: str  # the bridge's status webhook, for systems that post status back
+    public_url: str  # the bridge's public base URL (signed links, other endpoints)
+
+
+class Outcome(Enum):
+    """What became of one status update the bridge was given."""
+
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    OUTDATED = "outdated"  # older than the latest report recorded for the work order
+    UNKNOWN_WORK_ORDER = "unknown_work_order"
+
+
+class RecordUpdate(Protocol):
+    """Records one department's update (services/workorder_bridge/updates.py): every push endpoint and poller
+    hands what it received here, in their words; the department's reverse mapping makes it ours."""
+
+    async def __call__(self, department_id: str, update: ExternalUpdate) -> Outcome: ...
 
 
 class DepartmentConnector(Protocol):

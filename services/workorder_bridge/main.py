@@ -20,10 +20,10 @@ from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
-from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
+from services.workorder_bridge.connector import DepartmentConnector, Outcome, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, events_for_status, report_may_act
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
-from services.workorder_bridge.webhook import WEBHOOK_PATH, Outcome, create_webhook_app
+from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Protocol
 
 import structlog
@@ -12,19 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from services.workorder_bridge.connector import Outcome
 from services.workorder_bridge.domain import SIGNATURE_HEADER, StatusReport, signature_is_valid
 
 log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/work-orders"
 MAX_BODY_BYTES = 64 * 1024
-
-
-class Outcome(Enum):
-    RECORDED = "recorded"
-    DUPLICATE = "duplicate"
-    OUTDATED = "outdated"  # older than the latest report recorded for the work order
-    UNKNOWN_WORK_ORDER = "unknown_work_order"
 
 
 class StatusRecorder(Protocol):

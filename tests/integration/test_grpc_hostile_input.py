@@ -147,9 +147,7 @@ def rules_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def caller(engine: AsyncEngine, rules_dir: Path) -> AsyncIterator[Caller]:
     city = load_city(SAMPLE_CITY)
-    intake = IntakeServicer(
-        Intake(engine, STORE, ContactVault(Fernet.generate_key())), engine, STORE, city
-    )
+    intake = IntakeServicer(Intake(engine, STORE, ContactVault(Fernet.generate_key())), engine, STORE, city)
     routing = RoutingServicer(RuleBook(rules_dir / SAMPLE_CITY.name), engine, STORE)
     query = CaseQueryServicer(engine, lambda: city)
     server = await build_grpc_server(

@@ -719,7 +719,13 @@ async def test_a_consumer_that_finds_another_placing_the_call_waits_and_the_call
     case = await calls.case(ResidentContact(phone=PHONE), preferred_channel="voice")
     held = HeldTelephony(calls.telephony, hold_at="place_call")  # consumer A, about to place the call
     policy = NotificationHandler(
-        calls.engine, calls.vault, object(), MessageTemplates(ZONE), "311 <a@b>", None, calls.replica(held)  # type: ignore[arg-type]
+        calls.engine,
+        calls.vault,
+        object(),
+        MessageTemplates(ZONE),
+        "311 <a@b>",
+        None,
+        calls.replica(held),  # type: ignore[arg-type]
     )
     first = asyncio.create_task(UnitOfWork(calls.engine, "notifier", STORE).run([case], in_order({case.type: policy})))
     await held.held()

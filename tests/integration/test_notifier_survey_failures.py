@@ -36,7 +36,14 @@ async def test_a_survey_the_task_fails_on_is_put_off_and_the_one_behind_it_goes(
     behind = await notifier.resolved_case(ResidentContact(email="resident-b@example.org"), "email")
     mail = DownForOne()
     task = SurveySender(
-        notifier.engine, STORE, notifier.vault, notifier.texts, mail, "311 <a@b>", notifier.tokens, PUBLIC_URL,
+        notifier.engine,
+        STORE,
+        notifier.vault,
+        notifier.texts,
+        mail,
+        "311 <a@b>",
+        notifier.tokens,
+        PUBLIC_URL,
         notifier.clock,
     )
     notifier.clock.now = notifier.resolved_at + DELAY

@@ -301,9 +301,10 @@ async def test_a_report_after_the_batch_failed_finds_its_text_and_the_redelivery
     async with engine.connect() as conn:
         history = [e.data for e in await STORE.read_stream(conn, case.case_id)]
     assert NotificationSent(stage="submitted", channel="sms", message_id=message.sid) in history
-    assert NotificationDelivered(
-        stage="submitted", channel="sms", outcome="undelivered", attempt=1, error_code=30003
-    ) in history
+    assert (
+        NotificationDelivered(stage="submitted", channel="sms", outcome="undelivered", attempt=1, error_code=30003)
+        in history
+    )
     assert await row_status(engine, case, "submitted") == "sent"
 
 

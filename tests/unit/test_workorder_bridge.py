@@ -28,6 +28,7 @@ from civicflow.secrets import UnsafeSecret
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
 from services.workorder_bridge.connector import (
     DepartmentUnavailable,
+    Outcome,
     RestWorkOrderConnector,
     WorkOrderRefused,
 )
@@ -44,7 +45,7 @@ from services.workorder_bridge.domain import (
     work_order_request,
 )
 from services.workorder_bridge.main import BridgeSettings, bootstrap
-from services.workorder_bridge.webhook import MAX_BODY_BYTES, Outcome, create_webhook_app
+from services.workorder_bridge.webhook import MAX_BODY_BYTES, create_webhook_app
 from tests.factories import recorded as stored
 
 SECRET = "unit-test-webhook-secret-7Qm2"
