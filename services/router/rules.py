@@ -255,6 +255,11 @@ class RuleSet(_Strict):
             if dept.calendar not in self.calendars:
                 named = unknown(dept.calendar, self.calendars)
                 problems.append(f"department {dept_id}: calendar {named} is not defined")
+            for code in dept.connector.services if dept.connector else ():
+                if code not in self.services:
+                    problems.append(
+                        f"department {dept_id}: connector.services {unknown(code, self.services)} is not in services"
+                    )
         if self.triage.department not in self.departments:
             problems.append(f"triage: department {unknown(self.triage.department, self.departments)} is not defined")
         groups = {s.group for s in self.services.values()}
