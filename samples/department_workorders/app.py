@@ -5,17 +5,20 @@ A stand-in for a real department's software, for `civicflow dev` and tests; see 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import hmac
 import itertools
 import json
 import secrets
+import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import httpx
 import structlog
@@ -32,8 +35,15 @@ from civicflow.settings import KernelSettings
 log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Civicflow-Signature"
+TIMESTAMP_HEADER = "X-Civicflow-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-Status = Literal["open", "in_progress", "done", "rejected"]
+# This system's statuses are civicflow's vocabulary (a city would map its own in the city file); staff may set
+# any other word by hand (POST …/status), as real systems grow statuses no mapping knows.
+OPEN = "open"
+CANCELLED = "cancelled"
+# Where a work order's life ends: nothing moves it on by itself, and it can no longer be cancelled.
+FINISHED = frozenset({"resolved", "closed", "duplicate", "not_our_responsibility", "cancelled"})
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 class SampleDepartmentSettings(KernelSettings):
@@ -76,7 +86,30 @@ class WorkOrderRequest(BaseModel):
     service_code: str = Field(min_length=1, max_length=100)
     summary: str = Field(min_length=1, max_length=2000)
     callback_url: AnyHttpUrl
-    due_at: AwareDatetime
+    due_at: AwareDatetime | None = None  # None: the case has no due date
+    # the answers civicflow's connector maps for this department, under this system's field names
+    attributes: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=500)]] = Field(
+        default={}, max_length=50
+    )
+
+
+class Cancellation(BaseModel):
+    """Why civicflow cancels a work order (the case went to another department, was recategorised...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class StatusChange(BaseModel):
+    """Staff moving a work order by hand to any status, in this system's words."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    status: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
+    note: str | None = Field(default=None, max_length=2000)
+    # a duplicate's other case (tracking number), a referral's department
+    refers_to: str | None = Field(default=None, min_length=1, max_length=100, pattern=_PRINTABLE)
 
 
 @dataclass
@@ -85,8 +118,11 @@ class WorkOrder:
     department_id: str
     crew: int
     request: WorkOrderRequest
-    status: Status = "open"
+    status: str = OPEN
     note: str | None = None
+    refers_to: str | None = None
+    cancel_reason: str | None = None
+    changes: int = 0  # how many times it moved: numbers each change's update_id
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -96,6 +132,8 @@ class WorkOrder:
             "department_id": self.department_id,
             "status": self.status,
             "note": self.note,
+            "refers_to": self.refers_to,
+            "cancel_reason": self.cancel_reason,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             **self.request.model_dump(mode="json"),
@@ -142,18 +180,24 @@ class WorkOrderStore:
     def get(self, department_id: str, work_order_id: str) -> WorkOrder | None:
         return self._by_id.get((department_id, work_order_id))
 
-    def move(self, work_order: WorkOrder, status: Status, note: str) -> None:
+    def of_department(self, department_id: str) -> list[WorkOrder]:
+        return [w for (d, _), w in self._by_id.items() if d == department_id]
+
+    def move(self, work_order: WorkOrder, status: str, note: str | None, refers_to: str | None = None) -> None:
         work_order.status = status
         work_order.note = note
+        work_order.refers_to = refers_to
+        work_order.changes += 1
         work_order.updated_at = datetime.now(UTC)
 
     def __len__(self) -> int:
         return len(self._by_id)
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header value for a callback body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header value for a callback body sent at `timestamp` (unix seconds): the HMAC of
+    "<timestamp>." and the body, so civicflow can refuse an old body replayed."""
+    return "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 # Sends one callback: (url, raw body, headers) -> HTTP status code; raises on a network failure.
@@ -173,49 +217,85 @@ class HttpCallbackSender:
 
 
 class Crews:
-    """Simulated field crews: move each new work order along and tell the caller at every change."""
+    """Simulated field crews: move each new work order along and tell the caller at every change. Staff can
+    move a work order by hand, or civicflow cancel it: its crew then stops."""
 
     def __init__(self, store: WorkOrderStore, send: CallbackSender, settings: SampleDepartmentSettings) -> None:
         self._store = store
         self._send = send
         self._settings = settings
         self._secret = settings.signing_secret()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
+        self._crews: dict[str, asyncio.Task[None]] = {}
 
-    def dispatch(self, work_order: WorkOrder) -> None:
-        task = asyncio.create_task(self._work(work_order), name=f"crew-{work_order.id}")
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    def dispatch(self, work_order: WorkOrder) -> None:
+        task = asyncio.create_task(self._work(work_order), name=f"crew-{work_order.id}")
+        self._crews[work_order.id] = task
+        task.add_done_callback(lambda _: self._crews.pop(work_order.id, None))
+        self._track(task)
+
+    def recall(self, work_order: WorkOrder) -> None:
+        """The crew stops where it is: the work order was cancelled or staff took it in hand."""
+        crew = self._crews.pop(work_order.id, None)
+        if crew is not None:
+            crew.cancel()
+
+    def set_by_hand(self, work_order: WorkOrder, status: str, note: str | None, refers_to: str | None) -> None:
+        """Staff moved the work order: the crew stops, and civicflow is told."""
+        self.recall(work_order)
+        self._store.move(work_order, status, note, refers_to)
+        self._tell(work_order)
+
+    def _tell(self, work_order: WorkOrder) -> None:
+        change = self._change(work_order)
+        self._track(asyncio.create_task(self._call_back(work_order, change), name=f"callback-{work_order.id}"))
+
     async def _work(self, work_order: WorkOrder) -> None:
-        steps: list[tuple[Status, str]] = [
+        steps: list[tuple[str, str]] = [
             ("in_progress", f"Crew {work_order.crew} on site"),
-            ("done", f"Repaired by crew {work_order.crew}"),
+            ("resolved", f"Repaired by crew {work_order.crew}"),
         ]
         if self._settings.turns_down(work_order.department_id, work_order.request.service_code):
-            steps = [("rejected", f"Not ours: {work_order.request.service_code} belongs to another department")]
+            steps = [
+                (
+                    "not_our_responsibility",
+                    f"Not ours: {work_order.request.service_code} belongs to another department",
+                )
+            ]
         for status, note in steps:
             await asyncio.sleep(self._settings.sample_dept_step_seconds)
             self._store.move(work_order, status, note)
-            await self._call_back(work_order)
+            await self._call_back(work_order, self._change(work_order))
 
-    async def _call_back(self, work_order: WorkOrder) -> bool:
-        """POST the change to the callback URL, retrying with backoff a bounded number of times."""
-        change = {
+    def _change(self, work_order: WorkOrder) -> dict[str, Any]:
+        """The change as civicflow's webhook takes it, taken when it happens (a later change does not alter it)."""
+        return {
             "external_id": work_order.id,
             "department_id": work_order.department_id,
             "status": work_order.status,
             "note": work_order.note,
+            "refers_to": work_order.refers_to,
+            "update_id": f"{work_order.id}.{work_order.changes}",
             "changed_at": work_order.updated_at.isoformat(),
         }
+
+    async def _call_back(self, work_order: WorkOrder, change: dict[str, Any]) -> bool:
+        """POST the change to the callback URL, retrying with backoff a bounded number of times; each attempt
+        signed with the time it is sent."""
         body = json.dumps(change).encode()
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, body),
-        }
         url = str(work_order.request.callback_url)
         attempts = self._settings.sample_dept_callback_attempts
         for attempt in range(1, attempts + 1):
+            timestamp = int(time.time())
+            headers = {
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: str(timestamp),
+                SIGNATURE_HEADER: sign(self._secret, body, timestamp),
+            }
             try:
                 status_code = await self._send(url, body, headers)
                 if 200 <= status_code < 300:
@@ -224,19 +304,15 @@ class Crews:
             except httpx.HTTPError as exc:
                 problem = type(exc).__name__
             log.warning(
-                "callback failed",
-                work_order=work_order.id,
-                status=work_order.status,
-                attempt=attempt,
-                problem=problem,
+                "callback failed", work_order=work_order.id, status=change["status"], attempt=attempt, problem=problem
             )
             if attempt < attempts:
                 await asyncio.sleep(self._settings.sample_dept_callback_retry_seconds * 2 ** (attempt - 1))
-        log.error("callback given up", work_order=work_order.id, status=work_order.status, attempts=attempts)
+        log.error("callback given up", work_order=work_order.id, status=change["status"], attempts=attempts)
         return False
 
     async def idle(self) -> None:
-        """Wait until every crew has finished (for tests and clean shutdown)."""
+        """Wait until every crew and callback has finished (for tests and clean shutdown)."""
         while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
@@ -305,6 +381,51 @@ def create_app(
             return _error(404, "no such work order in this department")
         return JSONResponse(work_order.as_json())
 
+    async def list_work_orders(request: Request) -> JSONResponse:
+        found = store.of_department(request.path_params["department_id"])
+        return JSONResponse({"work_orders": [w.as_json() for w in found]})
+
+    async def cancel_work_order(request: Request) -> JSONResponse:
+        """Idempotent: a cancelled work order answers 200 however often it is cancelled again; one already
+        finished another way (resolved, turned down...) cannot be cancelled (409)."""
+        department_id = request.path_params["department_id"]
+        if settings.out_of_order(department_id):
+            return _error(503, f"the {department_id} work-order system is out of order; try again later")
+        work_order = store.get(department_id, request.path_params["work_order_id"])
+        if work_order is None:
+            return _error(404, "no such work order in this department")
+        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+        if not key or len(key) > 255:
+            return _error(400, f"the {IDEMPOTENCY_HEADER} header is required (at most 255 characters)")
+        try:
+            cancellation = Cancellation.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _error(400, "the cancellation is not valid", _field_errors(exc))
+        if work_order.status == CANCELLED:
+            return JSONResponse(work_order.as_json())
+        if work_order.status in FINISHED:
+            return _error(409, f"the work order is {work_order.status} already and cannot be cancelled")
+        work_order.cancel_reason = cancellation.reason
+        crews.set_by_hand(work_order, CANCELLED, f"Cancelled by 311: {cancellation.reason}", None)
+        log.info("work order cancelled", work_order=work_order.id, department_id=department_id)
+        return JSONResponse(work_order.as_json())
+
+    async def set_status(request: Request) -> JSONResponse:
+        """Staff move a work order to any status by hand (for demos and the connector's contract test)."""
+        department_id = request.path_params["department_id"]
+        work_order = store.get(department_id, request.path_params["work_order_id"])
+        if work_order is None:
+            return _error(404, "no such work order in this department")
+        try:
+            change = StatusChange.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _error(400, "the status change is not valid", _field_errors(exc))
+        crews.set_by_hand(work_order, change.status, change.note, change.refers_to)
+        return JSONResponse(work_order.as_json())
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "work_orders": len(store)})
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> Any:
         yield
@@ -315,7 +436,13 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/departments/{department_id}/work-orders", open_work_order, methods=["POST"]),
+            Route("/departments/{department_id}/work-orders", list_work_orders, methods=["GET"]),
             Route("/departments/{department_id}/work-orders/{work_order_id}", show_work_order, methods=["GET"]),
+            Route(
+                "/departments/{department_id}/work-orders/{work_order_id}/cancel", cancel_work_order, methods=["POST"]
+            ),
+            Route("/departments/{department_id}/work-orders/{work_order_id}/status", set_status, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -324,8 +451,37 @@ def create_app(
     return app
 
 
+def set_status_by_hand(argv: list[str]) -> int:
+    """`python -m samples.department_workorders set-status DEPARTMENT WORK_ORDER STATUS [--note …] [--refers-to …]`:
+    what a department's staff would do in their own system (the running sample on --url)."""
+    parser = argparse.ArgumentParser(prog="python -m samples.department_workorders set-status")
+    parser.add_argument("department")
+    parser.add_argument("work_order")
+    parser.add_argument("status", help="any status in the department's words: resolved, in_progress, awaiting parts...")
+    parser.add_argument("--note")
+    parser.add_argument("--refers-to", help="a duplicate's other tracking number, or the department referred to")
+    parser.add_argument("--url", default=f"http://127.0.0.1:{SampleDepartmentSettings().sample_dept_port}")
+    args = parser.parse_args(argv)
+    change = {"status": args.status, "note": args.note, "refers_to": args.refers_to}
+    url = f"{args.url.rstrip('/')}/departments/{args.department}/work-orders/{args.work_order}/status"
+    try:
+        response = httpx.post(url, json={k: v for k, v in change.items() if v is not None}, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"the sample department system at {args.url} did not answer ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    shown = response.json()
+    print(f"{shown['id']} is now {shown['status']}")
+    return 0
+
+
 def main() -> None:
-    """Serve the sample department system on 127.0.0.1:$CIVICFLOW_SAMPLE_DEPT_PORT (default 8090)."""
+    """Serve the sample department system on 127.0.0.1:$CIVICFLOW_SAMPLE_DEPT_PORT (default 8090); with
+    `set-status …`, move one of its work orders by hand instead."""
+    if sys.argv[1:2] == ["set-status"]:
+        raise SystemExit(set_status_by_hand(sys.argv[2:]))
     settings = SampleDepartmentSettings()
     try:
         app = create_app(settings)
