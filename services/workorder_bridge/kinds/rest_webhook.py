@@ -56,10 +56,12 @@ class RestWebhookConnector:
         *,
         timeout_seconds: float,
         token: str | None = None,
+        callback_url: str | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.department_id = department_id
         self.spec = spec
+        self._callback_url = callback_url
         self._endpoint = endpoint.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = client or httpx.AsyncClient(timeout=timeout_seconds)
@@ -71,9 +73,12 @@ class RestWebhookConnector:
         return f"{self._endpoint}/departments/{quote(self.department_id, safe='')}/work-orders"
 
     def body(self, request: WorkOrderRequest) -> dict[str, Any]:
-        """The request in their words: their service code, and only the attributes they map, as they name them."""
+        """The request in their words: their service code, and only the attributes they map, as they name them;
+        their system calls back to the bridge's webhook this connector was built with (else the request's)."""
         body = request.model_dump(mode="json", exclude={"attributes"})
         body["service_code"] = self.spec.their_service(request.service_code)
+        if self._callback_url:
+            body["callback_url"] = self._callback_url
         attributes = {
             their: request.attributes[ours]
             for ours, their in self.spec.attributes.items()
@@ -158,4 +163,11 @@ def build(context: ConnectorContext) -> RestWebhookConnector:
             token = spec.credentials.resolve(context.city_dir)
         except MissingSecret as exc:
             raise MissingSecret(f"departments.{context.department_id}.connector.credentials: {exc}") from None
-    return RestWebhookConnector(context.department_id, spec, endpoint, timeout_seconds=timeout, token=token)
+    return RestWebhookConnector(
+        context.department_id,
+        spec,
+        endpoint,
+        timeout_seconds=timeout,
+        token=token,
+        callback_url=context.callback_url,
+    )
