@@ -1,29 +1,25 @@
-"""The sample department work-order system as a Starlette app: API, in-memory store, simulated crews.
+"""The sample department work-order system as a Starlette app: its API and simulated crews (store.py keeps
+its work orders, staff.py moves one by hand).
 
 A stand-in for a real department's software, for `civicflow dev` and tests; see the package docstring.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
-import itertools
 import json
-import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import structlog
 import uvicorn
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -31,19 +27,23 @@ from starlette.routing import Route
 
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
+from samples.department_workorders.staff import set_status_by_hand
+from samples.department_workorders.store import (
+    CANCELLED,
+    FINISHED,
+    Cancellation,
+    IdempotencyKeyReused,
+    StatusChange,
+    WorkOrder,
+    WorkOrderRequest,
+    WorkOrderStore,
+)
 
 log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Civicflow-Signature"
 TIMESTAMP_HEADER = "X-Civicflow-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# This system's statuses are civicflow's vocabulary (a city would map its own in the city file); staff may set
-# any other word by hand (POST …/status), as real systems grow statuses no mapping knows.
-OPEN = "open"
-CANCELLED = "cancelled"
-# Where a work order's life ends: nothing moves it on by itself, and it can no longer be cancelled.
-FINISHED = frozenset({"resolved", "closed", "duplicate", "not_our_responsibility", "cancelled"})
-_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 class SampleDepartmentSettings(KernelSettings):
@@ -74,124 +74,6 @@ class SampleDepartmentSettings(KernelSettings):
 def _listed(setting: str) -> set[str]:
     """The items of a comma-separated setting, trimmed, blanks left out."""
     return {item.strip() for item in setting.split(",") if item.strip()}
-
-
-class WorkOrderRequest(BaseModel):
-    """What a caller sends to open a work order."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    case_id: str = Field(min_length=1, max_length=100)
-    tracking_number: str = Field(min_length=1, max_length=100)
-    service_code: str = Field(min_length=1, max_length=100)
-    summary: str = Field(min_length=1, max_length=2000)
-    callback_url: AnyHttpUrl
-    due_at: AwareDatetime | None = None  # None: the case has no due date
-    # the answers civicflow's connector maps for this department, under this system's field names
-    attributes: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=500)]] = Field(
-        default={}, max_length=50
-    )
-
-
-class Cancellation(BaseModel):
-    """Why civicflow cancels a work order (the case went to another department, was recategorised...)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    reason: str = Field(min_length=1, max_length=500)
-
-
-class StatusChange(BaseModel):
-    """Staff moving a work order by hand to any status, in this system's words."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    status: str = Field(min_length=1, max_length=64, pattern=_PRINTABLE)
-    note: str | None = Field(default=None, max_length=2000)
-    # a duplicate's other case (tracking number), a referral's department
-    refers_to: str | None = Field(default=None, min_length=1, max_length=100, pattern=_PRINTABLE)
-
-
-@dataclass
-class WorkOrder:
-    id: str
-    department_id: str
-    crew: int
-    request: WorkOrderRequest
-    status: str = OPEN
-    note: str | None = None
-    refers_to: str | None = None
-    cancel_reason: str | None = None
-    changes: int = 0  # how many times it moved: numbers each change's update_id
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "department_id": self.department_id,
-            "status": self.status,
-            "note": self.note,
-            "refers_to": self.refers_to,
-            "cancel_reason": self.cancel_reason,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            **self.request.model_dump(mode="json"),
-        }
-
-
-class IdempotencyKeyReused(Exception):
-    """The key already opened a work order for a different request."""
-
-
-class WorkOrderStore:
-    """The department's work orders, in memory. Opening is atomic: no await between look-up and insert.
-
-    Being a sample, it forgets its work orders when it restarts; their ids carry the run they were
-    opened in (WO-<run>-<n>), so a restarted system never hands out an id it handed out before, as a
-    real one never would."""
-
-    def __init__(self, crews: int = 6) -> None:
-        self._by_id: dict[tuple[str, str], WorkOrder] = {}
-        self._by_key: dict[tuple[str, str], tuple[WorkOrderRequest, WorkOrder]] = {}
-        self._run = secrets.token_hex(2).upper()
-        self._numbers = itertools.count(1)
-        self._crews = crews
-
-    def open(self, department_id: str, idempotency_key: str, request: WorkOrderRequest) -> tuple[WorkOrder, bool]:
-        """The work order for this key, and whether it was created now."""
-        seen = self._by_key.get((department_id, idempotency_key))
-        if seen is not None:
-            earlier_request, work_order = seen
-            if earlier_request != request:
-                raise IdempotencyKeyReused(idempotency_key)
-            return work_order, False
-        number = next(self._numbers)
-        work_order = WorkOrder(
-            id=f"WO-{self._run}-{number:05d}",
-            department_id=department_id,
-            crew=1 + number % self._crews,
-            request=request,
-        )
-        self._by_id[(department_id, work_order.id)] = work_order
-        self._by_key[(department_id, idempotency_key)] = (request, work_order)
-        return work_order, True
-
-    def get(self, department_id: str, work_order_id: str) -> WorkOrder | None:
-        return self._by_id.get((department_id, work_order_id))
-
-    def of_department(self, department_id: str) -> list[WorkOrder]:
-        return [w for (d, _), w in self._by_id.items() if d == department_id]
-
-    def move(self, work_order: WorkOrder, status: str, note: str | None, refers_to: str | None = None) -> None:
-        work_order.status = status
-        work_order.note = note
-        work_order.refers_to = refers_to
-        work_order.changes += 1
-        work_order.updated_at = datetime.now(UTC)
-
-    def __len__(self) -> int:
-        return len(self._by_id)
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -329,6 +211,26 @@ def _error(status_code: int, message: str, details: list[dict[str, str]] | None 
     return JSONResponse(body, status_code=status_code)
 
 
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _limited_body(request: Request) -> bytes:
+    """The body, read no further than MAX_BODY_BYTES (BodyTooLarge beyond: answered 413)."""
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    return bytes(body)
+
+
 def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {"field": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
@@ -360,7 +262,7 @@ def create_app(
         if len(key) > 255:
             return _error(400, f"the {IDEMPOTENCY_HEADER} header is longer than 255 characters")
         try:
-            body = WorkOrderRequest.model_validate_json(await request.body())
+            body = WorkOrderRequest.model_validate_json(await _limited_body(request))
         except ValidationError as exc:
             return _error(400, "the work order is not valid", _field_errors(exc))
         try:
@@ -398,7 +300,7 @@ def create_app(
         if not key or len(key) > 255:
             return _error(400, f"the {IDEMPOTENCY_HEADER} header is required (at most 255 characters)")
         try:
-            cancellation = Cancellation.model_validate_json(await request.body())
+            cancellation = Cancellation.model_validate_json(await _limited_body(request))
         except ValidationError as exc:
             return _error(400, "the cancellation is not valid", _field_errors(exc))
         if work_order.status == CANCELLED:
@@ -417,7 +319,7 @@ def create_app(
         if work_order is None:
             return _error(404, "no such work order in this department")
         try:
-            change = StatusChange.model_validate_json(await request.body())
+            change = StatusChange.model_validate_json(await _limited_body(request))
         except ValidationError as exc:
             return _error(400, "the status change is not valid", _field_errors(exc))
         crews.set_by_hand(work_order, change.status, change.note, change.refers_to)
@@ -433,7 +335,11 @@ def create_app(
         if owned_sender is not None:
             await owned_sender.aclose()
 
+    async def too_large(_: Request, __: Exception) -> JSONResponse:
+        return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+
     app = Starlette(
+        exception_handlers={BodyTooLarge: too_large},
         routes=[
             Route("/departments/{department_id}/work-orders", open_work_order, methods=["POST"]),
             Route("/departments/{department_id}/work-orders", list_work_orders, methods=["GET"]),
@@ -449,32 +355,6 @@ def create_app(
     app.state.store = store
     app.state.crews = crews
     return app
-
-
-def set_status_by_hand(argv: list[str]) -> int:
-    """`python -m samples.department_workorders set-status DEPARTMENT WORK_ORDER STATUS [--note …] [--refers-to …]`:
-    what a department's staff would do in their own system (the running sample on --url)."""
-    parser = argparse.ArgumentParser(prog="python -m samples.department_workorders set-status")
-    parser.add_argument("department")
-    parser.add_argument("work_order")
-    parser.add_argument("status", help="any status in the department's words: resolved, in_progress, awaiting parts...")
-    parser.add_argument("--note")
-    parser.add_argument("--refers-to", help="a duplicate's other tracking number, or the department referred to")
-    parser.add_argument("--url", default=f"http://127.0.0.1:{SampleDepartmentSettings().sample_dept_port}")
-    args = parser.parse_args(argv)
-    change = {"status": args.status, "note": args.note, "refers_to": args.refers_to}
-    url = f"{args.url.rstrip('/')}/departments/{args.department}/work-orders/{args.work_order}/status"
-    try:
-        response = httpx.post(url, json={k: v for k, v in change.items() if v is not None}, timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"the sample department system at {args.url} did not answer ({type(exc).__name__})", file=sys.stderr)
-        return 1
-    if response.status_code != 200:
-        print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
-        return 1
-    shown = response.json()
-    print(f"{shown['id']} is now {shown['status']}")
-    return 0
 
 
 def main() -> None:

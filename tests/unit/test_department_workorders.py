@@ -356,3 +356,13 @@ async def test_a_bad_status_change_is_refused(body: dict[str, Any]) -> None:
 async def test_health_answers_while_the_system_runs(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+async def test_a_huge_body_is_413_and_changes_nothing(client: httpx.AsyncClient, app: Starlette) -> None:
+    opened = (await client.post("/departments/streets/work-orders", json=work_order_body(), headers=key())).json()
+    huge = b"{" + b" " * (1024 * 1024) + b"}"
+
+    for path in ("/departments/streets/work-orders", f"/departments/streets/work-orders/{opened['id']}/status"):
+        response = await client.post(path, content=huge, headers=key())
+        assert response.status_code == 413 and "larger than" in response.json()["error"]
+    assert len(app.state.store) == 1
