@@ -57,7 +57,11 @@ class CaseProgress:
         elif kind in ROUTING_EVENTS and self.routed_at is None:
             self.routed_at = event.at
             self.triage = kind == "CaseNeedsTriage"
-        elif kind == "WorkOrderStatusChanged" and event.status == "done" and self.work_order_done_at is None:
+        elif (
+            kind == "WorkOrderStatusChanged"
+            and event.status in ("resolved", "done")
+            and self.work_order_done_at is None
+        ):
             self.work_order_done_at = event.at
         elif kind == "CaseResolved" and self.resolved_at is None:
             self.resolved_at = event.at

@@ -233,13 +233,14 @@ def current_service_code(history: Iterable[CaseEvent]) -> str | None:
 
 
 def stands_resolved(history: Iterable[CaseEvent]) -> bool:
-    """Whether a case stands resolved: resolved, and the resident has not said since that the problem is not
-    fixed (ResolutionDisputed sends it back to its department until it is resolved again)."""
+    """Whether a case stands resolved: resolved, and neither the resident has said since that the problem is
+    not fixed (ResolutionDisputed sends it back to its department) nor the department reopened its job
+    (CaseReopened), until it is resolved again."""
     resolved = False
     for event in history:
         if isinstance(event, CaseResolved):
             resolved = True
-        elif isinstance(event, ResolutionDisputed):
+        elif isinstance(event, ResolutionDisputed | CaseReopened):
             resolved = False
     return resolved
 
@@ -299,8 +300,16 @@ class WorkOrderStatusChanged(CaseEvent):
     event_type: ClassVar[str] = "WorkOrderStatusChanged"
 
     external_id: str
-    status: str
+    status: str = Field(
+        description="Our status (open, acknowledged, in_progress, action_scheduled, resolved, closed, duplicate,"
+        " not_our_responsibility, internal_referral, reopened, cancelled), or unmapped when the department's"
+        " mapping does not know theirs. Events recorded before the vocabulary say open, in_progress, done or"
+        " rejected."
+    )
     note: str | None = None
+    external_status: str | None = Field(
+        default=None, description="The status in the department's own words, as their system sent it."
+    )
 
 
 @catalogued
@@ -311,6 +320,39 @@ class CaseResolved(CaseEvent):
 
     resolution: str
     resolved_at: datetime
+    duplicate_of: str | None = Field(
+        default=None,
+        description="Set when the department closed it as a duplicate: the other request's tracking number, when"
+        " it said which.",
+    )
+
+
+@catalogued
+class WorkOrderReferred(CaseEvent):
+    """The department passed the case to another department (an internal referral): the router places it
+    there, or, when none is named or the one named is unknown, again without the referring department
+    (bridge; the router reacts)."""
+
+    event_type: ClassVar[str] = "WorkOrderReferred"
+
+    department_id: str = Field(description="The department that referred it on.")
+    to_department_id: str | None = Field(
+        default=None, description="The department it was referred to, when it named one civicflow knows."
+    )
+    external_id: str
+    note: str | None = None
+
+
+@catalogued
+class CaseReopened(CaseEvent):
+    """The department reopened its job on a resolved case: the case no longer stands resolved, and the same
+    work order's next `resolved` resolves it again (bridge)."""
+
+    event_type: ClassVar[str] = "CaseReopened"
+
+    department_id: str
+    external_id: str
+    note: str | None = None
 
 
 @catalogued

@@ -5,10 +5,20 @@ orders in. It speaks REST with signed webhooks, the way many department systems 
 
 - ``POST /departments/{department_id}/work-orders`` with an ``Idempotency-Key`` header opens a work
   order (201), or returns the one already opened under that key (200);
-- ``GET /departments/{department_id}/work-orders/{id}`` shows it;
-- a simulated crew then moves it open -> in_progress -> done, and each change is POSTed to the
-  request's ``callback_url``, signed ``X-Civicflow-Signature: sha256=<hmac of the raw body>``.
+- ``GET /departments/{department_id}/work-orders[/{id}]`` lists them or shows one;
+- ``POST /departments/{department_id}/work-orders/{id}/cancel`` with an ``Idempotency-Key`` and
+  ``{"reason": …}`` cancels it (200 however often; 409 once it is finished another way): its crew stops and
+  it shows ``cancelled``;
+- ``POST /departments/{department_id}/work-orders/{id}/status`` with ``{"status", "note", "refers_to"}``
+  moves it by hand to any status, as staff would (or ``python -m samples.department_workorders set-status
+  DEPARTMENT WORK_ORDER STATUS --note …``);
+- ``GET /healthz`` answers while it runs;
+- a simulated crew moves each new work order open -> in_progress -> resolved (or not_our_responsibility,
+  for the departments and services CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN names), and each change is POSTed to the
+  request's ``callback_url`` with ``X-Civicflow-Timestamp: <unix seconds>`` and
+  ``X-Civicflow-Signature: sha256=<hmac of "<timestamp>." and the raw body>``; the body carries the status in
+  this system's words (civicflow's vocabulary here) and an ``update_id`` per change.
 
-State is kept in memory. Run it with ``python -m samples.department_workorders.app`` (entry point
+State is kept in memory. Run it with ``python -m samples.department_workorders`` (entry point
 ``samples.department_workorders.app:main``).
 """

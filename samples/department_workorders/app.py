@@ -1,4 +1,5 @@
-"""The sample department work-order system as a Starlette app: API, in-memory store, simulated crews.
+"""The sample department work-order system as a Starlette app: its API and simulated crews (store.py keeps
+its work orders, staff.py moves one by hand).
 
 A stand-in for a real department's software, for `civicflow dev` and tests; see the package docstring.
 """
@@ -8,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import itertools
 import json
-import secrets
+import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import structlog
 import uvicorn
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -28,12 +27,23 @@ from starlette.routing import Route
 
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
+from samples.department_workorders.staff import set_status_by_hand
+from samples.department_workorders.store import (
+    CANCELLED,
+    FINISHED,
+    Cancellation,
+    IdempotencyKeyReused,
+    StatusChange,
+    WorkOrder,
+    WorkOrderRequest,
+    WorkOrderStore,
+)
 
 log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Civicflow-Signature"
+TIMESTAMP_HEADER = "X-Civicflow-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-Status = Literal["open", "in_progress", "done", "rejected"]
 
 
 class SampleDepartmentSettings(KernelSettings):
@@ -66,94 +76,10 @@ def _listed(setting: str) -> set[str]:
     return {item.strip() for item in setting.split(",") if item.strip()}
 
 
-class WorkOrderRequest(BaseModel):
-    """What a caller sends to open a work order."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
-
-    case_id: str = Field(min_length=1, max_length=100)
-    tracking_number: str = Field(min_length=1, max_length=100)
-    service_code: str = Field(min_length=1, max_length=100)
-    summary: str = Field(min_length=1, max_length=2000)
-    callback_url: AnyHttpUrl
-    due_at: AwareDatetime
-
-
-@dataclass
-class WorkOrder:
-    id: str
-    department_id: str
-    crew: int
-    request: WorkOrderRequest
-    status: Status = "open"
-    note: str | None = None
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "department_id": self.department_id,
-            "status": self.status,
-            "note": self.note,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            **self.request.model_dump(mode="json"),
-        }
-
-
-class IdempotencyKeyReused(Exception):
-    """The key already opened a work order for a different request."""
-
-
-class WorkOrderStore:
-    """The department's work orders, in memory. Opening is atomic: no await between look-up and insert.
-
-    Being a sample, it forgets its work orders when it restarts; their ids carry the run they were
-    opened in (WO-<run>-<n>), so a restarted system never hands out an id it handed out before, as a
-    real one never would."""
-
-    def __init__(self, crews: int = 6) -> None:
-        self._by_id: dict[tuple[str, str], WorkOrder] = {}
-        self._by_key: dict[tuple[str, str], tuple[WorkOrderRequest, WorkOrder]] = {}
-        self._run = secrets.token_hex(2).upper()
-        self._numbers = itertools.count(1)
-        self._crews = crews
-
-    def open(self, department_id: str, idempotency_key: str, request: WorkOrderRequest) -> tuple[WorkOrder, bool]:
-        """The work order for this key, and whether it was created now."""
-        seen = self._by_key.get((department_id, idempotency_key))
-        if seen is not None:
-            earlier_request, work_order = seen
-            if earlier_request != request:
-                raise IdempotencyKeyReused(idempotency_key)
-            return work_order, False
-        number = next(self._numbers)
-        work_order = WorkOrder(
-            id=f"WO-{self._run}-{number:05d}",
-            department_id=department_id,
-            crew=1 + number % self._crews,
-            request=request,
-        )
-        self._by_id[(department_id, work_order.id)] = work_order
-        self._by_key[(department_id, idempotency_key)] = (request, work_order)
-        return work_order, True
-
-    def get(self, department_id: str, work_order_id: str) -> WorkOrder | None:
-        return self._by_id.get((department_id, work_order_id))
-
-    def move(self, work_order: WorkOrder, status: Status, note: str) -> None:
-        work_order.status = status
-        work_order.note = note
-        work_order.updated_at = datetime.now(UTC)
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The signature header value for a callback body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The signature header value for a callback body sent at `timestamp` (unix seconds): the HMAC of
+    "<timestamp>." and the body, so civicflow can refuse an old body replayed."""
+    return "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 # Sends one callback: (url, raw body, headers) -> HTTP status code; raises on a network failure.
@@ -173,49 +99,85 @@ class HttpCallbackSender:
 
 
 class Crews:
-    """Simulated field crews: move each new work order along and tell the caller at every change."""
+    """Simulated field crews: move each new work order along and tell the caller at every change. Staff can
+    move a work order by hand, or civicflow cancel it: its crew then stops."""
 
     def __init__(self, store: WorkOrderStore, send: CallbackSender, settings: SampleDepartmentSettings) -> None:
         self._store = store
         self._send = send
         self._settings = settings
         self._secret = settings.signing_secret()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
+        self._crews: dict[str, asyncio.Task[None]] = {}
 
-    def dispatch(self, work_order: WorkOrder) -> None:
-        task = asyncio.create_task(self._work(work_order), name=f"crew-{work_order.id}")
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    def dispatch(self, work_order: WorkOrder) -> None:
+        task = asyncio.create_task(self._work(work_order), name=f"crew-{work_order.id}")
+        self._crews[work_order.id] = task
+        task.add_done_callback(lambda _: self._crews.pop(work_order.id, None))
+        self._track(task)
+
+    def recall(self, work_order: WorkOrder) -> None:
+        """The crew stops where it is: the work order was cancelled or staff took it in hand."""
+        crew = self._crews.pop(work_order.id, None)
+        if crew is not None:
+            crew.cancel()
+
+    def set_by_hand(self, work_order: WorkOrder, status: str, note: str | None, refers_to: str | None) -> None:
+        """Staff moved the work order: the crew stops, and civicflow is told."""
+        self.recall(work_order)
+        self._store.move(work_order, status, note, refers_to)
+        self._tell(work_order)
+
+    def _tell(self, work_order: WorkOrder) -> None:
+        change = self._change(work_order)
+        self._track(asyncio.create_task(self._call_back(work_order, change), name=f"callback-{work_order.id}"))
+
     async def _work(self, work_order: WorkOrder) -> None:
-        steps: list[tuple[Status, str]] = [
+        steps: list[tuple[str, str]] = [
             ("in_progress", f"Crew {work_order.crew} on site"),
-            ("done", f"Repaired by crew {work_order.crew}"),
+            ("resolved", f"Repaired by crew {work_order.crew}"),
         ]
         if self._settings.turns_down(work_order.department_id, work_order.request.service_code):
-            steps = [("rejected", f"Not ours: {work_order.request.service_code} belongs to another department")]
+            steps = [
+                (
+                    "not_our_responsibility",
+                    f"Not ours: {work_order.request.service_code} belongs to another department",
+                )
+            ]
         for status, note in steps:
             await asyncio.sleep(self._settings.sample_dept_step_seconds)
             self._store.move(work_order, status, note)
-            await self._call_back(work_order)
+            await self._call_back(work_order, self._change(work_order))
 
-    async def _call_back(self, work_order: WorkOrder) -> bool:
-        """POST the change to the callback URL, retrying with backoff a bounded number of times."""
-        change = {
+    def _change(self, work_order: WorkOrder) -> dict[str, Any]:
+        """The change as civicflow's webhook takes it, taken when it happens (a later change does not alter it)."""
+        return {
             "external_id": work_order.id,
             "department_id": work_order.department_id,
             "status": work_order.status,
             "note": work_order.note,
+            "refers_to": work_order.refers_to,
+            "update_id": f"{work_order.id}.{work_order.changes}",
             "changed_at": work_order.updated_at.isoformat(),
         }
+
+    async def _call_back(self, work_order: WorkOrder, change: dict[str, Any]) -> bool:
+        """POST the change to the callback URL, retrying with backoff a bounded number of times; each attempt
+        signed with the time it is sent."""
         body = json.dumps(change).encode()
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, body),
-        }
         url = str(work_order.request.callback_url)
         attempts = self._settings.sample_dept_callback_attempts
         for attempt in range(1, attempts + 1):
+            timestamp = int(time.time())
+            headers = {
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: str(timestamp),
+                SIGNATURE_HEADER: sign(self._secret, body, timestamp),
+            }
             try:
                 status_code = await self._send(url, body, headers)
                 if 200 <= status_code < 300:
@@ -224,19 +186,15 @@ class Crews:
             except httpx.HTTPError as exc:
                 problem = type(exc).__name__
             log.warning(
-                "callback failed",
-                work_order=work_order.id,
-                status=work_order.status,
-                attempt=attempt,
-                problem=problem,
+                "callback failed", work_order=work_order.id, status=change["status"], attempt=attempt, problem=problem
             )
             if attempt < attempts:
                 await asyncio.sleep(self._settings.sample_dept_callback_retry_seconds * 2 ** (attempt - 1))
-        log.error("callback given up", work_order=work_order.id, status=work_order.status, attempts=attempts)
+        log.error("callback given up", work_order=work_order.id, status=change["status"], attempts=attempts)
         return False
 
     async def idle(self) -> None:
-        """Wait until every crew has finished (for tests and clean shutdown)."""
+        """Wait until every crew and callback has finished (for tests and clean shutdown)."""
         while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
@@ -251,6 +209,26 @@ def _error(status_code: int, message: str, details: list[dict[str, str]] | None 
     if details:
         body["details"] = details
     return JSONResponse(body, status_code=status_code)
+
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _limited_body(request: Request) -> bytes:
+    """The body, read no further than MAX_BODY_BYTES (BodyTooLarge beyond: answered 413)."""
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    return bytes(body)
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -284,7 +262,7 @@ def create_app(
         if len(key) > 255:
             return _error(400, f"the {IDEMPOTENCY_HEADER} header is longer than 255 characters")
         try:
-            body = WorkOrderRequest.model_validate_json(await request.body())
+            body = WorkOrderRequest.model_validate_json(await _limited_body(request))
         except ValidationError as exc:
             return _error(400, "the work order is not valid", _field_errors(exc))
         try:
@@ -305,6 +283,51 @@ def create_app(
             return _error(404, "no such work order in this department")
         return JSONResponse(work_order.as_json())
 
+    async def list_work_orders(request: Request) -> JSONResponse:
+        found = store.of_department(request.path_params["department_id"])
+        return JSONResponse({"work_orders": [w.as_json() for w in found]})
+
+    async def cancel_work_order(request: Request) -> JSONResponse:
+        """Idempotent: a cancelled work order answers 200 however often it is cancelled again; one already
+        finished another way (resolved, turned down...) cannot be cancelled (409)."""
+        department_id = request.path_params["department_id"]
+        if settings.out_of_order(department_id):
+            return _error(503, f"the {department_id} work-order system is out of order; try again later")
+        work_order = store.get(department_id, request.path_params["work_order_id"])
+        if work_order is None:
+            return _error(404, "no such work order in this department")
+        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+        if not key or len(key) > 255:
+            return _error(400, f"the {IDEMPOTENCY_HEADER} header is required (at most 255 characters)")
+        try:
+            cancellation = Cancellation.model_validate_json(await _limited_body(request))
+        except ValidationError as exc:
+            return _error(400, "the cancellation is not valid", _field_errors(exc))
+        if work_order.status == CANCELLED:
+            return JSONResponse(work_order.as_json())
+        if work_order.status in FINISHED:
+            return _error(409, f"the work order is {work_order.status} already and cannot be cancelled")
+        work_order.cancel_reason = cancellation.reason
+        crews.set_by_hand(work_order, CANCELLED, f"Cancelled by 311: {cancellation.reason}", None)
+        log.info("work order cancelled", work_order=work_order.id, department_id=department_id)
+        return JSONResponse(work_order.as_json())
+
+    async def set_status(request: Request) -> JSONResponse:
+        """Staff move a work order to any status by hand (for demos and the connector's contract test)."""
+        department_id = request.path_params["department_id"]
+        work_order = store.get(department_id, request.path_params["work_order_id"])
+        if work_order is None:
+            return _error(404, "no such work order in this department")
+        try:
+            change = StatusChange.model_validate_json(await _limited_body(request))
+        except ValidationError as exc:
+            return _error(400, "the status change is not valid", _field_errors(exc))
+        crews.set_by_hand(work_order, change.status, change.note, change.refers_to)
+        return JSONResponse(work_order.as_json())
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "work_orders": len(store)})
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> Any:
         yield
@@ -312,10 +335,20 @@ def create_app(
         if owned_sender is not None:
             await owned_sender.aclose()
 
+    async def too_large(_: Request, __: Exception) -> JSONResponse:
+        return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+
     app = Starlette(
+        exception_handlers={BodyTooLarge: too_large},
         routes=[
             Route("/departments/{department_id}/work-orders", open_work_order, methods=["POST"]),
+            Route("/departments/{department_id}/work-orders", list_work_orders, methods=["GET"]),
             Route("/departments/{department_id}/work-orders/{work_order_id}", show_work_order, methods=["GET"]),
+            Route(
+                "/departments/{department_id}/work-orders/{work_order_id}/cancel", cancel_work_order, methods=["POST"]
+            ),
+            Route("/departments/{department_id}/work-orders/{work_order_id}/status", set_status, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -325,7 +358,10 @@ def create_app(
 
 
 def main() -> None:
-    """Serve the sample department system on 127.0.0.1:$CIVICFLOW_SAMPLE_DEPT_PORT (default 8090)."""
+    """Serve the sample department system on 127.0.0.1:$CIVICFLOW_SAMPLE_DEPT_PORT (default 8090); with
+    `set-status …`, move one of its work orders by hand instead."""
+    if sys.argv[1:2] == ["set-status"]:
+        raise SystemExit(set_status_by_hand(sys.argv[2:]))
     settings = SampleDepartmentSettings()
     try:
         app = create_app(settings)

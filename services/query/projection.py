@@ -12,6 +12,7 @@ from civicflow.events import (
     CaseNeedsTriage,
     CaseOverdue,
     CaseRecategorised,
+    CaseReopened,
     CaseRerouted,
     CaseResolved,
     CaseSubmitted,
@@ -27,12 +28,15 @@ from civicflow.events import (
     SurveyAnswered,
     SurveySent,
     WorkOrderOpened,
+    WorkOrderReferred,
     WorkOrderRejected,
     WorkOrderStatusChanged,
     WorkOrderSyncFailed,
 )
 from civicflow.localtime import wall_clock
 from civicflow.notes import resident_text
+
+UNMAPPED = "unmapped"  # a work order status the department's mapping does not know (the bridge's word)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,18 @@ class TimelineEntry:
     detail: str
 
 
-_WORK_ORDER_STATUS = {"open": "work_order_open", "in_progress": "in_progress", "done": "work_done"}
+# The view's status for a work order's (ours; `done` in events recorded before our vocabulary). Statuses
+# that act on the case (closed, duplicate, not_our_responsibility...) change it through their own events.
+_WORK_ORDER_STATUS = {
+    "open": "work_order_open",
+    "acknowledged": "acknowledged",
+    "in_progress": "in_progress",
+    "action_scheduled": "scheduled",
+    "resolved": "work_done",
+    "done": "work_done",
+}
+# Timeline stages keep the names they had before our vocabulary: `work_order_done`, `work_order_rejected`.
+_WORK_ORDER_STAGE = {"resolved": "done", "not_our_responsibility": "rejected"}
 
 
 def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, TimelineEntry | None]:
@@ -142,9 +157,24 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     elif isinstance(data, WorkOrderStatusChanged):
         if base.status != "resolved":  # a case is resolved once; later changes are on its timeline only
             changes["status"] = _WORK_ORDER_STATUS.get(data.status, base.status)
-        stage = f"work_order_{data.status}"
-        detail = f"work order {data.external_id} is {data.status.replace('_', ' ')}"
+        stage = f"work_order_{_WORK_ORDER_STAGE.get(data.status, data.status)}"
+        if data.status == UNMAPPED:
+            # their own word, which no mapping knows: shown as they said it (plain text, as a note is)
+            said = resident_text(data.external_status)[:64] or "a status"
+            detail = f"{base.department_name or 'the department'} reported '{said}' (not a status we map)"
+        else:
+            detail = f"work order {data.external_id} is {data.status.replace('_', ' ')}"
         if note := resident_text(data.note):  # a department's words: plain text without links
+            detail += f": {note}"
+    elif isinstance(data, WorkOrderReferred):
+        to = f"to {data.to_department_id}" if data.to_department_id else "on, naming no department we know"
+        stage, detail = "referred", f"{data.department_id} referred it {to}"
+        if note := resident_text(data.note):
+            detail += f": {note}"
+    elif isinstance(data, CaseReopened):  # the department took its job up again: resolved again when it finishes
+        changes["status"] = "reopened" if base.status == "resolved" else base.status
+        stage, detail = "reopened", f"{data.department_id} reopened work order {data.external_id}"
+        if note := resident_text(data.note):
             detail += f": {note}"
     elif isinstance(data, CaseResolved):
         resolution = resident_text(data.resolution)

@@ -16,6 +16,7 @@ from civicflow.events import (
     CaseSubmitted,
     ResolutionDisputed,
     RoutingDecision,
+    WorkOrderReferred,
     WorkOrderRejected,
     current_service_code,
     stands_resolved,
@@ -78,31 +79,88 @@ def route_new_case(rules: CompiledRuleSet, submitted: CaseSubmitted, channel: st
     return _as_event(rules.route(facts_of([submitted], channel)), None, None)
 
 
+def turned_down_by(history: Sequence[CaseEvent]) -> list[str]:
+    """The departments that passed the case on, once per time: rejections and internal referrals alike (a
+    referral is the department saying it is not theirs), so a case bounced between departments reaches triage
+    after the rule set's max_rejections as a rejected one does."""
+    return [e.department_id for e in history if isinstance(e, WorkOrderRejected | WorkOrderReferred)]
+
+
 def reroute(
     rules: CompiledRuleSet, history: Sequence[CaseEvent], trigger: CaseEvent, channel: str | None
 ) -> CaseEvent | None:
-    """After a rejection or a recategorisation: the next department, triage, or None when nothing changes."""
+    """After a rejection, an internal referral or a recategorisation: the next department, triage, or None when
+    nothing changes. A referral to a department goes there (`refer`); one that names none we know is placed
+    again without the referring department, as a rejection is."""
     if stands_resolved(history):
         return None  # resolved cases stay resolved; a new problem is a new request (or a disputed resolution)
     previous = current_department(history)
-    rejected = [e for e in history if isinstance(e, WorkOrderRejected)]
-    if isinstance(trigger, WorkOrderRejected):
+    turned_down = turned_down_by(history)
+    exclude = frozenset(turned_down)
+    if isinstance(trigger, WorkOrderRejected | WorkOrderReferred):
         if trigger.department_id != previous:
             return None  # a late or repeated rejection by a department that no longer holds the case
-        if len(rejected) >= rules.rule_set.triage.max_rejections:
-            turned_down = ", ".join(dict.fromkeys(r.department_id for r in rejected))
+        if len(turned_down) >= rules.rule_set.triage.max_rejections:
+            names = ", ".join(dict.fromkeys(turned_down))
             return CaseNeedsTriage(
                 queue=rules.rule_set.triage.queue,
-                reason=f"turned down {len(rejected)} times ({turned_down}); a call-taker should place it",
+                reason=f"turned down {len(turned_down)} times ({names}); a call-taker should place it",
                 rule_set_version=rules.version,
             )
-        because = f"{trigger.department_id} turned it down: {trigger.reason}"
+        if isinstance(trigger, WorkOrderReferred):
+            referred = refer(rules, history, trigger, channel, exclude)
+            if referred is not None:
+                return referred
+            because = f"{trigger.department_id} referred it on without naming a department we know"
+        else:
+            because = f"{trigger.department_id} turned it down: {trigger.reason}"
     elif isinstance(trigger, CaseRecategorised):
         because = f"recategorised from {trigger.previous_service_code} to {trigger.service_code}: {trigger.reason}"
     else:
         raise TypeError(f"cannot reroute on {type(trigger).__name__}")
-    exclude = frozenset(r.department_id for r in rejected)
     return _as_event(rules.route(facts_of(history, channel), exclude), because, previous)
+
+
+def refer(
+    rules: CompiledRuleSet,
+    history: Sequence[CaseEvent],
+    trigger: WorkOrderReferred,
+    channel: str | None,
+    exclude: frozenset[str],
+) -> CaseEvent | None:
+    """The case placed with the department a referral names: by the rule that would place it there, or, when
+    no rule does, there all the same with the referring decision's priority and no due date. None when it
+    names no department of the rule set, or one that has turned the case down before (the rules decide)."""
+    to = trigger.to_department_id
+    departments = rules.rule_set.departments
+    if to is None or to not in departments or to in exclude:
+        return None
+    because = f"referred by {trigger.department_id}"
+    previous = current_department(history)
+    facts = facts_of(history, channel)
+    there = rules.route(facts, frozenset(departments) - {to})
+    if isinstance(there, Routed) and there.department_id == to:
+        return _as_event(there, because, previous)
+    referring = next((e for e in reversed(history) if isinstance(e, RoutingDecision)), None)
+    if referring is None:
+        return None
+    department = departments[to]
+    terms = referring.model_dump(include=set(RoutingDecision.model_fields))
+    return CaseRerouted(
+        **{
+            **terms,
+            "department_id": to,
+            "department_name": department.name,
+            "due_at": None,
+            "queue": None,
+            "crew": None,
+            "sla": None,
+            "explanation": [f"{trigger.department_id} referred the case to {to}; no rule places it there"],
+            "time_zone": rules.calendars[department.calendar].spec.timezone,
+        },
+        reason=because,
+        previous_department_id=previous,
+    )
 
 
 REOPENED_BECAUSE = "the resident said the problem is not fixed"

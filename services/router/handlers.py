@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -14,12 +15,14 @@ from civicflow.events import (
     CaseNeedsTriage,
     CaseOverdue,
     CaseRecategorised,
+    CaseReopened,
     CaseResolved,
     CaseSubmitted,
     EventMetadata,
     RecordedEvent,
     ResolutionDisputed,
     RoutingDecision,
+    WorkOrderReferred,
     WorkOrderRejected,
     imported_from,
 )
@@ -51,6 +54,28 @@ def track_open_case(case_id: UUID, decision: CaseEvent) -> list[Statement]:
     return []
 
 
+_TRACK_AGAIN = text(
+    "INSERT INTO router.open_cases (case_id, department_id, due_at, overdue_for) VALUES (:c, :d, :due, :overdue)"
+    " ON CONFLICT (case_id) DO UPDATE SET department_id = :d, due_at = :due, overdue_for = :overdue"
+)
+
+
+def track_reopened_case(case_id: UUID, history: Sequence[CaseEvent]) -> list[Statement]:
+    """router.open_cases for a case its department reopened: the standing decision's due date, marked overdue
+    already when CaseOverdue was recorded for that due date (it is recorded once per due date)."""
+    standing = next((e for e in reversed(history) if isinstance(e, RoutingDecision | CaseNeedsTriage)), None)
+    if not isinstance(standing, RoutingDecision) or standing.due_at is None:
+        return []
+    flagged = any(isinstance(e, CaseOverdue) and e.due_at == standing.due_at for e in history)
+    row = {
+        "c": case_id,
+        "d": standing.department_id,
+        "due": standing.due_at,
+        "overdue": standing.due_at if flagged else None,
+    }
+    return [Statement(_TRACK_AGAIN, row)]
+
+
 class Router:
     """The router's policies: each returns the decision for one event; the kernel records it."""
 
@@ -63,7 +88,9 @@ class Router:
         return {
             CaseSubmitted.event_type: self.on_submitted,
             WorkOrderRejected.event_type: self.on_reroute_trigger,
+            WorkOrderReferred.event_type: self.on_reroute_trigger,
             CaseRecategorised.event_type: self.on_reroute_trigger,
+            CaseReopened.event_type: self.on_reopened,
             CaseResolved.event_type: self.on_resolved,
             ResolutionDisputed.event_type: self.on_disputed,
         }
@@ -76,7 +103,8 @@ class Router:
         return Decision(appends=[StreamAppend(event.case_id, None, [decision], event.caused(ACTOR))], writes=tracked)
 
     async def on_reroute_trigger(self, event: RecordedEvent, reads: Reads) -> Decision:
-        """WorkOrderRejected or CaseRecategorised: back through the rules, without who turned it down."""
+        """WorkOrderRejected, WorkOrderReferred or CaseRecategorised: back through the rules, without who turned
+        it down (a referral: to the department it names, when the rule set has it)."""
         stream = await reads.stream(event.case_id)
         history = [e.data for e in stream if e.version <= event.version]
         channel = stream[0].metadata.channel if stream else None
@@ -107,6 +135,15 @@ class Router:
 
     async def on_resolved(self, event: RecordedEvent, reads: Reads) -> Decision:
         return Decision(writes=[Statement(_FORGET, {"c": event.case_id})])
+
+    async def on_reopened(self, event: RecordedEvent, reads: Reads) -> Decision:
+        """CaseReopened: the department took its job up again, so the case is watched for its due date again
+        (the standing decision's; once overdue for it already, not flagged a second time)."""
+        stream = await reads.stream(event.case_id)
+        history = [e.data for e in stream if e.version <= event.version]
+        if imported_from(history) is not None:
+            return Decision()
+        return Decision(writes=track_reopened_case(event.case_id, history))
 
     async def mark_overdue(self, now: datetime, limit: int = 200) -> int:
         """Append CaseOverdue once for each open case past its due date; safe with several routers."""

@@ -6,28 +6,26 @@ import asyncio
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from pydantic import Field
 
 from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
-from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
-from civicflow.eventstore import ConcurrencyConflict, EventStore, PostgresEventStore
+from civicflow.events import CaseRerouted, CaseRouted
+from civicflow.eventstore import PostgresEventStore
 from civicflow.http_server import InProcessHttpServer
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
-from services.workorder_bridge.connector import DepartmentConnector, Outcome, RestWorkOrderConnector
-from services.workorder_bridge.domain import StatusReport, events_for_status, report_may_act
+from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
+from services.workorder_bridge.updates import UpdateRecorder, city_connectors
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 
 log = structlog.get_logger(__name__)
 
-RECORD_ATTEMPTS = 5
 WEBHOOK_SECRET_SETTING = "CIVICFLOW_WEBHOOK_SECRET"
 WEBHOOK_SECRET_FILE = "webhook.key"
 
@@ -48,6 +46,8 @@ class BridgeSettings(KernelSettings):
     # empty: in development one generated under state_dir and shared with the sample department system;
     # in production the bridge refuses to start (civicflow.secrets)
     webhook_secret: str = ""
+    # how far a webhook's X-Civicflow-Timestamp may be from our clock, either way, before it is refused
+    webhook_tolerance_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""
@@ -57,103 +57,6 @@ class BridgeSettings(KernelSettings):
     def callback_url(self) -> str:
         base = self.bridge_public_url or f"http://127.0.0.1:{self.bridge_http_port}"
         return base.rstrip("/") + WEBHOOK_PATH
-
-
-class StatusReportRecorder:
-    """Records a department's status report once: the status_updates row and the events in one transaction.
-
-    A report is a duplicate when it was recorded before (same status and changed_at: a redelivery) or
-    when it says nothing new (the latest report's status and note again: a system that stamps a fresh
-    time on every resend would otherwise resolve the case twice). A report older than the latest one
-    recorded is outdated: it arrived late and would turn a done job back. A reopened job (done, in
-    progress, done) is three changes; a new note on the same status is a change. The case is resolved by
-    the first `done` only (domain.events_for_status), and only by the work order of the standing routing
-    decision (domain.report_may_act): later reports, and reports on replaced work orders, are the work
-    order's changes."""
-
-    def __init__(self, engine: AsyncEngine, store: EventStore) -> None:
-        self._engine = engine
-        self._store = store
-
-    async def __call__(self, report: StatusReport) -> Outcome:
-        for attempt in range(1, RECORD_ATTEMPTS + 1):
-            try:
-                return await self._record_once(report)
-            except ConcurrencyConflict:
-                # Another event reached the case between our read and our append: decide again on it.
-                if attempt == RECORD_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _record_once(self, report: StatusReport) -> Outcome:
-        async with self._engine.begin() as tx:
-            work_order = (
-                await tx.execute(
-                    text(
-                        "SELECT case_id, correlation_id, opened_by_event FROM workorder_bridge.work_orders"
-                        " WHERE department_id = :d AND external_id = :x FOR UPDATE"  # one report at a time
-                    ),
-                    {"d": report.department_id, "x": report.external_id},
-                )
-            ).first()
-            if work_order is None:
-                return Outcome.UNKNOWN_WORK_ORDER
-            latest = (
-                await tx.execute(
-                    text(
-                        "SELECT status, note, changed_at FROM workorder_bridge.status_updates"
-                        " WHERE department_id = :d AND external_id = :x"
-                        " ORDER BY changed_at DESC, recorded_at DESC LIMIT 1"
-                    ),
-                    {"d": report.department_id, "x": report.external_id},
-                )
-            ).first()
-            if latest is not None and (latest.status, latest.note) == (report.status, report.note):
-                return Outcome.DUPLICATE
-            if latest is not None and report.changed_at < latest.changed_at:
-                return Outcome.OUTDATED
-            first_time = (
-                await tx.execute(
-                    text(
-                        "INSERT INTO workorder_bridge.status_updates"
-                        " (department_id, external_id, status, changed_at, note) VALUES (:d, :x, :s, :t, :n)"
-                        " ON CONFLICT DO NOTHING RETURNING status"
-                    ),
-                    {
-                        "d": report.department_id,
-                        "x": report.external_id,
-                        "s": report.status,
-                        "t": report.changed_at,
-                        "n": report.note,
-                    },
-                )
-            ).first()
-            if first_time is None:
-                return Outcome.DUPLICATE
-            # The case's other work orders (after a reroute) are not under our row lock: appending at the
-            # version we read makes two reports resolving the case at once conflict, and the loser re-reads.
-            stream = await self._store.read_stream(tx, work_order.case_id)
-            metadata = EventMetadata(
-                correlation_id=work_order.correlation_id,
-                causation_id=None,
-                # who acted: the department's system, known by the webhook's shared secret
-                actor=f"department:{report.department_id}",
-                channel="department-system",
-            )
-            with structlog.contextvars.bound_contextvars(
-                case_id=str(work_order.case_id), correlation_id=str(work_order.correlation_id)
-            ):
-                acts = report_may_act(stream, work_order.opened_by_event)
-                await self._store.append(
-                    tx,
-                    work_order.case_id,
-                    stream[-1].version if stream else 0,
-                    events_for_status(report, acts),
-                    metadata,
-                    occurred_at=report.changed_at,
-                )
-                log.info("work order status recorded", acts_on_case=acts)
-        return Outcome.RECORDED
 
 
 def close_on_stop(connector: RestWorkOrderConnector) -> Task:
@@ -186,7 +89,8 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     policies = {CaseRouted.event_type: opener, CaseRerouted.event_type: opener}
     reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, SERVICE, store))
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
-    webhooks = create_webhook_app(StatusReportRecorder(engine, store), secret)
+    recorder = UpdateRecorder(engine, store, city_connectors(settings.city_file))
+    webhooks = create_webhook_app(recorder, secret, settings.webhook_tolerance_seconds)
     tasks.append(
         InProcessHttpServer(
             webhooks,

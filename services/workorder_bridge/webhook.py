@@ -1,8 +1,10 @@
-"""The inbound webhook: departments' systems POST signed status changes here; served by uvicorn in-process."""
+"""The inbound webhook of the rest_webhook kind: departments' systems POST signed, timestamped status changes
+here, in their own words; served by uvicorn in-process."""
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from collections.abc import Callable
 
 import structlog
 from pydantic import ValidationError
@@ -11,17 +13,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.workorder_bridge.connector import Outcome
-from services.workorder_bridge.domain import SIGNATURE_HEADER, StatusReport, signature_is_valid
+from services.workorder_bridge.connector import ExternalUpdate, Outcome, RecordUpdate
+from services.workorder_bridge.domain import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    StatusReport,
+    signature_is_valid,
+    timestamp_problem,
+)
 
 log = structlog.get_logger(__name__)
 
 WEBHOOK_PATH = "/webhooks/work-orders"
 MAX_BODY_BYTES = 64 * 1024
-
-
-class StatusRecorder(Protocol):
-    async def __call__(self, report: StatusReport) -> Outcome: ...
+DEFAULT_TOLERANCE_SECONDS = 300.0
 
 
 def _error(status_code: int, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
@@ -49,17 +54,44 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_webhook_app(record: StatusRecorder, secret: str) -> Starlette:
+def as_update(report: StatusReport) -> ExternalUpdate:
+    return ExternalUpdate(
+        external_id=report.external_id,
+        status=report.status,
+        changed_at=report.changed_at,
+        note=report.note,
+        update_id=report.update_id,
+        refers_to=report.refers_to,
+    )
+
+
+def create_webhook_app(
+    record: RecordUpdate,
+    secret: str,
+    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The webhook app. A delivery is accepted only signed over its X-Civicflow-Timestamp and body, and only
+    within `tolerance_seconds` of our `clock`: a body captured on the way cannot be replayed later, and a
+    redelivery made within the window is recorded once anyway (updates.UpdateRecorder)."""
+
     async def receive_status(request: Request) -> JSONResponse:
         try:
             body = await read_limited(request, MAX_BODY_BYTES)
         except BodyTooLarge:
             return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes; send one status report per request")
-        if not signature_is_valid(secret, body, request.headers.get(SIGNATURE_HEADER)):
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        problem = timestamp_problem(timestamp, clock(), tolerance_seconds)
+        if problem is not None:
+            log.warning("webhook timestamp refused")
+            return _error(401, problem)
+        assert timestamp is not None
+        if not signature_is_valid(secret, body, timestamp.strip(), request.headers.get(SIGNATURE_HEADER)):
             log.warning("webhook signature rejected")
             return _error(
                 401,
-                f"missing or wrong {SIGNATURE_HEADER}: sign the raw body with HMAC-SHA256 and the shared secret",
+                f"missing or wrong {SIGNATURE_HEADER}: sign '<{TIMESTAMP_HEADER}>.' followed by the raw body with"
+                " HMAC-SHA256 and the shared secret",
             )
         try:
             report = StatusReport.model_validate_json(body)
@@ -70,9 +102,9 @@ def create_webhook_app(record: StatusRecorder, secret: str) -> Starlette:
             ]
             return _error(400, "the status report is not valid", details)
         with structlog.contextvars.bound_contextvars(
-            external_id=report.external_id, department_id=report.department_id, status=report.status
+            external_id=report.external_id, department_id=report.department_id
         ):
-            outcome = await record(report)
+            outcome = await record(report.department_id, as_update(report))
             log.info("status report received", outcome=outcome.value)
         if outcome is Outcome.UNKNOWN_WORK_ORDER:
             return _error(404, f"no work order {report.external_id!r} of department {report.department_id!r}")

@@ -13,34 +13,45 @@ from uuid import UUID
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from civicflow.backoff import Backoff
 from civicflow.db import make_engine
+from civicflow.department_systems import ConnectorSpec
 from civicflow.events import (
     CaseEvent,
     CaseNeedsTriage,
     CaseRecategorised,
     CaseRerouted,
+    CaseResolved,
     CaseRouted,
     CaseSubmitted,
     EventMetadata,
     Location,
     RecordedEvent,
     ResolutionDisputed,
+    WorkOrderReferred,
     WorkOrderRejected,
+    WorkOrderStatusChanged,
 )
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
-from services.workorder_bridge.connector import DepartmentUnavailable, OpenedWorkOrder, RestWorkOrderConnector
-from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
-from services.workorder_bridge.main import StatusReportRecorder
+from services.workorder_bridge.connector import (
+    DepartmentUnavailable,
+    ExternalUpdate,
+    OpenedWorkOrder,
+    Outcome,
+    RestWorkOrderConnector,
+)
+from services.workorder_bridge.domain import WorkOrderRequest
 from services.workorder_bridge.opener import WorkOrderOpener
+from services.workorder_bridge.updates import UpdateRecorder
 
 pytestmark = pytest.mark.integration
 STORE = PostgresEventStore()
@@ -74,6 +85,33 @@ class CountingConnector:
             self.lose_next_answer = False
             raise DepartmentUnavailable(f"{department_id}: the answer was lost (ReadTimeout)")
         return opened
+
+
+class Recorder(UpdateRecorder):
+    """The real recorder, with a shorthand for one update in the department's words."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, STORE, {"streets": ConnectorSpec(kind="rest_webhook"), "water": WATER})
+
+    def report(
+        self,
+        external_id: str,
+        status: str,
+        changed_at: datetime,
+        note: str | None = None,
+        *,
+        department_id: str = "streets",
+        update_id: str | None = None,
+        refers_to: str | None = None,
+    ) -> Awaitable[Outcome]:
+        update = ExternalUpdate(external_id, status, changed_at, note, update_id=update_id, refers_to=refers_to)
+        return self(department_id, update)
+
+
+# water's system speaks its own words for two of our statuses
+WATER = ConnectorSpec.model_validate(
+    {"kind": "rest_webhook", "statuses": {"reverse": {"Crew Booked": "action_scheduled", "Finished": "resolved"}}}
+)
 
 
 class Department:
@@ -283,15 +321,11 @@ async def test_each_status_report_is_recorded_once_and_only_if_it_says_something
     case = await routed_case(engine, "streets")
     await opener(case)
     external_id = await external_id_of(engine, case.case_id)
-    record = StatusReportRecorder(engine, STORE)
+    record = Recorder(engine)
 
     async def report(status: str, minutes: int, note: str | None = None) -> str:
         changed_at = NOW + timedelta(minutes=minutes)
-        outcome = await record(
-            StatusReport(
-                external_id=external_id, department_id="streets", status=status, changed_at=changed_at, note=note
-            )
-        )
+        outcome = await record.report(external_id, status, changed_at, note)
         return outcome.value
 
     assert [
@@ -342,22 +376,12 @@ async def test_a_second_done_from_another_report_resolves_nothing_again(
     case = await routed_case(engine, "streets")
     await opener(case)
     external_id = await external_id_of(engine, case.case_id)
-    record = StatusReportRecorder(engine, STORE)
-    forged = StatusReport(
-        external_id=external_id, department_id="streets", status="done", changed_at=NOW, note="Confirm your details"
-    )
-    crew = StatusReport(
-        external_id=external_id,
-        department_id="streets",
-        status="done",
-        changed_at=NOW + timedelta(hours=2),
-        note="Repaired by crew 2",
-    )
-    rejected = StatusReport(
-        external_id=external_id, department_id="streets", status="rejected", changed_at=NOW + timedelta(hours=3)
-    )
-
-    outcomes = [await record(forged), await record(crew), await record(rejected)]
+    record = Recorder(engine)
+    outcomes = [
+        await record.report(external_id, "done", NOW, "Confirm your details"),
+        await record.report(external_id, "resolved", NOW + timedelta(hours=2), "Repaired by crew 2"),
+        await record.report(external_id, "rejected", NOW + timedelta(hours=3)),
+    ]
 
     assert [o.value for o in outcomes] == ["recorded", "recorded", "recorded"]
     assert (await types(engine, case.case_id)).count("CaseResolved") == 1
@@ -385,27 +409,25 @@ async def test_after_a_dispute_only_the_reopened_work_order_resolves_or_rejects_
     case = await routed_case(engine, "streets")
     await opener(case)
     disputed_order = await work_order_opened_by(engine, case)
-    record = StatusReportRecorder(engine, STORE)
+    record = Recorder(engine)
 
-    def report(external_id: str, status: str, hours: float, note: str) -> StatusReport:
-        return StatusReport(
-            external_id=external_id, department_id="streets", status=status, changed_at=later(hours), note=note
-        )
+    def report(external_id: str, status: str, hours: float, note: str) -> Awaitable[Outcome]:
+        return record.report(external_id, status, later(hours), note)
 
-    await record(report(disputed_order, "done", 1, "Filled"))
+    await report(disputed_order, "done", 1, "Filled")
     await append(engine, case.case_id, ResolutionDisputed(channel="voice", call_sid="CA" + "1" * 32))
     reopened = await append(engine, case.case_id, rerouted_to("streets"))
     await opener(reopened)
     reopened_order = await work_order_opened_by(engine, reopened)
 
-    resent = await record(report(disputed_order, "done", 2, "Filled, resent with a new note"))
-    late_refusal = await record(report(disputed_order, "rejected", 3, "not ours after all"))
+    resent = await report(disputed_order, "done", 2, "Filled, resent with a new note")
+    late_refusal = await report(disputed_order, "rejected", 3, "not ours after all")
 
     assert [resent.value, late_refusal.value] == ["recorded", "recorded"]
     assert (await types(engine, case.case_id))[-2:] == ["WorkOrderStatusChanged", "WorkOrderStatusChanged"], (
         "the disputed work order neither resolves the reopened case again nor sends it away"
     )
-    await record(report(reopened_order, "done", 4, "Filled properly"))
+    await report(reopened_order, "done", 4, "Filled properly")
     assert (await types(engine, case.case_id))[-2:] == ["WorkOrderStatusChanged", "CaseResolved"]
 
 
@@ -553,14 +575,149 @@ async def test_two_work_orders_of_one_case_reporting_done_at_once_resolve_it_onc
             )
         ).all()
     assert len(work_orders) == 2
-    record = StatusReportRecorder(engine, STORE)
+    record = Recorder(engine)
 
     outcomes = await asyncio.gather(
-        *(
-            record(StatusReport(external_id=x, department_id=d, status="done", changed_at=NOW, note=f"done by {d}"))
-            for d, x in work_orders
-        )
+        *(record.report(x, "done", NOW, f"done by {d}", department_id=d) for d, x in work_orders)
     )
 
     assert [o.value for o in outcomes] == ["recorded", "recorded"]
     assert (await types(engine, case.case_id)).count("CaseResolved") == 1
+
+
+# --- updates in our vocabulary ---------------------------------------------------------------------
+
+
+async def opened_case(engine: AsyncEngine, opener: OpenerUnderTest, department_id: str = "streets") -> tuple[UUID, str]:
+    case = await routed_case(engine, department_id)
+    await opener(case)
+    return case.case_id, await external_id_of(engine, case.case_id)
+
+
+async def events_after_opening(engine: AsyncEngine, case_id: UUID) -> list[CaseEvent]:
+    return [e.data for e in await stream(engine, case_id)][3:]
+
+
+async def test_an_update_numbered_by_their_system_is_recorded_once_whatever_time_a_replay_carries(
+    engine: AsyncEngine, opener: OpenerUnderTest
+) -> None:
+    case_id, external_id = await opened_case(engine, opener)
+    record = Recorder(engine)
+
+    outcomes = [
+        await record.report(external_id, "in_progress", later(1), "crew on site", update_id="u-1"),
+        await record.report(external_id, "in_progress", later(2), "crew still on site", update_id="u-1"),
+        await record.report(external_id, "resolved", later(3), "Filled", update_id="u-1"),
+        await record.report(external_id, "resolved", later(3), "Filled", update_id="u-2"),
+    ]
+
+    assert [o.value for o in outcomes] == ["recorded", "duplicate", "duplicate", "recorded"]
+    assert (await types(engine, case_id))[3:] == ["WorkOrderStatusChanged", "WorkOrderStatusChanged", "CaseResolved"]
+
+
+async def test_their_words_are_mapped_by_the_departments_connector_and_an_unknown_one_is_noted_and_counted(
+    engine: AsyncEngine, opener: OpenerUnderTest
+) -> None:
+    case_id, external_id = await opened_case(engine, opener, "water")
+    record = Recorder(engine)
+    counted = REGISTRY.get_sample_value(
+        "civicflow_workorder_unmapped_status_total", {"department": "water", "kind": "rest_webhook"}
+    )
+
+    await record.report(external_id, "Crew Booked", later(1), department_id="water")
+    await record.report(external_id, "awaiting parts", later(2), "valve on order", department_id="water")
+    await record.report(external_id, "Finished", later(3), "Main repaired", department_id="water")
+
+    booked, unmapped, finished, resolved = await events_after_opening(engine, case_id)
+    assert booked == WorkOrderStatusChanged(
+        external_id=external_id, status="action_scheduled", external_status="Crew Booked"
+    )
+    assert unmapped == WorkOrderStatusChanged(
+        external_id=external_id, status="unmapped", note="valve on order", external_status="awaiting parts"
+    )
+    assert isinstance(finished, WorkOrderStatusChanged) and finished.status == "resolved"
+    assert isinstance(resolved, CaseResolved) and resolved.resolution == "Main repaired"
+    after = REGISTRY.get_sample_value(
+        "civicflow_workorder_unmapped_status_total", {"department": "water", "kind": "rest_webhook"}
+    )
+    assert after == (counted or 0) + 1
+
+
+async def test_a_reopened_job_reopens_the_case_and_its_next_resolved_resolves_it_again(
+    engine: AsyncEngine, opener: OpenerUnderTest
+) -> None:
+    case_id, external_id = await opened_case(engine, opener)
+    record = Recorder(engine)
+
+    await record.report(external_id, "resolved", later(1), "Filled")
+    await record.report(external_id, "reopened", later(2), "failed inspection")
+    await record.report(external_id, "in_progress", later(3), "crew back")
+    await record.report(external_id, "resolved", later(4), "Filled properly")
+    await record.report(external_id, "reopened", later(5), "Filled properly")  # what a late echo could be
+
+    assert [type(e).__name__ for e in await events_after_opening(engine, case_id)] == [
+        "WorkOrderStatusChanged",
+        "CaseResolved",
+        "WorkOrderStatusChanged",
+        "CaseReopened",
+        "WorkOrderStatusChanged",
+        "WorkOrderStatusChanged",
+        "CaseResolved",
+        "WorkOrderStatusChanged",
+        "CaseReopened",
+    ]
+
+
+async def test_a_replaced_work_order_reopening_its_job_only_records_its_change(
+    engine: AsyncEngine, opener: OpenerUnderTest
+) -> None:
+    case = await routed_case(engine, "streets")
+    await opener(case)
+    first = await work_order_opened_by(engine, case)
+    moved = await append(engine, case.case_id, rerouted_to("water"))
+    await opener(moved)
+    second = await work_order_opened_by(engine, moved)
+    record = Recorder(engine)
+
+    await record.report(second, "resolved", later(1), "done by water", department_id="water")
+    await record.report(first, "reopened", later(2), "we had another look")
+
+    assert (await types(engine, case.case_id))[-3:] == [
+        "WorkOrderStatusChanged",
+        "CaseResolved",
+        "WorkOrderStatusChanged",
+    ]
+
+
+@pytest.mark.parametrize(("refers_to", "to"), [("water", "water"), ("county-roads", None), (None, None)])
+async def test_an_internal_referral_names_the_department_when_the_bridge_knows_it(
+    engine: AsyncEngine, opener: OpenerUnderTest, refers_to: str | None, to: str | None
+) -> None:
+    case_id, external_id = await opened_case(engine, opener)
+
+    await Recorder(engine).report(external_id, "internal_referral", later(1), "a water main", refers_to=refers_to)
+
+    *_, referred = await events_after_opening(engine, case_id)
+    assert referred == WorkOrderReferred(
+        department_id="streets", to_department_id=to, external_id=external_id, note="a water main"
+    )
+
+
+async def test_a_duplicate_resolves_the_case_as_one_and_cancelled_sends_it_back_to_the_router(
+    engine: AsyncEngine, opener: OpenerUnderTest
+) -> None:
+    duplicate_case, duplicate_order = await opened_case(engine, opener)
+    cancelled_case, cancelled_order = await opened_case(engine, opener)
+    record = Recorder(engine)
+
+    await record.report(duplicate_order, "duplicate", later(1), refers_to="T-000001")
+    await record.report(cancelled_order, "cancelled", later(1), "crew withdrawn")
+
+    *_, resolved = await events_after_opening(engine, duplicate_case)
+    assert resolved == CaseResolved(resolution="a duplicate of T-000001", resolved_at=later(1), duplicate_of="T-000001")
+    *_, rejected = await events_after_opening(engine, cancelled_case)
+    assert rejected == WorkOrderRejected(
+        department_id="streets",
+        reason="the department cancelled its work order: crew withdrawn",
+        external_id=cancelled_order,
+    )

@@ -10,6 +10,7 @@ from civicflow.events import (
     CaseEvent,
     CaseNeedsTriage,
     CaseOverdue,
+    CaseReopened,
     CaseRerouted,
     CaseResolved,
     CaseRouted,
@@ -20,6 +21,7 @@ from civicflow.events import (
     RecordedEvent,
     ResolutionDisputed,
     WorkOrderOpened,
+    WorkOrderReferred,
     WorkOrderStatusChanged,
 )
 from civicflow.ids import uuid7
@@ -241,3 +243,61 @@ def test_a_texts_delivery_report_reads_as_a_line_saying_whether_it_arrived_and_w
     ]
     after = apply(routed, recorded(4, delivered))[0]
     assert replace(after, last_version=3, updated_at=routed.updated_at) == routed, "only the timeline changes"
+
+
+def test_the_extended_vocabulary_reads_on_the_timeline_and_in_the_status() -> None:
+    record, _ = fold(LIFE[:4])  # up to the work order opened
+    steps = [
+        (WorkOrderStatusChanged(external_id="WO-1", status="acknowledged", external_status="ack"), "acknowledged"),
+        (WorkOrderStatusChanged(external_id="WO-1", status="action_scheduled", note="Tue"), "scheduled"),
+        (WorkOrderStatusChanged(external_id="WO-1", status="resolved", external_status="done"), "work_done"),
+    ]
+    stages, details = [], []
+    for version, (event, status) in enumerate(steps, 5):
+        record, entry = apply(record, recorded(version, event))
+        assert record.status == status and entry is not None
+        stages.append(entry.stage)
+        details.append(entry.detail)
+    assert stages == ["work_order_acknowledged", "work_order_action_scheduled", "work_order_done"]
+    assert details[1] == "work order WO-1 is action scheduled: Tue"
+
+
+def test_a_status_no_mapping_knows_reads_as_what_the_department_reported_and_changes_no_status() -> None:
+    record, _ = fold(LIFE[:5])  # in progress
+    assert record is not None
+    unmapped = WorkOrderStatusChanged(
+        external_id="WO-1", status="unmapped", note="valve on order", external_status="awaiting parts"
+    )
+    after, entry = apply(record, recorded(6, unmapped))
+    assert after.status == "in_progress"
+    assert entry is not None and entry.stage == "work_order_unmapped"
+    assert entry.detail == "Public Works - Streets reported 'awaiting parts' (not a status we map): valve on order"
+    hostile = unmapped.model_copy(update={"external_status": "see http://evil.example", "note": None})
+    _, shown = apply(record, recorded(6, hostile))
+    assert shown is not None and "evil" not in shown.detail
+
+
+def test_a_referral_and_a_reopened_job_read_on_the_timeline_and_reopened_shows_in_the_status() -> None:
+    record, _ = fold(LIFE)  # resolved
+    assert record is not None and record.status == "resolved"
+    reopened, entry = apply(
+        record, recorded(8, CaseReopened(department_id="streets", external_id="WO-1", note="failed inspection"))
+    )
+    assert reopened.status == "reopened"
+    assert entry is not None and entry.detail == "streets reopened work order WO-1: failed inspection"
+    working, _ = apply(reopened, recorded(9, WorkOrderStatusChanged(external_id="WO-1", status="in_progress")))
+    assert working.status == "in_progress", "the reopened job's progress shows again"
+    _, referred = apply(
+        record, recorded(8, WorkOrderReferred(department_id="streets", to_department_id="water", external_id="WO-1"))
+    )
+    _, unnamed = apply(record, recorded(8, WorkOrderReferred(department_id="streets", external_id="WO-1")))
+    assert referred is not None and referred.detail == "streets referred it to water"
+    assert unnamed is not None and unnamed.detail == "streets referred it on, naming no department we know"
+
+
+def test_a_duplicate_reads_as_resolved_as_a_duplicate_of_the_other_request() -> None:
+    record, _ = fold(LIFE[:6])
+    duplicate = CaseResolved(resolution="a duplicate of QGPE-J5S", resolved_at=T0, duplicate_of="QGPE-J5S")
+    after, entry = apply(record, recorded(7, duplicate))
+    assert (after.status, after.resolution) == ("resolved", "a duplicate of QGPE-J5S")
+    assert entry is not None and entry.detail == "resolved: a duplicate of QGPE-J5S"

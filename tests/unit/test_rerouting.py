@@ -5,16 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from civicflow.events import (
     CaseEvent,
     CaseNeedsTriage,
     CaseRecategorised,
+    CaseReopened,
     CaseRerouted,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
     Location,
     ResolutionDisputed,
+    WorkOrderReferred,
     WorkOrderRejected,
     stands_resolved,
 )
@@ -115,3 +119,87 @@ def test_a_dispute_of_an_unresolved_case_changes_nothing() -> None:
     first = route_new_case(RULES, SUBMITTED, "phone")
     disputed = ResolutionDisputed(call_sid="CA1")
     assert reopen(RULES, [SUBMITTED, first, disputed], datetime(2026, 12, 7, tzinfo=UTC), "phone") is None
+
+
+# --- internal referrals and a department reopening its job --------------------------------------
+
+
+def referral(to: str | None, by: str = "streets") -> WorkOrderReferred:
+    return WorkOrderReferred(department_id=by, to_department_id=to, external_id="WO-1", note="not ours")
+
+
+def test_a_referral_to_a_department_goes_there_by_the_rule_that_places_it_there() -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    referred = referral("water")
+    decision = reroute(RULES, [SUBMITTED, first, referred], referred, "phone")
+    assert isinstance(decision, CaseRerouted)
+    assert (decision.department_id, decision.rule_id, decision.previous_department_id) == (
+        "water",
+        "gas-smell",
+        "streets",
+    )
+    assert decision.reason == "referred by streets"
+
+
+def test_a_referral_to_a_department_no_rule_places_it_at_goes_there_all_the_same_without_a_due_date() -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    assert isinstance(first, CaseRouted)
+    referred = referral("animals")
+    decision = reroute(RULES, [SUBMITTED, first, referred], referred, "phone")
+    assert isinstance(decision, CaseRerouted)
+    assert (decision.department_id, decision.department_name, decision.due_at) == ("animals", "Animal Control", None)
+    assert decision.priority == first.priority and decision.reason == "referred by streets"
+    assert decision.explanation == ["streets referred the case to animals; no rule places it there"]
+
+
+@pytest.mark.parametrize("to", [None, "county-roads", "streets"])
+def test_a_referral_naming_no_department_we_know_places_the_case_again_without_the_referrer(to: str | None) -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    referred = referral(to)
+    decision = reroute(RULES, [SUBMITTED, first, referred], referred, "phone")
+    assert isinstance(decision, CaseRerouted) and decision.department_id == "water"
+    assert decision.reason == "streets referred it on without naming a department we know"
+
+
+def test_referrals_count_as_turn_downs_so_a_case_bounced_around_reaches_triage() -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    to_water = referral("water")
+    second = reroute(RULES, [SUBMITTED, first, to_water], to_water, "phone")
+    assert isinstance(second, CaseRerouted) and second.department_id == "water"
+    back = referral("streets", by="water")
+    third = reroute(RULES, [SUBMITTED, first, to_water, second, back], back, "phone")
+    assert isinstance(third, CaseNeedsTriage) and "turned down 2 times (streets, water)" in third.reason
+
+
+def test_a_later_rejection_skips_the_department_that_referred_the_case_on() -> None:
+    plain = SUBMITTED.model_copy(update={"description": "a big branch fell"})
+    first = route_new_case(RULES, plain, "phone")
+    referred = referral("parks")
+    second = reroute(RULES, [plain, first, referred], referred, "phone")
+    assert isinstance(second, CaseRerouted) and second.department_id == "parks"
+    change = CaseRecategorised(service_code="POTHOLE", previous_service_code="TREE_DOWN", reason="a hole")
+    third = reroute(RULES, [plain, first, referred, second, change], change, "phone")
+    assert isinstance(third, CaseRerouted | CaseNeedsTriage)
+    assert not (isinstance(third, CaseRerouted) and third.department_id == "streets"), "streets said not theirs"
+
+
+def test_a_late_referral_by_a_department_that_no_longer_holds_the_case_changes_nothing() -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    no = WorkOrderRejected(department_id="streets", reason="not ours")
+    second = reroute(RULES, [SUBMITTED, first, no], no, "phone")
+    late = referral("parks")
+    assert reroute(RULES, [SUBMITTED, first, no, second, late], late, "phone") is None  # type: ignore[list-item]
+
+
+def test_a_case_its_department_reopened_no_longer_stands_resolved_and_can_be_turned_down_or_resolved_again() -> None:
+    first = route_new_case(RULES, SUBMITTED, "phone")
+    resolved = CaseResolved(resolution="Branch removed.", resolved_at=datetime(2026, 11, 25, 16, tzinfo=UTC))
+    reopened = CaseReopened(department_id="streets", external_id="WO-1", note="more branches")
+    history: list[CaseEvent] = [SUBMITTED, first, resolved, reopened]
+    assert not stands_resolved(history)
+    assert stands_resolved([*history, resolved])
+    # the resident disputing it now changes nothing: the department has it open already
+    disputed = ResolutionDisputed(call_sid="CA1")
+    assert reopen(RULES, [*history, disputed], datetime(2026, 12, 7, tzinfo=UTC), "phone") is None
+    no = WorkOrderRejected(department_id="streets", reason="not ours after all")
+    assert isinstance(reroute(RULES, [*history, no], no, "phone"), CaseRerouted)

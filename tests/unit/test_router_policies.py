@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import cast
 
 from civicflow.events import (
+    CaseOverdue,
     CaseRecategorised,
+    CaseReopened,
     CaseRerouted,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
     Location,
+    WorkOrderReferred,
     WorkOrderRejected,
 )
 from civicflow.ids import uuid7
@@ -114,3 +117,39 @@ async def test_a_resolved_case_is_no_longer_watched() -> None:
     resolved = recorded(CaseResolved(resolution="filled", resolved_at=AT), case_id=case_id, version=7, at=AT)
     decision = await a_router().on_resolved(resolved, StoredStreams().reads_of())
     assert decision.appends == [] and [w.params for w in decision.writes] == [{"c": case_id}]
+
+
+async def test_a_referral_is_placed_with_the_department_it_names() -> None:
+    case_id = uuid7()
+    routed = route_new_case(RULES, SUBMITTED, "phone")
+    referred = WorkOrderReferred(department_id="streets", to_department_id="water", external_id="WO-1")
+    stream = [recorded(e, case_id=case_id, version=v, at=AT) for v, e in enumerate([SUBMITTED, routed, referred], 1)]
+
+    decision = await in_order(a_router().policies())([stream[2]], StoredStreams(*stream).reads_of())
+
+    [append] = decision.appends
+    [rerouted] = append.events
+    assert isinstance(rerouted, CaseRerouted) and rerouted.department_id == "water"
+    assert rerouted.reason == "referred by streets"
+
+
+async def test_a_case_its_department_reopened_is_watched_for_its_due_date_again_and_flagged_once() -> None:
+    case_id = uuid7()
+    routed = route_new_case(RULES, SUBMITTED, "phone")
+    assert isinstance(routed, CaseRouted) and routed.due_at is not None
+    resolved = CaseResolved(resolution="filled", resolved_at=AT)
+    reopened = CaseReopened(department_id="streets", external_id="WO-1")
+    life = [SUBMITTED, routed, resolved, reopened]
+    stream = [recorded(e, case_id=case_id, version=v, at=AT) for v, e in enumerate(life, 1)]
+
+    decision = await in_order(a_router().policies())([stream[3]], StoredStreams(*stream).reads_of())
+
+    assert decision.appends == []
+    assert [w.params for w in decision.writes] == [
+        {"c": case_id, "d": "streets", "due": routed.due_at, "overdue": None}
+    ]
+    overdue = CaseOverdue(department_id="streets", due_at=routed.due_at)
+    flagged = [SUBMITTED, routed, overdue, resolved, reopened]
+    stream = [recorded(e, case_id=case_id, version=v, at=AT) for v, e in enumerate(flagged, 1)]
+    decision = await a_router().on_reopened(stream[4], StoredStreams(*stream).reads_of())
+    assert [w.params["overdue"] for w in decision.writes] == [routed.due_at], "not flagged overdue twice"
