@@ -22,6 +22,9 @@ from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.workorder_bridge.connector import DepartmentConnector, Outcome, RestWorkOrderConnector
 from services.workorder_bridge.domain import StatusReport, events_for_status, report_may_act
+from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, grpc_departments, servicer_entry
+from services.workorder_bridge.grpc_outbox import GrpcOutbox
+from services.workorder_bridge.interim_recorder import StatusReportsInTheirWords
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 
@@ -48,6 +51,11 @@ class BridgeSettings(KernelSettings):
     # empty: in development one generated under state_dir and shared with the sample department system;
     # in production the bridge refuses to start (civicflow.secrets)
     webhook_secret: str = ""
+    # the grpc connector (WorkOrderSync): how often an open stream looks for new messages, when it sends again
+    # what was not acknowledged, and how long after the department's client was last there it counts as down
+    workorder_grpc_poll_seconds: float = 0.2
+    workorder_grpc_redeliver_seconds: float = 30.0
+    workorder_grpc_client_window_seconds: float = 60.0
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""
@@ -186,7 +194,17 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     policies = {CaseRouted.event_type: opener, CaseRerouted.event_type: opener}
     reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, SERVICE, store))
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
-    webhooks = create_webhook_app(StatusReportRecorder(engine, store), secret)
+    recorder = StatusReportRecorder(engine, store)
+    webhooks = create_webhook_app(recorder, secret)
+    on_grpc = grpc_departments(settings.city_file)
+    timing = FeedTiming(
+        settings.workorder_grpc_poll_seconds,
+        settings.workorder_grpc_redeliver_seconds,
+        settings.workorder_grpc_client_window_seconds / 3,
+    )
+    work_order_sync = WorkOrderSyncServicer(
+        GrpcOutbox(engine), on_grpc, StatusReportsInTheirWords(recorder, on_grpc), timing
+    )
     tasks.append(
         InProcessHttpServer(
             webhooks,
@@ -196,7 +214,15 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
             "CIVICFLOW_BRIDGE_HTTP_PORT",
         )
     )
-    return ServiceProcess(SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks)
+    return ServiceProcess(
+        SERVICE,
+        settings,
+        engine,
+        settings.bridge_grpc_port,
+        consumer=consumer,
+        servicers=[servicer_entry(work_order_sync)],
+        tasks=tasks,
+    )
 
 
 async def run() -> None:
