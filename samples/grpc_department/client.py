@@ -108,6 +108,10 @@ class WorkOrderFiles:
         draft.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         os.replace(draft, path)
 
+    def mark_connected(self) -> None:
+        """`.connected` in the folder: the launcher waits for it (this sample serves no port to wait for)."""
+        (self.folder / ".connected").touch()
+
     def seen(self, message_id: str) -> bool:
         return message_id in self._seen
 
@@ -205,6 +209,7 @@ class DepartmentClient:
         try:
             await call.wait_for_connection()
             self.connected.set()
+            self.files.mark_connected()
             log.info("pulling work orders", department_id=self.department_id)
             while not stop.is_set():
                 reading = asyncio.ensure_future(call.read())
