@@ -31,6 +31,8 @@ Clock = Callable[[], datetime]
 STEPS = ("acknowledged", "in_progress", "resolved")
 FOLDER = "grpc_department"
 KEY_FILE = "client.key"
+ACK_EVERY = 50
+ACK_QUIET_SECONDS = 0.1
 
 
 def utc_now() -> datetime:
@@ -202,29 +204,43 @@ class DepartmentClient:
                 pause = min(pause * 2, 10.0)
 
     async def _pull_once(self, stop: asyncio.Event) -> None:
+        """One stream. Acknowledgements are gathered: sent when the stream goes quiet for a moment or every
+        ACK_EVERY messages, so a burst of work orders costs a few calls, not one each (and stays within the
+        key's rate limit)."""
         call = self._stub.WorkOrders(
             work_orders_pb2.WorkOrdersRequest(department_id=self.department_id), metadata=self._metadata
         )
         stopping = asyncio.create_task(stop.wait())
+        reading: asyncio.Future[Any] | None = None
+        stored_up_to, unacknowledged = 0, 0
         try:
             await call.wait_for_connection()
             self.connected.set()
             self.files.mark_connected()
             log.info("pulling work orders", department_id=self.department_id)
             while not stop.is_set():
-                reading = asyncio.ensure_future(call.read())
-                done, _ = await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if reading not in done:
-                    reading.cancel()
+                reading = reading or asyncio.ensure_future(call.read())
+                quiet = ACK_QUIET_SECONDS if unacknowledged else None
+                done, _ = await asyncio.wait({reading, stopping}, timeout=quiet, return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
                     break
-                message = reading.result()
+                if not done or unacknowledged >= ACK_EVERY:
+                    await self.acknowledge(stored_up_to)
+                    unacknowledged = 0
+                    if not done:
+                        continue
+                message, reading = reading.result(), None
                 if message is grpc.aio.EOF:
                     break
                 if not self.files.seen(message.message_id):
                     self.files.receive(message, self._clock())
                     log.info("work-order message stored", kind=message.WhichOneof("body"), sequence=message.sequence)
-                await self.acknowledge(message.sequence)
+                stored_up_to, unacknowledged = message.sequence, unacknowledged + 1
+            if unacknowledged:
+                await self.acknowledge(stored_up_to)
         finally:
+            if reading is not None:
+                reading.cancel()
             stopping.cancel()
             call.cancel()
             self.connected.clear()

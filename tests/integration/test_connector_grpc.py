@@ -39,7 +39,7 @@ from tests.connector_contract import ConnectorContract, a_request
 
 pytestmark = pytest.mark.integration
 
-CLIENT_WINDOW = 2.0  # the department's client counts as gone this long after it was last there
+CLIENT_WINDOW = 4.0  # the department's client counts as gone this long after it was last there
 TIMING = FeedTiming(poll_seconds=0.05, redeliver_seconds=1.0, heartbeat_seconds=0.2)
 
 
