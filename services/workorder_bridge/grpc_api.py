@@ -100,7 +100,7 @@ def _timestamp_problem(stamp: Timestamp, now: datetime) -> str | None:
 def report_violations(request: work_orders_pb2.ReportStatusRequest, now: datetime) -> Violations:
     """What is wrong with a status report, field by field (pure)."""
     problems: Violations = []
-    if not request.external_id:
+    if not request.external_id.strip():
         problems.append(("external_id", "is required: the external_id of the WorkOrder you were sent"))
     elif problem := _text_problem(request.external_id, MAX_ID_CHARS):
         problems.append(("external_id", problem))

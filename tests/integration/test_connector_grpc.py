@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,9 @@ from uuid import uuid4
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,7 +28,10 @@ from civicflow.access import AccessControl, Gatekeeper
 from civicflow.api_clients import PostgresClientDirectory, create_client, revoke_client
 from civicflow.apikeys import ApiKey, RateLimiter, Scope, call_metadata, department_scope
 from civicflow.department_systems import ConnectorSpec
+from civicflow.events import CaseRouted, EventMetadata
+from civicflow.eventstore import PostgresEventStore
 from civicflow.grpc_errors import field_violations
+from civicflow.ids import uuid7
 from civicflow.infra import free_port
 from civicflow.runtime import build_grpc_server
 from civicflow.settings import KernelSettings
@@ -33,11 +40,15 @@ from samples.grpc_department.client import DepartmentClient, WorkOrderFiles
 from services.workorder_bridge.connector import ExternalUpdate, Outcome
 from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, servicer_entry
 from services.workorder_bridge.grpc_outbox import GrpcOutbox
+from services.workorder_bridge.interim_recorder import StatusReportsInTheirWords
 from services.workorder_bridge.kinds.grpc import GrpcConnector
+from services.workorder_bridge.main import StatusReportRecorder
 from tests.conftest import eventually
 from tests.connector_contract import ConnectorContract, a_request
 
 pytestmark = pytest.mark.integration
+STORE = PostgresEventStore()
+ALL_CHECKS = list(HealthCheck)
 
 CLIENT_WINDOW = 4.0  # the department's client counts as gone this long after it was last there
 TIMING = FeedTiming(poll_seconds=0.05, redeliver_seconds=1.0, heartbeat_seconds=0.2)
@@ -337,6 +348,7 @@ async def test_hostile_reports_are_refused_field_by_field_and_record_nothing(eng
             (a_report(water, sent, their_status="   "), "their_status"),
             (a_report(water, "", their_status="done"), "external_id"),
             (a_report(water, "W" * 101), "external_id"),
+            (a_report(water, "   "), "external_id"),
             (a_report(water, sent, changed_at=Timestamp(seconds=1_800_000_000, nanos=-1)), "changed_at"),
             (a_report(water, sent, changed_at=Timestamp(seconds=1_800_000_000, nanos=2_000_000_000)), "changed_at"),
             (a_report(water, sent, changed_at=far), "changed_at"),
@@ -464,3 +476,119 @@ async def test_the_feed_tables_hold_nothing_personal(engine: AsyncEngine) -> Non
             )
         ).scalar_one()
     assert set(body) == {"tracking_number", "service_code", "summary", "due_at", "priority", "attributes"}
+
+
+# --- generated reports, through the bridge's real recorder --------------------------------------------------
+
+HONEST = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,  # a work order the feed never carried
+    grpc.StatusCode.PERMISSION_DENIED,  # another department
+}
+
+
+async def routed_case(engine: AsyncEngine, department_id: str, external_id: str) -> None:
+    """What the bridge holds for an opened work order: the case's CaseRouted and the work_orders row."""
+    case_id, correlation = uuid7(), uuid7()
+    routed = CaseRouted(
+        department_id=department_id,
+        department_name="Water Department",
+        priority="normal",
+        due_at=None,
+        rule_id="test",
+        rule_set_version="test",
+    )
+    async with engine.begin() as tx:
+        [event] = await STORE.append(tx, case_id, 0, [routed], EventMetadata(correlation_id=correlation, actor="test"))
+        await tx.execute(
+            text(
+                "INSERT INTO workorder_bridge.work_orders"
+                " (department_id, external_id, case_id, system, opened_by_event, correlation_id)"
+                " VALUES (:d, :x, :c, 'grpc', :e, :r)"
+            ),
+            {"d": department_id, "x": external_id, "c": case_id, "e": event.event_id, "r": correlation},
+        )
+
+
+def reports(department_id: str, external_id: str) -> st.SearchStrategy[work_orders_pb2.ReportStatusRequest]:
+    """Each field good three times in four (so some reports are wholly good), else anything at all."""
+
+    def mostly(good: st.SearchStrategy[object], hostile: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+        return st.one_of(good, good, good, hostile)
+
+    texts = st.text(max_size=130)
+    now = int(datetime.now(UTC).timestamp())  # a generated input; no outcome depends on the clock
+    stamps = mostly(
+        st.builds(Timestamp, seconds=st.integers(946_684_800, now), nanos=st.integers(0, 999_999_999)),
+        st.builds(Timestamp, seconds=st.integers(-(2**62), 2**62), nanos=st.integers(-(2**31), 2**31 - 1)),
+    )
+    common = {
+        "department_id": mostly(st.just(department_id), texts),
+        "external_id": mostly(st.just(external_id), texts),
+        "note": mostly(st.sampled_from(["", "crew on site", "fixed\nnew valve"]), st.text(max_size=2100)),
+        "update_id": mostly(st.just(""), texts),
+        "refers_to": mostly(st.sampled_from(["", "CT-1234"]), texts),
+        "changed_at": stamps,
+    }
+    their_words = mostly(st.sampled_from(["done", "in_progress", "Awaiting Parts", "FIXED"]), texts)
+    theirs = st.builds(work_orders_pb2.ReportStatusRequest, their_status=their_words, **common)
+    ours = st.builds(
+        work_orders_pb2.ReportStatusRequest, our_status=mostly(st.integers(1, 11), st.integers(-5, 20)), **common
+    )
+    return st.one_of(theirs, ours)
+
+
+async def test_generated_reports_get_honest_answers_and_only_accepted_ones_are_recorded(engine: AsyncEngine) -> None:
+    water = unique("water")
+    spec = ConnectorSpec(kind="grpc")
+    key = (await create_client(engine, unique("water-system"), frozenset({department_scope(water)}))).reveal()
+    outbox = GrpcOutbox(engine)
+    recorder = StatusReportsInTheirWords(StatusReportRecorder(engine, STORE), {water: spec})
+    servicer = WorkOrderSyncServicer(outbox, {water: spec}, recorder, TIMING)
+    port = free_port()
+    gatekeeper = Gatekeeper(PostgresClientDirectory(engine), RateLimiter(1e6, 1_000_000))
+    server = await build_grpc_server(
+        port, [servicer_entry(servicer)], "workorder_bridge", KernelSettings(), AccessControl(gatekeeper)
+    )
+    await server.start()
+    sent = (await GrpcConnector(water, spec, outbox).open_work_order(a_request(), str(uuid4()))).external_id
+    await routed_case(engine, water, sent)
+    answers: Counter[str] = Counter()
+    recorded = 0
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            send = channel.unary_unary(
+                "/civicflow.v1.WorkOrderSync/ReportStatus",
+                request_serializer=work_orders_pb2.ReportStatusRequest.SerializeToString,
+                response_deserializer=work_orders_pb2.ReportStatusResponse.FromString,
+            )
+
+            @hypothesis_settings(
+                max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+            )
+            @given(request=reports(water, sent))
+            def report(request: work_orders_pb2.ReportStatusRequest) -> None:
+                nonlocal recorded
+                try:
+                    reply = send(request, metadata=call_metadata(key), timeout=30)
+                    code = grpc.StatusCode.OK
+                    recorded += reply.outcome == work_orders_pb2.ReportStatusResponse.OUTCOME_RECORDED
+                except grpc.RpcError as error:
+                    code = error.code()
+                    assert "Traceback" not in (error.details() or "") and "SELECT" not in (error.details() or "")
+                answers[code.name] += 1
+                assert code in HONEST, f"{code.name} for {str(request)[:300]!r}"
+
+            await asyncio.to_thread(report)
+    finally:
+        await server.stop(None)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT count(*) FROM workorder_bridge.status_updates WHERE department_id = :d"), {"d": water}
+            )
+        ).scalar_one()
+    print(f"generated ReportStatus answers: {dict(answers)}, recorded {recorded}")
+    assert rows == recorded, "a refused report records nothing"
+    assert answers["OK"] > 0 and answers["INVALID_ARGUMENT"] > 0
