@@ -51,9 +51,8 @@ from samples.grpc_department.client import DepartmentClient, WorkOrderFiles
 from services.workorder_bridge.domain import WorkOrderRequest
 from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, servicer_entry
 from services.workorder_bridge.grpc_outbox import GrpcOutbox
-from services.workorder_bridge.interim_recorder import StatusReportsInTheirWords
 from services.workorder_bridge.kinds.grpc import GrpcConnector
-from services.workorder_bridge.main import StatusReportRecorder
+from services.workorder_bridge.main import grpc_report_recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = PostgresEventStore()
@@ -114,7 +113,7 @@ async def measure(url: str, count: int, state_dir: Path) -> dict[str, Any]:
     engine = make_engine(url)
     spec = ConnectorSpec(kind="grpc", services={"WATER_LEAK": "LEAK"})
     outbox = GrpcOutbox(engine)
-    recorder = StatusReportsInTheirWords(StatusReportRecorder(engine, STORE), {DEPARTMENT: spec})
+    recorder = grpc_report_recorder(engine, STORE, {DEPARTMENT: spec})
     servicer = WorkOrderSyncServicer(outbox, {DEPARTMENT: spec}, recorder, FeedTiming(poll_seconds=0.05))
     port = free_port()
     gatekeeper = Gatekeeper(PostgresClientDirectory(engine), RateLimiter(1e6, 1_000_000))

@@ -40,9 +40,8 @@ from samples.grpc_department.client import DepartmentClient, WorkOrderFiles
 from services.workorder_bridge.connector import ExternalUpdate, Outcome
 from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, servicer_entry
 from services.workorder_bridge.grpc_outbox import GrpcOutbox
-from services.workorder_bridge.interim_recorder import StatusReportsInTheirWords
 from services.workorder_bridge.kinds.grpc import GrpcConnector
-from services.workorder_bridge.main import StatusReportRecorder
+from services.workorder_bridge.main import grpc_report_recorder
 from tests.conftest import eventually
 from tests.connector_contract import ConnectorContract, a_request
 
@@ -544,7 +543,7 @@ async def test_generated_reports_get_honest_answers_and_only_accepted_ones_are_r
     spec = ConnectorSpec(kind="grpc")
     key = (await create_client(engine, unique("water-system"), frozenset({department_scope(water)}))).reveal()
     outbox = GrpcOutbox(engine)
-    recorder = StatusReportsInTheirWords(StatusReportRecorder(engine, STORE), {water: spec})
+    recorder = grpc_report_recorder(engine, STORE, {water: spec})
     servicer = WorkOrderSyncServicer(outbox, {water: spec}, recorder, TIMING)
     port = free_port()
     gatekeeper = Gatekeeper(PostgresClientDirectory(engine), RateLimiter(1e6, 1_000_000))
