@@ -154,7 +154,8 @@ def parse_scopes(names: Iterable[str]) -> frozenset[str]:
                     f"no scope {name!r}; choose from {known}, workorders:<department_id> (or all)"
                 ) from None
     if not chosen:
-        raise ValueError(f"give at least one scope, e.g. --scope submit --scope track (known: {', '.join(Scope)})")
+        known = ", ".join([*(s.value for s in Scope if s in ALL_SCOPES), "workorders:<department_id>"])
+        raise ValueError(f"give at least one scope, e.g. --scope submit --scope track (known: {known})")
     return frozenset(chosen)
 
 
