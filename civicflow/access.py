@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,14 +21,21 @@ from civicflow.apikeys import (
     Clock,
     MalformedKey,
     RateLimiter,
+    Scope,
     ShortMemory,
     call_metadata,
+    grants,
     key_from_metadata,
     secret_matches,
 )
 from civicflow.grpc_wrapping import answer_of, answered_by
 
 log = structlog.get_logger(__name__)
+
+# The client whose keyed call is being answered, scopes and key id with it, for a servicer that decides more
+# than the method's scope (WorkOrderSync: which department a key may act for). Set for unary and
+# server-streaming calls alike.
+CALLER: ContextVar[ApiClient | None] = ContextVar("civicflow_caller", default=None)
 
 
 class ClientDirectory(Protocol):
@@ -90,6 +98,11 @@ class Gatekeeper:
         return method.startswith(OPEN_SERVICES) or (self._open_reflection and method.startswith(REFLECTION_SERVICES))
 
     async def admit(self, method: str, metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+        """The name of the client the call is for (None for open methods), or a Refusal saying why not."""
+        client = await self.admit_client(method, metadata)
+        return None if client is None else client.name
+
+    async def admit_client(self, method: str, metadata: Iterable[tuple[str, str | bytes]]) -> ApiClient | None:
         if self.is_open(method):
             return None
         reflection = method.startswith(REFLECTION_SERVICES)  # any valid key may list the methods
@@ -126,13 +139,14 @@ class Gatekeeper:
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"the API key of '{client.name}' was revoked; ask for a new one (`civicflow keys create`)",
             )
-        if scope is not None and scope not in client.scopes:
+        if scope is not None and not grants(client.scopes, scope):
+            named = f"{scope}:<department_id>" if scope is Scope.WORK_ORDERS else scope
             raise Refusal(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"key '{client.name}' lacks scope '{scope}' (needed for {_short(method)}); a key with it is made"
-                f" with `civicflow keys create NAME --scope {scope}`",
+                f"key '{client.name}' lacks scope '{named}' (needed for {_short(method)}); a key with it is made"
+                f" with `civicflow keys create NAME --scope {named}`",
             )
-        return client.name
+        return client
 
     async def _client(self, key: ApiKey) -> ApiClient | None:
         """The client the key belongs to, when its secret is right."""
@@ -176,18 +190,38 @@ def _refusing(handler: grpc.RpcMethodHandler, refusal: Refusal) -> grpc.RpcMetho
     return grpc.stream_stream_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
 
 
-def _on_behalf_of(handler: grpc.RpcMethodHandler, client: str) -> grpc.RpcMethodHandler:
-    """The same unary handler, answering with CALLING_CLIENT set, so what it records names the client."""
+def _on_behalf_of(handler: grpc.RpcMethodHandler, client: ApiClient) -> grpc.RpcMethodHandler:
+    """The same unary handler, answering with CALLING_CLIENT and CALLER set, so what it records names the
+    client."""
     answer: Handler = handler.unary_unary
 
     async def answered(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = CALLING_CLIENT.set(client)
+        token, caller = CALLING_CLIENT.set(client.name), CALLER.set(client)
         try:
             return await answer_of(answer, request, context)
         finally:
+            CALLER.reset(caller)
             CALLING_CLIENT.reset(token)
 
     return answered_by(handler, answered)
+
+
+def _streaming_on_behalf_of(handler: grpc.RpcMethodHandler, client: ApiClient) -> grpc.RpcMethodHandler:
+    """The same server-streaming handler (an async generator, as ours are), with CALLING_CLIENT and CALLER
+    set while it runs. grpc.aio runs each call in a task of its own, so nothing here leaks into another."""
+    stream: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]] = handler.unary_stream
+
+    async def streamed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        CALLING_CLIENT.set(client.name)
+        CALLER.set(client)
+        async for message in stream(request, context):
+            yield message
+
+    return grpc.unary_stream_rpc_method_handler(
+        streamed,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class AccessControl(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio has no type hints
@@ -206,13 +240,17 @@ class AccessControl(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.a
         if handler is None or self._gatekeeper.is_open(method):
             return handler
         try:
-            client = await self._gatekeeper.admit(method, handler_call_details.invocation_metadata or ())
+            client = await self._gatekeeper.admit_client(method, handler_call_details.invocation_metadata or ())
         except Refusal as refusal:
             log.info("gRPC call refused", method=method, code=refusal.code.name)
             return _refusing(handler, refusal)
-        if client is None or handler.unary_unary is None:
+        if client is None:
             return handler
-        return _on_behalf_of(handler, client)
+        if handler.unary_unary is not None:
+            return _on_behalf_of(handler, client)
+        if handler.unary_stream is not None:
+            return _streaming_on_behalf_of(handler, client)
+        return handler
 
 
 class SendsApiKey(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]

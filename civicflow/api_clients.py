@@ -12,7 +12,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from civicflow.apikeys import ALL_SCOPES, CLIENT_NAME, ApiKey, MalformedKey, Scope, secret_matches
+from civicflow.apikeys import ALL_SCOPES, CLIENT_NAME, ApiKey, MalformedKey, Scope, is_department_scope, secret_matches
 
 LOCAL_CLI = "local-cli"
 _SCOPE_NAMES = frozenset(s.value for s in Scope)
@@ -23,7 +23,7 @@ class ApiClient:
     key_id: str
     name: str
     secret_sha256: str
-    scopes: frozenset[Scope]
+    scopes: frozenset[str]  # Scope members, and `workorders:<department_id>` for each department it acts for
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -40,7 +40,9 @@ def _client(row: Row[Any]) -> ApiClient:
         found["name"],
         found["secret_sha256"],
         # a scope this version does not know (written by a newer one) grants nothing here
-        frozenset(Scope(s) for s in found["scopes"] if s in _SCOPE_NAMES),
+        frozenset(
+            Scope(s) if s in _SCOPE_NAMES else s for s in found["scopes"] if s in _SCOPE_NAMES or is_department_scope(s)
+        ),
         found["created_at"],
         found["last_used_at"],
         found["revoked_at"],
@@ -50,7 +52,7 @@ def _client(row: Row[Any]) -> ApiClient:
 _COLUMNS = "key_id, name, secret_sha256, scopes, created_at, last_used_at, revoked_at"
 
 
-async def create_client(engine: AsyncEngine, name: str, scopes: frozenset[Scope]) -> ApiKey:
+async def create_client(engine: AsyncEngine, name: str, scopes: frozenset[str]) -> ApiKey:
     """A new key for `name`; the only time its secret exists outside the caller's hands."""
     if not CLIENT_NAME.match(name):
         raise ClientRefused(
@@ -65,7 +67,7 @@ async def create_client(engine: AsyncEngine, name: str, scopes: frozenset[Scope]
                     "INSERT INTO access.api_clients (key_id, name, secret_sha256, scopes)"
                     " VALUES (:id, :name, :hash, :scopes)"
                 ),
-                {"id": key.key_id, "name": name, "hash": key.secret_hash, "scopes": sorted(s.value for s in scopes)},
+                {"id": key.key_id, "name": name, "hash": key.secret_hash, "scopes": sorted(str(s) for s in scopes)},
             )
     except IntegrityError:
         raise ClientRefused(
@@ -120,10 +122,12 @@ class PostgresClientDirectory:
             )
 
 
-async def local_key(engine: AsyncEngine, kept: str | None, name: str = LOCAL_CLI) -> str:
-    """The key for this machine's CLI, with every scope: `kept` (from the state folder's cli.key) while the
-    database still knows it live; otherwise (first start, a fresh database) the old live key of `name` is
-    revoked and a new one made, which the caller keeps."""
+async def local_key(
+    engine: AsyncEngine, kept: str | None, name: str = LOCAL_CLI, scopes: frozenset[str] = ALL_SCOPES
+) -> str:
+    """The key for this machine's CLI, with every scope (or a sample system's, with its own): `kept` (from the
+    state folder's key file) while the database still knows it live; otherwise (first start, a fresh database)
+    the old live key of `name` is revoked and a new one made, which the caller keeps."""
     try:
         key = ApiKey.parse(kept) if kept else None
     except MalformedKey:
@@ -134,7 +138,7 @@ async def local_key(engine: AsyncEngine, kept: str | None, name: str = LOCAL_CLI
         key
         and stored
         and stored.revoked_at is None
-        and stored.scopes >= ALL_SCOPES
+        and stored.scopes >= scopes
         and secret_matches(key.secret, stored.secret_sha256)
     ):
         return key.reveal()
@@ -142,7 +146,7 @@ async def local_key(engine: AsyncEngine, kept: str | None, name: str = LOCAL_CLI
         await revoke_client(engine, name)
     except ClientRefused:
         pass  # none live
-    return (await create_client(engine, name, ALL_SCOPES)).reveal()
+    return (await create_client(engine, name, scopes)).reveal()
 
 
 def read_key_file(path: Path) -> str | None:

@@ -32,9 +32,15 @@ class Scope(StrEnum):
     # Reserved for departments reporting work-order status over gRPC (today they use the signed
     # webhook); a key may hold it already so departments need no new key when that method comes.
     STATUS_REPORT = "status-report"
+    # WorkOrderSync (services/workorder_bridge/grpc_api.py): a department's own system pulling its work orders
+    # and reporting their status. Never granted bare: a key holds `workorders:<department_id>` for each
+    # department it may act for, and the servicer checks the department of every call.
+    WORK_ORDERS = "workorders"
 
 
-ALL_SCOPES = frozenset(Scope)
+# `all` is every scope a person at the city uses; a department's work orders are its own system's business.
+ALL_SCOPES = frozenset(Scope) - {Scope.WORK_ORDERS}
+DEPARTMENT_SCOPE_PREFIX = f"{Scope.WORK_ORDERS.value}:"
 
 # Every keyed method and the one scope it needs. A method of ours missing here is refused to every
 # key (fail closed), so a new RPC cannot go out open by accident: add it here.
@@ -45,6 +51,9 @@ METHOD_SCOPES: Mapping[str, Scope] = {
     "/civicflow.v1.CaseQueryService/GetCase": Scope.TRACK,
     "/civicflow.v1.RoutingService/ExplainRoute": Scope.RULES_READ,
     "/civicflow.v1.RoutingService/ReloadRules": Scope.RULES_ADMIN,
+    "/civicflow.v1.WorkOrderSync/WorkOrders": Scope.WORK_ORDERS,
+    "/civicflow.v1.WorkOrderSync/Acknowledge": Scope.WORK_ORDERS,
+    "/civicflow.v1.WorkOrderSync/ReportStatus": Scope.WORK_ORDERS,
 }
 # Load balancers and orchestrators check health without a key.
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
@@ -101,20 +110,52 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
 
 
-def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
-    """Scopes by name; 'all' stands for every scope. An unknown name is an error that lists the known ones."""
-    chosen: set[Scope] = set()
+_DEPARTMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # civicflow.codes' department id
+
+
+def department_scope(department_id: str) -> str:
+    """The scope that lets a key act for one department's work orders: `workorders:<department_id>`."""
+    return DEPARTMENT_SCOPE_PREFIX + department_id
+
+
+def is_department_scope(name: str) -> bool:
+    department = name.removeprefix(DEPARTMENT_SCOPE_PREFIX)
+    return department != name and _DEPARTMENT_ID.match(department) is not None
+
+
+def grants(scopes: frozenset[str], needed: Scope) -> bool:
+    """Whether a key's scopes let it call a method needing `needed`: a department's scope admits the
+    WorkOrderSync methods, and the servicer then checks the department."""
+    if needed is Scope.WORK_ORDERS:
+        return any(is_department_scope(s) for s in scopes)
+    return needed in scopes
+
+
+def parse_scopes(names: Iterable[str]) -> frozenset[str]:
+    """Scopes by name; 'all' stands for every scope a person uses, `workorders:<department_id>` lets a
+    department's system act for that department. An unknown name is an error that lists the known ones."""
+    chosen: set[str] = set()
     for name in names:
         if name == "all":
             chosen |= ALL_SCOPES
-            continue
-        try:
-            chosen.add(Scope(name))
-        except ValueError:
-            known = ", ".join(s.value for s in Scope)
-            raise ValueError(f"no scope {name!r}; choose from {known} (or all)") from None
+        elif is_department_scope(name):
+            chosen.add(name)
+        elif name.startswith(Scope.WORK_ORDERS.value):
+            raise ValueError(
+                f"{name!r}: work orders are granted per department: write workorders:<department_id>,"
+                " e.g. workorders:water (the department id as in the city file)"
+            )
+        else:
+            try:
+                chosen.add(Scope(name))
+            except ValueError:
+                known = ", ".join(s.value for s in Scope if s in ALL_SCOPES)
+                raise ValueError(
+                    f"no scope {name!r}; choose from {known}, workorders:<department_id> (or all)"
+                ) from None
     if not chosen:
-        raise ValueError(f"give at least one scope, e.g. --scope submit --scope track (known: {', '.join(Scope)})")
+        known = ", ".join([*(s.value for s in Scope if s in ALL_SCOPES), "workorders:<department_id>"])
+        raise ValueError(f"give at least one scope, e.g. --scope submit --scope track (known: {known})")
     return frozenset(chosen)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import uuid4
 
@@ -72,7 +72,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio has no type hints
     """Answers undecodable requests with INVALID_ARGUMENT, and an exception a servicer did not turn into
     a status with INTERNAL and an error id, logged with the error's kind and where it was raised.
-    Streaming methods (health Watch, reflection) pass through: none of ours streams."""
+    Server-streaming methods of ours (WorkOrderSync.WorkOrders, async generators) are guarded the same way;
+    other streaming methods (health Watch, reflection) pass through."""
 
     async def intercept_service(
         self,
@@ -80,30 +81,59 @@ class RequestGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.ai
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is not None and handler.unary_stream is not None and method.startswith("/civicflow."):
+            return _guarded_stream(handler, method)
         if handler is None or handler.unary_unary is None:
             return handler
-        answer, method = handler.unary_unary, handler_call_details.method
+        answer = handler.unary_unary
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, Undecodable):
-                await abort_with(
-                    context,
-                    invalid_argument(
-                        [("request", f"is not a valid {request.message_name} (corrupt bytes or invalid UTF-8)")]
-                    ),
-                )
+            await _refuse_undecodable(request, context)
             try:
                 return await answer_of(answer, request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception as exc:
-                error_id = uuid4().hex[:12]
-                frames = traceback.extract_tb(exc.__traceback__)
-                where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-                log.error("gRPC call failed", method=method, error_id=error_id, error=_kind(exc), where=where)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL,
-                    f"the server could not answer this request; quote error id {error_id} when you report it",
-                )
+                await _internal(exc, method, context)
 
         return answered_by(handler, guarded, _tolerant(handler.request_deserializer))
+
+
+async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, Undecodable):
+        await abort_with(
+            context,
+            invalid_argument([("request", f"is not a valid {request.message_name} (corrupt bytes or invalid UTF-8)")]),
+        )
+
+
+async def _internal(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+    error_id = uuid4().hex[:12]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    log.error("gRPC call failed", method=method, error_id=error_id, error=_kind(exc), where=where)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"the server could not answer this request; quote error id {error_id} when you report it",
+    )
+
+
+def _guarded_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    stream: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]] = handler.unary_stream
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await _refuse_undecodable(request, context)
+        try:
+            async for message in stream(request, context):
+                yield message
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await _internal(exc, method, context)
+
+    return grpc.unary_stream_rpc_method_handler(
+        guarded,
+        request_deserializer=_tolerant(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )

@@ -18,7 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from civicflow.infra import Infrastructure, free_ports, wait_for_port
 
 SERVICES = ("intake", "router", "workorder_bridge", "notifier", "query")
-SAMPLES = ("smtp_sink", "sample_department", "sample_telephony")  # stand-ins for the city's outside world
+SAMPLES = ("smtp_sink", "sample_department", "sample_telephony", "grpc_department")  # the city's outside world
+# the sample city's department whose own integration pulls work orders over gRPC (samples/grpc_department)
+SAMPLE_GRPC_DEPARTMENT = "water"
 
 
 @dataclass
@@ -76,6 +78,11 @@ class SystemProcesses:
         return self.state_dir / "phone"
 
     @property
+    def grpc_department_dir(self) -> Path:
+        """The SAMPLE gRPC department's client key and, per department, a file per work order it pulled."""
+        return self.state_dir / "grpc_department"
+
+    @property
     def phone_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.phone}"
 
@@ -102,6 +109,8 @@ class SystemProcesses:
                 "CIVICFLOW_TELEPHONY_BASE_URL": self.phone_url,
                 "CIVICFLOW_NOTIFIER_HTTP_PORT": str(p.notifier_http),
                 "CIVICFLOW_TELEPHONY_INBOUND_URL": f"http://127.0.0.1:{p.notifier_http}/telephony/inbound",
+                "CIVICFLOW_SAMPLE_GRPC_DEPARTMENT": SAMPLE_GRPC_DEPARTMENT,
+                "CIVICFLOW_SAMPLE_GRPC_KEY_FILE": str(self.grpc_department_dir / "client.key"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -115,10 +124,14 @@ class SystemProcesses:
             "sample_department": "samples.department_workorders",
             "smtp_sink": "samples.smtp_sink",
             "sample_telephony": "samples.telephony",
+            "grpc_department": "samples.grpc_department",
         }[name]
         return [sys.executable, "-m", module]
 
     def start(self, name: str) -> None:
+        if name == "grpc_department":
+            self.keep_grpc_department_key()
+            self.grpc_department_connected().unlink(missing_ok=True)
         log_path = self.state_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = self.environment()
@@ -169,8 +182,39 @@ class SystemProcesses:
                 wait_for_port("127.0.0.1", self.ports.sample_department, timeout)
             elif name == "sample_telephony":
                 wait_for_port("127.0.0.1", self.ports.phone, timeout)
+            elif name == "grpc_department":  # a client: ready once the bridge let it pull (the bridge starts too)
+                wait_for_file(self.grpc_department_connected(), deadline, self.processes.get(name))
             else:
                 wait_serving(f"127.0.0.1:{self.ports.grpc(name)}", deadline, self.processes.get(name))
+
+    def grpc_department_connected(self) -> Path:
+        return self.grpc_department_dir / SAMPLE_GRPC_DEPARTMENT / ".connected"
+
+    def keep_grpc_department_key(self) -> None:
+        """The SAMPLE gRPC department's client key (scope workorders:water), made once per database and kept in
+        its folder as the CLI's is; named for the state folder, so systems sharing a database keep their own."""
+        import asyncio
+        import hashlib
+
+        from civicflow.api_clients import local_key, read_key_file, write_key_file
+        from civicflow.apikeys import department_scope
+        from civicflow.db import make_engine
+
+        path = self.grpc_department_dir / "client.key"
+        folder_digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:6]
+        name = f"sample-{SAMPLE_GRPC_DEPARTMENT}-system-{folder_digest}"
+
+        async def ensure() -> str:
+            engine = make_engine(self.infra.database_url, pool_size=1)
+            try:
+                scopes = frozenset({department_scope(SAMPLE_GRPC_DEPARTMENT)})
+                return await local_key(engine, read_key_file(path), name, scopes)
+            finally:
+                await engine.dispose()
+
+        key = asyncio.run(ensure())
+        if key != read_key_file(path):
+            write_key_file(path, key)
 
     def kill(self, name: str) -> None:
         """SIGKILL: the process gets no chance to finish anything."""
@@ -192,6 +236,16 @@ class SystemProcesses:
 
     def exited(self) -> dict[str, int]:
         return {name: code for name, p in self.processes.items() if (code := p.poll()) is not None}
+
+
+def wait_for_file(path: Path, deadline: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until a sample that serves no port says it is ready by writing `path`."""
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{path.parent.name}: the sample exited with code {process.returncode}; see its log")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear in time; see the sample's log")
+        time.sleep(0.1)
 
 
 def wait_serving(address: str, deadline: float, process: subprocess.Popen[bytes] | None = None) -> None:

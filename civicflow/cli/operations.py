@@ -36,7 +36,8 @@ def keys_create(
         list[str],
         typer.Option(
             help="What it may do, repeatable: submit, track, recategorise, preferences (set a resident's"
-            " channel), rules-read, rules-admin, status-report, or all"
+            " channel), rules-read, rules-admin, status-report, or all; a department's own system:"
+            " workorders:<department_id> (WorkOrderSync for that department only)"
         ),
     ],
 ) -> None:

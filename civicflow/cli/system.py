@@ -72,6 +72,8 @@ def dev(
                 f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (civicflow preferences TRACKING-NUMBER …)\n"
                 f"  sample department work-order system  http://127.0.0.1:{ports.sample_department}\n"
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
+                f"  SAMPLE gRPC department ({ports.workorder_bridge} WorkOrderSync) keeps its work orders in"
+                f" {system.grpc_department_dir}\n"
                 f"  sample telephony provider {system.phone_url}, texts and calls saved in {system.phone_dir}\n"
                 f"            (civicflow phone reply NUMBER \"TEXT\" / press NUMBER DIGITS / list)\n"
                 f"  metrics   http://127.0.0.1:<port>/metrics, port by service: {metrics}\n"

@@ -20,6 +20,8 @@ from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
+from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, grpc_departments, servicer_entry
+from services.workorder_bridge.grpc_outbox import GrpcOutbox
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.updates import UpdateRecorder, city_connectors
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
@@ -48,6 +50,11 @@ class BridgeSettings(KernelSettings):
     webhook_secret: str = ""
     # how far a webhook's X-Civicflow-Timestamp may be from our clock, either way, before it is refused
     webhook_tolerance_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # the grpc connector (WorkOrderSync): how often an open stream looks for new messages, when it sends again
+    # what was not acknowledged, and how long after the department's client was last there it counts as down
+    workorder_grpc_poll_seconds: float = 0.2
+    workorder_grpc_redeliver_seconds: float = 30.0
+    workorder_grpc_client_window_seconds: float = 60.0
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""
@@ -91,6 +98,13 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
     recorder = UpdateRecorder(engine, store, city_connectors(settings.city_file))
     webhooks = create_webhook_app(recorder, secret, settings.webhook_tolerance_seconds)
+    on_grpc = grpc_departments(settings.city_file)
+    timing = FeedTiming(
+        settings.workorder_grpc_poll_seconds,
+        settings.workorder_grpc_redeliver_seconds,
+        settings.workorder_grpc_client_window_seconds / 3,
+    )
+    work_order_sync = WorkOrderSyncServicer(GrpcOutbox(engine), on_grpc, recorder, timing)
     tasks.append(
         InProcessHttpServer(
             webhooks,
@@ -100,7 +114,15 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
             "CIVICFLOW_BRIDGE_HTTP_PORT",
         )
     )
-    return ServiceProcess(SERVICE, settings, engine, settings.bridge_grpc_port, consumer=consumer, tasks=tasks)
+    return ServiceProcess(
+        SERVICE,
+        settings,
+        engine,
+        settings.bridge_grpc_port,
+        consumer=consumer,
+        servicers=[servicer_entry(work_order_sync)],
+        tasks=tasks,
+    )
 
 
 async def run() -> None:

@@ -18,11 +18,12 @@ from civicflow.apikeys import (
     Scope,
     ShortMemory,
     actor,
+    grants,
     key_from_metadata,
     parse_scopes,
     secret_matches,
 )
-from civicflow.v1 import intake_pb2, notifier_pb2, query_pb2, routing_pb2
+from civicflow.v1 import intake_pb2, notifier_pb2, query_pb2, routing_pb2, work_orders_pb2
 from tests.grpc_metadata import ClientsInMemory
 
 SUBMIT = "/civicflow.v1.IntakeService/SubmitRequest"
@@ -59,7 +60,7 @@ def test_text_that_is_not_a_key_is_refused_with_its_expected_form(text: str) -> 
 def test_every_method_of_our_services_has_a_scope() -> None:
     ours = [
         f"/{service.full_name}/{method.name}"
-        for module in (intake_pb2, query_pb2, routing_pb2, notifier_pb2)
+        for module in (intake_pb2, query_pb2, routing_pb2, notifier_pb2, work_orders_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     ]
@@ -220,3 +221,15 @@ def test_the_actor_is_the_calling_client_inside_a_call_and_the_service_otherwise
         assert actor("intake") == "client:callcentre"
     finally:
         CALLING_CLIENT.reset(token)
+
+
+def test_work_orders_are_granted_per_department_and_never_by_all() -> None:
+    assert parse_scopes(["workorders:water", "track"]) == {"workorders:water", Scope.TRACK}
+    assert Scope.WORK_ORDERS not in parse_scopes(["all"]), "a person's key does not act as a department's system"
+    with pytest.raises(ValueError, match="write workorders:<department_id>"):
+        parse_scopes(["workorders"])
+    with pytest.raises(ValueError, match="granted per department"):
+        parse_scopes(["workorders:../etc"])
+    assert grants(frozenset({"workorders:water"}), Scope.WORK_ORDERS)
+    assert not grants(frozenset(ALL_SCOPES), Scope.WORK_ORDERS)
+    assert not grants(frozenset({"workorders:water"}), Scope.TRACK)
