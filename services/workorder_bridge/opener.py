@@ -37,12 +37,14 @@ from civicflow.events import (
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.unit_of_work import Decision, Reads, Statement, record
 from services.workorder_bridge.connector import (
-    DepartmentConnector,
+    Connector,
     DepartmentUnavailable,
     OpenedWorkOrder,
     WorkOrderRefused,
 )
+from services.workorder_bridge.connectors import DepartmentLookup
 from services.workorder_bridge.domain import submission_of, work_order_request
+from services.workorder_bridge.health import WORK_ORDERS_OPENED, HealthBook
 
 log = structlog.get_logger(__name__)
 
@@ -86,8 +88,9 @@ _PARK = text(
 
 
 class WorkOrderOpener:
-    """Opens the work order in the department's system, and decides the work order row and
-    WorkOrderOpened for the kernel to record with the inbox mark.
+    """Opens the work order in the routed department's own system (its connector, by the city file), and
+    decides the work order row and WorkOrderOpened (system = the connector's kind) for the kernel to record
+    with the inbox mark.
 
     The routing event's id is the Idempotency-Key, so a redelivery, a retry of a parked decision, a
     batch handled again one event at a time, or a crash between the HTTP call and the commit finds the
@@ -97,14 +100,16 @@ class WorkOrderOpener:
         self,
         engine: AsyncEngine,
         store: EventStore,
-        connector: DepartmentConnector,
+        departments: DepartmentLookup,
         callback_url: str,
         backoff: Backoff = PARKED_BACKOFF,
         clock: Clock = utc_now,
+        health: HealthBook | None = None,
     ) -> None:
         self._engine = engine
         self._store = store
-        self._connector = connector
+        self._departments = departments
+        self._health = health or HealthBook(clock)
         self._callback_url = callback_url
         self._backoff = backoff
         self._clock = clock
@@ -212,23 +217,35 @@ class WorkOrderOpener:
             self._callback_url,
             current_service_code(e.data for e in history),
         )
-        return await self._connector.open_work_order(routed.department_id, request, str(event.event_id))
+        connector = self._departments.for_department(routed.department_id)
+        try:
+            opened = await connector.open_work_order(request, str(event.event_id))
+        except WorkOrderRefused:
+            self._health.success(connector)  # it answered: refusing is not being down
+            raise
+        except Exception as exc:
+            self._health.failure(connector, describe_error(exc))
+            raise
+        self._health.success(connector)
+        return opened
 
     def _record(self, event: RecordedEvent, opened: OpenedWorkOrder) -> Decision:
         """The work order row, WorkOrderOpened, and nothing left parked for the case."""
         routed = event.data
         assert isinstance(routed, RoutingDecision)
+        connector: Connector = self._departments.for_department(routed.department_id)
         row = {
             "d": routed.department_id,
             "x": opened.external_id,
             "c": event.case_id,
-            "s": self._connector.system,
+            "s": connector.kind,
             "e": event.event_id,
             "r": event.metadata.correlation_id,
         }
         opened_event = WorkOrderOpened(
-            department_id=routed.department_id, system=self._connector.system, external_id=opened.external_id
+            department_id=routed.department_id, system=connector.kind, external_id=opened.external_id
         )
+        WORK_ORDERS_OPENED.labels(routed.department_id, connector.kind).inc()
         return Decision(
             appends=[StreamAppend(event.case_id, None, [opened_event], event.caused(SERVICE))],
             writes=[Statement(_RECORD_WORK_ORDER, row), Statement(_FORGET_PENDING, {"c": event.case_id})],

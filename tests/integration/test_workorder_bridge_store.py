@@ -38,6 +38,7 @@ from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
 from services.workorder_bridge.connector import DepartmentUnavailable, OpenedWorkOrder, RestWorkOrderConnector
+from services.workorder_bridge.connectors import DepartmentSystems, InterimRestConnector
 from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
 from services.workorder_bridge.main import StatusReportRecorder
 from services.workorder_bridge.opener import WorkOrderOpener
@@ -132,9 +133,8 @@ class OpenerUnderTest:
 
 @pytest.fixture
 def opener(engine: AsyncEngine, connector: CountingConnector) -> OpenerUnderTest:
-    policy = WorkOrderOpener(
-        engine, STORE, connector, "http://bridge.test/hook", Backoff(5.0, 300.0), clock=lambda: NOW
-    )
+    systems = DepartmentSystems(lambda department_id, spec: InterimRestConnector(department_id, connector), {})
+    policy = WorkOrderOpener(engine, STORE, systems, "http://bridge.test/hook", Backoff(5.0, 300.0), clock=lambda: NOW)
     return OpenerUnderTest(engine, policy)
 
 
