@@ -36,6 +36,7 @@ from civicflow.events import (
     CaseResolved,
     CaseSubmitted,
     RecordedEvent,
+    RoutingDecision,
     WorkOrderCancelled,
 )
 from civicflow.eventstore import EventStore, StreamAppend
@@ -67,6 +68,8 @@ def reason_to_cancel(event: RecordedEvent) -> str | None:
     data = event.data
     if isinstance(data, CaseRerouted):
         return f"the case was sent to {data.department_name}: {data.reason}"
+    if isinstance(data, RoutingDecision):
+        return f"the case was sent to {data.department_name}"
     if isinstance(data, CaseNeedsTriage):
         return f"the case was sent to the call centre's triage queue: {data.reason}"
     if isinstance(data, CaseResolved):
@@ -82,14 +85,20 @@ def idempotency_key(cause: UUID, external_id: str) -> str:
     return f"{cause}:{external_id}"
 
 
+# The case's work orders not cancelled or being cancelled: those recorded, and those a parked work order's retry
+# had opened when the case changed under it (opener.py: recorded on its next pass, unless cancelled first).
 _OPEN_WORK_ORDERS = text(
-    "SELECT w.department_id, w.external_id, w.opened_by_event FROM workorder_bridge.work_orders w"
-    " WHERE w.case_id = :c"
-    " AND NOT EXISTS (SELECT 1 FROM workorder_bridge.cancelled_work_orders k"
-    "   WHERE k.department_id = w.department_id AND k.external_id = w.external_id)"
+    "SELECT department_id, external_id, opened_by_event FROM ("
+    "  SELECT w.department_id, w.external_id, w.opened_by_event, w.opened_at FROM workorder_bridge.work_orders w"
+    "  WHERE w.case_id = :c"
+    "  UNION ALL"
+    "  SELECT p.department_id, p.opened_external_id, p.routed_event_id, p.first_failed_at"
+    "  FROM workorder_bridge.pending_work_orders p WHERE p.case_id = :c AND p.opened_external_id IS NOT NULL"
+    ") o WHERE NOT EXISTS (SELECT 1 FROM workorder_bridge.cancelled_work_orders k"
+    "   WHERE k.department_id = o.department_id AND k.external_id = o.external_id)"
     " AND NOT EXISTS (SELECT 1 FROM workorder_bridge.pending_cancellations p"
-    "   WHERE p.department_id = w.department_id AND p.external_id = w.external_id)"
-    " ORDER BY w.opened_at"
+    "   WHERE p.department_id = o.department_id AND p.external_id = o.external_id)"
+    " ORDER BY opened_at"
 )
 _PARKED_OPENING = text("SELECT 1 FROM workorder_bridge.pending_work_orders WHERE case_id = :c")
 _WAIT_FOR_PARKED_OPENING = text("SELECT 1 FROM workorder_bridge.pending_work_orders WHERE case_id = :c FOR UPDATE")
@@ -223,17 +232,7 @@ class WorkOrderCanceller:
 
     def _park(self, cause: RecordedEvent, department_id: str, external_id: str, reason: str, error: str) -> Statement:
         now = self._clock()
-        row = {
-            "d": department_id,
-            "x": external_id,
-            "c": cause.case_id,
-            "e": cause.event_id,
-            "reason": reason,
-            "now": now,
-            "next": now + self._backoff.after(1),
-            "error": error,
-        }
-        return Statement(_PARK_CANCELLATION, row)
+        return park_cancellation(cause, department_id, external_id, reason, now, error, now + self._backoff.after(1))
 
     async def retry_due(self, now: datetime) -> int:
         """Try every parked cancellation whose time has come, one transaction each; how many were recorded.
@@ -309,6 +308,29 @@ class WorkOrderCanceller:
                 "x": row.external_id,
             },
         )
+
+
+def park_cancellation(
+    cause: RecordedEvent,
+    department_id: str,
+    external_id: str,
+    reason: str,
+    now: datetime,
+    error: str,
+    due: datetime | None = None,
+) -> Statement:
+    """A cancellation that waits in pending_cancellations, tried again from `due` (default: at once)."""
+    row = {
+        "d": department_id,
+        "x": external_id,
+        "c": cause.case_id,
+        "e": cause.event_id,
+        "reason": reason,
+        "now": now,
+        "next": due or now,
+        "error": error,
+    }
+    return Statement(_PARK_CANCELLATION, row)
 
 
 def superseded(stream: Sequence[RecordedEvent], cause: RecordedEvent, rows: Sequence[Row[Any]]) -> list[Row[Any]]:

@@ -85,6 +85,8 @@ class SystemDouble:
     cancellations: dict[str, set[str]] = field(default_factory=dict)  # their id -> the keys it was cancelled by
     cancel_calls: list[tuple[str, str, str]] = field(default_factory=list)  # (their id, reason, key)
     log: list[ExternalUpdate] = field(default_factory=list)
+    gate: asyncio.Event | None = None  # set: opening a work order waits until the gate opens
+    opening: asyncio.Event = field(default_factory=asyncio.Event)  # set once an opening reached the system
 
     def cancelled(self, external_id: str) -> set[str]:
         return self.cancellations.get(external_id, set())
@@ -104,6 +106,9 @@ class DoubleConnector:
 
     async def open_work_order(self, request: WorkOrderRequest, idempotency_key: str) -> OpenedWorkOrder:
         self._answering()
+        self.system.opening.set()
+        if self.system.gate is not None:
+            await self.system.gate.wait()
         found = self.system.opened.setdefault(idempotency_key, f"{self.department_id}-{len(self.system.opened) + 1}")
         return OpenedWorkOrder(external_id=found, status="open")
 
@@ -200,7 +205,11 @@ class Bridge:
 
 @pytest.fixture
 async def engine(settings: KernelSettings) -> AsyncIterator[AsyncEngine]:
+    """The session's database, with nothing parked by an earlier test (the retry passes take every due row)."""
     engine = make_engine(settings.database_url)
+    async with engine.begin() as tx:
+        await tx.execute(text("DELETE FROM workorder_bridge.pending_work_orders"))
+        await tx.execute(text("DELETE FROM workorder_bridge.pending_cancellations"))
     yield engine
     await engine.dispose()
 
@@ -466,6 +475,49 @@ async def test_a_department_whose_system_cannot_cancel_is_told_once(
     assert f"Reference: {moved.event_id}:{first}" in body
     [cancelled] = await cancellations(engine, case.case_id)
     assert (cancelled.department_id, cancelled.how) == (city.code, "told")
+
+
+@pytest.mark.parametrize("consumer_first", [True, False], ids=["consumer-first", "retry-first"])
+async def test_a_parked_work_order_their_system_opens_as_the_case_moves_on_is_cancelled_once(
+    engine: AsyncEngine, bridge: Bridge, city: City, consumer_first: bool
+) -> None:
+    case = await routed_case(engine, city.streets)
+    streets = city.systems[city.streets]
+    streets.down = True
+    await bridge(case)  # parked
+    streets.down, streets.gate = False, asyncio.Event()
+    retrying = asyncio.create_task(bridge.opener.retry_due(later(1)))  # holds the parked row while it asks
+    await asyncio.wait_for(streets.opening.wait(), timeout=10)
+    moved = await append(engine, case.case_id, rerouted_to(city.water))  # the router decides meanwhile
+    if consumer_first:  # the bridge's consumer reaches the reroute while the retry still waits for streets
+        handling = asyncio.create_task(bridge(moved))
+
+        async def waiting_for_the_retry() -> bool:
+            return bool(await scalar(engine, "SELECT count(*) FROM pg_locks WHERE NOT granted"))
+
+        await eventually(waiting_for_the_retry, timeout=10, what="the canceller to wait for the parked opening")
+    streets.gate.set()
+    assert await asyncio.wait_for(retrying, timeout=10) == 0, "the case changed under the retry: nothing recorded"
+    [their_id] = streets.opened.values()
+    if consumer_first:
+        await asyncio.wait_for(handling, timeout=10)
+    else:
+        assert await bridge.opener.retry_due(later(2)) == 0  # records it, and parks its cancellation
+        assert await bridge.canceller.retry_due(later(2)) == 1
+        await bridge(moved)
+    assert await bridge.opener.retry_due(later(3)) == 0 and await bridge.canceller.retry_due(later(3)) == 0
+
+    assert streets.cancel_calls == [
+        (their_id, "the case was sent to Water: recategorised by a call-taker", f"{moved.event_id}:{their_id}")
+    ], "the work order the retry opened is not left open at the first department, and is cancelled once"
+    assert [c.department_id for c in await cancellations(engine, case.case_id)] == [city.streets]
+    assert city.water in await opened_in(engine, case.case_id)
+    assert (
+        await scalar(
+            engine, "SELECT count(*) FROM workorder_bridge.pending_work_orders WHERE case_id = :c", c=case.case_id
+        )
+        == 0
+    )
 
 
 async def test_a_work_order_never_opened_needs_no_cancelling_and_a_plain_resolution_cancels_nothing(

@@ -53,3 +53,7 @@ CREATE TABLE workorder_bridge.poll_cursors (
     cursor        text,
     polled_at     timestamptz NOT NULL
 );
+
+-- A parked work order their system opened while the case changed under the retry (its events could not be
+-- appended): the id their system gave it, so it is recorded next time, or cancelled if the change replaced it.
+ALTER TABLE workorder_bridge.pending_work_orders ADD COLUMN opened_external_id text;
