@@ -93,7 +93,13 @@ class HealthBook:
         self._note(Observation(connector.department_id, connector.kind, False, self._clock(), error[:500]))
 
     def _note(self, observation: Observation) -> None:
-        self._pending.setdefault(observation.department_id, []).append(observation)
+        # only a department's latest success and latest failure matter: however long the database is away,
+        # what waits for it stays two observations a department
+        noted = self._pending.setdefault(observation.department_id, [])
+        same = [o for o in noted if o.up == observation.up]
+        if same and same[0].at > observation.at:
+            return
+        noted[:] = [o for o in noted if o.up != observation.up] + [observation]
 
     async def flush(self, engine: AsyncEngine) -> int:
         """Write what was noted since the last flush, departments in one order (replicas never deadlock);
@@ -106,8 +112,9 @@ class HealthBook:
             async with engine.begin() as tx:
                 await tx.execute(_UPSERT, rows)
         except BaseException:
-            for department_id, observations in taken.items():
-                self._pending.setdefault(department_id, [])[:0] = observations
+            for observations in taken.values():
+                for observation in observations:
+                    self._note(observation)
             raise
         return len(rows)
 

@@ -56,7 +56,7 @@ from services.workorder_bridge.connector import (
     UpdatesPage,
 )
 from services.workorder_bridge.connectors import DepartmentSystems, builder_from
-from services.workorder_bridge.domain import WorkOrderRequest
+from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
 from services.workorder_bridge.health import HealthBook, refresh_gauges
 from services.workorder_bridge.main import BridgeSettings, InterimRecordUpdate, StatusReportRecorder, one_after_another
 from services.workorder_bridge.opener import WorkOrderOpener
@@ -722,3 +722,24 @@ def test_departments_status_shows_each_department_s_kind_health_and_what_waits(
     broken.write_text("departments:\n  x: {connector: {kind: open311}}\n")  # open311 needs an endpoint
     warned = runner.invoke(app, ["departments", "status", "--city-file", str(broken)], env=env)
     assert warned.exit_code == 0 and "departments.x.connector" in warned.output and "needs endpoint" in warned.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="domain.report_may_act (helper status's) stops at a later routing decision or a dispute, not at triage:"
+    " a work order cancelled because the case went to triage can still resolve it",
+)
+async def test_a_work_order_cancelled_for_triage_reports_only_changes(
+    engine: AsyncEngine, bridge: Bridge, city: City
+) -> None:
+    case = await routed_case(engine, city.streets)
+    await bridge(case)
+    order = (await opened_in(engine, case.case_id))[city.streets]
+    triage = CaseNeedsTriage(queue="call-centre", reason="turned down twice", rule_set_version="v1")
+    await bridge(await append(engine, case.case_id, triage))
+    assert len(await cancellations(engine, case.case_id)) == 1
+
+    record = StatusReportRecorder(engine, STORE)
+    late = StatusReport(external_id=order, department_id=city.streets, status="done", changed_at=later(1), note="x")
+    assert await record(late) is Outcome.RECORDED
+    assert [e.type for e in await stream(engine, case.case_id)][-1] == "WorkOrderStatusChanged", "not CaseResolved"

@@ -208,3 +208,21 @@ def test_a_department_s_observations_fold_into_one_row_the_latest_deciding_up() 
 async def test_a_flush_with_nothing_noted_touches_no_database() -> None:
     nothing: Any = None
     assert await HealthBook().flush(nothing) == 0
+
+
+async def test_what_waits_for_the_database_stays_small_however_long_it_is_away() -> None:
+    class Away:
+        def begin(self) -> Any:
+            raise ConnectionError("the database is away")
+
+    clock = iter(NOW + timedelta(seconds=n) for n in range(10_000))
+    health = HealthBook(clock=lambda: next(clock))
+    connector: Any = SimpleNamespace(department_id="streets", kind="open311")
+    away: Any = Away()
+    for n in range(1000):
+        health.success(connector) if n % 2 else health.failure(connector, f"error {n}")
+        if n % 100 == 0:
+            with pytest.raises(ConnectionError):
+                await health.flush(away)
+    [(department, noted)] = health._pending.items()
+    assert department == "streets" and [(o.up, o.error) for o in noted] == [(False, "error 998"), (True, None)]
