@@ -355,6 +355,8 @@ async def test_a_reroute_cancels_the_first_department_s_work_order_once_however_
         x=first,
     )
     assert how == "cancelled"
+    counted = {"department": city.streets, "how": "cancelled"}
+    assert REGISTRY.get_sample_value("civicflow_workorders_cancelled_total", counted) == 1
 
     # Later the case goes to triage: only the standing work order (water's) is cancelled now, streets' not again.
     triaged = await append(
