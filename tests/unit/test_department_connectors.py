@@ -70,6 +70,18 @@ def test_what_makes_earlier_work_orders_redundant_and_the_reason_in_words() -> N
     assert reason_to_cancel(recorded(SUBMITTED, **at)) is None
 
 
+class _ResolvedAsDuplicate(CaseResolved):
+    """CaseResolved with the optional field helper "status" adds (read with getattr until it lands)."""
+
+    duplicate_of: str | None = None
+
+
+def test_a_case_closed_as_a_duplicate_makes_its_work_orders_redundant() -> None:
+    duplicate = _ResolvedAsDuplicate(resolution="duplicate", resolved_at=NOW, duplicate_of="QGPE-AAA")
+    event = recorded(duplicate, case_id=uuid7(), version=4, at=NOW)
+    assert reason_to_cancel(event) == "the case was closed as a duplicate of QGPE-AAA"
+
+
 def work_order(department_id: str, external_id: str, opened_by: Any) -> Any:
     return SimpleNamespace(department_id=department_id, external_id=external_id, opened_by_event=opened_by.event_id)
 
