@@ -231,3 +231,11 @@ async def refresh_gauges(engine: AsyncEngine, kinds: dict[str, str], now: dateti
             DEPARTMENT_UP.labels(status.department_id, status.kind or "unknown").set(1 if status.up else 0)
         PARKED_WORK_ORDERS.labels(status.department_id).set(status.parked_work_orders)
         OLDEST_PARKED_SECONDS.labels(status.department_id).set(status.oldest_parked_seconds(now))
+    shown = {status.department_id for status in statuses}
+    for department_id in _GAUGED - shown:  # nothing of it left in the tables: nothing waits for it
+        PARKED_WORK_ORDERS.labels(department_id).set(0)
+        OLDEST_PARKED_SECONDS.labels(department_id).set(0)
+    _GAUGED.update(shown)
+
+
+_GAUGED: set[str] = set()  # the departments this process has set gauges for
