@@ -313,6 +313,22 @@ class WorkOrderStatusChanged(CaseEvent):
 
 
 @catalogued
+class WorkOrderCancelled(CaseEvent):
+    """The case moved on (rerouted, sent to triage, closed as a duplicate): an earlier department's work order
+    was cancelled in its system, or, where its system cannot cancel, the department was told (bridge)."""
+
+    event_type: ClassVar[str] = "WorkOrderCancelled"
+
+    department_id: str
+    external_id: str
+    reason: str = Field(description="Why, in words, as the department was told.")
+    how: Literal["cancelled", "told"] = Field(
+        description="cancelled: through its system; told: its system cannot cancel, so the department was told"
+        " by its channel."
+    )
+
+
+@catalogued
 class CaseResolved(CaseEvent):
     """The department finished the work; resolution says what was done (bridge)."""
 

@@ -12,8 +12,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.domain import WorkOrderRequest
 
@@ -136,53 +134,3 @@ class RecordUpdate(Protocol):
     hands what it received here, in their words; the department's reverse mapping makes it ours."""
 
     async def __call__(self, department_id: str, update: ExternalUpdate) -> Outcome: ...
-
-
-class DepartmentConnector(Protocol):
-    system: str
-
-    async def open_work_order(
-        self, department_id: str, request: WorkOrderRequest, idempotency_key: str
-    ) -> OpenedWorkOrder: ...
-
-
-class RestWorkOrderConnector:
-    """Opens work orders with POST {base}/departments/{department_id}/work-orders, idempotently:
-    the same key always names the same work order, so a retry never opens a second one."""
-
-    system = "rest-webhook"
-
-    def __init__(self, base_url: str, *, timeout_seconds: float = 10.0, client: httpx.AsyncClient | None = None):
-        self._base_url = base_url.rstrip("/")
-        self._client = client or httpx.AsyncClient(timeout=timeout_seconds)
-
-    async def open_work_order(
-        self, department_id: str, request: WorkOrderRequest, idempotency_key: str
-    ) -> OpenedWorkOrder:
-        url = f"{self._base_url}/departments/{department_id}/work-orders"
-        try:
-            response = await self._client.post(
-                url,
-                content=request.model_dump_json(),
-                headers={
-                    "Content-Type": "application/json",
-                    "Idempotency-Key": idempotency_key,
-                },
-            )
-        except httpx.HTTPError as exc:
-            raise DepartmentUnavailable(f"{department_id}: {url} did not answer ({type(exc).__name__})") from exc
-        if response.status_code in REFUSALS:
-            # Not the body: a department's error message may echo what it was sent, and this text reaches
-            # logs and the case's history.
-            raise WorkOrderRefused(department_id, response.status_code)
-        if response.status_code not in (200, 201):
-            hint = "" if response.status_code >= 500 or response.status_code in (408, 429) else MISCONFIGURED
-            raise DepartmentUnavailable(f"{department_id}: {url} answered HTTP {response.status_code}{hint}")
-        try:
-            body = response.json()
-            return OpenedWorkOrder(external_id=str(body["id"]), status=str(body.get("status", "open")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConnectorError(f"{department_id}: {url} answered without a work order id") from exc
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from civicflow.events import (
     CaseEvent,
+    CaseNeedsTriage,
     CaseReopened,
     CaseResolved,
     CaseSubmitted,
@@ -137,7 +138,8 @@ def report_may_act(stream: Sequence[RecordedEvent], opened_by_event: UUID) -> bo
     """Whether a report on the work order opened for `opened_by_event` may resolve, reject or refer the case.
 
     Only while the case does not stand resolved, and only for the work order of the standing routing decision
-    (the case's latest CaseRouted or CaseRerouted). After a reroute or a dispute the older work orders are
+    (the case's latest CaseRouted or CaseRerouted, not followed by CaseNeedsTriage). After a reroute, triage or
+    a dispute the older work orders are
     history: a `resolved` resent on the disputed one would resolve the reopened case with no new work done,
     and a late `not_our_responsibility` on it would send the case away from the department that now owns it.
     Between a dispute and the router's reroute no work order acts: the disputed one is done with, the reopened
@@ -154,8 +156,10 @@ def may_reopen(stream: Sequence[RecordedEvent], opened_by_event: UUID) -> bool:
 
 
 def _standing_work_order(stream: Sequence[RecordedEvent], opened_by_event: UUID) -> bool:
+    """Whether the work order's routing decision still stands: no later decision, no dispute, and not sent to
+    triage since (a call-taker places it now; the work order was cancelled)."""
     for recorded in reversed(stream):
-        if isinstance(recorded.data, ResolutionDisputed):
+        if isinstance(recorded.data, ResolutionDisputed | CaseNeedsTriage):
             return False
         if isinstance(recorded.data, RoutingDecision):
             return recorded.event_id == opened_by_event

@@ -1,4 +1,6 @@
-"""workorder_bridge's process: opens work orders for routing decisions (opener.py), records status webhooks."""
+"""workorder_bridge's process: opens work orders for routing decisions (opener.py) through each department's
+connector (connectors.py), cancels the ones a case moved on from (cancellation.py), polls the systems that are
+polled (poller.py), keeps each department's health (health.py), records status webhooks."""
 
 from __future__ import annotations
 
@@ -11,19 +13,23 @@ from pydantic import Field
 from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
-from civicflow.events import CaseRerouted, CaseRouted
+from civicflow.events import CaseNeedsTriage, CaseRerouted, CaseResolved, CaseRouted, RecordedEvent
 from civicflow.eventstore import PostgresEventStore
 from civicflow.http_server import InProcessHttpServer
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
-from civicflow.unit_of_work import UnitOfWork, in_order
-from services.workorder_bridge.connector import DepartmentConnector, RestWorkOrderConnector
+from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
+from services.workorder_bridge.cancellation import NoChannelToTellDepartments, TellDepartment, WorkOrderCanceller
+from services.workorder_bridge.connector import RecordUpdate
+from services.workorder_bridge.connectors import CityFileUnreadable, DepartmentSystems, systems_from_city
 from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, grpc_departments, servicer_entry
 from services.workorder_bridge.grpc_outbox import GrpcOutbox
+from services.workorder_bridge.health import HealthBook, refresh_gauges
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
-from services.workorder_bridge.updates import UpdateRecorder, city_connectors
+from services.workorder_bridge.poller import Poller
+from services.workorder_bridge.updates import UpdateRecorder
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 
 log = structlog.get_logger(__name__)
@@ -45,6 +51,10 @@ class BridgeSettings(KernelSettings):
     workorder_retry_first_seconds: float = 5.0
     workorder_retry_max_seconds: float = 300.0
     workorder_retry_scan_seconds: float = 1.0
+    # every department's system is asked whether it answers this often (departments status, the up metric);
+    # what calls find is written to the health table every flush seconds
+    workorder_health_scan_seconds: float = 30.0
+    workorder_health_flush_seconds: float = 1.0
     # empty: in development one generated under state_dir and shared with the sample department system;
     # in production the bridge refuses to start (civicflow.secrets)
     webhook_secret: str = ""
@@ -61,42 +71,88 @@ class BridgeSettings(KernelSettings):
         return shared_secret(self, self.webhook_secret, WEBHOOK_SECRET_SETTING, WEBHOOK_SECRET_FILE)
 
     @property
+    def public_url(self) -> str:
+        return (self.bridge_public_url or f"http://127.0.0.1:{self.bridge_http_port}").rstrip("/")
+
+    @property
     def callback_url(self) -> str:
-        base = self.bridge_public_url or f"http://127.0.0.1:{self.bridge_http_port}"
-        return base.rstrip("/") + WEBHOOK_PATH
+        return self.public_url + WEBHOOK_PATH
 
 
-def close_on_stop(connector: RestWorkOrderConnector) -> Task:
+def tell_department_hook(settings: BridgeSettings) -> TellDepartment:
+    """HOOK for the merge: helper "email"'s SMTP mailer goes here, telling a department by its inbox when its
+    system cannot cancel a work order. Until then such cancellations wait, parked."""
+    return NoChannelToTellDepartments()
+
+
+def one_after_another(*policies: Policy) -> Policy:
+    """Several policies for one event type, their decisions recorded together."""
+
+    async def decide(event: RecordedEvent, reads: Reads) -> Decision:
+        decision = Decision()
+        for policy in policies:
+            decision.add(await policy(event, reads))
+        return decision
+
+    return decide
+
+
+def close_on_stop(departments: DepartmentSystems) -> Task:
     async def task(stop: asyncio.Event) -> None:
         try:
             await stop.wait()
         finally:
-            await connector.aclose()
+            await departments.aclose()
 
     return task
 
 
-def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = None) -> ServiceProcess:
+def bootstrap(
+    settings: BridgeSettings,
+    departments: DepartmentSystems | None = None,
+    tell: TellDepartment | None = None,
+    record_update: RecordUpdate | None = None,
+) -> ServiceProcess:
     secret = settings.signing_secret()  # first: a bridge without a real secret must not start at all
     engine = make_engine(settings.database_url)
     store = PostgresEventStore()
-    tasks: list[Task] = []
-    if connector is None:
-        rest = RestWorkOrderConnector(settings.workorder_base_url, timeout_seconds=settings.workorder_timeout_seconds)
-        tasks.append(close_on_stop(rest))
-        connector = rest
+    if departments is None:
+        departments = systems_from_city(settings, settings.city_file, settings.callback_url, settings.public_url)
+    systems = departments
+    tasks: list[Task] = [close_on_stop(systems)]
+    health = HealthBook()
     backoff = Backoff(settings.workorder_retry_first_seconds, settings.workorder_retry_max_seconds)
-    opener = WorkOrderOpener(engine, store, connector, settings.callback_url, backoff)
-    retry = periodically(
-        settings.workorder_retry_scan_seconds,
-        lambda: opener.retry_due(datetime.now(UTC)),
-        "retrying parked work orders",
+    opener = WorkOrderOpener(engine, store, systems, settings.callback_url, backoff, health=health)
+    canceller = WorkOrderCanceller(
+        engine, store, systems, tell or tell_department_hook(settings), backoff, health=health
     )
-    tasks.append(retry)
-    policies = {CaseRouted.event_type: opener, CaseRerouted.event_type: opener}
+    recorder = record_update or UpdateRecorder(engine, store, systems.specs())
+    poller = Poller(engine, systems.polled(), recorder, health)
+
+    async def keep_health() -> None:
+        await health.flush(engine)
+        kinds = {d: systems.for_department(d).kind for d in systems.departments()}
+        await refresh_gauges(engine, kinds, datetime.now(UTC))
+
+    async def probe() -> None:
+        await health.probe([systems.for_department(d) for d in systems.departments()])
+
+    scan = settings.workorder_retry_scan_seconds
+    tasks += [
+        periodically(scan, lambda: opener.retry_due(datetime.now(UTC)), "retrying parked work orders"),
+        periodically(scan, lambda: canceller.retry_due(datetime.now(UTC)), "retrying parked cancellations"),
+        periodically(settings.workorder_health_scan_seconds, probe, "probing departments' systems"),
+        periodically(settings.workorder_health_flush_seconds, keep_health, "recording departments' health"),
+        poller.run,
+    ]
+    policies: dict[str, Policy] = {
+        CaseRouted.event_type: opener,
+        CaseRerouted.event_type: one_after_another(opener, canceller),
+        CaseNeedsTriage.event_type: canceller,
+        CaseResolved.event_type: canceller,
+    }
     reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, SERVICE, store))
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
-    recorder = UpdateRecorder(engine, store, city_connectors(settings.city_file))
     webhooks = create_webhook_app(recorder, secret, settings.webhook_tolerance_seconds)
     on_grpc = grpc_departments(settings.city_file)
     timing = FeedTiming(
@@ -130,7 +186,7 @@ async def run() -> None:
     configure_logging(SERVICE, settings.log_level)
     try:
         process = bootstrap(settings)
-    except UnsafeSecret as exc:
+    except (UnsafeSecret, CityFileUnreadable) as exc:
         log.error("refusing to start", error=str(exc))
         raise SystemExit(f"workorder_bridge: {exc}") from None
     await serve(process)

@@ -34,15 +34,17 @@ from civicflow.events import (
     current_service_code,
     imported_from,
 )
-from civicflow.eventstore import EventStore, StreamAppend
+from civicflow.eventstore import ConcurrencyConflict, EventStore, StreamAppend
 from civicflow.unit_of_work import Decision, Reads, Statement, record
 from services.workorder_bridge.connector import (
-    DepartmentConnector,
+    Connector,
     DepartmentUnavailable,
     OpenedWorkOrder,
     WorkOrderRefused,
 )
+from services.workorder_bridge.connectors import DepartmentLookup
 from services.workorder_bridge.domain import submission_of, work_order_request
+from services.workorder_bridge.health import WORK_ORDERS_OPENED, HealthBook
 
 log = structlog.get_logger(__name__)
 
@@ -76,18 +78,23 @@ _RECORD_WORK_ORDER = text(
     " (department_id, external_id, case_id, system, opened_by_event, correlation_id)"
     " VALUES (:d, :x, :c, :s, :e, :r)"
 )
+_REMEMBER_OPENED = text(
+    "UPDATE workorder_bridge.pending_work_orders SET opened_external_id = :x"
+    " WHERE case_id = :c AND routed_event_id = :e"
+)
 _PARK = text(
     "INSERT INTO workorder_bridge.pending_work_orders"
     " (case_id, routed_event_id, department_id, attempts, first_failed_at, next_attempt_at, last_error)"
     " VALUES (:c, :e, :d, 1, :now, :next, :error)"
     " ON CONFLICT (case_id) DO UPDATE SET routed_event_id = :e, department_id = :d, attempts = 1,"
-    " first_failed_at = :now, next_attempt_at = :next, last_error = :error"
+    " first_failed_at = :now, next_attempt_at = :next, last_error = :error, opened_external_id = NULL"
 )
 
 
 class WorkOrderOpener:
-    """Opens the work order in the department's system, and decides the work order row and
-    WorkOrderOpened for the kernel to record with the inbox mark.
+    """Opens the work order in the routed department's own system (its connector, by the city file), and
+    decides the work order row and WorkOrderOpened (system = the connector's kind) for the kernel to record
+    with the inbox mark.
 
     The routing event's id is the Idempotency-Key, so a redelivery, a retry of a parked decision, a
     batch handled again one event at a time, or a crash between the HTTP call and the commit finds the
@@ -97,14 +104,16 @@ class WorkOrderOpener:
         self,
         engine: AsyncEngine,
         store: EventStore,
-        connector: DepartmentConnector,
+        departments: DepartmentLookup,
         callback_url: str,
         backoff: Backoff = PARKED_BACKOFF,
         clock: Clock = utc_now,
+        health: HealthBook | None = None,
     ) -> None:
         self._engine = engine
         self._store = store
-        self._connector = connector
+        self._departments = departments
+        self._health = health or HealthBook(clock)
         self._callback_url = callback_url
         self._backoff = backoff
         self._clock = clock
@@ -151,7 +160,7 @@ class WorkOrderOpener:
                 row = (
                     await tx.execute(
                         text(
-                            "SELECT case_id, routed_event_id, department_id, attempts"
+                            "SELECT case_id, routed_event_id, department_id, attempts, opened_external_id"
                             " FROM workorder_bridge.pending_work_orders WHERE next_attempt_at <= :now"
                             " ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
                         ),
@@ -177,10 +186,13 @@ class WorkOrderOpener:
                         await self._postpone(tx, row, error)
 
     async def _retry(self, tx: AsyncConnection, row: Row[Any]) -> int:
-        """One parked work order: opened (1), or dropped or turned down (0)."""
+        """One parked work order: opened (1), or dropped, turned down or postponed (0)."""
         stream = await self._store.read_stream(tx, row.case_id)
         event = standing_decision(stream, row.routed_event_id)
         if event is None:
+            if row.opened_external_id is not None:
+                await self._opened_too_late(tx, row, stream)
+                return 0
             await tx.execute(_FORGET_PENDING, {"c": row.case_id})
             log.info("parked work order dropped: a later routing decision replaced it", department_id=row.department_id)
             return 0
@@ -190,7 +202,19 @@ class WorkOrderOpener:
             now = await self._store.read_stream(tx, row.case_id)  # as the department's answer finds it
             await record(tx, self._store, self._turned_down(event, refused, now))
             return 0
-        await record(tx, self._store, self._record(event, work_order))
+        try:
+            async with tx.begin_nested():
+                await record(tx, self._store, self._record(event, work_order))
+        except ConcurrencyConflict:
+            # The case changed while its department was asked (this transaction is older than the change, so
+            # it may not append after it): their system has the work order now, so remember its id. The next
+            # pass records it if the decision still stands, or has it cancelled if the change replaced it;
+            # the canceller finds it here too if it gets to the change first.
+            await tx.execute(
+                _REMEMBER_OPENED, {"c": row.case_id, "e": row.routed_event_id, "x": work_order.external_id}
+            )
+            await self._postpone(tx, row, "the case changed while its department was asked; recorded next time")
+            return 0
         log.info(
             "parked work order opened",
             department_id=row.department_id,
@@ -198,6 +222,36 @@ class WorkOrderOpener:
             attempts=row.attempts + 1,
         )
         return 1
+
+    async def _opened_too_late(self, tx: AsyncConnection, row: Row[Any], stream: Sequence[RecordedEvent]) -> None:
+        """A parked work order their system opened just as a later decision replaced it: record it, and park its
+        cancellation (due now) with the replacing event as the cause, for the canceller's retry to make; unless
+        the canceller has cancelled it already."""
+        from services.workorder_bridge.cancellation import park_cancellation, reason_to_cancel
+
+        external_id = row.opened_external_id
+        await tx.execute(_FORGET_PENDING, {"c": row.case_id})
+        done = await tx.execute(
+            text("SELECT 1 FROM workorder_bridge.cancelled_work_orders WHERE department_id = :d AND external_id = :x"),
+            {"d": row.department_id, "x": external_id},
+        )
+        if done.first() is not None:
+            return
+        decided = next(e for e in stream if e.event_id == row.routed_event_id)
+        cause = next(e for e in stream if e.version > decided.version and reason_to_cancel(e) is not None)
+        opened = self._record(decided, OpenedWorkOrder(external_id=external_id, status="open"))
+        opened.writes.append(
+            park_cancellation(
+                cause,
+                row.department_id,
+                external_id,
+                reason_to_cancel(cause) or "",
+                self._clock(),
+                "opened as the case moved on",
+            )
+        )
+        await record(tx, self._store, opened)
+        log.info("work order opened as the case moved on; its cancellation follows", department_id=row.department_id)
 
     async def _open(self, event: RecordedEvent, stream: Sequence[RecordedEvent]) -> OpenedWorkOrder:
         routed = event.data
@@ -212,23 +266,35 @@ class WorkOrderOpener:
             self._callback_url,
             current_service_code(e.data for e in history),
         )
-        return await self._connector.open_work_order(routed.department_id, request, str(event.event_id))
+        connector = self._departments.for_department(routed.department_id)
+        try:
+            opened = await connector.open_work_order(request, str(event.event_id))
+        except WorkOrderRefused:
+            self._health.success(connector)  # it answered: refusing is not being down
+            raise
+        except Exception as exc:
+            self._health.failure(connector, describe_error(exc))
+            raise
+        self._health.success(connector)
+        return opened
 
     def _record(self, event: RecordedEvent, opened: OpenedWorkOrder) -> Decision:
         """The work order row, WorkOrderOpened, and nothing left parked for the case."""
         routed = event.data
         assert isinstance(routed, RoutingDecision)
+        connector: Connector = self._departments.for_department(routed.department_id)
         row = {
             "d": routed.department_id,
             "x": opened.external_id,
             "c": event.case_id,
-            "s": self._connector.system,
+            "s": connector.kind,
             "e": event.event_id,
             "r": event.metadata.correlation_id,
         }
         opened_event = WorkOrderOpened(
-            department_id=routed.department_id, system=self._connector.system, external_id=opened.external_id
+            department_id=routed.department_id, system=connector.kind, external_id=opened.external_id
         )
+        WORK_ORDERS_OPENED.labels(routed.department_id, connector.kind).inc()
         return Decision(
             appends=[StreamAppend(event.case_id, None, [opened_event], event.caused(SERVICE))],
             writes=[Statement(_RECORD_WORK_ORDER, row), Statement(_FORGET_PENDING, {"c": event.case_id})],

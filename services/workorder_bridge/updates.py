@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import structlog
-import yaml
 from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec, connector_specs
+from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec
 from civicflow.events import EventMetadata
 from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.notes import resident_text
@@ -32,12 +29,6 @@ UNMAPPED_STATUSES = Counter(
     ["department", "kind"],
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def city_connectors(city_file: Path) -> dict[str, ConnectorSpec]:
-    """Each department's connector as the city file gives it (the router has checked the file in full)."""
-    raw: Any = yaml.safe_load(city_file.read_text())
-    return connector_specs(raw.get("departments") if isinstance(raw, dict) else None)
 
 
 def their_words(status: str) -> str:

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 
 from civicflow.backoff import Backoff
 from civicflow.db import make_engine
-from civicflow.department_systems import ConnectorSpec
+from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec
 from civicflow.events import (
     CaseEvent,
     CaseNeedsTriage,
@@ -45,11 +45,14 @@ from samples.department_workorders.app import SampleDepartmentSettings, create_a
 from services.workorder_bridge.connector import (
     DepartmentUnavailable,
     ExternalUpdate,
+    Health,
     OpenedWorkOrder,
     Outcome,
-    RestWorkOrderConnector,
+    UpdatesPage,
 )
+from services.workorder_bridge.connectors import DepartmentSystems
 from services.workorder_bridge.domain import WorkOrderRequest
+from services.workorder_bridge.kinds.rest_webhook import RestWebhookConnector
 from services.workorder_bridge.opener import WorkOrderOpener
 from services.workorder_bridge.updates import UpdateRecorder
 
@@ -65,26 +68,55 @@ def later(hours: float) -> datetime:
 
 @dataclass
 class CountingConnector:
-    """The real REST connector, counting the calls that reach it per department; `lose_next_answer`
-    makes the next call reach the department and then time out on the way back."""
+    """The real rest_webhook connector of each department, counting the calls that reach the department system;
+    `lose_next_answer` makes the next call reach the department and then time out on the way back."""
 
-    rest: RestWorkOrderConnector
+    client: httpx.AsyncClient
     calls: Counter[str]
-    system: str = RestWorkOrderConnector.system
     lose_next_answer: bool = False
     while_asked: Callable[[], Awaitable[object]] | None = None  # what happens while the department thinks
 
-    async def open_work_order(
-        self, department_id: str, request: WorkOrderRequest, idempotency_key: str
-    ) -> OpenedWorkOrder:
-        self.calls[department_id] += 1
-        if self.while_asked is not None:
-            await self.while_asked()
-        opened = await self.rest.open_work_order(department_id, request, idempotency_key)
-        if self.lose_next_answer:
-            self.lose_next_answer = False
-            raise DepartmentUnavailable(f"{department_id}: the answer was lost (ReadTimeout)")
+    def rest(self, department_id: str) -> RestWebhookConnector:
+        return RestWebhookConnector(
+            department_id, DEFAULT_CONNECTOR, "http://dept.test", timeout_seconds=10, client=self.client
+        )
+
+    def for_department(self, department_id: str) -> Counted:
+        return Counted(self, self.rest(department_id))
+
+
+class Counted:
+    """One department's connector, counted (CountingConnector)."""
+
+    kind = "rest_webhook"
+
+    def __init__(self, counting: CountingConnector, rest: RestWebhookConnector) -> None:
+        self._counting = counting
+        self._rest = rest
+        self.department_id = rest.department_id
+
+    async def open_work_order(self, request: WorkOrderRequest, idempotency_key: str) -> OpenedWorkOrder:
+        counting = self._counting
+        counting.calls[self.department_id] += 1
+        if counting.while_asked is not None:
+            await counting.while_asked()
+        opened = await self._rest.open_work_order(request, idempotency_key)
+        if counting.lose_next_answer:
+            counting.lose_next_answer = False
+            raise DepartmentUnavailable(f"{self.department_id}: the answer was lost (ReadTimeout)")
         return opened
+
+    async def cancel_work_order(self, external_id: str, reason: str, idempotency_key: str) -> None:
+        await self._rest.cancel_work_order(external_id, reason, idempotency_key)
+
+    async def updates_since(self, cursor: str | None) -> UpdatesPage:
+        return await self._rest.updates_since(cursor)
+
+    async def health(self) -> Health:
+        return await self._rest.health()
+
+    async def aclose(self) -> None:
+        return None
 
 
 class Recorder(UpdateRecorder):
@@ -149,14 +181,14 @@ async def department() -> AsyncIterator[Department]:
 @pytest.fixture
 async def connector(department: Department) -> AsyncIterator[CountingConnector]:
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=department.app), base_url="http://dept.test")
-    yield CountingConnector(RestWorkOrderConnector("http://dept.test", client=client), Counter())
+    yield CountingConnector(client, Counter())
     await client.aclose()
 
 
 class OpenerUnderTest:
     """The opener's policy as its consumer runs it, each event in a unit of work of its own."""
 
-    def __init__(self, engine: AsyncEngine, opener: OpenerUnderTest) -> None:
+    def __init__(self, engine: AsyncEngine, opener: WorkOrderOpener) -> None:
         self._unit = UnitOfWork(engine, "workorder_bridge", STORE)
         self._opener = opener
         self._policy = in_order({"CaseRouted": opener, "CaseRerouted": opener})
@@ -170,9 +202,8 @@ class OpenerUnderTest:
 
 @pytest.fixture
 def opener(engine: AsyncEngine, connector: CountingConnector) -> OpenerUnderTest:
-    policy = WorkOrderOpener(
-        engine, STORE, connector, "http://bridge.test/hook", Backoff(5.0, 300.0), clock=lambda: NOW
-    )
+    systems = DepartmentSystems(lambda department_id, spec: connector.for_department(department_id), {})
+    policy = WorkOrderOpener(engine, STORE, systems, "http://bridge.test/hook", Backoff(5.0, 300.0), clock=lambda: NOW)
     return OpenerUnderTest(engine, policy)
 
 
@@ -222,7 +253,7 @@ async def key_taken(connector: CountingConnector, department_id: str, case: Reco
         callback_url="http://elsewhere.test/hook",
         due_at=NOW,
     )
-    await connector.rest.open_work_order(department_id, other, str(case.event_id))
+    await connector.rest(department_id).open_work_order(other, str(case.event_id))
     connector.calls.clear()
 
 

@@ -42,7 +42,6 @@ from services.workorder_bridge.connector import (
     DepartmentUnavailable,
     ExternalUpdate,
     Outcome,
-    RestWorkOrderConnector,
     WorkOrderRefused,
 )
 from services.workorder_bridge.domain import (
@@ -899,19 +898,6 @@ def test_a_token_reference_that_names_nothing_stops_the_build_saying_which_depar
     spec = ConnectorSpec(kind="rest_webhook", credentials=SecretRef(env="CIVICFLOW_TEST_UNSET_TOKEN_7Q"))
     with pytest.raises(MissingSecret, match=r"departments\.streets\.connector\.credentials"):
         rest_webhook.build(context(spec, tmp_path))
-
-
-async def test_the_old_connector_still_opens_work_orders_until_the_opener_moves_on() -> None:
-    seen: list[httpx.Request] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(201, json={"id": "WO-9"})
-
-    old = RestWorkOrderConnector(
-        "http://department.test", client=httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    )
-    assert (await old.open_work_order("streets", a_request(), "k")).external_id == "WO-9"
 
 
 # --- the bridge against the sample department system (their contract) -------------------------

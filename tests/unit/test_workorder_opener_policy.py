@@ -40,13 +40,19 @@ ROUTING: dict[str, Any] = {
 
 
 class Department:
-    system = "rest"
+    """A department's system (of a kind "rest") that every department of the city uses."""
+
+    kind = "rest"
+    department_id = "streets"
 
     def __init__(self, down: bool = False) -> None:
         self.down = down
         self.keys: list[str] = []
 
-    async def open_work_order(self, department_id: str, request: WorkOrderRequest, key: str) -> OpenedWorkOrder:
+    def for_department(self, department_id: str) -> Department:
+        return self
+
+    async def open_work_order(self, request: WorkOrderRequest, key: str) -> OpenedWorkOrder:
         self.keys.append(key)
         if self.down:
             raise DepartmentUnavailable("timed out")

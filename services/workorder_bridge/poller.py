@@ -1,0 +1,92 @@
+"""Fetching status updates from departments whose systems are polled (open311), each on its own schedule.
+
+Each poll asks the department's connector for the updates after the department's stored cursor, hands each to
+RecordUpdate, and only then saves the new cursor: a crash between the two reads the same page again, and
+recording dedupes it. A poll that fails is the department's health error, and waits for its next turn; it never
+holds up another department's poll. Several bridge replicas may poll the same department; recording dedupes
+what both read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from civicflow.consumer import describe_error
+from services.workorder_bridge.connector import Connector, RecordUpdate
+from services.workorder_bridge.health import HealthBook
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+_CURSOR = text("SELECT cursor FROM workorder_bridge.poll_cursors WHERE department_id = :d")
+_SAVE_CURSOR = text(
+    "INSERT INTO workorder_bridge.poll_cursors (department_id, cursor, polled_at) VALUES (:d, :c, :at)"
+    " ON CONFLICT (department_id) DO UPDATE SET cursor = EXCLUDED.cursor, polled_at = EXCLUDED.polled_at"
+)
+
+
+class Poller:
+    """Polls every polled department's system on its own interval until stopped."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        polled: list[tuple[Connector, float]],
+        record_update: RecordUpdate,
+        health: HealthBook,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._engine = engine
+        self._polled = polled
+        self._record = record_update
+        self._health = health
+        self._clock = clock
+
+    async def poll_once(self, connector: Connector) -> int | None:
+        """One poll of one department: how many updates it handed on, or None when the poll failed."""
+        department_id = connector.department_id
+        with structlog.contextvars.bound_contextvars(department_id=department_id):
+            try:
+                async with self._engine.connect() as conn:
+                    cursor = await conn.scalar(_CURSOR, {"d": department_id})
+                try:
+                    page = await connector.updates_since(cursor)
+                except Exception as exc:  # their system's failure: its health, and the others poll on
+                    error = describe_error(exc)
+                    self._health.failure(connector, error)
+                    log.warning("polling the department's system failed; trying again next time", error=error)
+                    return None
+                self._health.success(connector)
+                for update in page.updates:
+                    outcome = await self._record(department_id, update)
+                    log.debug("polled update", external_id=update.external_id, outcome=outcome.value)
+                async with self._engine.begin() as tx:
+                    await tx.execute(_SAVE_CURSOR, {"d": department_id, "c": page.cursor, "at": self._clock()})
+            except Exception as exc:  # ours (the database, recording): the cursor stays, the page is read again
+                log.error("polled updates not recorded; reading them again next time", error=describe_error(exc))
+                return None
+            return len(page.updates)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Each polled department on a loop of its own, so a slow one delays no other."""
+        await asyncio.gather(*(self._keep_polling(c, every, stop) for c, every in self._polled))
+
+    async def _keep_polling(self, connector: Connector, every: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.poll_once(connector)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            except TimeoutError:
+                pass
