@@ -56,11 +56,12 @@ from services.workorder_bridge.connector import (
     UpdatesPage,
 )
 from services.workorder_bridge.connectors import DepartmentSystems, builder_from
-from services.workorder_bridge.domain import StatusReport, WorkOrderRequest
+from services.workorder_bridge.domain import WorkOrderRequest
 from services.workorder_bridge.health import HealthBook, refresh_gauges
-from services.workorder_bridge.main import BridgeSettings, InterimRecordUpdate, StatusReportRecorder, one_after_another
+from services.workorder_bridge.main import BridgeSettings, one_after_another
 from services.workorder_bridge.opener import WorkOrderOpener
 from services.workorder_bridge.poller import Poller
+from services.workorder_bridge.updates import UpdateRecorder
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -586,7 +587,7 @@ async def test_the_poller_records_each_update_once_and_moves_its_cursor_only_aft
         ExternalUpdate(order, "investigating", NOW + timedelta(minutes=1), "crew on the way"),
         ExternalUpdate(order, "fixed", NOW + timedelta(minutes=2), "Filled"),
     ]
-    recorder = InterimRecordUpdate(StatusReportRecorder(engine, STORE), city.departments)
+    recorder = UpdateRecorder(engine, STORE, city.departments.specs())
     calls: Counter[str] = Counter()
 
     async def crashing_on_the_second(department_id: str, update: ExternalUpdate) -> Outcome:
@@ -736,7 +737,7 @@ async def test_a_work_order_cancelled_for_triage_reports_only_changes(
     await bridge(await append(engine, case.case_id, triage))
     assert len(await cancellations(engine, case.case_id)) == 1
 
-    record = StatusReportRecorder(engine, STORE)
-    late = StatusReport(external_id=order, department_id=city.streets, status="done", changed_at=later(1), note="x")
-    assert await record(late) is Outcome.RECORDED
+    record = UpdateRecorder(engine, STORE, city.departments.specs())
+    late = ExternalUpdate(order, "resolved", later(1), "x")
+    assert await record(city.streets, late) is Outcome.RECORDED
     assert [e.type for e in await stream(engine, case.case_id)][-1] == "WorkOrderStatusChanged", "not CaseResolved"
