@@ -40,6 +40,11 @@ class WorkOrderRequest(BaseModel):
     summary: str
     callback_url: str
     due_at: datetime | None  # None: the rule gives no SLA
+    # Where the work is, for systems that need a place (Open311 requires one). Left out of the serialized body
+    # (exclude), which the REST department system takes as it was and refuses unknown fields in.
+    lat: float | None = Field(default=None, exclude=True)
+    long: float | None = Field(default=None, exclude=True)
+    address: str | None = Field(default=None, exclude=True)
 
 
 class StatusReport(BaseModel):
@@ -89,6 +94,9 @@ def work_order_request(
         ),
         callback_url=callback_url,
         due_at=routed.due_at,
+        lat=submitted.location.lat if submitted.location else None,
+        long=submitted.location.long if submitted.location else None,
+        address=submitted.location.address if submitted.location else None,
     )
 
 
