@@ -223,25 +223,16 @@ class Open311Connector:
         now = self._clock()
         catch_up = timedelta(minutes=self.spec.catch_up_minutes)
         start = state.window_start(now, catch_up)
-        if not self._no_updates_endpoint:
-            found = await self._updates_endpoint(start, max(now, start))
-            if found is None:
+        found = None if self._no_updates_endpoint else await self._updates_endpoint(start, max(now, start))
+        if found is None:
+            if not self._no_updates_endpoint:
                 self._no_updates_endpoint = True
                 log.warning(
                     "open311 system has no servicerequestupdates; polling its open requests instead",
                     department_id=self.department_id,
                 )
-        if self._no_updates_endpoint:
             found = await self._requests_now()
-        assert found is not None
-        handed_on: dict[str, datetime] = {}
-        fresh: list[ExternalUpdate] = []
-        for key, update in sorted(found, key=lambda pair: pair[1].changed_at):
-            if update.changed_at < start or key in state.seen or key in handed_on:
-                continue  # handed on by an earlier poll (or twice in this answer), or too late for the window
-            handed_on[key] = update.changed_at
-            fresh.append(update)
-        following = state.after(handed_on.items(), start, catch_up)
+        fresh, following = state.take(((k, u.changed_at, u) for k, u in found), start, catch_up)
         return UpdatesPage(updates=fresh, cursor=following.dump())
 
     async def _updates_endpoint(self, start: datetime, end: datetime) -> list[tuple[str, ExternalUpdate]] | None:

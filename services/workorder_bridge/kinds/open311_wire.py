@@ -20,7 +20,9 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # The names servers wrap their lists in, in JSON and as XML roots.
 WRAPPERS = (
@@ -215,6 +217,21 @@ class Cursor:
     def window_start(self, now: datetime, catch_up: timedelta) -> datetime:
         """Where a poll reaches back to: catch_up before the cursor (late arrivals), or before now on a first poll."""
         return (self.at or now) - catch_up
+
+    def take(
+        self, found: Iterable[tuple[str, datetime, T]], start: datetime, catch_up: timedelta
+    ) -> tuple[list[T], Cursor]:
+        """Of what a poll from `start` found ((key, time, item), in any order), the items not handed on before,
+        oldest first, and the cursor to poll from next. Items before `start` are left out: an earlier poll handed
+        them on, or they came later than the catch-up window allows."""
+        handed_on: dict[str, datetime] = {}
+        fresh: list[T] = []
+        for key, moment, item in sorted(found, key=lambda entry: entry[1]):
+            if moment < start or key in self.seen or key in handed_on:
+                continue
+            handed_on[key] = moment
+            fresh.append(item)
+        return fresh, self.after(handed_on.items(), start, catch_up)
 
     def after(self, handed_on: Iterable[tuple[str, datetime]], polled_from: datetime, catch_up: timedelta) -> Cursor:
         """The next cursor: the latest time seen (on a first poll that saw nothing, where it reached back to, so
