@@ -48,6 +48,9 @@ class BridgeSettings(KernelSettings):
     # empty: in development one generated under state_dir and shared with the sample department system;
     # in production the bridge refuses to start (civicflow.secrets)
     webhook_secret: str = ""
+    # development only: where the SAMPLE Open311 server listens when not on its default port (the launcher's free
+    # ports); an open311 endpoint naming the default (http://127.0.0.1:8096) goes there (kinds/open311.py)
+    open311_sample_url: str = ""
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""

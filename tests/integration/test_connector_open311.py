@@ -472,3 +472,51 @@ async def test_an_xml_feed_with_namespaces_and_a_single_record_reads(
     )
     (update,) = (await connector("xml").updates_since(None)).updates
     assert (update.external_id, update.status, update.note, update.update_id) == ("123", "fixed", "Filled", "7")
+
+
+# -- the sample city, as `civicflow dev` runs it ---------------------------------------------------------------
+
+
+async def test_the_sample_citys_streets_connector_follows_a_pothole_to_fixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built as the bridge builds it (BUILDERS, the sample city's connector, the launcher's settings), against the
+    sample moving each request along on its own: the pothole's updates arrive by polling, ending in `fixed`."""
+    import yaml
+
+    from civicflow.department_systems import connector_specs
+    from civicflow.settings import SAMPLE_CITY
+    from services.workorder_bridge.connector import ConnectorContext
+    from services.workorder_bridge.kinds import BUILDERS
+    from services.workorder_bridge.main import BridgeSettings
+
+    monkeypatch.setenv("CIVICFLOW_OPEN311_API_KEY", API_KEY)
+    sample = SampleOpen311Settings(state_dir=tmp_path, open311_api_key=API_KEY, sample_open311_step_seconds=0.2)
+    app = create_app(sample)
+    url, stop = await serve(app)
+    spec = connector_specs(yaml.safe_load(SAMPLE_CITY.read_text())["departments"])["streets"]
+    settings = BridgeSettings(state_dir=tmp_path, open311_sample_url=url)
+    context = ConnectorContext(
+        "streets", spec, settings, SAMPLE_CITY.parent, "http://127.0.0.1:9/cb", "http://127.0.0.1:9"
+    )
+    connector = BUILDERS["open311"](context)
+    try:
+        opened = await connector.open_work_order(a_request("POTHOLE"), str(uuid.uuid4()))
+        assert app.state.store.requests[opened.external_id].service_code == "4"
+        cursor: str | None = None
+        seen: list[str] = []
+
+        async def fixed() -> bool:
+            nonlocal cursor
+            page = await connector.updates_since(cursor)
+            cursor = page.cursor
+            seen.extend(u.status for u in page.updates if u.external_id == opened.external_id)
+            return "fixed" in seen
+
+        await eventually(fixed, timeout=20, what="the pothole to be fixed")
+        assert seen == ["investigating", "action_scheduled", "fixed"]
+        assert [spec.ours(s) for s in seen] == ["acknowledged", "action_scheduled", "resolved"]
+        assert (tmp_path / "open311" / f"{opened.external_id}.json").exists(), "a readable file per request"
+    finally:
+        await connector.aclose()
+        await stop()

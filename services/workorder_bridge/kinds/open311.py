@@ -387,9 +387,18 @@ class Open311Connector:
         return error_codes(body, self._fmt)
 
 
+SAMPLE_ENDPOINT = "http://127.0.0.1:8096"  # the SAMPLE Open311 server's default address (samples/open311_department)
+
+
 def build(context: ConnectorContext, open_work_orders: OpenWorkOrders | None = None) -> Open311Connector:
     """The department's Open311 connector. `open_work_orders` is the bridge's list of the department's open
-    external ids, used only where their system has no servicerequestupdates (it can be set later too)."""
-    return Open311Connector(
-        context.department_id, context.spec, city_dir=context.city_dir, open_work_orders=open_work_orders
-    )
+    external ids, used only where their system has no servicerequestupdates (it can be set later too).
+
+    In development a city file naming the SAMPLE server's default address reaches the sample wherever the launcher
+    started it (CIVICFLOW_OPEN311_SAMPLE_URL: a system on free ports, as the tests and the benchmark run)."""
+    spec = context.spec
+    moved = getattr(context.settings, "open311_sample_url", "")
+    development = getattr(context.settings, "environment", "production") == "development"
+    if moved and development and spec.endpoint == SAMPLE_ENDPOINT:
+        spec = spec.model_copy(update={"endpoint": moved.rstrip("/")})
+    return Open311Connector(context.department_id, spec, city_dir=context.city_dir, open_work_orders=open_work_orders)
