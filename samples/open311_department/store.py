@@ -82,6 +82,7 @@ class Open311Store:
         self.requests: dict[str, ServiceRequest] = {}
         self.updates: list[Update] = []
         self._by_token: dict[str, ServiceRequest] = {}
+        self._by_key: dict[str, list[ServiceRequest]] = {}
         self._posted: dict[str, str] = {}  # update_id -> request id
         self._run = secrets.token_hex(2).upper()  # a restarted sample never hands out an id it handed out before
         self._numbers = itertools.count(1)
@@ -93,6 +94,8 @@ class Open311Store:
         number = next(self._numbers)
         request = ServiceRequest(id=f"{self._run}-{number:05d}", requested_at=self.clock(), **fields)
         self.requests[request.id] = request
+        if request.key is not None:
+            self._by_key.setdefault(request.key, []).append(request)
         self._file(request)
         return request
 
@@ -105,7 +108,7 @@ class Open311Store:
         return self._by_token.get(token)
 
     def by_key(self, key: str) -> list[ServiceRequest]:
-        return [r for r in self.requests.values() if r.key == key]
+        return list(self._by_key.get(key, ()))
 
     def move(self, request: ServiceRequest, status: str, note: str, external_status_code: str | None = None) -> Update:
         """Their staff (or crew) moved the request: a new update in the feed."""
