@@ -155,7 +155,7 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
     async def form_of(request: Request) -> dict[str, str]:
         body = await request.body()
         if len(body) > MAX_BODY:
-            raise GeoReportError(400, f"the request is larger than {MAX_BODY} bytes")
+            raise GeoReportError(400, f"the body is larger than {MAX_BODY} bytes")
         try:
             return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200))
         except (UnicodeDecodeError, ValueError):

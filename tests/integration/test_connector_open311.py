@@ -5,6 +5,7 @@ requests, and answers from servers that get GeoReport wrong or are hostile."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -373,19 +374,19 @@ class OddServer:
 
 
 @pytest.fixture
-async def odd(tmp_path: Path) -> AsyncIterator[tuple[OddServer, Callable[[str], Open311Connector]]]:
+async def odd(tmp_path: Path) -> AsyncIterator[tuple[OddServer, Callable[..., Open311Connector]]]:
     server = OddServer()
     url, stop = await serve(server.app())
     key_file = tmp_path / "odd.key"
     key_file.write_text(API_KEY)
     made: list[Open311Connector] = []
 
-    def connector(fmt: str) -> Open311Connector:
+    def connector(fmt: str, clock: Clock | None = None) -> Open311Connector:
         spec = ConnectorSpec.model_validate(
             {"kind": "open311", "endpoint": url, "credentials": {"file": str(key_file)}, "format": fmt,
              "timeout_seconds": 2}
         )  # fmt: skip
-        made.append(found := Open311Connector("streets", spec, clock=Clock()))
+        made.append(found := Open311Connector("streets", spec, clock=clock or Clock()))
         return found
 
     yield server, connector
@@ -415,7 +416,7 @@ HOSTILE = [
 
 @pytest.mark.parametrize(("fmt", "status", "body"), HOSTILE, ids=[f"{f}-{s}-{b[:12]!r}" for f, s, b in HOSTILE])
 async def test_a_hostile_or_broken_answer_is_unavailable_never_a_crash(
-    odd: tuple[OddServer, Callable[[str], Open311Connector]], fmt: str, status: int, body: bytes
+    odd: tuple[OddServer, Callable[..., Open311Connector]], fmt: str, status: int, body: bytes
 ) -> None:
     server, connector = odd
     server.answer = (status, body, f"application/{fmt}")
@@ -443,7 +444,7 @@ DIALECTS = [
 
 @pytest.mark.parametrize("body", DIALECTS)
 async def test_dialects_of_the_updates_feed_read_alike(
-    odd: tuple[OddServer, Callable[[str], Open311Connector]], body: bytes
+    odd: tuple[OddServer, Callable[..., Open311Connector]], body: bytes
 ) -> None:
     server, connector = odd
     server.answer = (200, body, "application/json")
@@ -459,7 +460,7 @@ async def test_dialects_of_the_updates_feed_read_alike(
 
 
 async def test_an_xml_feed_with_namespaces_and_a_single_record_reads(
-    odd: tuple[OddServer, Callable[[str], Open311Connector]],
+    odd: tuple[OddServer, Callable[..., Open311Connector]],
 ) -> None:
     server, connector = odd
     server.answer = (
@@ -520,3 +521,26 @@ async def test_the_sample_citys_streets_connector_follows_a_pothole_to_fixed(
     finally:
         await connector.aclose()
         await stop()
+
+
+async def test_a_server_found_without_an_updates_endpoint_is_asked_again_an_hour_later(
+    odd: tuple[OddServer, Callable[..., Open311Connector]],
+) -> None:
+    server, connector = odd
+    clock = Clock()
+    found = connector("json", clock)
+    server.answer = (404, b"[]", "application/json")
+    with pytest.raises(DepartmentUnavailable, match="no list of open work orders"):
+        await found.updates_since(None)
+
+    async def nothing_open() -> list[str]:
+        return []
+
+    found.open_work_orders = nothing_open
+    update = {"update_id": "8", "service_request_id": "123", "status": "fixed"}
+    feed = [update | {"updated_datetime": (T0 + timedelta(minutes=59)).isoformat()}]
+    server.answer = (200, json.dumps(feed).encode(), "application/json")  # the endpoint is back (a passing 404)
+    clock.now = T0 + timedelta(minutes=30)
+    assert (await found.updates_since(None)).updates == [], "within the hour: still polling requests"
+    clock.now = T0 + timedelta(minutes=61)
+    assert [u.update_id for u in (await found.updates_since(None)).updates] == ["8"]

@@ -72,6 +72,7 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a GeoReport answer larger than this is not
 IDS_PER_LOOKUP = 50  # service_request_id=a,b,c: kept short enough for any server's URL limit
 CHECK_SETTINGS = "; check the connector's endpoint and api key (credentials) in the city file"
 NO_UPDATES_ENDPOINT = frozenset({404, 405, 501})
+RECHECK_UPDATES_ENDPOINT = timedelta(hours=1)
 
 
 class Open311Connector:
@@ -101,7 +102,9 @@ class Open311Connector:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._naive_zone: tzinfo = ZoneInfo(spec.timezone) if spec.timezone else UTC
         self._tokens: dict[str, str] = {}  # our key -> the token a POST answered with, until it resolves
-        self._no_updates_endpoint = False  # learnt from a 404/501: poll requests instead
+        # when their system last said it has no servicerequestupdates (404/501): requests are polled instead, and
+        # the endpoint is asked again after RECHECK_UPDATES_ENDPOINT (a proxy's passing 404 is not for ever)
+        self._no_updates_endpoint_at: datetime | None = None
 
     # -- opening --------------------------------------------------------------------------------------------
 
@@ -223,15 +226,19 @@ class Open311Connector:
         now = self._clock()
         catch_up = timedelta(minutes=self.spec.catch_up_minutes)
         start = state.window_start(now, catch_up)
-        found = None if self._no_updates_endpoint else await self._updates_endpoint(start, max(now, start))
+        learnt = self._no_updates_endpoint_at
+        ask = learnt is None or now - learnt >= RECHECK_UPDATES_ENDPOINT
+        found = await self._updates_endpoint(start, max(now, start)) if ask else None
         if found is None:
-            if not self._no_updates_endpoint:
-                self._no_updates_endpoint = True
+            if ask:
+                self._no_updates_endpoint_at = now
                 log.warning(
                     "open311 system has no servicerequestupdates; polling its open requests instead",
                     department_id=self.department_id,
                 )
             found = await self._requests_now()
+        else:
+            self._no_updates_endpoint_at = None
         fresh, following = state.take(((k, u.changed_at, u) for k, u in found), start, catch_up)
         return UpdatesPage(updates=fresh, cursor=following.dump())
 
