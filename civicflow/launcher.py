@@ -111,9 +111,9 @@ class SystemProcesses:
         return env
 
     def open311_environment(self, env: dict[str, str]) -> dict[str, str]:
-        """The SAMPLE Open311 server's port, where the bridge finds it (the sample city names its default address,
-        civicflow.department_systems), and the api key both share: the operator's, else one kept in the state
-        folder (civicflow.secrets; refused in production)."""
+        """The SAMPLE Open311 server's port; where the bridge finds it (the sample city names the sample's default
+        address, which the open311 kind sends here in development); and the api key both share: the operator's,
+        else one kept in the state folder (civicflow.secrets; in production a missing one is refused)."""
         from civicflow.secrets import shared_secret
         from civicflow.settings import KernelSettings
 
