@@ -57,6 +57,7 @@ DEFAULT_REVERSE: dict[ConnectorKind, dict[str, OurStatus]] = {
         "unable_to_fix": "closed",
         "no_further_action": "closed",
         "reopen": "reopened",
+        "for_triage": "acknowledged",  # mySociety's extended statuses: in the council's triage queue
     },
     "grpc": {},  # the proto's enum is our vocabulary
     "email": {"done": "resolved", "fixed": "resolved", "working": "in_progress", "scheduled": "action_scheduled"},
