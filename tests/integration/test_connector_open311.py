@@ -544,3 +544,18 @@ async def test_a_server_found_without_an_updates_endpoint_is_asked_again_an_hour
     assert (await found.updates_since(None)).updates == [], "within the hour: still polling requests"
     clock.now = T0 + timedelta(minutes=61)
     assert [u.update_id for u in (await found.updates_since(None)).updates] == ["8"]
+
+
+async def test_the_benchmark_measures_against_a_sample(tmp_path: Path) -> None:
+    from bench.open311 import run_format
+
+    key_file = tmp_path / "bench.key"
+    key_file.write_text(API_KEY)
+    sample = SampleOpen311Settings(state_dir=tmp_path, open311_api_key=API_KEY, sample_open311_step_seconds=0)
+    url, stop = await serve(create_app(sample))
+    try:
+        found = await run_format(url, API_KEY, key_file, "xml", 5)
+    finally:
+        await stop()
+    assert found["updates_handed_on"] == 5 and found["repeat_poll_handed_on"] == 0
+    assert found["opened_per_s"] > 0 and found["floor_get_services_per_s"] > 0
