@@ -207,7 +207,7 @@ async def test_what_is_sent_service_code_place_attributes_and_our_key(
 async def test_a_token_is_followed_until_it_names_the_request(
     departments: Callable[..., Awaitable[SampleOpen311]],
 ) -> None:
-    department = await departments(sample_open311_token_seconds=1)
+    department = await departments(timeout=15, sample_open311_token_seconds=1)
     opened = await department.connector.open_work_order(a_request(), "token-key")
     assert opened.external_id in department.store.requests
 
