@@ -21,6 +21,10 @@ suffix: `.json`, `.xml`) and keeps everything in memory, with each request also 
   request (``civicflow open311 set ID STATUS``); ``GET /sample/requests/{id}`` shows it with what was posted;
   ``POST /sample/faults`` (``{"lose_next_answers": N}``) takes the next N requests and loses their answers (502).
 
+For tests it can speak as the servers that get GeoReport wrong: CIVICFLOW_SAMPLE_OPEN311_OBJECTS (JSON always
+wrapped, one record as an object instead of a list), CIVICFLOW_SAMPLE_OPEN311_NAIVE_ZONE (times without a zone,
+written in that IANA zone), CIVICFLOW_SAMPLE_OPEN311_XML_ONLY (``.json`` answers 404).
+
 Each new request moves open -> investigating -> action_scheduled -> fixed, one step every
 CIVICFLOW_SAMPLE_OPEN311_STEP_SECONDS (0: never), until staff move it by hand. Times are to the second, as many
 servers stamp them, so updates share instants. Run it with ``python -m samples.open311_department``.

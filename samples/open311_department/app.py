@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 import structlog
 import uvicorn
@@ -60,6 +61,11 @@ class SampleOpen311Settings(KernelSettings):
     sample_open311_token_seconds: float = -1.0
     # false: no servicerequestupdates (404), as a plain GeoReport server (the client then polls GET requests)
     sample_open311_updates_endpoint: bool = True
+    # the dialects of servers that get GeoReport wrong, for tests: JSON objects where lists belong (wrapped, and one
+    # record as an object), times without a zone (written in this IANA zone), and XML only (.json is not served)
+    sample_open311_objects: bool = False
+    sample_open311_naive_zone: str = ""
+    sample_open311_xml_only: bool = False
     open311_api_key: str = ""
 
     def api_key(self) -> str:
@@ -74,10 +80,19 @@ class GeoReportError(Exception):
 
 
 def render(
-    fmt: str, root: str, item: str, rows: list[dict[str, Any]], status: int = 200, bare: bool = True
+    fmt: str,
+    root: str,
+    item: str,
+    rows: list[dict[str, Any]],
+    status: int = 200,
+    bare: bool = True,
+    objects: bool = False,
 ) -> Response:
-    """GeoReport's shapes: JSON a bare list (mySociety's updates wrapped in `root`), XML <root><item>…</root>."""
+    """GeoReport's shapes: JSON a bare list (mySociety's updates wrapped in `root`), XML <root><item>…</root>;
+    `objects`: JSON always wrapped, and a single record as an object instead of a list of one."""
     if fmt == "json":
+        if objects:
+            return JSONResponse({root: rows[0] if len(rows) == 1 else rows}, status_code=status)
         return JSONResponse(rows if bare else {root: rows}, status_code=status)
     top = ElementTree.Element(root)
     for row in rows:
@@ -95,14 +110,9 @@ def _xml_fields(parent: ElementTree.Element, row: dict[str, Any]) -> None:
             child.text = str(value)
 
 
-def error(fmt: str, status: int, description: str) -> Response:
-    return render(
-        fmt if fmt in ("json", "xml") else "json",
-        "errors",
-        "error",
-        [{"code": status, "description": description}],
-        status,
-    )
+def error(fmt: str, status: int, description: str, objects: bool = False) -> Response:
+    rows = [{"code": status, "description": description}]
+    return render(fmt if fmt in ("json", "xml") else "json", "errors", "error", rows, status, objects=objects)
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -151,6 +161,17 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
     store = Open311Store(settings.state_dir, clock)
     crews = Crews(store, settings.sample_open311_step_seconds)
     faults = {"lose_next_answers": 0}
+    objects = settings.sample_open311_objects
+    naive_zone = ZoneInfo(settings.sample_open311_naive_zone) if settings.sample_open311_naive_zone else None
+
+    def reply(fmt: str, root: str, item: str, rows: list[dict[str, Any]], bare: bool = True) -> Response:
+        return render(fmt, root, item, rows, bare=bare, objects=objects)
+
+    def stamp(moment: datetime) -> str:
+        """A time as this server writes them: with its offset, or (a naive dialect) in its zone without one."""
+        if naive_zone is None:
+            return moment.isoformat()
+        return moment.astimezone(naive_zone).replace(tzinfo=None).isoformat()
 
     async def form_of(request: Request) -> dict[str, str]:
         body = await request.body()
@@ -171,18 +192,19 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
     def geo_report(handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             fmt = request.path_params.get("fmt", "json")
-            if fmt not in ("json", "xml"):
-                return error("json", 404, f"format {fmt!r} is not served: use json or xml")
+            if fmt not in ("json", "xml") or (fmt == "json" and settings.sample_open311_xml_only):
+                served = "xml" if settings.sample_open311_xml_only else "json or xml"
+                return error("xml" if settings.sample_open311_xml_only else "json", 404, f"use {served}", objects)
             try:
                 response: Response = await handler(request, fmt)
                 return response
             except GeoReportError as exc:
-                return error(fmt, exc.status, exc.description)
+                return error(fmt, exc.status, exc.description, objects)
 
         return endpoint
 
     def record(found: ServiceRequest) -> dict[str, Any]:
-        return found.as_record(SERVICES.get(found.service_code, ("", ""))[0])
+        return found.as_record(SERVICES.get(found.service_code, ("", ""))[0], stamp)
 
     def pending(found: ServiceRequest) -> bool:
         """A request taken under a token whose id the token does not show yet."""
@@ -199,7 +221,7 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
              "type": "realtime", "keywords": "", "group": group}
             for code, (name, group) in SERVICES.items()
         ]  # fmt: skip
-        return render(fmt, "services", "service", rows)
+        return reply(fmt, "services", "service", rows)
 
     async def post_request(request: Request, fmt: str) -> Response:
         fields = await form_of(request)
@@ -230,10 +252,10 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
             faults["lose_next_answers"] -= 1
             return Response("bad gateway", status_code=502)
         if settings.sample_open311_token_seconds >= 0:
-            return render(fmt, "service_requests", "request", [{"token": store.with_token(opened)}])
+            return reply(fmt, "service_requests", "request", [{"token": store.with_token(opened)}])
         notice = "The department will look at it within five working days"
         row = {"service_request_id": opened.id, "service_notice": notice, "account_id": None}
-        return render(fmt, "service_requests", "request", [row])
+        return reply(fmt, "service_requests", "request", [row])
 
     async def get_requests(request: Request, fmt: str) -> Response:
         params = request.query_params
@@ -243,7 +265,7 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
         elif key := params.get(f"attribute[{KEY_ATTRIBUTE}]"):  # the sample's search by our key
             matches = store.by_key(key)
             rows = [{"token": f.token, **({} if pending(f) else record(f))} for f in matches]
-            return render(fmt, "service_requests", "request", rows)
+            return reply(fmt, "service_requests", "request", rows)
         else:
             start, end = _time(params.get("start_date"), "start_date"), _time(params.get("end_date"), "end_date")
             status = params.get("status")
@@ -252,14 +274,14 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
                 if (start is None or r.requested_at >= start) and (end is None or r.requested_at <= end)
                 and (status is None or (status == "closed") == (r.status in FINAL))
             ][-1000:]  # fmt: skip
-        return render(fmt, "service_requests", "request", [record(f) for f in found if not pending(f)])
+        return reply(fmt, "service_requests", "request", [record(f) for f in found if not pending(f)])
 
     async def get_request(request: Request, fmt: str) -> Response:
         check(request.query_params, key_needed=False)
         found = store.requests.get(request.path_params["id"])
         if found is None or pending(found):
             raise GeoReportError(404, "service_request_id not found")
-        return render(fmt, "service_requests", "request", [record(found)])
+        return reply(fmt, "service_requests", "request", [record(found)])
 
     async def get_token(request: Request, fmt: str) -> Response:
         check(request.query_params, key_needed=False)
@@ -267,7 +289,7 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
         if found is None:
             raise GeoReportError(404, "token not found")
         row = {"token": found.token} if pending(found) else {"token": found.token, "service_request_id": found.id}
-        return render(fmt, "service_requests", "request", [row])
+        return reply(fmt, "service_requests", "request", [row])
 
     async def get_updates(request: Request, fmt: str) -> Response:
         if not settings.sample_open311_updates_endpoint:
@@ -277,11 +299,11 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
         start, end = _time(params.get("start_date"), "start_date"), _time(params.get("end_date"), "end_date")
         rows = [
             {"update_id": u.update_id, "service_request_id": u.request_id, "status": u.status,
-             "updated_datetime": u.at.isoformat(), "description": u.description, "media_url": "",
+             "updated_datetime": stamp(u.at), "description": u.description, "media_url": "",
              **({"external_status_code": u.external_status_code} if u.external_status_code else {})}
             for u in store.updates_between(start, end)
         ]  # fmt: skip
-        return render(fmt, "service_request_updates", "request_update", rows, bare=False)
+        return reply(fmt, "service_request_updates", "request_update", rows, bare=False)
 
     async def post_update(request: Request, fmt: str) -> Response:
         if not settings.sample_open311_updates_endpoint:
@@ -298,7 +320,7 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
         if store.posted_update(fields["update_id"], found, fields["status"][:64], fields.get("description", "")[:2000]):
             log.info("update posted", service_request_id=found.id, status=fields["status"][:64])
         rows = [{"update_id": fields["update_id"]}]
-        return render(fmt, "service_request_updates", "request_update", rows, bare=False)
+        return reply(fmt, "service_request_updates", "request_update", rows, bare=False)
 
     # -- the sample's own routes: staff moving a request, faults for tests --------------------------------
 

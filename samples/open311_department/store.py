@@ -57,7 +57,7 @@ class ServiceRequest:
     posted: list[dict[str, str]] = field(default_factory=list)  # updates the client posted (cancellations)
     history: list[Update] = field(default_factory=list)  # its updates in the feed
 
-    def as_record(self, service_name: str) -> dict[str, Any]:
+    def as_record(self, service_name: str, stamp: Callable[[datetime], str] = datetime.isoformat) -> dict[str, Any]:
         """GeoReport's GET requests fields (and Chicago's extended_attributes, holding the key)."""
         return {
             "service_request_id": self.id,
@@ -66,8 +66,8 @@ class ServiceRequest:
             "service_name": service_name,
             "service_code": self.service_code,
             "description": self.description,
-            "requested_datetime": self.requested_at.isoformat(),
-            "updated_datetime": (self.updated_at or self.requested_at).isoformat(),
+            "requested_datetime": stamp(self.requested_at),
+            "updated_datetime": stamp(self.updated_at or self.requested_at),
             "address": self.address,
             "lat": self.lat,
             "long": self.long,

@@ -155,12 +155,28 @@ async def departments(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[S
         await department.stop()
 
 
+# The servers the contract runs against: GeoReport as the spec writes it, in JSON and in XML, and two that get it
+# wrong as real ones do (objects where lists belong and times without a zone in the city's zone, which the city
+# file then names; XML only, times without a zone in UTC).
+DIALECTS_OF_SERVERS: dict[str, dict[str, Any]] = {
+    "json": {"fmt": "json"},
+    "xml": {"fmt": "xml"},
+    "json-objects-naive-chicago": {
+        "fmt": "json",
+        "sample_open311_objects": True,
+        "sample_open311_naive_zone": "America/Chicago",
+        "spec_extra": {"timezone": "America/Chicago"},
+    },
+    "xml-only-naive-utc": {"fmt": "xml", "sample_open311_xml_only": True, "sample_open311_naive_zone": "UTC"},
+}
+
+
 class TestOpen311Connector(ConnectorContract):
-    @pytest.fixture(params=["json", "xml"])
+    @pytest.fixture(params=list(DIALECTS_OF_SERVERS))
     async def department(
         self, request: pytest.FixtureRequest, departments: Callable[..., Awaitable[SampleOpen311]]
     ) -> SampleOpen311:
-        return await departments(request.param)
+        return await departments(**DIALECTS_OF_SERVERS[request.param])
 
 
 class WithAnswers(WorkOrderRequest):
@@ -259,11 +275,12 @@ async def test_cancelling_where_their_system_has_no_updates_endpoint_cannot_canc
 # -- the updates cursor ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dialect", list(DIALECTS_OF_SERVERS))
 async def test_updates_sharing_an_instant_are_neither_lost_nor_repeated(
-    departments: Callable[..., Awaitable[SampleOpen311]],
+    departments: Callable[..., Awaitable[SampleOpen311]], dialect: str
 ) -> None:
     clock = Clock()
-    department = await departments(clock=clock)
+    department = await departments(clock=clock, **DIALECTS_OF_SERVERS[dialect])
     ids = [(await department.connector.open_work_order(a_request(), str(uuid.uuid4()))).external_id for _ in range(3)]
     await department.change_status(ids[0], "investigating")
     await department.change_status(ids[1], "investigating")
@@ -274,11 +291,14 @@ async def test_updates_sharing_an_instant_are_neither_lost_nor_repeated(
     assert await department.poll() == []
 
 
+@pytest.mark.parametrize("dialect", list(DIALECTS_OF_SERVERS))
 async def test_a_late_update_inside_the_catch_up_window_arrives_one_older_does_not(
-    departments: Callable[..., Awaitable[SampleOpen311]],
+    departments: Callable[..., Awaitable[SampleOpen311]], dialect: str
 ) -> None:
     clock = Clock()
-    department = await departments(clock=clock, spec_extra={"catch_up_minutes": 10})
+    settings = DIALECTS_OF_SERVERS[dialect]
+    spec_extra = settings.get("spec_extra", {}) | {"catch_up_minutes": 10}
+    department = await departments(clock=clock, **(settings | {"spec_extra": spec_extra}))
     a, b, c = [(await department.connector.open_work_order(a_request(), str(uuid.uuid4()))).external_id for _ in "abc"]
     await department.change_status(a, "investigating")
     assert len(await department.poll()) == 1
@@ -559,3 +579,19 @@ async def test_the_benchmark_measures_against_a_sample(tmp_path: Path) -> None:
         await stop()
     assert found["updates_handed_on"] == 5 and found["repeat_poll_handed_on"] == 0
     assert found["opened_per_s"] > 0 and found["floor_get_services_per_s"] > 0
+
+
+async def test_the_wrong_dialects_are_really_spoken(departments: Callable[..., Awaitable[SampleOpen311]]) -> None:
+    """The contract's odd servers answer as advertised, so passing against them means something."""
+    objects = await departments(**DIALECTS_OF_SERVERS["json-objects-naive-chicago"])
+    opened = await objects.connector.open_work_order(a_request(), "dialect-key")
+    await objects.change_status(opened.external_id, "fixed")
+    xml_only = await departments(**DIALECTS_OF_SERVERS["xml-only-naive-utc"])
+    async with httpx.AsyncClient() as client:
+        assert isinstance((await client.get(f"{objects.url}/services.json")).json()["services"], list)
+        one = (await client.get(f"{objects.url}/requests/{opened.external_id}.json")).json()["service_requests"]
+        assert isinstance(one, dict), "one record as an object"
+        feed = (await client.get(f"{objects.url}/servicerequestupdates.json")).json()["service_request_updates"]
+        assert "+" not in feed["updated_datetime"] and "Z" not in feed["updated_datetime"]
+        assert (await client.get(f"{xml_only.url}/services.json")).status_code == 404
+        assert (await client.get(f"{xml_only.url}/services.xml")).status_code == 200
