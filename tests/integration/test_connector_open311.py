@@ -595,3 +595,36 @@ async def test_the_wrong_dialects_are_really_spoken(departments: Callable[..., A
         assert "+" not in feed["updated_datetime"] and "Z" not in feed["updated_datetime"]
         assert (await client.get(f"{xml_only.url}/services.json")).status_code == 404
         assert (await client.get(f"{xml_only.url}/services.xml")).status_code == 200
+
+
+async def test_polling_resumes_from_its_cursor_after_a_restart_and_hands_nothing_on_twice(
+    departments: Callable[..., Awaitable[SampleOpen311]],
+) -> None:
+    clock = Clock()
+    department = await departments(clock=clock)
+    a, b = [(await department.connector.open_work_order(a_request(), str(uuid.uuid4()))).external_id for _ in "ab"]
+    await department.change_status(a, "investigating")
+    assert [u.external_id for u in await department.poll()] == [a]
+    stored = department.cursor  # what the bridge keeps per department
+    restarted = Open311Connector("streets", department.spec, clock=clock)
+    try:
+        assert (await restarted.updates_since(stored)).updates == []
+        await department.change_status(b, "investigating")
+        await department.change_status(a, "fixed")
+        page = await restarted.updates_since(stored)
+        assert [(u.external_id, u.status) for u in page.updates] == [(b, "investigating"), (a, "fixed")]
+        assert (await restarted.updates_since(page.cursor)).updates == []
+    finally:
+        await restarted.aclose()
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+async def test_a_work_order_is_read_back_as_their_system_shows_it(
+    departments: Callable[..., Awaitable[SampleOpen311]], fmt: str
+) -> None:
+    department = await departments(fmt)
+    opened = await department.connector.open_work_order(a_request(), str(uuid.uuid4()))
+    await department.change_status(opened.external_id, "action_scheduled", "crew on Monday")
+    found = await department.connector.read_work_order(opened.external_id)
+    assert found is not None and (found.status, found.note) == ("action_scheduled", "crew on Monday")
+    assert await department.connector.read_work_order("NOT-THERE") is None

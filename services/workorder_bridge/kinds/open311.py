@@ -322,6 +322,23 @@ class Open311Connector:
     def _city_maps(self, code: str) -> bool:
         return their_status_key(code) in {their_status_key(k) for k in self.spec.statuses.reverse}
 
+    # -- reading one back -----------------------------------------------------------------------------------
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
+        """The work order as their system shows it now (GET requests/{id}), as an update in their words, for the
+        bridge's reconciliation of a work order with no news for too long; None when their system does not know
+        it (404, or an answer without it). Not part of the contract yet: the bridge may call it where it exists."""
+        status, body = await self._call("GET", f"requests/{external_id}.{self._fmt}", params=self._jurisdiction())
+        if status == 404:
+            return None
+        self._raise_unless_ok(status, "requests")
+        for record in self._records(body, "requests"):
+            if text(record, "service_request_id", 100) != external_id:
+                continue
+            moment = text(record, "updated_datetime", 64) or text(record, "requested_datetime", 64)
+            return self._update(record, moment, from_request=True)
+        return None
+
     # -- health ---------------------------------------------------------------------------------------------
 
     async def health(self) -> Health:
