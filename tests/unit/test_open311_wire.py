@@ -118,3 +118,13 @@ def test_a_cursor_that_cannot_be_read_is_a_first_poll() -> None:
         assert Cursor.load(raw) == Cursor()
     kept = Cursor(T0, {"a": T0})
     assert Cursor.load(kept.dump()) == kept
+
+
+def test_a_name_too_long_or_garbled_is_no_name_while_words_are_cut() -> None:
+    from services.workorder_bridge.kinds.open311_wire import identifier, text
+
+    record = {"service_request_id": "7" * 201, "status": "fi\x00xed", "update_id": "u-1", "description": "x" * 3000}
+    assert identifier(record, "service_request_id") is None, "a cut id would name another request"
+    assert identifier(record, "status", 64) is None
+    assert identifier(record, "update_id") == "u-1"
+    assert text(record, "description") == "x" * 2000

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -55,6 +55,7 @@ from services.workorder_bridge.kinds.open311_wire import (
     MalformedAnswer,
     Record,
     error_codes,
+    identifier,
     nested,
     parse_time,
     records,
@@ -85,7 +86,7 @@ class Open311Connector:
         department_id: str,
         spec: ConnectorSpec,
         *,
-        city_dir: Any = None,
+        city_dir: Path | None = None,
         client: httpx.AsyncClient | None = None,
         open_work_orders: OpenWorkOrders | None = None,
         clock: Clock | None = None,
@@ -124,9 +125,9 @@ class Open311Connector:
             raise WorkOrderRefused(self.department_id, status)
         self._raise_unless_ok(status, "requests")
         first = self._first(body, "requests")
-        if (opened := text(first, "service_request_id", 100)) is not None:
+        if (opened := identifier(first, "service_request_id")) is not None:
             return OpenedWorkOrder(external_id=opened, status="open")
-        if (token := text(first, "token", 200)) is not None:
+        if (token := identifier(first, "token")) is not None:
             self._tokens[idempotency_key] = token
             return await self._resolved(token, idempotency_key)
         raise DepartmentUnavailable(
@@ -165,14 +166,14 @@ class Open311Connector:
             return None
         self._raise_unless_ok(status, "requests")
         for found in self._records(body, "requests"):
-            echoed = text(found, self.spec.key_attribute, 200) or text(
-                nested(found, "extended_attributes"), self.spec.key_attribute, 200
+            echoed = identifier(found, self.spec.key_attribute) or identifier(
+                nested(found, "extended_attributes"), self.spec.key_attribute
             )
             if echoed != key:
                 continue
-            if (external_id := text(found, "service_request_id", 100)) is not None:
-                return OpenedWorkOrder(external_id=external_id, status=text(found, "status", 64) or "open")
-            if (token := text(found, "token", 200)) is not None:
+            if (external_id := identifier(found, "service_request_id")) is not None:
+                return OpenedWorkOrder(external_id=external_id, status=identifier(found, "status", 64) or "open")
+            if (token := identifier(found, "token")) is not None:
                 self._tokens[key] = token
                 return await self._resolved(token, key)
         return None
@@ -185,7 +186,7 @@ class Open311Connector:
             status, body = await self._call("GET", f"tokens/{token}.{self._fmt}", params=self._jurisdiction())
             if status == 200:
                 for found in self._records(body, "tokens"):
-                    if (external_id := text(found, "service_request_id", 100)) is not None:
+                    if (external_id := identifier(found, "service_request_id")) is not None:
                         self._tokens.pop(key, None)
                         return OpenedWorkOrder(external_id=external_id, status="open")
             elif status != 404:  # 404: not known yet, as some servers answer for a fresh token
@@ -303,9 +304,9 @@ class Open311Connector:
         where the city file's reverse mapping names that code, so a city can map e.g. "CANC" without every
         unmapped code turning a known status into an unmapped one. It never goes into the note, which residents
         may read. The description is the note (residents may read it; the bridge makes it plain text)."""
-        external_id = text(record, "service_request_id", 100)
-        status = text(record, "status", 64)
-        code = text(record, "external_status_code", 64)
+        external_id = identifier(record, "service_request_id")
+        status = identifier(record, "status", 64)
+        code = identifier(record, "external_status_code")
         if code and self._city_maps(code):
             status = code
         changed_at = parse_time(moment, self._naive_zone)
@@ -316,7 +317,7 @@ class Open311Connector:
             status=status,
             changed_at=changed_at,
             note=text(record, "status_notes" if from_request else "description", 2000),
-            update_id=None if from_request else text(record, "update_id", 200),
+            update_id=None if from_request else identifier(record, "update_id"),
         )
 
     def _city_maps(self, code: str) -> bool:
@@ -333,7 +334,7 @@ class Open311Connector:
             return None
         self._raise_unless_ok(status, "requests")
         for record in self._records(body, "requests"):
-            if text(record, "service_request_id", 100) != external_id:
+            if identifier(record, "service_request_id") != external_id:
                 continue
             moment = text(record, "updated_datetime", 64) or text(record, "requested_datetime", 64)
             return self._update(record, moment, from_request=True)

@@ -141,6 +141,15 @@ def text(record: Record, name: str, limit: int = 2000) -> str | None:
     return value[:limit]
 
 
+def identifier(record: Record, name: str, limit: int = 200) -> str | None:
+    """A field that names something (an id, a status, a token): None when absent, longer than `limit` or not
+    printable, since a cut or garbled name would name something else."""
+    value = record.get(name)
+    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+        return None
+    return value
+
+
 def nested(record: Record, name: str) -> Record:
     value = record.get(name)
     return value if isinstance(value, dict) else {}
