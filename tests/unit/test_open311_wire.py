@@ -128,3 +128,101 @@ def test_a_name_too_long_or_garbled_is_no_name_while_words_are_cut() -> None:
     assert identifier(record, "status", 64) is None
     assert identifier(record, "update_id") == "u-1"
     assert text(record, "description") == "x" * 2000
+
+
+@st.composite
+def written_feeds(draw: st.DrawFn) -> tuple[bytes, str, list[tuple[str, str, datetime]]]:
+    """A feed of updates (id, status, time) written as some server would: JSON bare, wrapped or one object; XML with
+    or without a namespace; ids as numbers or strings; times in any of the forms servers use; extra fields and
+    empty strings for absent ones."""
+    count = draw(st.integers(1, 4))
+    updates = [
+        (
+            str(draw(st.integers(1, 10**9))),
+            draw(st.sampled_from(["open", "fixed", "action_scheduled", "Not Councils Responsibility"])),
+            T0
+            + timedelta(seconds=draw(st.integers(-86_400, 86_400)), microseconds=draw(st.sampled_from([0, 250_000]))),
+        )
+        for _ in range(count)
+    ]
+
+    def when(moment: datetime) -> str:
+        style = draw(st.sampled_from(["offset", "z", "naive", "ms", "ns", "space"]))
+        if style == "offset":
+            return moment.astimezone(timezone(timedelta(hours=-6))).isoformat()
+        if style == "z":
+            return moment.isoformat().replace("+00:00", "Z")
+        if style == "naive":
+            return moment.replace(tzinfo=None).isoformat()
+        if style == "ms":
+            return moment.isoformat(timespec="milliseconds")
+        if style == "ns":
+            return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "000Z"
+        return moment.isoformat(sep=" ")
+
+    rows: list[dict[str, Any]] = []
+    for request_id, status, moment in updates:
+        row: dict[str, Any] = {
+            "service_request_id": int(request_id) if draw(st.booleans()) else request_id,
+            "status": status,
+            "updated_datetime": when(moment),
+            "description": draw(st.sampled_from(["", "Filled", None])),
+            "media_url": "",
+        }
+        if draw(st.booleans()):
+            row["extras"] = {"crew": "4"}
+        rows.append(row)
+    fmt = draw(st.sampled_from(["json", "xml"]))
+    if fmt == "json":
+        shape = draw(st.sampled_from(["bare", "wrapped", "object"] if count == 1 else ["bare", "wrapped"]))
+        data: Any = rows if shape == "bare" else {"service_request_updates": rows[0] if shape == "object" else rows}
+        return json.dumps(data).encode(), fmt, updates
+    space = ' xmlns="urn:georeport"' if draw(st.booleans()) else ""
+    items = "".join(
+        "<request_update>"
+        + "".join(
+            f"<{k}>{v if not isinstance(v, dict) else ''.join(f'<{a}>{b}</{a}>' for a, b in v.items())}</{k}>"
+            if v is not None
+            else f"<{k}/>"
+            for k, v in row.items()
+        )
+        + "</request_update>"
+        for row in rows
+    )
+    return (
+        f'<?xml version="1.0"?><service_request_updates{space}>{items}</service_request_updates>'.encode(),
+        fmt,
+        updates,
+    )
+
+
+@given(written_feeds())
+def test_a_feed_reads_alike_whatever_dialect_it_is_written_in(
+    feed: tuple[bytes, str, list[tuple[str, str, datetime]]],
+) -> None:
+    body, fmt, updates = feed
+    found = records(body, fmt)
+    read = [(r["service_request_id"], r["status"], parse_time(r["updated_datetime"])) for r in found]
+    assert read == updates
+    assert all(r.get("description") in (None, "Filled") and "media_url" not in r for r in found)
+
+
+def test_the_city_files_open311_settings_are_checked() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from civicflow.department_systems import ConnectorSpec
+
+    base = {"kind": "open311", "endpoint": "https://311.example/open311/v2"}
+    spec = ConnectorSpec.model_validate(base | {"timezone": "America/Chicago", "key_attribute": "fms_id"})
+    assert (spec.timezone, spec.key_attribute, spec.lookup_by_key) == ("America/Chicago", "fms_id", True)
+    assert ConnectorSpec.model_validate(base | {"key_attribute": None}).key_attribute is None
+    assert spec.theirs("cancelled") == "closed", "mySociety's updates take no CANCELLED"
+    for wrong, words in (
+        ({"timezone": "Mars/Olympus"}, "IANA time zone"),
+        ({"key_attribute": "key]&x=1"}, "key_attribute"),
+    ):
+        with pytest.raises(ValidationError, match=words):
+            ConnectorSpec.model_validate(base | wrong)
+    with pytest.raises(ValidationError, match="timezone: not a setting of a rest_webhook connector"):
+        ConnectorSpec.model_validate({"kind": "rest_webhook", "timezone": "UTC"})
