@@ -236,6 +236,8 @@ def create_app(settings: SampleOpen311Settings | None = None, *, clock: Clock = 
             raise GeoReportError(400, "lat and long must be numbers") from None
         if (lat is None) != (long is None):
             raise GeoReportError(400, "give both lat and long, or neither")
+        if lat is not None and long is not None and not (-90 <= lat <= 90 and -180 <= long <= 180):
+            raise GeoReportError(400, "lat and long must be numbers within -90..90 and -180..180")
         attributes = {k[10:-1]: v for k, v in fields.items() if k.startswith("attribute[") and k.endswith("]")}
         opened = store.open(
             service_code=code,

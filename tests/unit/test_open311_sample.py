@@ -32,6 +32,8 @@ GOOD = {"api_key": KEY, "service_code": "4", "description": "hole", "lat": "41.9
         ({"api_key": ""}, 403, "api_key"),
         ({"service_code": "999"}, 400, "service_code"),
         ({"lat": "north"}, 400, "lat and long"),
+        ({"lat": "nan"}, 400, "within"),
+        ({"long": "1e999"}, 400, "within"),
         ({"long": ""}, 400, "both lat and long"),
         ({"jurisdiction_id": "elsewhere"}, 404, "jurisdiction_id"),
     ],
