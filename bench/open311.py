@@ -5,8 +5,9 @@ SAMPLE Open311 server, in JSON and XML.
 
 The sample runs as a process of its own (as `civicflow dev` runs it), so this process holds only the connector.
 Opening is one after another, as one department's opener does: each is a look-up by our key and a POST (two
-calls). Updates: staff move every request once more, then one `updates_since` from no cursor hands them all on,
-and a second from its cursor hands on none but reads the same window again (the steady cost of a poll).
+calls); then the same without the look-up (`lookup_by_key: false`), its price. Updates: staff move every request
+once more, then one `updates_since` from no cursor hands them all on, and a second from its cursor hands on none
+but reads the same window again (the steady cost of a poll).
 
 Floors, in the same run against the same process: bare httpx GET services.{fmt} and bare POST requests.{fmt}
 per second, one after another, and GET servicerequestupdates.{fmt} of the same window with no reading at all.
@@ -73,6 +74,15 @@ async def run_format(url: str, api_key: str, key_file: Path, fmt: str, count: in
             started = time.perf_counter()
             ids = [(await connector.open_work_order(_request(n), str(uuid4()))).external_id for n in range(count)]
             opened_per_s = count / (time.perf_counter() - started)
+            # the price of the look-up by our key before each POST: the same without it (a second may open on retry)
+            blind = Open311Connector("streets", spec.model_copy(update={"lookup_by_key": False}))
+            try:
+                started = time.perf_counter()
+                for n in range(count):
+                    await blind.open_work_order(_request(n), str(uuid4()))
+                blind_per_s = count / (time.perf_counter() - started)
+            finally:
+                await blind.aclose()
 
             for external_id in ids:
                 await client.post(f"/sample/requests/{external_id}/status", json={"status": "fixed", "note": "done"})
@@ -96,6 +106,7 @@ async def run_format(url: str, api_key: str, key_file: Path, fmt: str, count: in
         "floor_post_requests_per_s": round(posts_per_s, 1),
         "opened_to_bare_get": round(opened_per_s / services_per_s, 3),
         "opened_to_bare_post": round(opened_per_s / posts_per_s, 3),
+        "opened_without_lookup_per_s": round(blind_per_s, 1),
         "updates_handed_on": handed,
         "updates_read_per_s": round(handed / first_seconds, 1),
         "repeat_poll_seconds": round(again_seconds, 4),
@@ -144,7 +155,9 @@ def main() -> None:
     for fmt, found in results.items():
         print(
             f"{fmt}: opened {found['opened_per_s']}/s ({found['opened_to_bare_get']}x a bare GET services,"
-            f" {found['opened_to_bare_post']}x a bare POST requests); updates read {found['updates_read_per_s']}/s"
+            f" {found['opened_to_bare_post']}x a bare POST requests;"
+            f" {found['opened_without_lookup_per_s']}/s without the look-up);"
+            f" updates read {found['updates_read_per_s']}/s"
             f" ({found['updates_handed_on']} in one poll, {found['updates_read_to_bare_feed_get']}x a bare GET);"
             f" a repeated poll {found['repeat_poll_seconds']}s handing on {found['repeat_poll_handed_on']}"
         )
