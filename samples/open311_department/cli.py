@@ -38,9 +38,15 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
     except httpx.HTTPError as exc:
         typer.echo(f"the sample Open311 server at {url} cannot be reached ({type(exc).__name__}); run `civicflow dev`")
         raise typer.Exit(1) from None
-    found: dict[str, Any] = answer.json()
-    if answer.status_code >= 400:
-        typer.echo(f"the sample Open311 server refused it: {found.get('error', answer.status_code)}", err=True)
+    try:
+        found: dict[str, Any] = answer.json()
+    except ValueError:
+        found = {}
+    if answer.status_code >= 400 or not isinstance(found, dict) or not found:
+        problem = found.get("error") if isinstance(found, dict) else None
+        typer.echo(
+            f"the sample Open311 server at {url} refused it: {problem or f'HTTP {answer.status_code}'}", err=True
+        )
         raise typer.Exit(1)
     return found
 
