@@ -256,7 +256,9 @@ class Open311Connector:
             if update is None:
                 skipped += 1
                 continue
-            key = update.update_id or f"{update.external_id}|{update.status}|{update.changed_at.isoformat()}"
+            # the request's id too: some servers number updates per request
+            seen_as = update.update_id or f"{update.status}|{update.changed_at.isoformat()}"
+            key = f"{update.external_id}|{seen_as}"
             found.append((key[:200], update))
         if skipped:
             log.warning(
