@@ -18,6 +18,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -56,6 +57,7 @@ DEFAULT_REVERSE: dict[ConnectorKind, dict[str, OurStatus]] = {
         "unable_to_fix": "closed",
         "no_further_action": "closed",
         "reopen": "reopened",
+        "for_triage": "acknowledged",  # mySociety's extended statuses: in the council's triage queue
     },
     "grpc": {},  # the proto's enum is our vocabulary
     "email": {"done": "resolved", "fixed": "resolved", "working": "in_progress", "scheduled": "action_scheduled"},
@@ -63,7 +65,13 @@ DEFAULT_REVERSE: dict[ConnectorKind, dict[str, OurStatus]] = {
 # Each kind's default forward mapping (ours -> theirs); ours is sent as it is where a kind has none.
 DEFAULT_FORWARD: dict[ConnectorKind, dict[OurStatus, str]] = {
     "rest_webhook": {"resolved": "done", "not_our_responsibility": "rejected"},
-    "open311": {"resolved": "fixed", "not_our_responsibility": "not_councils_responsibility", "reopened": "reopen"},
+    # cancelled: mySociety's POST servicerequestupdates takes only its extended statuses (no CANCELLED)
+    "open311": {
+        "resolved": "fixed",
+        "not_our_responsibility": "not_councils_responsibility",
+        "reopened": "reopen",
+        "cancelled": "closed",
+    },
     "grpc": {},
     "email": {},
 }
@@ -168,6 +176,13 @@ class ConnectorSpec(_Strict):
     catch_up_minutes: float = Field(default=60.0, ge=0, le=10_080)
     jurisdiction_id: str | None = None
     format: Literal["json", "xml"] = "json"
+    # open311: GeoReport has no idempotency key, so ours is sent as this attribute (attribute[civicflow_key]) and,
+    # before each POST, looked for with GET requests?attribute[civicflow_key]=KEY (lookup_by_key), so a retry
+    # after a lost answer finds the request instead of opening a second one; null: neither (see kinds/open311.py)
+    key_attribute: str | None = Field(default="civicflow_key", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    lookup_by_key: bool = True
+    # open311: the zone of their timestamps that carry none (GeoReport asks for an offset; some omit it); UTC if unset
+    timezone: str | None = None
     # our service codes -> theirs; a code not listed is sent as ours
     services: dict[str, Annotated[str, Field(min_length=1, max_length=100)]] = {}
     # our attribute (question) codes -> their field names; attributes not listed are not sent
@@ -180,6 +195,16 @@ class ConnectorSpec(_Strict):
         if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
             raise ValueError(f"{value!r} is not an http(s) URL (scheme, host, optional path; no query)")
         return value.rstrip("/") if value else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is not an IANA time zone (e.g. America/Chicago)") from None
+        return value
 
     @field_validator("inbox")
     @classmethod
@@ -199,7 +224,17 @@ class ConnectorSpec(_Strict):
         takes: dict[ConnectorKind, frozenset[str]] = {
             "rest_webhook": frozenset({"endpoint", "credentials"}),
             "open311": frozenset(
-                {"endpoint", "credentials", "poll_seconds", "catch_up_minutes", "jurisdiction_id", "format"}
+                {
+                    "endpoint",
+                    "credentials",
+                    "poll_seconds",
+                    "catch_up_minutes",
+                    "jurisdiction_id",
+                    "format",
+                    "key_attribute",
+                    "lookup_by_key",
+                    "timezone",
+                }
             ),
             "grpc": frozenset({"key_id"}),
             "email": frozenset({"inbox"}),

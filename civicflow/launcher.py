@@ -1,6 +1,6 @@
 """Starts the whole system as separate processes: the five services, the sample department system, the
-SMTP sink and the sample telephony provider. Used by `civicflow dev` and by the end-to-end tests, so both run
-the same thing."""
+SAMPLE Open311 server, the SMTP sink and the sample telephony provider. Used by `civicflow dev` and by the
+end-to-end tests, so both run the same thing."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from civicflow.infra import Infrastructure, free_ports, wait_for_port
 
 SERVICES = ("intake", "router", "workorder_bridge", "notifier", "query")
-SAMPLES = ("smtp_sink", "sample_department", "sample_telephony", "grpc_department")  # the city's outside world
+# the city's outside world
+SAMPLES = ("smtp_sink", "sample_department", "sample_telephony", "grpc_department", "sample_open311")
 # the sample city's department whose own integration pulls work orders over gRPC (samples/grpc_department)
 SAMPLE_GRPC_DEPARTMENT = "water"
 
@@ -36,6 +37,7 @@ class Ports:
     phone: int  # the sample telephony provider
     notifier_http: int  # the notifier's webhooks (texts and calls coming back from the telephony provider)
     metrics: dict[str, int] = field(default_factory=dict)  # each service's Prometheus /metrics
+    open311: int = 8096  # the SAMPLE Open311 server (the sample city's streets and sanitation departments)
 
     @classmethod
     def defaults(cls) -> Ports:
@@ -44,11 +46,11 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        drawn = free_ports(10 + len(SERVICES))
+        drawn = free_ports(10 + len(SERVICES) + 1)
         intake, query, router, bridge, notifier, bridge_http, department, smtp, phone, notifier_http = drawn[:10]
-        metrics = dict(zip(SERVICES, drawn[10:], strict=True))
+        metrics = dict(zip(SERVICES, drawn[10 : 10 + len(SERVICES)], strict=True))
         servers = (intake, query, router, bridge, notifier, bridge_http, department, smtp, phone, notifier_http)
-        return cls(*servers, metrics=metrics)
+        return cls(*servers, metrics=metrics, open311=drawn[-1])
 
     def grpc(self, service: str) -> int:
         port: int = getattr(self, service)
@@ -114,8 +116,24 @@ class SystemProcesses:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.open311_environment(env))
         env.update(self.extra_env)
         return env
+
+    def open311_environment(self, env: dict[str, str]) -> dict[str, str]:
+        """The SAMPLE Open311 server's port; where the bridge finds it (the sample city names the sample's default
+        address, which the open311 kind sends here in development); and the api key both share: the operator's,
+        else one kept in the state folder (civicflow.secrets; in production a missing one is refused)."""
+        from civicflow.secrets import shared_secret
+        from civicflow.settings import KernelSettings
+
+        kernel = KernelSettings(state_dir=self.state_dir)
+        configured = env.get("CIVICFLOW_OPEN311_API_KEY", "")
+        return {
+            "CIVICFLOW_SAMPLE_OPEN311_PORT": str(self.ports.open311),
+            "CIVICFLOW_OPEN311_SAMPLE_URL": f"http://127.0.0.1:{self.ports.open311}",
+            "CIVICFLOW_OPEN311_API_KEY": shared_secret(kernel, configured, "CIVICFLOW_OPEN311_API_KEY", "open311.key"),
+        }
 
     def command(self, name: str) -> list[str]:
         if name in SERVICES:
@@ -125,6 +143,7 @@ class SystemProcesses:
             "smtp_sink": "samples.smtp_sink",
             "sample_telephony": "samples.telephony",
             "grpc_department": "samples.grpc_department",
+            "sample_open311": "samples.open311_department",
         }[name]
         return [sys.executable, "-m", module]
 
@@ -171,9 +190,7 @@ class SystemProcesses:
             return f"{kept}\n{loaded.found.report()}"
         return f"address points: {loaded.found.report()} from {city.address_points.name}"
 
-    def wait_ready(
-        self, names: tuple[str, ...] = SAMPLES + SERVICES, timeout: float = 60
-    ) -> None:
+    def wait_ready(self, names: tuple[str, ...] = SAMPLES + SERVICES, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         for name in names:
             if name == "smtp_sink":
@@ -184,6 +201,8 @@ class SystemProcesses:
                 wait_for_port("127.0.0.1", self.ports.phone, timeout)
             elif name == "grpc_department":  # a client: ready once the bridge let it pull (the bridge starts too)
                 wait_for_file(self.grpc_department_connected(), deadline, self.processes.get(name))
+            elif name == "sample_open311":
+                wait_for_port("127.0.0.1", self.ports.open311, timeout)
             else:
                 wait_serving(f"127.0.0.1:{self.ports.grpc(name)}", deadline, self.processes.get(name))
 

@@ -57,6 +57,7 @@ def dev(
                         "query": f"127.0.0.1:{ports.query}",
                         "router": f"127.0.0.1:{ports.router}",
                         "phone": system.phone_url,
+                        "open311": f"http://127.0.0.1:{ports.open311}",
                         "notifier": f"127.0.0.1:{ports.notifier}",
                         "database_url": infra.database_url,
                     }
@@ -71,11 +72,13 @@ def dev(
                 f"  bridge    gRPC  127.0.0.1:{ports.workorder_bridge}, webhooks http://127.0.0.1:{ports.bridge_http}\n"
                 f"  notifier  gRPC  127.0.0.1:{ports.notifier}   (civicflow preferences TRACKING-NUMBER …)\n"
                 f"  sample department work-order system  http://127.0.0.1:{ports.sample_department}\n"
+                f"  sample Open311 server http://127.0.0.1:{ports.open311} (streets, sanitation), requests in"
+                f" {state_dir / 'open311'}\n            (civicflow open311 set ID STATUS / show ID)\n"
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
                 f"  SAMPLE gRPC department ({ports.workorder_bridge} WorkOrderSync) keeps its work orders in"
                 f" {system.grpc_department_dir}\n"
                 f"  sample telephony provider {system.phone_url}, texts and calls saved in {system.phone_dir}\n"
-                f"            (civicflow phone reply NUMBER \"TEXT\" / press NUMBER DIGITS / list)\n"
+                f'            (civicflow phone reply NUMBER "TEXT" / press NUMBER DIGITS / list)\n'
                 f"  metrics   http://127.0.0.1:<port>/metrics, port by service: {metrics}\n"
                 f"  logs in {state_dir / 'logs'}\n"
                 f"  the CLI calls with the API key in {cli_key_file(settings)} (every scope; `civicflow keys`)\n"

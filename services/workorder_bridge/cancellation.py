@@ -73,10 +73,8 @@ def reason_to_cancel(event: RecordedEvent) -> str | None:
     if isinstance(data, CaseNeedsTriage):
         return f"the case was sent to the call centre's triage queue: {data.reason}"
     if isinstance(data, CaseResolved):
-        # duplicate_of is helper "status"'s addition to CaseResolved: read it where it exists
-        duplicate_of = getattr(data, "duplicate_of", None)
-        if duplicate_of:
-            return f"the case was closed as a duplicate of {duplicate_of}"
+        if data.duplicate_of:
+            return f"the case was closed as a duplicate of {data.duplicate_of}"
     return None
 
 

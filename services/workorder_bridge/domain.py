@@ -49,6 +49,13 @@ class WorkOrderRequest(BaseModel):
     # the answers to the service's questions, by our question code; a connector sends only those its
     # department's `attributes` mapping names, under their field names
     attributes: dict[str, str] = {}
+    # Where the work is, for systems that need a place (Open311 requires one). Left out of the serialized body
+    # (exclude), which the REST department system takes as it was and refuses unknown fields in.
+    lat: float | None = Field(default=None, exclude=True)
+    long: float | None = Field(default=None, exclude=True)
+    address: str | None = Field(default=None, exclude=True)
+    # the routing decision's priority, for systems that take it as a field (left out of the REST body as well)
+    priority: str | None = Field(default=None, exclude=True)
 
 
 class StatusReport(BaseModel):
@@ -124,6 +131,10 @@ def work_order_request(
         callback_url=callback_url,
         due_at=routed.due_at,
         attributes=dict(attributes or {}),
+        lat=submitted.location.lat if submitted.location else None,
+        long=submitted.location.long if submitted.location else None,
+        address=submitted.location.address if submitted.location else None,
+        priority=routed.priority,
     )
 
 

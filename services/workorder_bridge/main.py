@@ -65,6 +65,9 @@ class BridgeSettings(KernelSettings):
     workorder_grpc_poll_seconds: float = 0.2
     workorder_grpc_redeliver_seconds: float = 30.0
     workorder_grpc_client_window_seconds: float = 60.0
+    # development only: where the SAMPLE Open311 server listens when not on its default port (the launcher's free
+    # ports); an open311 endpoint naming the default (http://127.0.0.1:8096) goes there (kinds/open311.py)
+    open311_sample_url: str = ""
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""

@@ -259,12 +259,14 @@ class WorkOrderOpener:
         # The case as it stood when it was routed: a retry after a later recategorisation sends the same
         # request under the same Idempotency-Key, and so finds the work order a lost answer had opened.
         history = [e for e in stream if e.version <= event.version]
+        submitted = submission_of(history)
         request = work_order_request(
             event.case_id,
-            submission_of(history),
+            submitted,
             routed,
             self._callback_url,
             current_service_code(e.data for e in history),
+            submitted.attributes,  # each connector sends only those its department maps
         )
         connector = self._departments.for_department(routed.department_id)
         try:

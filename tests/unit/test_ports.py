@@ -24,9 +24,10 @@ def test_a_system_draws_a_different_port_for_each_of_its_servers() -> None:
             ports.smtp,
             ports.phone,
             ports.notifier_http,
+            ports.open311,
             *ports.metrics.values(),
         ]
-        assert len(set(drawn)) == len(drawn) == 15
+        assert len(set(drawn)) == len(drawn) == 16
     assert len(set(free_ports(100))) == 100
 
 

@@ -388,6 +388,7 @@ def test_the_work_order_carries_the_tracking_number_and_no_resident_data() -> No
     assert request.tracking_number == "SC-2026-000042"
     assert request.service_code == "POTHOLE"
     assert request.due_at == NOW + timedelta(days=5)
+    # The REST body (model_dump_json) leaves the place out; only kinds that need the work's place send it (Open311).
     sent = request.model_dump_json()
     for personal in ("pothole outside my house", "555-0100", "12 Elm Street", "sealed"):
         assert personal not in sent

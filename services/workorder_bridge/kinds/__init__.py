@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.workorder_bridge.connector import Connector, ConnectorContext
-from services.workorder_bridge.kinds import grpc, rest_webhook
+from services.workorder_bridge.kinds import grpc, open311, rest_webhook
 
 Builder = Callable[[ConnectorContext], Connector]
 
 BUILDERS: dict[str, Builder] = {
     "rest_webhook": rest_webhook.build,
     "grpc": grpc.build,
+    "open311": open311.build,
 }

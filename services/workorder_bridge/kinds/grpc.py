@@ -8,7 +8,7 @@ client has been there lately: a system that pulls is down for us when it stops p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,10 +37,8 @@ def utc_now() -> datetime:
 def work_order_body(spec: ConnectorSpec, request: WorkOrderRequest) -> dict[str, Any]:
     """What the department's client is sent for a work order, in its own service code and field names. The
     callback URL is not sent: its reports go to ReportStatus."""
-    # Priority and the service's answers reach the connector once the opener's request carries them
-    # (domain.WorkOrderRequest); until then the department sees them in the summary only.
-    priority = getattr(request, "priority", None)
-    answers: Mapping[str, Any] = getattr(request, "attributes", None) or {}
+    priority = request.priority
+    answers = request.attributes
     return {
         "tracking_number": request.tracking_number,
         "service_code": spec.their_service(request.service_code),
