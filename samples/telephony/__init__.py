@@ -7,6 +7,8 @@ REST API that civicflow uses, with HTTP Basic auth (account SID and auth token):
 - ``POST /2010-04-01/Accounts/{sid}/Messages.json`` takes a text (201, Twilio's JSON), then sends signed
   status callbacks queued -> sent -> delivered (or failed/undelivered for the test numbers below);
 - ``GET  /2010-04-01/Accounts/{sid}/Messages.json?To=…&From=…&DateSent>=…`` lists texts, newest first;
+- ``GET  /2010-04-01/Accounts/{sid}/Messages/{MessageSid}.json`` one text as it stands (404, 20404, for a
+  sid it does not hold);
 - ``POST /2010-04-01/Accounts/{sid}/Calls.json`` places a call and plays its TwiML (``Twiml`` or ``Url``):
   Say, Pause, Gather (digits from the per-number script set with ``POST /sample/press``), Redirect,
   Hangup; with signed status callbacks ringing -> in-progress -> completed, or busy/no-answer/failed;

@@ -98,9 +98,7 @@ async def take_over(tx: AsyncConnection, row: DeliveryRow, now: datetime) -> Cla
     return claim
 
 
-async def take(
-    tx: AsyncConnection, row: DeliveryRow, was: str, seen: datetime | None, now: datetime
-) -> Claim | None:
+async def take(tx: AsyncConnection, row: DeliveryRow, was: str, seen: datetime | None, now: datetime) -> Claim | None:
     """Claim a row found `was` ('deferred' or 'sending') with claimed_at `seen`; None when another sender moved
     it first. A 'deferred' row starts now; a 'sending' one keeps its first claim's moment."""
     claimed = (

@@ -154,9 +154,7 @@ async def _answered_before(tx: AsyncConnection, message_sid: str) -> str | None:
     The claim is a unique key, not a read then a write: a retry arriving while the first is being answered
     waits on the first's row and then reads its reply."""
     claimed = await tx.execute(
-        text(
-            "INSERT INTO notifier.inbound_messages (message_sid) VALUES (:s) ON CONFLICT DO NOTHING RETURNING 1"
-        ),
+        text("INSERT INTO notifier.inbound_messages (message_sid) VALUES (:s) ON CONFLICT DO NOTHING RETURNING 1"),
         {"s": message_sid},
     )
     if claimed.first() is not None:
