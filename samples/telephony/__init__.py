@@ -28,6 +28,7 @@ Test numbers (as Twilio's magic numbers, by the last four digits of the number t
 ``…0003``   call: ``busy``
 ``…0004``   call: ``no-answer``
 ``…0005``   call: ``failed``
+``…0006``   text: ``delivered``, but no status callback is ever posted (lost on the way; ask for it)
 not E.164   text or call: refused at once, 21211 (not a valid number)
 other From  text or call from a number that is not the city's: refused, 21606
 ==========  ==============================================================

@@ -145,7 +145,12 @@ class TwilioTelephony:
     async def text_status(self, sid: str) -> ProviderMessage:
         if not MESSAGE_SID.fullmatch(sid):
             raise TelephonyRefused(None, "not a message sid (1 to 64 letters A-Z and digits 0-9)")
-        return _message(await self._call(self._client.messages(sid).fetch_async()))
+        message = await self._call(self._client.messages(sid).fetch_async())
+        try:
+            return _message(message)
+        except (TypeError, ValueError):  # an error code that is not a number, a date that is not one
+            log.warning("telephony provider answered unreadably", problem="message fields")
+            raise TelephonyUnavailable("the telephony provider's answer could not be read") from None
 
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
         options: dict[str, Any] = {}

@@ -215,6 +215,9 @@ async def test_a_provider_unreachable_failing_unreadable_or_refusing_our_credent
     unused, broken_port = free_ports(2)
 
     async def broken(request: Request) -> Response:
+        if request.method == "GET" and "/Messages/" in request.url.path:  # Twilio's shape, fields that are not
+            text = {"sid": "SM1", "to": RESIDENT, "status": "delivered", "date_created": "soon", "error_code": "x"}
+            return JSONResponse(text)
         if request.method == "GET" or b"15005550009" in await request.body():  # the newer RFC 9457 error shape
             problem = {"type": "https://www.twilio.com/docs/errors/21614", "title": "Not a mobile number"}
             return JSONResponse({**problem, "status": 400, "code": 21614}, status_code=400)
@@ -237,6 +240,10 @@ async def test_a_provider_unreachable_failing_unreadable_or_refusing_our_credent
         assert refused.value.code == 21614 and "cannot receive texts" in str(refused.value)
         with pytest.raises(TelephonyUnavailable, match="HTTP 400"):  # what was sent cannot be told: ask again later
             await failing.texts_to(RESIDENT, datetime.now(UTC))
+        with pytest.raises(TelephonyUnavailable, match="could not be read"):
+            await failing.text_status("SM1")
+        with pytest.raises(TelephonyUnavailable):
+            await nowhere.text_status("SM1")
     finally:
         for telephony in (nowhere, wrong_token, failing):
             await telephony.aclose()

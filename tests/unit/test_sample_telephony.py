@@ -121,6 +121,15 @@ async def test_the_test_numbers_fail_as_documented(phone: tuple[httpx.AsyncClien
     assert opted_out.status_code == 400
     assert opted_out.json()["code"] == 21610
 
+    reported = len(city.to(CALLBACK))
+    lost = await client.post(
+        MESSAGES, data={"To": "+15005550006", "From": CITY, "Body": "hi", "StatusCallback": CALLBACK}
+    )
+    await provider.idle()
+    assert len(city.to(CALLBACK)) == reported  # its reports are lost on the way: only asking finds it delivered
+    fetched = await client.get(MESSAGES.replace(".json", f"/{lost.json()['sid']}.json"))
+    assert fetched.json()["status"] == "delivered"
+
 
 async def test_texts_are_listed_newest_first_by_recipient_and_time(phone: tuple[httpx.AsyncClient, Provider]) -> None:
     client, provider = phone
