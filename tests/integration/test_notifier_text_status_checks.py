@@ -2,20 +2,21 @@
 against real PostgreSQL and the in-memory telephony double: a report that never came is found and recorded once,
 also when it comes both ways or two replicas ask at once; a text still on its way is asked again, less often; one
 sent more than a day ago is left alone; a provider that is down, forgot a text or answers unreadably holds up no
-other text."""
+other text. And a callback that meets another writer on its case is decided again, not lost."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from civicflow.events import (
     CaseEvent,
@@ -26,6 +27,7 @@ from civicflow.events import (
     NotificationDelivered,
     NotificationFailed,
     RecordedEvent,
+    ResidentReplied,
 )
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
@@ -271,4 +273,41 @@ async def test_texts_already_told_by_their_callback_are_not_asked_about(notifier
     notifier.mark_sent()
     assert await notifier.reports(sid, "delivered", None)
     assert await notifier.check(after=EVERY) == []
+    assert await notifier.told(case) == [DELIVERED]
+
+
+class CutIn(PostgresEventStore):
+    """The event store, with another writer (the router, the bridge) appending to the case in a transaction of its
+    own, younger than the reader's, just before the reader's first append: the real store's conflict, on cue."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__()
+        self._engine = engine
+        self.cut_in = 1
+
+    async def append(
+        self,
+        tx: AsyncConnection,
+        case_id: UUID,
+        expected_version: int | None,
+        events: Sequence[CaseEvent],
+        metadata: EventMetadata,
+        occurred_at: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        if self.cut_in:
+            self.cut_in -= 1
+            async with self._engine.begin() as other:
+                reply = [ResidentReplied(text="thanks")]
+                await super().append(other, case_id, None, reply, EventMetadata(correlation_id=uuid7(), actor="t"))
+        return await super().append(tx, case_id, expected_version, events, metadata, occurred_at)
+
+
+async def test_a_callback_that_meets_another_writer_on_its_case_is_decided_again_not_lost(
+    notifier: Notifier,
+) -> None:
+    case, sid = await notifier.texted()
+    store = CutIn(notifier.engine)
+    reports = StatusReports(notifier.engine, store, notifier.vault, clock=lambda: notifier.now)
+    assert await reports(sid, "delivered", None)
+    assert store.cut_in == 0  # the other writer did cut in
     assert await notifier.told(case) == [DELIVERED]
