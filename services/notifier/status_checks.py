@@ -59,11 +59,11 @@ CHECKS = Counter(
 )
 
 # The predicate repeats the partial index deliveries_awaiting_report (notifier migration 0008) word for word.
-_TAKE = text(
+TAKE_DUE = text(
     "UPDATE notifier.deliveries AS d SET status_checked_at = :now, status_checks = d.status_checks + 1"
     " FROM (SELECT case_id, stage, channel, attempt FROM notifier.deliveries"
     " WHERE status = 'sent' AND provider_sid IS NOT NULL AND (channel = 'sms' OR falls_back_to = 'sms')"
-    " AND coalesce(provider_status, '') NOT IN ('delivered', 'read', 'undelivered', 'failed')"
+    " AND coalesce(provider_status, '') NOT IN ('delivered', 'failed', 'read', 'undelivered')"
     " AND sent_at <= :due AND sent_at > :given_up"
     " AND (status_checked_at IS NULL OR status_checked_at <= CAST(:now AS timestamptz)"
     " - make_interval(secs => CAST(:every AS double precision) * power(2, least(status_checks - 1, :doublings))))"
@@ -74,6 +74,9 @@ _TAKE = text(
 
 
 class TextStatusChecks:
+    """The periodic task: asks the provider about the texts due a check and reports what it says through `report`
+    (the notifier's StatusReports), as the provider's callback would have."""
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -111,7 +114,7 @@ class TextStatusChecks:
         one replica's, and not again before its next turn."""
         async with self._engine.begin() as tx:
             taken = await tx.execute(
-                _TAKE,
+                TAKE_DUE,
                 {
                     "now": now,
                     "due": now - self._every,

@@ -35,10 +35,10 @@ from civicflow.pii import ContactVault, ResidentContact, load_master_key
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.notifier.calls import CallDelivery, deferred_row
 from services.notifier.domain import MessageTemplates
-from services.notifier.inbound_texts import StatusReports
+from services.notifier.inbound_texts import FINAL, StatusReports
 from services.notifier.main import NotificationHandler
 from services.notifier.sms import TextTemplates
-from services.notifier.status_checks import ASKED_FOR, TextStatusChecks
+from services.notifier.status_checks import ASKED_FOR, TAKE_DUE, TextStatusChecks
 from services.notifier.texting import TextDelivery
 from services.notifier.voice import CallScripts
 from tests.telephony_double import InMemoryTelephony
@@ -311,3 +311,9 @@ async def test_a_callback_that_meets_another_writer_on_its_case_is_decided_again
     assert await reports(sid, "delivered", None)
     assert store.cut_in == 0  # the other writer did cut in
     assert await notifier.told(case) == [DELIVERED]
+
+
+def test_the_checks_skip_exactly_the_statuses_a_report_settles_on() -> None:
+    # the SQL spells them out (its partial index, notifier migration 0008, must match it word for word)
+    spelt = "coalesce(provider_status, '') NOT IN (" + ", ".join(f"'{s}'" for s in sorted(FINAL)) + ")"
+    assert spelt in str(TAKE_DUE)

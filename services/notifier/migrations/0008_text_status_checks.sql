@@ -8,4 +8,4 @@ ALTER TABLE notifier.deliveries ADD COLUMN status_checks integer NOT NULL DEFAUL
 -- the texts still waiting for a final report, oldest first; the task's query repeats this predicate word for word
 CREATE INDEX deliveries_awaiting_report ON notifier.deliveries (sent_at)
     WHERE status = 'sent' AND provider_sid IS NOT NULL AND (channel = 'sms' OR falls_back_to = 'sms')
-    AND coalesce(provider_status, '') NOT IN ('delivered', 'read', 'undelivered', 'failed');
+    AND coalesce(provider_status, '') NOT IN ('delivered', 'failed', 'read', 'undelivered');
