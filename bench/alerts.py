@@ -33,7 +33,7 @@ from civicflow.logging import configure_logging
 from civicflow.sandbox import scratch_database
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.notifier.alerts import StaffAlerts
-from services.notifier.telephony import ProviderCall, ProviderMessage
+from services.notifier.telephony import ProviderCall, ProviderMessage, TelephonyUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = PostgresEventStore()
@@ -53,6 +53,9 @@ class SlowProvider:
 
     async def texts_to(self, to: str, since: datetime) -> list[ProviderMessage]:
         return []
+
+    async def text_status(self, sid: str) -> ProviderMessage:
+        raise TelephonyUnavailable("the bench's provider keeps no texts")
 
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
         await asyncio.sleep(self._seconds)

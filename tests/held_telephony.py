@@ -42,6 +42,9 @@ class HeldTelephony:
         await self._hold("texts_to", to)
         return found
 
+    async def text_status(self, sid: str) -> ProviderMessage:
+        return await self.inner.text_status(sid)
+
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
         await self._hold("place_call", to)
         return await self.inner.place_call(to, twiml, status_callback)

@@ -1,7 +1,7 @@
 """A test double of the notifier's telephony port (services/notifier/telephony.py), in memory: it keeps the texts
-it took and the calls it was asked to place, can refuse, be down, or "crash" right after taking a text or
-placing a call; signatures are valid when they are HMAC-SHA1 of the URL and sorted parameters with its auth
-token, as Twilio signs them."""
+it took (and what it says of each now, moved on by the test) and the calls it was asked to place, can refuse, be
+down, or "crash" right after taking a text or placing a call; signatures are valid when they are HMAC-SHA1 of the
+URL and sorted parameters with its auth token, as Twilio signs them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -51,6 +51,8 @@ class InMemoryTelephony:
     refuse_calls_with: int | None = None  # the next calls are refused with this error code
     crash_after_placing: bool = False
     call_lookups: int = 0
+    statuses: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # sid -> (status, error code) now
+    status_lookups: list[str] = field(default_factory=list)  # the sids text_status was asked about, in order
 
     async def send_text(self, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
         if self.down:
@@ -68,6 +70,24 @@ class InMemoryTelephony:
         if self.down:
             raise TelephonyUnavailable("the test double is down")
         return [m for m in self.taken if m.to == to and m.created_at >= since]
+
+    async def text_status(self, sid: str) -> ProviderMessage:
+        self.status_lookups.append(sid)
+        if self.down:
+            raise TelephonyUnavailable("the test double is down")
+        message = next((m for m in self.taken if m.sid == sid), None)
+        if message is None:  # as TwilioTelephony takes the provider's 404
+            raise TelephonyUnavailable("the test double holds no text with that sid")
+        status, code = self.statuses.get(sid, (message.status, message.error_code))
+        return replace(message, status=status, error_code=code)
+
+    def move(self, sid: str, status: str, error_code: int | None = None) -> None:
+        """What the provider will say of a text from now on (its callback is the test's to send, or not)."""
+        self.statuses[sid] = (status, error_code)
+
+    def forget(self, sid: str) -> None:
+        """The provider no longer knows the text (the sample provider after a restart)."""
+        self.taken = [m for m in self.taken if m.sid != sid]
 
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
         if self.down:

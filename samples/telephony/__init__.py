@@ -7,6 +7,8 @@ REST API that civicflow uses, with HTTP Basic auth (account SID and auth token):
 - ``POST /2010-04-01/Accounts/{sid}/Messages.json`` takes a text (201, Twilio's JSON), then sends signed
   status callbacks queued -> sent -> delivered (or failed/undelivered for the test numbers below);
 - ``GET  /2010-04-01/Accounts/{sid}/Messages.json?To=…&From=…&DateSent>=…`` lists texts, newest first;
+- ``GET  /2010-04-01/Accounts/{sid}/Messages/{MessageSid}.json`` one text as it stands (404, 20404, for a
+  sid it does not hold);
 - ``POST /2010-04-01/Accounts/{sid}/Calls.json`` places a call and plays its TwiML (``Twiml`` or ``Url``):
   Say, Pause, Gather (digits from the per-number script set with ``POST /sample/press``), Redirect,
   Hangup; with signed status callbacks ringing -> in-progress -> completed, or busy/no-answer/failed;
@@ -26,6 +28,7 @@ Test numbers (as Twilio's magic numbers, by the last four digits of the number t
 ``…0003``   call: ``busy``
 ``…0004``   call: ``no-answer``
 ``…0005``   call: ``failed``
+``…0006``   text: ``delivered``, but no status callback is ever posted (lost on the way; ask for it)
 not E.164   text or call: refused at once, 21211 (not a valid number)
 other From  text or call from a number that is not the city's: refused, 21606
 ==========  ==============================================================

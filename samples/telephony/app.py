@@ -117,6 +117,15 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
         found.sort(key=lambda t: t.created_at, reverse=True)
         return _page("messages", [t.as_twilio() for t in found], f"/{API_VERSION}/Accounts/{sid}/Messages.json")
 
+    async def fetch_message(request: Request) -> Response:
+        """One text by its sid (either way, as Twilio), as Twilio answers it; 404 with Twilio's error for a sid
+        it does not hold, which after a restart is every earlier one (texts are kept in memory)."""
+        wanted = request.path_params["message_sid"]
+        found = next((t for t in provider.texts if t.sid == wanted), None)
+        if found is None:
+            raise Refused(404, 20404, "The requested resource was not found")
+        return JSONResponse(found.as_twilio())
+
     async def list_calls(request: Request) -> Response:
         """Twilio's Calls list, filtered by To, From, Status and StartTime (a sample call starts when placed)."""
         query = request.query_params
@@ -183,6 +192,7 @@ def create_app(settings: SampleTelephonySettings | None = None, client: httpx.As
         routes=[
             Route(f"{ACCOUNT}/Messages.json", guarded(create_message), methods=["POST"]),
             Route(f"{ACCOUNT}/Messages.json", guarded(list_messages), methods=["GET"]),
+            Route(f"{ACCOUNT}/Messages/{{message_sid}}.json", guarded(fetch_message), methods=["GET"]),
             Route(f"{ACCOUNT}/Calls.json", guarded(create_call), methods=["POST"]),
             Route(f"{ACCOUNT}/Calls.json", guarded(list_calls), methods=["GET"]),
             Route("/sample/inbound", guarded(inbound), methods=["POST"]),

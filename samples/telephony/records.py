@@ -19,6 +19,7 @@ MAX_BODY = 1600  # Twilio refuses longer texts with 21617
 # By the last four digits of the number texted or called (Twilio's own test numbers work the same way).
 TEXT_UNDELIVERED = "0001"  # accepted, then undelivered: 30003, the handset is unreachable
 TEXT_OPTED_OUT = "0002"  # refused at create: 21610, the resident replied STOP
+TEXT_REPORTS_LOST = "0006"  # delivered, but its status callbacks never reach the city (lost on the way)
 CALL_OUTCOMES = {"0003": "busy", "0004": "no-answer", "0005": "failed"}
 
 

@@ -130,7 +130,7 @@ class CallDelivery:
             log.info("stage already notified", stage=stage, channel="voice")
             return Decision(writes=[remember])
         outcome, status, sid, code = await self.call(DeliveryRow(event.case_id, stage, "voice"), facts, to, claim)
-        finished = await finish(reads.tx, event.case_id, stage, 1, status, sid)
+        finished = await finish(reads.tx, event.case_id, stage, 1, status, sid, self.clock())
         log.info("call placed" if status == "sent" else "call refused", stage=stage, recorded=finished)
         if not finished:
             return Decision(writes=[remember])
@@ -256,7 +256,7 @@ class CallDelivery:
         assert contact is not None  # _unreachable refused a forgotten contact
         outcome, status, sid = await self._hand_over(where, row.falls_back_to, facts, contact, claim)
         async with self._engine.begin() as tx:
-            finished = await finish(tx, *key, status, sid)
+            finished = await finish(tx, *key, status, sid, self.clock())
             # a first call's outcome, and a fallback's; a retried call's is told by its status callback
             if finished and (row.attempt == 1 or row.falls_back_to is not None):
                 await store.append(tx, row.case_id, None, [outcome], trigger.caused(ACTOR))
@@ -348,15 +348,18 @@ async def _start(
     return await take_over(tx, DeliveryRow(case_id, stage, "voice", attempt), now)
 
 
-async def finish(tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, status: str, sid: str | None) -> bool:
-    """Move the call's row from 'sending' to status; False when a racing delivery already did."""
+async def finish(
+    tx: AsyncConnection, case_id: UUID, stage: str, attempt: int, status: str, sid: str | None, at: datetime
+) -> bool:
+    """Move the call's (or its fallback's) row from 'sending' to status, sent `at` (the sender's clock, as its
+    claims); False when a racing delivery already did."""
     finished = await tx.execute(
         text(
-            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = coalesce(provider_sid, :sid)"
+            "UPDATE notifier.deliveries SET status = :st, sent_at = :at, provider_sid = coalesce(provider_sid, :sid)"
             " WHERE case_id = :c AND stage = :s AND channel = 'voice' AND attempt = :a AND status = 'sending'"
             " RETURNING 1"
         ),
-        {"st": status, "sid": sid, "c": case_id, "s": stage, "a": attempt},
+        {"st": status, "sid": sid, "c": case_id, "s": stage, "a": attempt, "at": at},
     )
     return finished.first() is not None
 

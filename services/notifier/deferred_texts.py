@@ -111,7 +111,7 @@ class DeferredTexts:
             )
         outcome, status, sid = await self._texts.send(where, delivery.to, body, claim)
         async with self._engine.begin() as tx:
-            if await finish(tx, row.case_id, row.stage, status, sid):
+            if await finish(tx, row.case_id, row.stage, status, sid, self._clock()):
                 await self._store.append(tx, row.case_id, None, [outcome], trigger.caused(ACTOR))
                 NOTIFICATIONS.labels("sms", "sent" if status == "sent" else "failed").inc()
         log.info("deferred text handed over", stage=row.stage, outcome=status)

@@ -21,7 +21,7 @@ from civicflow.events import (
     RecordedEvent,
     ResidentReplied,
 )
-from civicflow.eventstore import EventStore
+from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault
 from services.notifier.alerts import alert_status
@@ -53,6 +53,9 @@ TakeAlert = Callable[[AsyncConnection, str, Ack], Awaitable[str | None]]
 DELIVERED = frozenset({"delivered", "read"})
 UNDELIVERED = frozenset({"undelivered", "failed"})
 FINAL = DELIVERED | UNDELIVERED
+# A report recorded on a case the router, the bridge or the notifier's consumer is appending to at the same moment
+# is decided again on the case as it now stands: a failed callback is not posted again.
+RECORD_ATTEMPTS = 5
 
 
 class InboundTexts:
@@ -186,6 +189,15 @@ class StatusReports:
 
     async def __call__(self, sid: str, status: str, error_code: int | None) -> bool:
         """False when no text of ours has that sid."""
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                return await self._record_once(sid, status, error_code)
+            except ConcurrencyConflict:
+                if attempt == RECORD_ATTEMPTS:
+                    raise  # the status checks (status_checks.py) ask the provider later
+        raise AssertionError("unreachable")
+
+    async def _record_once(self, sid: str, status: str, error_code: int | None) -> bool:
         async with self._engine.begin() as tx:
             # only a report before the final one moves the row: a repeated or late callback finds it final
             row = (

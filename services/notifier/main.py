@@ -30,7 +30,7 @@ their Message-IDs.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
@@ -74,6 +74,7 @@ from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.mail import MailSender, SmtpSender, undeliverable
 from services.notifier.quiet_hours import QuietHours, parse_hours
 from services.notifier.sms import TextTemplates
+from services.notifier.status_checks import TextStatusChecks
 from services.notifier.survey import SurveyTokens, survey_delays
 from services.notifier.survey_delivery import SurveyLinks, SurveySchedule, SurveySender
 from services.notifier.survey_http import survey_routes
@@ -127,6 +128,12 @@ class NotifierSettings(KernelSettings):
         description="When texts may go, in the city's zone; one due outside waits until they open. Empty: any time.",
     )
     deferred_text_scan_seconds: float = 60.0
+    text_status_check_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A text with no final delivery report this long after it went is looked up at the provider"
+        " (its callback may have been lost), and no text is asked about more often; for a day after sending.",
+    )
     survey_scan_seconds: float = Field(default=60.0, description="How often due satisfaction surveys are sent.")
     survey_after_seconds: float | None = Field(
         default=None,
@@ -337,6 +344,11 @@ def bootstrap(
         links = survey_routes(SurveyLinks(engine, PostgresEventStore(), tokens))
         menu = CallMenu(engine, PostgresEventStore(), vault, scripts)
         texts_reports = StatusReports(engine, PostgresEventStore(), vault)
+        every = timedelta(seconds=settings.text_status_check_seconds)
+        checks = TextStatusChecks(engine, telephony, texts_reports, every)
+        tasks.append(
+            periodically(every.total_seconds() / 2, checks.check_due, "asking the provider about texts' reports")
+        )
         reports = CallOutcomes(engine, PostgresEventStore(), vault, key, quiet, texts_reports)
         app = create_telephony_app(telephony, public_url, inbound, reports, links, menu=menu)
         tasks.append(

@@ -55,6 +55,12 @@ class Telephony(Protocol):
         our commit is closed before sending again."""
         ...
 
+    async def text_status(self, sid: str) -> ProviderMessage:
+        """One text as the provider holds it now (its status and error code): how a delivery report that never
+        reached us (the provider posts each once, best effort) is found. TelephonyUnavailable when the provider
+        cannot be asked or does not know the sid."""
+        ...
+
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
         """Call a number and play TwiML (what to say, which digits to gather)."""
         ...

@@ -139,7 +139,7 @@ class TextDelivery:
             return Decision(writes=[remember])
         # TelephonyUnavailable propagates: the consumer retries, and the row stays 'sending'.
         outcome, status, sid = await self.send(DeliveryRow(event.case_id, stage, "sms"), to, body, claim)
-        finished = await finish(reads.tx, event.case_id, stage, status, sid)
+        finished = await finish(reads.tx, event.case_id, stage, status, sid, self.clock())
         log.info(
             "notification delivered" if status == "sent" else "notification refused",
             stage=stage,
@@ -221,15 +221,16 @@ async def _start(tx: AsyncConnection, event: RecordedEvent, stage: str, digest: 
     return await take_over(tx, DeliveryRow(event.case_id, stage, "sms"), now)
 
 
-async def finish(tx: AsyncConnection, case_id: UUID, stage: str, status: str, sid: str | None) -> bool:
-    """Move the text's row from 'sending' to status; False when a racing delivery already did."""
+async def finish(tx: AsyncConnection, case_id: UUID, stage: str, status: str, sid: str | None, at: datetime) -> bool:
+    """Move the text's row from 'sending' to status, sent `at` (the sender's clock, as its claims: what the
+    status checks count from); False when a racing delivery already did."""
     finished = await tx.execute(
         text(
-            "UPDATE notifier.deliveries SET status = :st, sent_at = now(), provider_sid = coalesce(provider_sid, :sid)"
+            "UPDATE notifier.deliveries SET status = :st, sent_at = :at, provider_sid = coalesce(provider_sid, :sid)"
             " WHERE case_id = :c AND stage = :s AND channel = 'sms' AND attempt = 1 AND status = 'sending'"
             " RETURNING 1"
         ),
-        {"st": status, "sid": sid, "c": case_id, "s": stage},
+        {"st": status, "sid": sid, "c": case_id, "s": stage, "at": at},
     )
     return finished.first() is not None
 

@@ -10,6 +10,7 @@ parameters at INFO, and a list filtered by recipient carries the resident's numb
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -30,6 +31,9 @@ log = structlog.get_logger(__name__)
 TWILIO_API = "https://api.twilio.com"
 CALLS_LISTED = 50  # calls to one number in a crash window: a handful at most
 TEXTS_LISTED = 50  # texts to one number in a crash window, as for calls
+# A sid goes into the request's path as it is (twilio formats it in unquoted), so only a sid's own characters
+# are let through: a stored value with '/', '?' or '..' would ask the provider about something else.
+MESSAGE_SID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 # What a provider's error code means, in words that never carry the number (the provider's own message does).
 REFUSALS: dict[int, str] = {
@@ -137,6 +141,16 @@ class TwilioTelephony:
         messages = await self._call(self._client.messages.list_async(to=to, from_=self._from, limit=TEXTS_LISTED))
         found = [_message(m) for m in messages]
         return [m for m in found if m.created_at >= since]
+
+    async def text_status(self, sid: str) -> ProviderMessage:
+        if not MESSAGE_SID.fullmatch(sid):
+            raise TelephonyRefused(None, "not a message sid (1 to 64 letters A-Z and digits 0-9)")
+        message = await self._call(self._client.messages(sid).fetch_async())
+        try:
+            return _message(message)
+        except (TypeError, ValueError):  # an error code that is not a number, a date that is not one
+            log.warning("telephony provider answered unreadably", problem="message fields")
+            raise TelephonyUnavailable("the telephony provider's answer could not be read") from None
 
     async def place_call(self, to: str, twiml: str, status_callback: str | None = None) -> ProviderCall:
         options: dict[str, Any] = {}

@@ -37,6 +37,8 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
             "CIVICFLOW_API_KEY_BURST": "10000",
             # texts go at any hour, so no test depends on the clock; tests/integration covers texting hours
             "CIVICFLOW_TEXTING_HOURS": "",
+            # a text's delivery report lost on the way (the provider posts it once) is looked up after 3 s, not 2 min
+            "CIVICFLOW_TEXT_STATUS_CHECK_SECONDS": "3",
         }
         async with isolated_system(own, state_dir, "e2e", extra_env) as system:
             yield system

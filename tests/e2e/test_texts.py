@@ -103,3 +103,18 @@ async def test_a_resident_who_chose_texts_hears_each_stage_once_asks_for_status_
 
     await eventually(told_not_sent, timeout=60, what="the resolved stage recorded as not texted")
     assert texts_about(system, second.tracking_number) == [], "no text after STOP"
+
+
+async def test_a_text_whose_delivery_reports_are_all_lost_is_found_delivered_by_asking_the_provider(
+    system: SystemProcesses, clients: Clients
+) -> None:
+    # The sample provider posts no status callback for a number ending 0006 (Twilio's test range): the notifier's
+    # status checks (CIVICFLOW_TEXT_STATUS_CHECK_SECONDS, 3 s here) must ask for each text's outcome.
+    case = await clients.intake.SubmitRequest(by_text("+15005550006"))
+
+    async def submitted_delivered() -> list[str] | None:
+        view = await view_reached(clients, case.tracking_number, "resident_texted")
+        lines = [e.detail for e in view.timeline if e.stage == "resident_texted"] if view else []
+        return lines if "texted about 'submitted', delivered" in lines else None
+
+    await eventually(submitted_delivered, timeout=60, what="the first text's outcome, asked of the provider")

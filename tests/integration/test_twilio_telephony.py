@@ -139,6 +139,31 @@ async def test_a_text_still_queued_at_the_provider_is_found_again(tmp_path: Path
         assert await telephony.texts_to(RESIDENT, datetime.now(UTC) + timedelta(minutes=1)) == []
 
 
+async def test_a_texts_status_is_fetched_by_its_sid_and_one_the_provider_does_not_hold_is_unavailable(
+    phone: tuple[TwilioTelephony, CityWebhooks, Path],
+) -> None:
+    telephony, city, _ = phone
+    delivered = await telephony.send_text(RESIDENT, "Case 311-0003 is resolved.", f"{city.url}/status")
+    undelivered = await telephony.send_text("+15005550001", "Case 311-0004 is resolved.", f"{city.url}/status")
+
+    async def final() -> list[dict[str, str]]:
+        done = [p for p in city.to("/status") if p["MessageStatus"] in ("delivered", "undelivered")]
+        return done if len(done) == 2 else []
+
+    await eventually(final, timeout=10, what="both texts' final callbacks")
+    fetched = await telephony.text_status(delivered.sid)
+    assert (fetched.sid, fetched.to, fetched.status, fetched.error_code) == (delivered.sid, RESIDENT, "delivered", None)
+    assert fetched.body == "Case 311-0003 is resolved." and fetched.created_at == delivered.created_at
+    assert (await telephony.text_status(undelivered.sid)).error_code == 30003
+    assert (await telephony.text_status(undelivered.sid)).status == "undelivered"
+
+    with pytest.raises(TelephonyUnavailable, match="HTTP 404"):  # forgotten (the sample after a restart)
+        await telephony.text_status("SM" + "0" * 32)
+    for not_a_sid in ("../Calls", "SM1?To=x", "", "SM" + "a" * 65):  # never put into a request's path
+        with pytest.raises(TelephonyRefused, match="not a message sid"):
+            await telephony.text_status(not_a_sid)
+
+
 async def test_a_call_gathers_the_digits_pressed_says_what_the_city_answers_and_is_found_again(
     phone: tuple[TwilioTelephony, CityWebhooks, Path], tmp_path: Path
 ) -> None:
@@ -190,6 +215,9 @@ async def test_a_provider_unreachable_failing_unreadable_or_refusing_our_credent
     unused, broken_port = free_ports(2)
 
     async def broken(request: Request) -> Response:
+        if request.method == "GET" and "/Messages/" in request.url.path:  # Twilio's shape, fields that are not
+            text = {"sid": "SM1", "to": RESIDENT, "status": "delivered", "date_created": "soon", "error_code": "x"}
+            return JSONResponse(text)
         if request.method == "GET" or b"15005550009" in await request.body():  # the newer RFC 9457 error shape
             problem = {"type": "https://www.twilio.com/docs/errors/21614", "title": "Not a mobile number"}
             return JSONResponse({**problem, "status": 400, "code": 21614}, status_code=400)
@@ -212,6 +240,10 @@ async def test_a_provider_unreachable_failing_unreadable_or_refusing_our_credent
         assert refused.value.code == 21614 and "cannot receive texts" in str(refused.value)
         with pytest.raises(TelephonyUnavailable, match="HTTP 400"):  # what was sent cannot be told: ask again later
             await failing.texts_to(RESIDENT, datetime.now(UTC))
+        with pytest.raises(TelephonyUnavailable, match="could not be read"):
+            await failing.text_status("SM1")
+        with pytest.raises(TelephonyUnavailable):
+            await nowhere.text_status("SM1")
     finally:
         for telephony in (nowhere, wrong_token, failing):
             await telephony.aclose()

@@ -121,6 +121,15 @@ async def test_the_test_numbers_fail_as_documented(phone: tuple[httpx.AsyncClien
     assert opted_out.status_code == 400
     assert opted_out.json()["code"] == 21610
 
+    reported = len(city.to(CALLBACK))
+    lost = await client.post(
+        MESSAGES, data={"To": "+15005550006", "From": CITY, "Body": "hi", "StatusCallback": CALLBACK}
+    )
+    await provider.idle()
+    assert len(city.to(CALLBACK)) == reported  # its reports are lost on the way: only asking finds it delivered
+    fetched = await client.get(MESSAGES.replace(".json", f"/{lost.json()['sid']}.json"))
+    assert fetched.json()["status"] == "delivered"
+
 
 async def test_texts_are_listed_newest_first_by_recipient_and_time(phone: tuple[httpx.AsyncClient, Provider]) -> None:
     client, provider = phone
@@ -143,6 +152,31 @@ async def test_texts_are_listed_newest_first_by_recipient_and_time(phone: tuple[
     assert len(earlier["messages"]) == 2
     bad = await client.get(MESSAGES, params={"DateSent>": "yesterday"})
     assert bad.status_code == 400 and "DateSent>" in bad.json()["message"]
+
+
+async def test_one_text_is_fetched_by_its_sid_as_it_stands_and_an_unknown_sid_is_twilios_404(
+    phone: tuple[httpx.AsyncClient, Provider],
+) -> None:
+    client, provider = phone
+    sids = []
+    for to in (RESIDENT, "+15005550001"):  # delivered; undelivered with 30003
+        taken = await client.post(MESSAGES, data={"To": to, "From": CITY, "Body": "Your request is closed."})
+        sids.append(taken.json()["sid"])
+    await provider.idle()
+    delivered, undelivered = [(await client.get(MESSAGES.replace(".json", f"/{sid}.json"))) for sid in sids]
+    assert delivered.status_code == 200
+    assert delivered.json() == next(t for t in provider.texts if t.sid == sids[0]).as_twilio()
+    assert (delivered.json()["status"], delivered.json()["error_code"]) == ("delivered", None)
+    assert (undelivered.json()["status"], undelivered.json()["error_code"]) == ("undelivered", 30003)
+
+    for unknown in ("SM" + "0" * 32, "SM" + "a" * 5000, "%00", "SM%20x"):
+        missing = await client.get(MESSAGES.replace(".json", f"/{unknown}.json"))
+        assert missing.status_code == 404 and missing.json()["code"] == 20404
+    assert (await client.get(MESSAGES.replace(".json", "/..%2F..%2FCalls.json"))).status_code == 404
+    other_account = MESSAGES.replace(SID, "AC" + "6" * 32).replace(".json", f"/{sids[0]}.json")
+    assert (await client.get(other_account)).status_code == 404
+    unauthenticated = await client.get(MESSAGES.replace(".json", f"/{sids[0]}.json"), auth=("AC" + "6" * 32, TOKEN))
+    assert unauthenticated.status_code == 401 and "Your request" not in unauthenticated.text
 
 
 async def test_calls_are_listed_newest_first_by_recipient_status_and_start_time(
