@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
+from civicflow.v1 import intake_pb2
 from tests.conftest import eventually
 from tests.e2e.conftest import Clients, running_system, view_reached
 from tests.e2e.test_lifecycle import pothole
@@ -29,6 +30,13 @@ async def system(
 ) -> AsyncIterator[SystemProcesses]:
     async with running_system(infrastructure, tmp_path_factory.mktemp("departments")) as running:
         yield running
+
+
+def signal_out() -> intake_pb2.SubmitRequestRequest:
+    """A dark traffic signal: the sample city's signals department works on the rest_webhook kind."""
+    request = pothole()
+    request.service_code = "SIGNAL_OUT"
+    return request
 
 
 def departments_status(system: SystemProcesses) -> dict[str, dict[str, Any]]:
@@ -55,7 +63,7 @@ async def test_a_stopped_department_system_shows_as_down_with_its_parked_work_or
 ) -> None:
     clients = Clients(system)
     try:
-        first = await clients.intake.SubmitRequest(pothole())
+        first = await clients.intake.SubmitRequest(signal_out())
         view = await eventually(lambda: view_reached(clients, first.tracking_number, "work_order_opened"), timeout=60)
         department = view.department_id
 
@@ -74,7 +82,7 @@ async def test_a_stopped_department_system_shows_as_down_with_its_parked_work_or
 
         await asyncio.to_thread(system.kill, "sample_department")
         try:
-            waiting = await clients.intake.SubmitRequest(pothole())
+            waiting = await clients.intake.SubmitRequest(signal_out())
             await eventually(lambda: view_reached(clients, waiting.tracking_number, "work_order_waiting"), timeout=60)
 
             async def down() -> dict[str, Any] | None:

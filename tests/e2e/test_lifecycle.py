@@ -27,11 +27,14 @@ from tests.e2e.conftest import Clients, running_system, stored_rows, view_reache
 
 pytestmark = pytest.mark.e2e
 
+# A pothole goes to Public Works - Streets, whose system speaks Open311: its SAMPLE server moves the request
+# open -> investigating -> action_scheduled -> fixed, and the bridge reads each change by polling.
 ALL_STAGES = [
     "submitted",
     "routed",
     "work_order_opened",
-    "work_order_in_progress",
+    "work_order_acknowledged",
+    "work_order_action_scheduled",
     "work_order_done",
     "resolved",
 ]
@@ -87,7 +90,7 @@ async def test_a_request_goes_from_submission_to_resolution_and_the_resident_hea
     assert view.department_id == "streets" and view.department_name == "Public Works - Streets"
     assert view.time_zone == "America/Chicago", "times are read in the department's calendar zone"
     assert view.due_at.ToDatetime() > view.submitted_at.ToDatetime()
-    assert view.work_order_id.startswith("WO-") and view.resolution
+    assert view.work_order_id and view.resolution
     assert "Ada" not in str(view) and "example.org" not in str(view), "the public view leaked contact data"
 
     mails = [m for m in read_messages(system.mail_dir) if reply.tracking_number in m.subject]
