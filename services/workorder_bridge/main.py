@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import ClassVar
 
 import structlog
 from sqlalchemy import text
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
+from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec
 from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
 from civicflow.eventstore import ConcurrencyConflict, EventStore, PostgresEventStore
 from civicflow.http_server import InProcessHttpServer
@@ -20,8 +22,9 @@ from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
-from services.workorder_bridge.connector import DepartmentConnector, Outcome, RestWorkOrderConnector
-from services.workorder_bridge.domain import StatusReport, events_for_status, report_may_act
+from services.workorder_bridge.connector import DepartmentConnector, ExternalUpdate, Outcome, RestWorkOrderConnector
+from services.workorder_bridge.domain import StatusReport, WorkOrderStatus, events_for_status, report_may_act
+from services.workorder_bridge.email_http import email_departments, email_routes
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 
@@ -48,6 +51,14 @@ class BridgeSettings(KernelSettings):
     # empty: in development one generated under state_dir and shared with the sample department system;
     # in production the bridge refuses to start (civicflow.secrets)
     webhook_secret: str = ""
+    # the email kind (kinds/email.py) and telling departments by email (mailer.py): the city's SMTP server, the
+    # address work orders come from and the one replies go to (the inbound relay's; empty: the From address)
+    bridge_smtp_host: str = "127.0.0.1"
+    bridge_smtp_port: int = 8025
+    bridge_smtp_timeout_seconds: float = 15.0
+    bridge_mail_from: str = "311 work orders <workorders@civicflow.local>"
+    bridge_mail_reply_to: str = ""
+    bridge_email_link_days: float = 30.0  # how long a work order's one-click answer links work
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""
@@ -156,6 +167,36 @@ class StatusReportRecorder:
         return Outcome.RECORDED
 
 
+class RecordThroughStatusReports:
+    """RecordUpdate on StatusReportRecorder, until services/workorder_bridge/updates.py replaces both: their status
+    made ours by the department's connector, then told in the webhook's four words (done, rejected, in_progress,
+    open); any other status is recorded as in_progress with their word in the note."""
+
+    _OLD_WORDS: ClassVar[dict[str, WorkOrderStatus]] = {
+        "resolved": "done",
+        "closed": "done",
+        "not_our_responsibility": "rejected",
+        "open": "open",
+    }
+
+    def __init__(self, recorder: StatusReportRecorder, specs: dict[str, ConnectorSpec]) -> None:
+        self._recorder = recorder
+        self._specs = specs
+
+    async def __call__(self, department_id: str, update: ExternalUpdate) -> Outcome:
+        spec = self._specs.get(department_id, DEFAULT_CONNECTOR)
+        status = self._OLD_WORDS.get(spec.ours(update.status) or "", "in_progress")
+        note = update.note if status != "in_progress" else " ".join(filter(None, [f"{update.status}:", update.note]))
+        report = StatusReport(
+            external_id=update.external_id,
+            department_id=department_id,
+            status=status,
+            note=note[:2000] if note else None,
+            changed_at=update.changed_at,
+        )
+        return await self._recorder(report)
+
+
 def close_on_stop(connector: RestWorkOrderConnector) -> Task:
     async def task(stop: asyncio.Event) -> None:
         try:
@@ -187,6 +228,10 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, SERVICE, store))
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
     webhooks = create_webhook_app(StatusReportRecorder(engine, store), secret)
+    # the email kind's replies and answer links (email_http.py)
+    emailed = email_departments(settings.city_file, secret)
+    record_update = RecordThroughStatusReports(StatusReportRecorder(engine, store), emailed.specs)
+    webhooks.router.routes.extend(email_routes(emailed, record_update, secret))
     tasks.append(
         InProcessHttpServer(
             webhooks,

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.workorder_bridge.connector import Connector, ConnectorContext
+from services.workorder_bridge.kinds import email
 
 Builder = Callable[[ConnectorContext], Connector]
 
-BUILDERS: dict[str, Builder] = {}
+BUILDERS: dict[str, Builder] = {
+    "email": email.build,
+}
