@@ -191,15 +191,16 @@ class EmailConnector:
             f"Summary:   {request.summary}",
             f"Due:       {due}",
             "",
-            "To answer, reply to this email with one of these words on the first line, and a short note after it",
-            'if you like (for example "done: filled the pothole"); keep the reference in the subject:',
+            "To answer, reply to this email with one of these words on the first line,",
+            'and a short note after it if you like (for example "done: filled the pothole");',
+            "keep the reference in the subject:",
             "",
         ]
         for _, theirs, meaning, argument in answer_words(self.spec):
             lines.append(f"  {theirs}{argument}  - {meaning}")
         linked = [(theirs, ours) for ours, theirs, _, _ in answer_words(self.spec) if ours in LINKED]
         if linked:
-            lines += ["", "Or click one of these links (each asks you to confirm before anything is recorded):", ""]
+            lines += ["", "Or click one of these links (each asks you to confirm first):", ""]
             expires = int((self._now() + timedelta(days=self._link_days)).timestamp())
             for theirs, _ in linked:
                 token = make_token(self._link_key, LinkAnswer(self.department_id, reference, theirs, expires))
