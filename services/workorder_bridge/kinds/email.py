@@ -107,7 +107,7 @@ def read_answer(paragraph: Sequence[str], spec: ConnectorSpec) -> Answer:
     status: str | None = None
     used = 0
     for count in range(min(4, len(words)), 0, -1):
-        candidate = " ".join(words[:count]).strip(_KEYWORD_EDGES)
+        candidate = " ".join(words[:count]).strip(_KEYWORD_EDGES + " ")
         if candidate and spec.ours(candidate) is not None:
             status, used = candidate, count
             break
