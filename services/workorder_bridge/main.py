@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
-from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec
+from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec, MissingSecret
 from civicflow.events import CaseRerouted, CaseRouted, EventMetadata
 from civicflow.eventstore import ConcurrencyConflict, EventStore, PostgresEventStore
 from civicflow.http_server import InProcessHttpServer
@@ -22,9 +22,24 @@ from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import UnitOfWork, in_order
-from services.workorder_bridge.connector import DepartmentConnector, ExternalUpdate, Outcome, RestWorkOrderConnector
-from services.workorder_bridge.domain import StatusReport, WorkOrderStatus, events_for_status, report_may_act
+from services.workorder_bridge.connector import (
+    Connector,
+    ConnectorContext,
+    DepartmentConnector,
+    ExternalUpdate,
+    OpenedWorkOrder,
+    Outcome,
+    RestWorkOrderConnector,
+)
+from services.workorder_bridge.domain import (
+    StatusReport,
+    WorkOrderRequest,
+    WorkOrderStatus,
+    events_for_status,
+    report_may_act,
+)
 from services.workorder_bridge.email_http import email_departments, email_routes
+from services.workorder_bridge.kinds import BUILDERS
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 
@@ -207,15 +222,44 @@ def close_on_stop(connector: RestWorkOrderConnector) -> Task:
     return task
 
 
+class EmailDepartmentsByEmail:
+    """The email kind for the city file's email departments and REST for the others, until the opener takes each
+    department's own connector from kinds/ (which replaces this)."""
+
+    system = "rest-webhook"
+
+    def __init__(self, rest: DepartmentConnector, emailed: dict[str, Connector]) -> None:
+        self._rest = rest
+        self._emailed = emailed
+
+    async def open_work_order(
+        self, department_id: str, request: WorkOrderRequest, idempotency_key: str
+    ) -> OpenedWorkOrder:
+        connector = self._emailed.get(department_id)
+        if connector is None:
+            return await self._rest.open_work_order(department_id, request, idempotency_key)
+        return await connector.open_work_order(request, idempotency_key)
+
+
 def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = None) -> ServiceProcess:
     secret = settings.signing_secret()  # first: a bridge without a real secret must not start at all
     engine = make_engine(settings.database_url)
     store = PostgresEventStore()
     tasks: list[Task] = []
+    emailed = email_departments(settings.city_file, secret)
     if connector is None:
         rest = RestWorkOrderConnector(settings.workorder_base_url, timeout_seconds=settings.workorder_timeout_seconds)
         tasks.append(close_on_stop(rest))
-        connector = rest
+        public_url = settings.bridge_public_url or f"http://127.0.0.1:{settings.bridge_http_port}"
+        by_email = {
+            department_id: BUILDERS["email"](
+                ConnectorContext(
+                    department_id, spec, settings, settings.city_file.parent, settings.callback_url, public_url
+                )
+            )
+            for department_id, spec in emailed.specs.items()
+        }
+        connector = EmailDepartmentsByEmail(rest, by_email)
     backoff = Backoff(settings.workorder_retry_first_seconds, settings.workorder_retry_max_seconds)
     opener = WorkOrderOpener(engine, store, connector, settings.callback_url, backoff)
     retry = periodically(
@@ -229,7 +273,6 @@ def bootstrap(settings: BridgeSettings, connector: DepartmentConnector | None = 
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
     webhooks = create_webhook_app(StatusReportRecorder(engine, store), secret)
     # the email kind's replies and answer links (email_http.py)
-    emailed = email_departments(settings.city_file, secret)
     record_update = RecordThroughStatusReports(StatusReportRecorder(engine, store), emailed.specs)
     webhooks.router.routes.extend(email_routes(emailed, record_update, secret))
     tasks.append(
@@ -249,7 +292,7 @@ async def run() -> None:
     configure_logging(SERVICE, settings.log_level)
     try:
         process = bootstrap(settings)
-    except UnsafeSecret as exc:
+    except (UnsafeSecret, MissingSecret) as exc:
         log.error("refusing to start", error=str(exc))
         raise SystemExit(f"workorder_bridge: {exc}") from None
     await serve(process)
