@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -14,9 +16,7 @@ import pytest
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
 from civicflow.v1 import common_pb2, intake_pb2
-from samples.smtp_sink.reply import compose_reply, find_work_order, post_reply
 from samples.smtp_sink.sink import StoredMessage, read_messages
-from services.workorder_bridge.main import BridgeSettings
 from tests.conftest import eventually
 from tests.e2e.conftest import Clients, running_system, stored_rows, view_reached
 
@@ -53,11 +53,13 @@ async def test_a_reply_done_resolves_the_case(clients: Clients, system: SystemPr
     mail = await work_order_mail(system, number)
     assert mail.message["To"] == "code@sample-city.example"
     reference = mail.subject.split("]")[0].lstrip("[")
-    original = find_work_order(system.mail_dir, reference)
-    secret = BridgeSettings(state_dir=system.state_dir).signing_secret()
-    bridge = f"http://127.0.0.1:{system.ports.bridge_http}"
-    posted = await asyncio.to_thread(post_reply, bridge, secret, compose_reply(original, "done: scrubbed the door"))
-    assert posted.status_code == 200, posted.answer
+    # as the department's staff would answer in development: the command line, on the sink's folder
+    command = [sys.executable, "-m", "civicflow.cli", "mail", "reply", reference, "done: scrubbed the door"]
+    replied = await asyncio.to_thread(
+        subprocess.run, command, env=system.environment(), capture_output=True, text=True, timeout=120
+    )
+    assert replied.returncode == 0, replied.stderr
+    assert "the bridge took it" in replied.stdout and "recorded" in replied.stdout
     view = await eventually(lambda: view_reached(clients, number, "resolved"), timeout=60, what="resolved")
     assert view.department_id == "code" and view.work_order_id == reference
     assert "scrubbed the door" in view.resolution
