@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python -m bench.texts
 	$(BIN)/python -m bench.alerts
 	$(BIN)/python -m bench.notify_channels
+	$(BIN)/python -m bench.email_kind
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install
