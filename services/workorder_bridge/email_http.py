@@ -148,6 +148,10 @@ def email_routes(
             reply = read_reply(body)
         except ReplyUnreadable as exc:
             return _error(400, str(exc))
+        if reply.automatic:
+            # an out-of-office answer is not the department's status; answered 200 so the relay does not retry it
+            log.info("automatic email reply ignored", reference=reply.reference)
+            return JSONResponse({"outcome": "ignored", "reason": "an automatic reply (out of office) records nothing"})
         if reply.reference is None:
             return _error(
                 422,

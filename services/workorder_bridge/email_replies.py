@@ -47,6 +47,7 @@ class Reply:
     department_tag: str | None  # from our Message-ID in In-Reply-To/References; None when only the subject says
     paragraph: list[str]  # the first paragraph the sender wrote, line by line (empty: they wrote nothing)
     sent_at: datetime | None  # the Date header, when it reads as an aware time
+    automatic: bool = False  # an out-of-office or other automatic answer (RFC 3834 and what responders send)
 
 
 def read_reply(raw: bytes) -> Reply:
@@ -66,7 +67,17 @@ def read_reply(raw: bytes) -> Reply:
         department_tag=tag,
         paragraph=first_paragraph(_text(parsed)),
         sent_at=_date(parsed),
+        automatic=_automatic(parsed),
     )
+
+
+def _automatic(message: Message) -> bool:
+    """Whether an autoresponder sent it: RFC 3834's Auto-Submitted (anything but 'no'), the X-Autoreply family,
+    and Precedence auto_reply, bulk or junk."""
+    submitted = (_header(message, "Auto-Submitted") or "no").strip().lower()
+    precedence = (_header(message, "Precedence") or "").strip().lower()
+    flagged = any(_header(message, name) for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"))
+    return submitted != "no" or precedence in ("auto_reply", "bulk", "junk") or flagged
 
 
 def _header(message: Message, name: str) -> str | None:

@@ -64,6 +64,10 @@ class Mailer:
         message["Subject"] = subject
         message["Message-ID"] = message_id
         message["Date"] = format_datetime(sent_at or datetime.now(UTC))
+        # RFC 3834, and Exchange's own header: out-of-office responders do not answer it (their answer would arrive
+        # as a reply; email_replies.py ignores those that come anyway)
+        message["Auto-Submitted"] = "auto-generated"
+        message["X-Auto-Response-Suppress"] = "All"
         message.set_content(body)
         return message
 
@@ -104,6 +108,11 @@ class Mailer:
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     client.close()
         return None
+
+
+def mail_department(settings: Any) -> MailDepartment:
+    """TellDepartment for the bridge (BridgeSettings): by the city file's `email` of each department."""
+    return MailDepartment(mailer_of(settings), department_emails(Path(settings.city_file)))
 
 
 def mailer_of(settings: Any) -> Mailer:

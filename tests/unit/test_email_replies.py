@@ -386,3 +386,14 @@ async def test_a_link_get_records_nothing_and_its_post_records() -> None:
     assert recorded.status_code == 200
     [(department_id, update)] = recorder.received
     assert (department_id, update.external_id, update.status) == ("code", REFERENCE, "done")
+
+
+@pytest.mark.parametrize(
+    "header", [{"Auto_Submitted": "auto-replied"}, {"X_Autoreply": "yes"}, {"Precedence": "auto_reply"}]
+)
+async def test_an_out_of_office_answer_records_nothing(header: dict[str, str]) -> None:
+    recorder = Recorder()
+    async with endpoint(recorder) as client:
+        answer = await post(client, a_reply("I am out of the office until Monday", **header))
+    assert answer.status_code == 200 and answer.json()["outcome"] == "ignored"
+    assert recorder.received == []
