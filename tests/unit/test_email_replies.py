@@ -35,7 +35,13 @@ from services.workorder_bridge.email_links import (
     read_token,
 )
 from services.workorder_bridge.email_replies import ReplyUnreadable, first_paragraph, read_reply
-from services.workorder_bridge.kinds.email import NoStatus, read_answer, reference_for, work_order_message_id
+from services.workorder_bridge.kinds.email import (
+    NoStatus,
+    department_link_key,
+    read_answer,
+    reference_for,
+    work_order_message_id,
+)
 
 SECRET = "unit-test-signing-secret-0123456789"
 SPEC = ConnectorSpec(kind="email", inbox="Code@Sample-City.example")
@@ -397,3 +403,14 @@ async def test_an_out_of_office_answer_records_nothing(header: dict[str, str]) -
         answer = await post(client, a_reply("I am out of the office until Monday", **header))
     assert answer.status_code == 200 and answer.json()["outcome"] == "ignored"
     assert recorder.received == []
+
+
+def test_a_department_may_sign_its_links_with_a_credential_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODE_LINK_KEY", "code's own link key, by reference")
+    own = ConnectorSpec.model_validate(
+        {"kind": "email", "inbox": "code@x.example", "credentials": {"env": "CODE_LINK_KEY"}}
+    )
+    assert department_link_key(own, "code", SECRET, None) == b"code's own link key, by reference"
+    assert department_link_key(SPEC, "code", SECRET, None) == link_key(SECRET, "code")
+    with pytest.raises(ValueError, match="never inline"):
+        ConnectorSpec.model_validate({"kind": "email", "inbox": "code@x.example", "credentials": "inline"})
