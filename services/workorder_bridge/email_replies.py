@@ -158,18 +158,24 @@ def _decoded(part: Message) -> str:
 
 
 def first_paragraph(text: str) -> list[str]:
-    """The first paragraph the sender wrote: its lines, without the quoted history, the attribution line, an
-    Outlook header block or the signature, whether they wrote above the quote or below it."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    """The first paragraph the sender wrote: its lines, without the quoted history, the attribution line (also
+    when a mail client wrapped it onto two), an Outlook header block or the signature, whether they wrote above
+    the quote or below it."""
+    lines = [line.strip().replace("\u00a0", " ") for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     paragraph: list[str] = []
-    for line in lines:
-        bare = line.strip().replace("\u00a0", " ")
+    skip = 0
+    for n, bare in enumerate(lines):
+        if skip:
+            skip -= 1
+            continue
         quoted = bare.startswith(">") or bare.startswith("|")
-        if bare in ("--", "-- ") or _HISTORY.match(bare) or _HEADER_BLOCK.match(bare):
+        if bare == "--" or _HISTORY.match(bare) or _HEADER_BLOCK.match(bare):
             break  # the signature or the history: nothing the sender wrote for us comes after it
-        if _ATTRIBUTION.match(bare):
+        wrapped = n + 1 < len(lines) and bool(_ATTRIBUTION.match(f"{bare} {lines[n + 1]}"))
+        if _ATTRIBUTION.match(bare) or wrapped:
             if paragraph:
                 break
+            skip = 1 if wrapped else 0
             continue
         if quoted or not bare:
             if paragraph:

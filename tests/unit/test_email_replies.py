@@ -75,6 +75,11 @@ def a_reply(body: str, *, sender: str = "code@sample-city.example", subtype: str
         ("not ours\n-----Original Message-----\nFrom: 311\ndone", ["not ours"]),
         ("-----Original Message-----\ndone", []),
         ("done\r\nsecond line\r\n\r\nthird", ["done", "second line"]),
+        (
+            "done: fixed\nOn Thu, Nov 26, 2026 at 3:08 PM 311 work orders <\nw@civicflow.local> wrote:\n> x",
+            ["done: fixed"],
+        ),
+        ("On Thu, Nov 26, 2026 at 3:08 PM 311 work orders <\nw@civicflow.local> wrote:\n> x\n\nreopen", ["reopen"]),
         ("", []),
     ],
 )
