@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python -m bench.notify_channels
 	$(BIN)/python -m bench.connector_grpc
 	$(BIN)/python -m bench.open311
+	$(BIN)/python -m bench.email_kind
 	$(BIN)/python -m bench.submit_load $(BENCH_ARGS)
 
 bench-routing: install

@@ -18,7 +18,8 @@ from bench.system import Endpoints
 from civicflow.access import SendsApiKey
 from civicflow.v1 import common_pb2, intake_pb2, intake_pb2_grpc, query_pb2, query_pb2_grpc
 
-SERVICE_CODES = ("POTHOLE", "STREETLIGHT", "MISSED_PICKUP", "GRAFFITI")
+# departments whose sample system finishes work orders by itself (Code Enforcement, graffiti's, works from its inbox)
+SERVICE_CODES = ("POTHOLE", "STREETLIGHT", "MISSED_PICKUP", "SIGN_DAMAGED")
 CHANNELS = ("phone", "web", "app")
 
 

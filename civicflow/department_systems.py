@@ -60,7 +60,16 @@ DEFAULT_REVERSE: dict[ConnectorKind, dict[str, OurStatus]] = {
         "for_triage": "acknowledged",  # mySociety's extended statuses: in the council's triage queue
     },
     "grpc": {},  # the proto's enum is our vocabulary
-    "email": {"done": "resolved", "fixed": "resolved", "working": "in_progress", "scheduled": "action_scheduled"},
+    # the words a department replies with on the first line (services/workorder_bridge/kinds/email.py lists them)
+    "email": {
+        "done": "resolved",
+        "fixed": "resolved",
+        "working": "in_progress",
+        "scheduled": "action_scheduled",
+        "not_ours": "not_our_responsibility",
+        "refer": "internal_referral",
+        "reopen": "reopened",
+    },
 }
 # Each kind's default forward mapping (ours -> theirs); ours is sent as it is where a kind has none.
 DEFAULT_FORWARD: dict[ConnectorKind, dict[OurStatus, str]] = {
@@ -73,7 +82,15 @@ DEFAULT_FORWARD: dict[ConnectorKind, dict[OurStatus, str]] = {
         "cancelled": "closed",
     },
     "grpc": {},
-    "email": {},
+    # the words a work-order email asks for: what a person types on a reply's first line
+    "email": {
+        "resolved": "done",
+        "in_progress": "in progress",
+        "action_scheduled": "scheduled",
+        "not_our_responsibility": "not ours",
+        "internal_referral": "refer",
+        "reopened": "reopen",
+    },
 }
 
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
@@ -167,8 +184,10 @@ class ConnectorSpec(_Strict):
     endpoint: str | None = None
     # email: the department's inbox
     inbox: str | None = None
-    # rest_webhook (bearer token), open311 (api_key), grpc (the client's key id that may report for this department)
+    # rest_webhook (bearer token), open311 (api_key), email (the key its one-click answer links are signed with;
+    # none: one derived from the bridge's signing secret for this department)
     credentials: SecretRef | None = None
+    # grpc: the client's key id that may report for this department
     key_id: str | None = None
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # open311: how often updates are polled, how far back each poll reaches again, and the GeoReport details
@@ -237,7 +256,7 @@ class ConnectorSpec(_Strict):
                 }
             ),
             "grpc": frozenset({"key_id"}),
-            "email": frozenset({"inbox"}),
+            "email": frozenset({"inbox", "credentials"}),
         }
         article = "an" if self.kind[0] in "aeiou" else "a"
         for name in needs[self.kind]:

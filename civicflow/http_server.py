@@ -36,7 +36,10 @@ class InProcessHttpServer:
     async def __call__(self, stop: asyncio.Event) -> None:
         # Bind first ourselves: uvicorn would sys.exit() on a taken port, taking the whole process down
         # without saying which setting to change.
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP, and a socket
+        # made with proto 0 passes 0 on, so every response waited ~40 ms for the client's delayed ACK (Nagle).
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self._host, self._port))

@@ -105,6 +105,7 @@ class SystemProcesses:
                 "CIVICFLOW_WORKORDER_BASE_URL": f"http://127.0.0.1:{p.sample_department}",
                 "CIVICFLOW_SAMPLE_DEPT_PORT": str(p.sample_department),
                 "CIVICFLOW_SMTP_PORT": str(p.smtp),
+                "CIVICFLOW_BRIDGE_SMTP_PORT": str(p.smtp),  # email departments' inboxes are the sink too
                 "CIVICFLOW_MAIL_DIR": str(self.mail_dir),
                 "CIVICFLOW_SAMPLE_PHONE_PORT": str(p.phone),
                 "CIVICFLOW_PHONE_DIR": str(self.phone_dir),

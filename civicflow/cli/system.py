@@ -59,6 +59,7 @@ def dev(
                         "phone": system.phone_url,
                         "open311": f"http://127.0.0.1:{ports.open311}",
                         "notifier": f"127.0.0.1:{ports.notifier}",
+                        "bridge": f"http://127.0.0.1:{ports.bridge_http}",
                         "database_url": infra.database_url,
                     }
                 )
@@ -77,6 +78,7 @@ def dev(
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
                 f"  SAMPLE gRPC department ({ports.workorder_bridge} WorkOrderSync) keeps its work orders in"
                 f" {system.grpc_department_dir}\n"
+                f'            (departments on email: civicflow mail work-orders / reply EM-… "done: …")\n'
                 f"  sample telephony provider {system.phone_url}, texts and calls saved in {system.phone_dir}\n"
                 f'            (civicflow phone reply NUMBER "TEXT" / press NUMBER DIGITS / list)\n'
                 f"  metrics   http://127.0.0.1:<port>/metrics, port by service: {metrics}\n"

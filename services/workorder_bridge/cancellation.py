@@ -41,7 +41,7 @@ from civicflow.events import (
 )
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.unit_of_work import Decision, Reads, Statement, record
-from services.workorder_bridge.connector import CannotCancel, DepartmentUnavailable, WorkOrderRefused
+from services.workorder_bridge.connector import CannotCancel, WorkOrderRefused
 from services.workorder_bridge.connectors import DepartmentLookup
 from services.workorder_bridge.health import WORK_ORDERS_CANCELLED, HealthBook
 from services.workorder_bridge.opener import PARKED_BACKOFF, SERVICE
@@ -363,12 +363,3 @@ def message_to_department(stream: Sequence[RecordedEvent], external_id: str, rea
         f"Reference: {key}\n"
     )
     return subject, body
-
-
-class NoChannelToTellDepartments:
-    """What tells departments until a channel is wired (see main.tell_department_hook): nothing can, so a
-    cancellation that needs telling waits, parked and visible in `civicflow departments status`, rather than
-    being recorded as told when no one was."""
-
-    async def __call__(self, department_id: str, subject: str, body: str) -> None:
-        raise DepartmentUnavailable(f"{department_id}: no channel to tell departments is wired into this bridge")

@@ -13,6 +13,7 @@ from pydantic import Field
 from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
+from civicflow.department_systems import MissingSecret
 from civicflow.events import CaseNeedsTriage, CaseRerouted, CaseResolved, CaseRouted, RecordedEvent
 from civicflow.eventstore import PostgresEventStore
 from civicflow.http_server import InProcessHttpServer
@@ -21,12 +22,14 @@ from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
-from services.workorder_bridge.cancellation import NoChannelToTellDepartments, TellDepartment, WorkOrderCanceller
+from services.workorder_bridge.cancellation import TellDepartment, WorkOrderCanceller
 from services.workorder_bridge.connector import RecordUpdate
 from services.workorder_bridge.connectors import CityFileUnreadable, DepartmentSystems, systems_from_city
+from services.workorder_bridge.email_http import email_departments, email_routes
 from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, grpc_departments, servicer_entry
 from services.workorder_bridge.grpc_outbox import GrpcOutbox
 from services.workorder_bridge.health import HealthBook, refresh_gauges
+from services.workorder_bridge.mailer import mail_department
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.poller import Poller
 from services.workorder_bridge.updates import UpdateRecorder
@@ -68,6 +71,14 @@ class BridgeSettings(KernelSettings):
     # development only: where the SAMPLE Open311 server listens when not on its default port (the launcher's free
     # ports); an open311 endpoint naming the default (http://127.0.0.1:8096) goes there (kinds/open311.py)
     open311_sample_url: str = ""
+    # the email kind (kinds/email.py) and telling departments by email (mailer.py): the city's SMTP server, the
+    # address work orders come from and the one replies go to (the inbound relay's; empty: the From address)
+    bridge_smtp_host: str = "127.0.0.1"
+    bridge_smtp_port: int = 8025
+    bridge_smtp_timeout_seconds: float = 15.0
+    bridge_mail_from: str = "311 work orders <workorders@civicflow.local>"
+    bridge_mail_reply_to: str = ""
+    bridge_email_link_days: float = 30.0  # how long a work order's one-click answer links work
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""
@@ -80,12 +91,6 @@ class BridgeSettings(KernelSettings):
     @property
     def callback_url(self) -> str:
         return self.public_url + WEBHOOK_PATH
-
-
-def tell_department_hook(settings: BridgeSettings) -> TellDepartment:
-    """HOOK for the merge: helper "email"'s SMTP mailer goes here, telling a department by its inbox when its
-    system cannot cancel a work order. Until then such cancellations wait, parked."""
-    return NoChannelToTellDepartments()
 
 
 def one_after_another(*policies: Policy) -> Policy:
@@ -124,10 +129,11 @@ def bootstrap(
     systems = departments
     tasks: list[Task] = [close_on_stop(systems)]
     health = HealthBook()
+    emailed = email_departments(settings.city_file, secret)
     backoff = Backoff(settings.workorder_retry_first_seconds, settings.workorder_retry_max_seconds)
     opener = WorkOrderOpener(engine, store, systems, settings.callback_url, backoff, health=health)
     canceller = WorkOrderCanceller(
-        engine, store, systems, tell or tell_department_hook(settings), backoff, health=health
+        engine, store, systems, tell or mail_department(settings), backoff, health=health
     )
     recorder = record_update or UpdateRecorder(engine, store, systems.specs())
     poller = Poller(engine, systems.polled(), recorder, health)
@@ -164,6 +170,8 @@ def bootstrap(
         settings.workorder_grpc_client_window_seconds / 3,
     )
     work_order_sync = WorkOrderSyncServicer(GrpcOutbox(engine), on_grpc, recorder, timing)
+    # the email kind's replies and answer links (email_http.py)
+    webhooks.router.routes.extend(email_routes(emailed, recorder, secret))
     tasks.append(
         InProcessHttpServer(
             webhooks,
@@ -189,7 +197,7 @@ async def run() -> None:
     configure_logging(SERVICE, settings.log_level)
     try:
         process = bootstrap(settings)
-    except (UnsafeSecret, CityFileUnreadable) as exc:
+    except (UnsafeSecret, CityFileUnreadable, MissingSecret) as exc:
         log.error("refusing to start", error=str(exc))
         raise SystemExit(f"workorder_bridge: {exc}") from None
     await serve(process)

@@ -29,8 +29,9 @@ async def running_system(infrastructure: Infrastructure, state_dir: Path) -> Asy
             "CIVICFLOW_HANDLER_RETRY_BASE_SECONDS": "0.05",
             "CIVICFLOW_WORKORDER_RETRY_FIRST_SECONDS": "0.5",
             "CIVICFLOW_WORKORDER_RETRY_MAX_SECONDS": "2",
-            # Code Enforcement turns graffiti down, to show a case being rerouted.
-            "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "code/GRAFFITI",
+            # The Building Department turns building without a permit down, to show a case being rerouted (Code
+            # Enforcement works from its inbox: tests/e2e/test_email_department.py).
+            "CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN": "building/BUILDING_NO_PERMIT",
             "CIVICFLOW_RULES_DIR": str(state_dir / "rules"),
             # polling many cases in a tight loop is more than a real client's rate; tests/integration covers the limit
             "CIVICFLOW_API_KEY_RATE_PER_SECOND": "10000",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.workorder_bridge.connector import Connector, ConnectorContext
-from services.workorder_bridge.kinds import grpc, open311, rest_webhook
+from services.workorder_bridge.kinds import email, grpc, open311, rest_webhook
 
 Builder = Callable[[ConnectorContext], Connector]
 
@@ -14,4 +14,5 @@ BUILDERS: dict[str, Builder] = {
     "rest_webhook": rest_webhook.build,
     "grpc": grpc.build,
     "open311": open311.build,
+    "email": email.build,
 }
