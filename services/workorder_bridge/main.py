@@ -29,9 +29,10 @@ from services.workorder_bridge.email_http import email_departments, email_routes
 from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, grpc_departments, servicer_entry
 from services.workorder_bridge.grpc_outbox import GrpcOutbox
 from services.workorder_bridge.health import HealthBook, refresh_gauges
+from services.workorder_bridge.kinds.open311 import Open311Connector
 from services.workorder_bridge.mailer import mail_department
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
-from services.workorder_bridge.poller import Poller
+from services.workorder_bridge.poller import Poller, open_work_orders_of
 from services.workorder_bridge.updates import UpdateRecorder
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 
@@ -132,11 +133,14 @@ def bootstrap(
     emailed = email_departments(settings.city_file, secret)
     backoff = Backoff(settings.workorder_retry_first_seconds, settings.workorder_retry_max_seconds)
     opener = WorkOrderOpener(engine, store, systems, settings.callback_url, backoff, health=health)
-    canceller = WorkOrderCanceller(
-        engine, store, systems, tell or mail_department(settings), backoff, health=health
-    )
+    canceller = WorkOrderCanceller(engine, store, systems, tell or mail_department(settings), backoff, health=health)
     recorder = record_update or UpdateRecorder(engine, store, systems.specs())
     poller = Poller(engine, systems.polled(), recorder, health)
+    for department_id in systems.departments():
+        connector = systems.for_department(department_id)
+        if isinstance(connector, Open311Connector):  # read by id where their system has no updates feed
+            spec = systems.spec(department_id)
+            connector.open_work_orders = open_work_orders_of(engine, department_id, spec.ours)
 
     async def keep_health() -> None:
         await health.flush(engine)
