@@ -209,9 +209,8 @@ async def measure(count: int, batch: int) -> dict[str, Any]:
                         systems = DepartmentSystems(builder_from(BUILDERS, context_of, settings), {department: spec})
                         try:
                             connector: Connector = systems.for_department(department)
-                            label = kind if kind in BUILDERS else f"{kind} (interim connector)"
                             assert connector.kind == kind
-                            results.append(await through_the_bridge(url, label, systems, department, count, batch))
+                            results.append(await through_the_bridge(url, kind, systems, department, count, batch))
                         finally:
                             await systems.aclose()
     return {"runs": results, "batch": batch, "default_spec": DEFAULT_CONNECTOR.kind, "machine": machine()}

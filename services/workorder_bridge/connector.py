@@ -2,7 +2,7 @@
 
 `Connector` is the contract every kind meets (rest_webhook, open311, grpc, email; the city file says which a
 department uses, civicflow/department_systems.py). One instance serves one department. The contract test
-class every kind runs is tests/contract/connector_contract.py."""
+class every kind runs is tests/connector_contract.py."""
 
 from __future__ import annotations
 

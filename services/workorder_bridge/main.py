@@ -139,8 +139,7 @@ def bootstrap(
     for department_id in systems.departments():
         connector = systems.for_department(department_id)
         if isinstance(connector, Open311Connector):  # read by id where their system has no updates feed
-            spec = systems.spec(department_id)
-            connector.open_work_orders = open_work_orders_of(engine, department_id, spec.ours)
+            connector.open_work_orders = open_work_orders_of(engine, department_id, systems.spec(department_id))
 
     async def keep_health() -> None:
         await health.flush(engine)

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.consumer import describe_error
+from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.connector import Connector, RecordUpdate
 from services.workorder_bridge.health import HealthBook
 
@@ -94,28 +95,34 @@ class Poller:
 
 # Statuses of ours after which a work order needs no more reading: the job is over, one way or another.
 FINISHED = frozenset({"resolved", "closed", "duplicate", "not_our_responsibility", "cancelled", "internal_referral"})
-OPEN_WORK_ORDERS_READ = 500  # the newest; a department with more open ones than this is read by its updates feed
+OPEN_WORK_ORDERS_READ = 500  # the newest open ones; more than this open at once are read by their updates feed
 
+# Their latest status is compared as department_systems.their_status_key does (case, spaces and hyphens aside).
 _OPEN_WORK_ORDERS = text(
-    "SELECT w.external_id, latest.status FROM workorder_bridge.work_orders w"
+    "SELECT w.external_id FROM workorder_bridge.work_orders w"
     " LEFT JOIN LATERAL (SELECT s.status FROM workorder_bridge.status_updates s"
     "   WHERE s.department_id = w.department_id AND s.external_id = w.external_id"
     "   ORDER BY s.changed_at DESC, s.recorded_at DESC LIMIT 1) latest ON true"
     " WHERE w.department_id = :d AND NOT EXISTS (SELECT 1 FROM workorder_bridge.cancelled_work_orders c"
     "   WHERE c.department_id = w.department_id AND c.external_id = w.external_id)"
+    "   AND (latest.status IS NULL"
+    "     OR regexp_replace(lower(btrim(latest.status)), '[[:space:]-]+', '_', 'g') <> ALL(:finished))"
     " ORDER BY w.opened_at DESC LIMIT :n"
 )
 
 
 def open_work_orders_of(
-    engine: AsyncEngine, department_id: str, ours: Callable[[str], str | None]
+    engine: AsyncEngine, department_id: str, spec: ConnectorSpec
 ) -> Callable[[], Awaitable[list[str]]]:
-    """The department's work orders still open as far as the bridge knows (not cancelled, and their latest status,
-    made ours by `ours`, not a finished one): what a polled system without an updates feed is asked about."""
+    """The department's work orders still open as far as the bridge knows (not cancelled, and their latest status
+    not one its mapping makes finished): what a polled system without an updates feed is asked about."""
+    finished = sorted(theirs for theirs, ours in spec.reverse().items() if ours in FINISHED)
 
     async def read() -> list[str]:
         async with engine.connect() as conn:
-            rows = await conn.execute(_OPEN_WORK_ORDERS, {"d": department_id, "n": OPEN_WORK_ORDERS_READ})
-        return [row.external_id for row in rows if row.status is None or ours(row.status) not in FINISHED]
+            rows = await conn.execute(
+                _OPEN_WORK_ORDERS, {"d": department_id, "finished": finished, "n": OPEN_WORK_ORDERS_READ}
+            )
+        return [row.external_id for row in rows]
 
     return read
