@@ -11,6 +11,7 @@ import pytest
 
 from civicflow.infra import Infrastructure
 from civicflow.launcher import SystemProcesses
+from civicflow.v1 import intake_pb2
 from samples.smtp_sink.sink import read_messages
 from tests.conftest import eventually
 from tests.e2e.conftest import Clients, running_system, stored_rows, view_reached
@@ -97,24 +98,28 @@ def back_in_order(system: SystemProcesses) -> None:
 
 async def test_a_department_system_out_of_order_holds_up_nobody_else_and_catches_up(system: SystemProcesses) -> None:
     system.kill("sample_department")
-    system.extra_env["CIVICFLOW_SAMPLE_DEPT_OUT_OF_ORDER"] = "streets"
+    # the sample city's signals and parks departments work on the sample REST system (rest_webhook)
+    system.extra_env["CIVICFLOW_SAMPLE_DEPT_OUT_OF_ORDER"] = "signals"
     system.start("sample_department")
     await asyncio.to_thread(system.wait_ready, ("sample_department",))
     clients = Clients(system)
 
-    async def every_pothole(stage: str) -> bool:
-        return all([await view_reached(clients, number, stage) for number in potholes])
+    async def every_signal(stage: str) -> bool:
+        return all([await view_reached(clients, number, stage) for number in signals])
+
+    def a_request(service_code: str) -> intake_pb2.SubmitRequestRequest:
+        request = pothole()
+        request.service_code = service_code
+        return request
 
     try:
-        potholes = [(await clients.intake.SubmitRequest(pothole())).tracking_number for _ in range(4)]
-        missed = pothole()
-        missed.service_code = "MISSED_PICKUP"
-        pickup = (await clients.intake.SubmitRequest(missed)).tracking_number
-        await eventually(lambda: every_pothole("work_order_waiting"), what="the potholes to wait for streets")
-        await eventually(lambda: view_reached(clients, pickup, "resolved"), what="sanitation's case, not held up")
+        signals = [(await clients.intake.SubmitRequest(a_request("SIGNAL_OUT"))).tracking_number for _ in range(4)]
+        park = (await clients.intake.SubmitRequest(a_request("PARK_MAINT"))).tracking_number
+        await eventually(lambda: every_signal("work_order_waiting"), what="the dark signals to wait for signals")
+        await eventually(lambda: view_reached(clients, park, "resolved"), what="the parks case, not held up")
 
         back_in_order(system)
-        await eventually(lambda: every_pothole("resolved"), timeout=60, what="the potholes resolved")
+        await eventually(lambda: every_signal("resolved"), timeout=60, what="the dark signals resolved")
     finally:
         await clients.close()
         back_in_order(system)  # whatever happened, the next test finds the department's system working
@@ -124,10 +129,10 @@ async def test_a_department_system_out_of_order_holds_up_nobody_else_and_catches
         "SELECT e.type, count(*) AS n FROM events.case_events e"
         " JOIN events.case_events s ON s.case_id = e.case_id AND s.type = 'CaseSubmitted'"
         " WHERE s.data->>'tracking_number' = ANY(:numbers) GROUP BY e.type",
-        numbers=potholes,
+        numbers=signals,
     )
     counted = {r.type: r.n for r in rows}
-    assert counted["WorkOrderSyncFailed"] == counted["WorkOrderOpened"] == counted["CaseResolved"] == len(potholes)
+    assert counted["WorkOrderSyncFailed"] == counted["WorkOrderOpened"] == counted["CaseResolved"] == len(signals)
 
 
 async def _at_least(items: list[str], n: int) -> bool:

@@ -59,7 +59,7 @@ def test_their_statuses_map_to_ours_through_the_kinds_defaults_and_the_city_file
     assert open311.ours("done!") == "resolved"  # an alias of ours in the city file
     assert open311.ours("action scheduled") == "action_scheduled"  # ours, as they may write it
     assert open311.ours("something new") is None  # unmapped: a note, never an error
-    assert open311.theirs("resolved") == "fixed" and open311.theirs("cancelled") == "cancelled"
+    assert open311.theirs("resolved") == "fixed" and open311.theirs("cancelled") == "closed"  # no CANCELLED there
 
 
 def test_a_reverse_mapping_to_a_status_we_do_not_have_is_refused() -> None:
