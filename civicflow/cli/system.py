@@ -76,9 +76,9 @@ def dev(
                 f"  sample Open311 server http://127.0.0.1:{ports.open311} (streets, sanitation), requests in"
                 f" {state_dir / 'open311'}\n            (civicflow open311 set ID STATUS / show ID)\n"
                 f"  SMTP sink 127.0.0.1:{ports.smtp}, mail saved in {system.mail_dir}\n"
+                f'            (departments on email: civicflow mail work-orders / reply EM-… "done: …")\n'
                 f"  SAMPLE gRPC department ({ports.workorder_bridge} WorkOrderSync) keeps its work orders in"
                 f" {system.grpc_department_dir}\n"
-                f'            (departments on email: civicflow mail work-orders / reply EM-… "done: …")\n'
                 f"  sample telephony provider {system.phone_url}, texts and calls saved in {system.phone_dir}\n"
                 f'            (civicflow phone reply NUMBER "TEXT" / press NUMBER DIGITS / list)\n'
                 f"  metrics   http://127.0.0.1:<port>/metrics, port by service: {metrics}\n"

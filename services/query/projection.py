@@ -27,6 +27,7 @@ from civicflow.events import (
     StaffAlerted,
     SurveyAnswered,
     SurveySent,
+    WorkOrderCancelled,
     WorkOrderOpened,
     WorkOrderReferred,
     WorkOrderRejected,
@@ -155,7 +156,9 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             f"{base.department_name or data.department_id}'s system did not answer; the work order is sent when it does"
         )
     elif isinstance(data, WorkOrderStatusChanged):
-        if base.status != "resolved":  # a case is resolved once; later changes are on its timeline only
+        # a case is resolved once, and follows only its standing work order: later changes, and a replaced
+        # work order's, are on its timeline only
+        if base.status != "resolved" and data.external_id == (base.work_order_id or data.external_id):
             changes["status"] = _WORK_ORDER_STATUS.get(data.status, base.status)
         stage = f"work_order_{_WORK_ORDER_STAGE.get(data.status, data.status)}"
         if data.status == UNMAPPED:
@@ -166,6 +169,10 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
             detail = f"work order {data.external_id} is {data.status.replace('_', ' ')}"
         if note := resident_text(data.note):  # a department's words: plain text without links
             detail += f": {note}"
+    elif isinstance(data, WorkOrderCancelled):
+        done = "cancelled" if data.how == "cancelled" else "withdrawn; the department was told by email"
+        stage = "work_order_cancelled"
+        detail = f"work order {data.external_id} at {data.department_id} {done}: {resident_text(data.reason)}"
     elif isinstance(data, WorkOrderReferred):
         to = f"to {data.to_department_id}" if data.to_department_id else "on, naming no department we know"
         stage, detail = "referred", f"{data.department_id} referred it {to}"

@@ -20,6 +20,7 @@ from civicflow.events import (
     NotificationSent,
     RecordedEvent,
     ResolutionDisputed,
+    WorkOrderCancelled,
     WorkOrderOpened,
     WorkOrderReferred,
     WorkOrderStatusChanged,
@@ -301,3 +302,19 @@ def test_a_duplicate_reads_as_resolved_as_a_duplicate_of_the_other_request() -> 
     after, entry = apply(record, recorded(7, duplicate))
     assert (after.status, after.resolution) == ("resolved", "a duplicate of QGPE-J5S")
     assert entry is not None and entry.detail == "resolved: a duplicate of QGPE-J5S"
+
+
+def test_a_cancelled_work_order_reads_on_the_timeline_and_its_late_changes_move_no_status() -> None:
+    record, _ = fold(LIFE[:4])  # up to work order WO-1 opened
+    assert record is not None and record.work_order_id == "WO-1"
+    cancelled = WorkOrderCancelled(
+        department_id="streets", external_id="WO-0", reason="the case was sent to Water: recategorised", how="told"
+    )
+    after, entry = apply(record, recorded(5, cancelled))
+    assert entry is not None and entry.stage == "work_order_cancelled"
+    assert entry.detail == (
+        "work order WO-0 at streets withdrawn; the department was told by email: the case was sent to Water:"
+        " recategorised"
+    )
+    late, _ = apply(after, recorded(6, WorkOrderStatusChanged(external_id="WO-0", status="acknowledged")))
+    assert late.status == record.status, "a replaced work order's news is on the timeline only"
