@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python -m bench.texts
 	$(BIN)/python -m bench.alerts
 	$(BIN)/python -m bench.notify_channels
+	$(BIN)/python -m bench.connectors
 	$(BIN)/python -m bench.connector_grpc
 	$(BIN)/python -m bench.open311
 	$(BIN)/python -m bench.email_kind
