@@ -6,17 +6,27 @@ Also: an update's own id names it within its work order, and a time far ahead is
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from civicflow.backoff import Backoff
 from civicflow.events import CaseEvent, CaseResolved, WorkOrderOpened, WorkOrderStatusChanged
+from samples.department_workorders.app import SampleDepartmentSettings, create_app
 from samples.department_workorders.store import WorkOrder
 from services.workorder_bridge.connector import ExternalUpdate, Outcome
+from services.workorder_bridge.connectors import DepartmentSystems
+from services.workorder_bridge.opener import WorkOrderOpener
 from services.workorder_bridge.updates import UpdateRecorder
+from services.workorder_bridge.webhook import WebhookSecrets, create_webhook_app
 from tests.integration import test_workorder_bridge_store as bridge_store
 from tests.integration.test_workorder_bridge_store import (
     NOW,
@@ -183,3 +193,46 @@ async def test_an_update_id_names_an_update_within_its_work_order(engine: AsyncE
 
     assert outcomes == [Outcome.RECORDED, Outcome.RECORDED, Outcome.DUPLICATE]
     assert len(await after_opening(engine, first_case)) == len(await after_opening(engine, second_case)) == 1
+
+
+async def test_the_chaos_case_callbacks_before_the_bridge_recorded_the_work_order_resolve_it_in_the_end(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """As seen under chaos: the department's system opened the work order, the bridge lost the answer, and the
+    crew's "in progress" and "done" callbacks came at once. They are held (202, so the department's system does not
+    give up after its five tries), and the case is resolved once the parked decision records the work order."""
+    secret = "integration-bridge-secret-p3Lk"
+    record = UpdateRecorder(engine, STORE)
+    hook = create_webhook_app(record, WebhookSecrets(secret))
+    answers: list[int] = []
+
+    async def deliver(url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hook), base_url="http://bridge.test") as bridge:
+            answers.append((await bridge.post(url, content=body, headers=dict(headers))).status_code)
+        return answers[-1]
+
+    settings = SampleDepartmentSettings(
+        state_dir=tmp_path, webhook_secret=secret, sample_dept_step_seconds=0.01, sample_dept_callback_attempts=5
+    )
+    system = create_app(settings, send=deliver)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=system), base_url="http://dept.test")
+    counting = CountingConnector(client, Counter(), lose_next_answer=True)
+    systems = DepartmentSystems(lambda department_id, spec: counting.for_department(department_id), {})
+    opener = OpenerUnderTest(
+        engine, WorkOrderOpener(engine, STORE, systems, "http://bridge.test/webhooks/work-orders", Backoff(5.0, 300.0))
+    )
+    try:
+        case = await routed_case(engine, "streets")
+        await opener(case)  # their system opens it and starts its crew; the bridge never hears back: parked
+        await asyncio.wait_for(system.state.crews.idle(), timeout=30)
+        assert answers == [202, 202], "both callbacks held at the first try: nothing for their system to give up on"
+
+        await opener.retry_due(datetime.now(UTC) + timedelta(hours=1))  # the same key finds the same work order
+        await record.apply_held()
+    finally:
+        await system.state.crews.stop()
+        await client.aclose()
+
+    applied = await after_opening(engine, case.case_id)
+    assert [type(e).__name__ for e in applied] == ["WorkOrderStatusChanged", "WorkOrderStatusChanged", "CaseResolved"]
+    assert [getattr(e, "status", None) for e in applied[:2]] == ["in_progress", "resolved"]
