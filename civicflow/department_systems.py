@@ -14,6 +14,8 @@ error: the bridge records it as a note with the external code and counts it (an 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 from pathlib import Path
@@ -187,6 +189,9 @@ class ConnectorSpec(_Strict):
     # rest_webhook (bearer token), open311 (api_key), email (the key its one-click answer links are signed with;
     # none: one derived from the bridge's signing secret for this department)
     credentials: SecretRef | None = None
+    # rest_webhook: the secret its system signs status webhooks with; none: one derived from the bridge's signing
+    # secret for this department (`department_webhook_secret`; `civicflow departments secret ID` prints it)
+    webhook_secret: SecretRef | None = None
     # grpc: the client's key id that may report for this department
     key_id: str | None = None
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
@@ -241,7 +246,7 @@ class ConnectorSpec(_Strict):
             "email": ("inbox",),
         }
         takes: dict[ConnectorKind, frozenset[str]] = {
-            "rest_webhook": frozenset({"endpoint", "credentials"}),
+            "rest_webhook": frozenset({"endpoint", "credentials", "webhook_secret"}),
             "open311": frozenset(
                 {
                     "endpoint",
@@ -292,6 +297,19 @@ class ConnectorSpec(_Strict):
 
 
 DEFAULT_CONNECTOR = ConnectorSpec(kind="rest_webhook")
+
+
+def department_secret(signing_secret: str, label: str, department_id: str) -> str:
+    """A secret of one department's own, derived from the bridge's signing secret: hex HMAC-SHA256 of
+    "<label>:<department>". A department given it can sign nothing for another department, nor for another use
+    (each use has its label), and nothing it holds reveals the bridge's secret."""
+    message = f"{label}:{department_id}".encode()
+    return hmac.new(signing_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def department_webhook_secret(signing_secret: str, department_id: str) -> str:
+    """The secret a rest_webhook department signs its status webhooks with when its connector names none."""
+    return department_secret(signing_secret, "webhook", department_id)
 
 
 def connector_specs(departments: Any) -> dict[str, ConnectorSpec]:

@@ -134,10 +134,12 @@ class ReportStatusResponse(_message.Message):
         OUTCOME_RECORDED: _ClassVar[ReportStatusResponse.Outcome]
         OUTCOME_DUPLICATE: _ClassVar[ReportStatusResponse.Outcome]
         OUTCOME_OUTDATED: _ClassVar[ReportStatusResponse.Outcome]
+        OUTCOME_HELD: _ClassVar[ReportStatusResponse.Outcome]
     OUTCOME_UNSPECIFIED: ReportStatusResponse.Outcome
     OUTCOME_RECORDED: ReportStatusResponse.Outcome
     OUTCOME_DUPLICATE: ReportStatusResponse.Outcome
     OUTCOME_OUTDATED: ReportStatusResponse.Outcome
+    OUTCOME_HELD: ReportStatusResponse.Outcome
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUR_STATUS_FIELD_NUMBER: _ClassVar[int]
     outcome: ReportStatusResponse.Outcome

@@ -72,8 +72,9 @@ class WorkOrderSyncServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportStatus(self, request, context):
-        """NOT_FOUND: civicflow never sent this work order to the department; UNAVAILABLE: it is not recorded yet
-        (try again in a few seconds).
+        """NOT_FOUND: civicflow never sent this work order to the department; a work order sent but not recorded yet
+        is OUTCOME_HELD. UNAVAILABLE: civicflow holds no more reports for the department now (try again later);
+        INVALID_ARGUMENT: a field is wrong (changed_at more than a day ahead of civicflow's clock, …).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -16,8 +16,13 @@ orders in. It speaks REST with signed webhooks, the way many department systems 
 - a simulated crew moves each new work order open -> in_progress -> resolved (or not_our_responsibility,
   for the departments and services CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN names), and each change is POSTed to the
   request's ``callback_url`` with ``X-Civicflow-Timestamp: <unix seconds>`` and
-  ``X-Civicflow-Signature: sha256=<hmac of "<timestamp>." and the raw body>``; the body carries the status in
-  this system's words (civicflow's vocabulary here) and an ``update_id`` per change.
+  ``X-Civicflow-Signature: sha256=<hmac of "<timestamp>." and the raw body>``, with the department's own webhook
+  secret; the body carries the status in this system's words (civicflow's vocabulary here) and an ``update_id``
+  per change.
+
+It serves every department, so it derives each one's webhook secret from the bridge's signing secret, which it
+reads as the bridge does (civicflow/secrets.py): a development convenience only. A real department's system is
+given its own secret and nothing else (`civicflow departments secret DEPARTMENT`).
 
 State is kept in memory. Run it with ``python -m samples.department_workorders`` (entry point
 ``samples.department_workorders.app:main``).

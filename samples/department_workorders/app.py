@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from civicflow.department_systems import department_webhook_secret
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
 from samples.department_workorders.staff import set_status_by_hand
@@ -61,8 +62,14 @@ class SampleDepartmentSettings(KernelSettings):
     sample_dept_out_of_order: str = ""
 
     def signing_secret(self) -> str:
-        """What callbacks are signed with: the bridge's secret (civicflow.secrets.shared_secret)."""
+        """The bridge's secret (civicflow.secrets.shared_secret), which this SAMPLE holds only as a development
+        convenience: it serves every department, so it derives each one's webhook secret from it. A real
+        department's system holds only its own (`civicflow departments secret DEPARTMENT` prints it)."""
         return shared_secret(self, self.webhook_secret, "CIVICFLOW_WEBHOOK_SECRET", "webhook.key")
+
+    def department_secret(self, department_id: str) -> str:
+        """What a department's callbacks are signed with: its own webhook secret, as the bridge derives it."""
+        return department_webhook_secret(self.signing_secret(), department_id)
 
     def turns_down(self, department_id: str, service_code: str) -> bool:
         return f"{department_id}/{service_code}" in _listed(self.sample_dept_turns_down)
@@ -176,7 +183,9 @@ class Crews:
             headers = {
                 "Content-Type": "application/json",
                 TIMESTAMP_HEADER: str(timestamp),
-                SIGNATURE_HEADER: sign(self._secret, body, timestamp),
+                SIGNATURE_HEADER: sign(
+                    department_webhook_secret(self._secret, work_order.department_id), body, timestamp
+                ),
             }
             try:
                 status_code = await self._send(url, body, headers)

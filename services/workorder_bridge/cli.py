@@ -106,3 +106,49 @@ def _as_json(status: Any, now: datetime) -> dict[str, Any]:
         "oldest_parked_seconds": round(status.oldest_parked_seconds(now), 1),
         "parked_cancellations": status.parked_cancellations,
     }
+
+
+@departments_app.command("secret")
+def departments_secret(
+    department: Annotated[str, typer.Argument(help="The department's id, as in the city file")],
+    city_file: Annotated[
+        Path | None,
+        typer.Option(help="The city file naming the departments and their connectors (default: CIVICFLOW_CITY_FILE)"),
+    ] = None,
+) -> None:
+    """Print the webhook secret of a rest_webhook department: what to configure in that department's own system,
+    which signs its status reports with it. It is derived from the bridge's signing secret (read as the bridge
+    reads it: CIVICFLOW_WEBHOOK_SECRET, or in development the state folder's) for this department alone, so it
+    signs nothing for another department. Run it where the bridge runs; the output is a secret: hand it over as
+    one."""
+    from civicflow.department_systems import department_webhook_secret
+    from civicflow.secrets import UnsafeSecret
+    from services.workorder_bridge.connectors import CityFileUnreadable, read_connector_specs
+    from services.workorder_bridge.main import BridgeSettings
+
+    settings = BridgeSettings()
+    path = city_file or settings.city_file
+    try:
+        specs = read_connector_specs(path)
+    except CityFileUnreadable as exc:
+        typer.echo(f"{exc}; give the city file with --city-file", err=True)
+        raise typer.Exit(1) from None
+    spec = specs.get(department)
+    if spec is not None and spec.kind != "rest_webhook":
+        typer.echo(f"{department} does not report by webhook (its connector is {spec.kind}): it has no webhook secret")
+        raise typer.Exit(1)
+    if spec is not None and spec.webhook_secret is not None:
+        where = spec.webhook_secret.env or spec.webhook_secret.file
+        typer.echo(
+            f"{department}'s connector names its own webhook_secret ({where}): configure that value in its system",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if spec is None:
+        typer.echo(f"note: {department} is not in {path}; it would be a rest_webhook department by default", err=True)
+    try:
+        signing_secret = settings.signing_secret()
+    except UnsafeSecret as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(department_webhook_secret(signing_secret, department))

@@ -126,6 +126,14 @@ class Outcome(Enum):
     RECORDED = "recorded"
     DUPLICATE = "duplicate"
     OUTDATED = "outdated"  # older than the latest report recorded for the work order
+    # kept until the work order is recorded (the department answered before the bridge committed it), then
+    # applied (updates.UpdateRecorder.apply_held); a resend while it waits is held once
+    HELD = "held"
+    # not held: the department already has the most updates waiting that the bridge keeps for it; send it later
+    HOLD_FULL = "hold_full"
+    # changed_at more than a day ahead of our clock: a wrong clock or a wrong field; refused, recorded not
+    TOO_FAR_AHEAD = "too_far_ahead"
+    # a RecordUpdate that does not hold (UpdateRecorder holds instead)
     UNKNOWN_WORK_ORDER = "unknown_work_order"
 
 

@@ -199,7 +199,16 @@ def email_routes(
             log.info("email reply received", outcome=outcome.value, their_status=answer.status)
         if outcome is Outcome.UNKNOWN_WORK_ORDER:
             return _error(404, f"no work order {reply.reference} of department {department_id!r}")
-        return JSONResponse({"outcome": outcome.value, "reference": reply.reference, "status": answer.status})
+        if outcome is Outcome.HOLD_FULL:
+            return _error(
+                503, f"work order {reply.reference} is not recorded yet and no more replies are held for it now"
+            )
+        if outcome is Outcome.TOO_FAR_AHEAD:
+            return _error(400, "the reply's Date is more than a day ahead of civicflow's clock")
+        # held: the work order is still being recorded (the reply came first); it is applied once it is
+        code = 202 if outcome is Outcome.HELD else 200
+        said = {"outcome": outcome.value, "reference": reply.reference, "status": answer.status}
+        return JSONResponse(said, status_code=code)
 
     def key_of(department_id: str) -> bytes | None:
         return departments.link_keys.get(department_id)
@@ -231,6 +240,9 @@ def email_routes(
             Outcome.DUPLICATE: (200, f"{what} was already recorded; nothing changed."),
             Outcome.OUTDATED: (409, f"{what} was not recorded: a later answer on this work order was recorded first."),
             Outcome.UNKNOWN_WORK_ORDER: (404, f"No work order {answer.external_id} is known; nothing was recorded."),
+            Outcome.HELD: (202, f"Received. {what} will be recorded in a moment, once the work order is. Thank you."),
+            Outcome.HOLD_FULL: (503, f"{what} could not be taken just now; press the button again later."),
+            Outcome.TOO_FAR_AHEAD: (400, f"{what} was not recorded: civicflow's clock is wrong; tell the city."),
         }
         status, words = said[outcome]
         return _page(page(status, words))

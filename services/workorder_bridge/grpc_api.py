@@ -54,6 +54,7 @@ OUTCOMES = {
     Outcome.RECORDED: work_orders_pb2.ReportStatusResponse.OUTCOME_RECORDED,
     Outcome.DUPLICATE: work_orders_pb2.ReportStatusResponse.OUTCOME_DUPLICATE,
     Outcome.OUTDATED: work_orders_pb2.ReportStatusResponse.OUTCOME_OUTDATED,
+    Outcome.HELD: work_orders_pb2.ReportStatusResponse.OUTCOME_HELD,
 }
 
 
@@ -271,20 +272,27 @@ class WorkOrderSyncServicer(work_orders_pb2_grpc.WorkOrderSyncServicer):
             await abort_with(context, invalid_argument(problems))
         update = update_of(request)
         await self._outbox.seen(department_id, now)
-        with structlog.contextvars.bound_contextvars(department_id=department_id, external_id=update.external_id):
-            outcome = await self._record(department_id, update)
-            log.info("status report received over gRPC", outcome=outcome.value)
-        if outcome is Outcome.UNKNOWN_WORK_ORDER:
-            if await self._outbox.sent_work_order(department_id, update.external_id):
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"work order {update.external_id!r} is not recorded yet (civicflow is still opening it);"
-                    " report it again in a few seconds",
-                )
+        # Before recording: the feed knows what it sent, so a work order sent but not recorded yet is held by the
+        # recorder and one never sent is refused here, never held.
+        if not await self._outbox.sent_work_order(department_id, update.external_id):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"department '{department_id}' was never sent a work order {update.external_id!r}; report on the"
                 " external_id of a WorkOrder message",
+            )
+        with structlog.contextvars.bound_contextvars(department_id=department_id, external_id=update.external_id):
+            outcome = await self._record(department_id, update)
+            log.info("status report received over gRPC", outcome=outcome.value)
+        if outcome is Outcome.TOO_FAR_AHEAD:
+            await abort_with(
+                context,
+                invalid_argument([("changed_at", "is more than a day ahead of civicflow's clock; check your clock")]),
+            )
+        if outcome in (Outcome.HOLD_FULL, Outcome.UNKNOWN_WORK_ORDER):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"work order {update.external_id!r} is not recorded yet and civicflow holds no more reports for"
+                f" department '{department_id}' now; report it again later",
             )
         ours = spec.ours(update.status) or ""
         return work_orders_pb2.ReportStatusResponse(outcome=OUTCOMES[outcome], our_status=ours)

@@ -34,7 +34,7 @@ from services.workorder_bridge.mailer import mail_department
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.poller import Poller, open_work_orders_of
 from services.workorder_bridge.updates import UpdateRecorder
-from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
+from services.workorder_bridge.webhook import WEBHOOK_PATH, WebhookSecrets, create_webhook_app
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +80,11 @@ class BridgeSettings(KernelSettings):
     bridge_mail_from: str = "311 work orders <workorders@civicflow.local>"
     bridge_mail_reply_to: str = ""
     bridge_email_link_days: float = 30.0  # how long a work order's one-click answer links work
+    # status updates for work orders not recorded yet (updates.py): how often held ones are looked at, how long one
+    # is kept for a work order that never comes, and how many a department may have waiting
+    workorder_held_scan_seconds: float = Field(default=2.0, gt=0)
+    workorder_held_days: float = Field(default=7.0, gt=0)
+    workorder_held_max_per_department: int = Field(default=10_000, ge=1)
 
     def signing_secret(self) -> str:
         """The secret department webhooks are signed with; UnsafeSecret in production without a real one."""
@@ -134,7 +139,14 @@ def bootstrap(
     backoff = Backoff(settings.workorder_retry_first_seconds, settings.workorder_retry_max_seconds)
     opener = WorkOrderOpener(engine, store, systems, settings.callback_url, backoff, health=health)
     canceller = WorkOrderCanceller(engine, store, systems, tell or mail_department(settings), backoff, health=health)
-    recorder = record_update or UpdateRecorder(engine, store, systems.specs())
+    held = UpdateRecorder(
+        engine,
+        store,
+        systems.specs(),
+        hold_max=settings.workorder_held_max_per_department,
+        hold_days=settings.workorder_held_days,
+    )
+    recorder = record_update or held
     poller = Poller(engine, systems.polled(), recorder, health)
     for department_id in systems.departments():
         connector = systems.for_department(department_id)
@@ -153,6 +165,7 @@ def bootstrap(
     tasks += [
         periodically(scan, lambda: opener.retry_due(datetime.now(UTC)), "retrying parked work orders"),
         periodically(scan, lambda: canceller.retry_due(datetime.now(UTC)), "retrying parked cancellations"),
+        periodically(settings.workorder_held_scan_seconds, held.apply_held, "applying held status updates"),
         periodically(settings.workorder_health_scan_seconds, probe, "probing departments' systems"),
         periodically(settings.workorder_health_flush_seconds, keep_health, "recording departments' health"),
         poller.run,
@@ -165,7 +178,8 @@ def bootstrap(
     }
     reactions = Reactions(frozenset(policies), in_order(policies), UnitOfWork(engine, SERVICE, store))
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
-    webhooks = create_webhook_app(recorder, secret, settings.webhook_tolerance_seconds)
+    webhook_secrets = WebhookSecrets(secret, systems.specs(), settings.city_file.parent)
+    webhooks = create_webhook_app(recorder, webhook_secrets, settings.webhook_tolerance_seconds)
     on_grpc = grpc_departments(settings.city_file)
     timing = FeedTiming(
         settings.workorder_grpc_poll_seconds,

@@ -2,14 +2,19 @@
 
 Each poll asks the department's connector for the updates after the department's stored cursor, hands each to
 RecordUpdate, and only then saves the new cursor: a crash between the two reads the same page again, and
-recording dedupes it. A poll that fails is the department's health error, and waits for its next turn; it never
-holds up another department's poll. Several bridge replicas may poll the same department; recording dedupes
-what both read.
+recording dedupes it. An update for a work order not recorded yet is held by the recorder (Outcome.HELD) and
+applied once it is, so the cursor moves past it; one the recorder refuses (changed_at more than a day ahead, or the
+department's holds full) is skipped and logged by count, so one bad update cannot stop the department's polling. A
+RecordUpdate that neither records nor holds (UNKNOWN_WORK_ORDER) keeps the cursor where it was.
+
+A poll that fails is the department's health error, and waits for its next turn; it never holds up another
+department's poll. Several bridge replicas may poll the same department; recording dedupes what both read.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -19,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from civicflow.consumer import describe_error
 from civicflow.department_systems import ConnectorSpec
-from services.workorder_bridge.connector import Connector, RecordUpdate
+from services.workorder_bridge.connector import Connector, Outcome, RecordUpdate
 from services.workorder_bridge.health import HealthBook
 
 log = structlog.get_logger(__name__)
@@ -70,9 +75,21 @@ class Poller:
                     log.warning("polling the department's system failed; trying again next time", error=error)
                     return None
                 self._health.success(connector)
+                outcomes: Counter[Outcome] = Counter()
                 for update in page.updates:
                     outcome = await self._record(department_id, update)
                     log.debug("polled update", external_id=update.external_id, outcome=outcome.value)
+                    outcomes[outcome] += 1
+                if outcomes[Outcome.TOO_FAR_AHEAD] or outcomes[Outcome.HOLD_FULL]:
+                    log.warning(
+                        "polled updates skipped: not recorded and not held",
+                        too_far_ahead=outcomes[Outcome.TOO_FAR_AHEAD],
+                        holds_full=outcomes[Outcome.HOLD_FULL],
+                    )
+                if outcomes[Outcome.UNKNOWN_WORK_ORDER]:  # another department's, on a system they share
+                    log.debug(
+                        "polled updates of other departments' work orders", count=outcomes[Outcome.UNKNOWN_WORK_ORDER]
+                    )
                 async with self._engine.begin() as tx:
                     await tx.execute(_SAVE_CURSOR, {"d": department_id, "c": page.cursor, "at": self._clock()})
             except Exception as exc:  # ours (the database, recording): the cursor stays, the page is read again

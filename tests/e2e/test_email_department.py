@@ -53,6 +53,8 @@ async def test_a_reply_done_resolves_the_case(clients: Clients, system: SystemPr
     mail = await work_order_mail(system, number)
     assert mail.message["To"] == "code@sample-city.example"
     reference = mail.subject.split("]")[0].lstrip("[")
+    # the email goes out before the bridge records the work order: a reply before that is held, not recorded
+    await eventually(lambda: view_reached(clients, number, "work_order_opened"), what="the work order recorded")
     # as the department's staff would answer in development: the command line, on the sink's folder
     command = [sys.executable, "-m", "civicflow.cli", "mail", "reply", reference, "done: scrubbed the door"]
     replied = await asyncio.to_thread(

@@ -41,8 +41,11 @@ class Recorder:
     """The RecordUpdate the endpoint hands replies to: keeps them, and knows an update_id it was given once."""
 
     received: list[tuple[str, ExternalUpdate]] = field(default_factory=list)
+    not_recorded_yet: bool = False  # the bridge has not recorded the work order: held, as the real recorder does
 
     async def __call__(self, department_id: str, update: ExternalUpdate) -> Outcome:
+        if self.not_recorded_yet:
+            return Outcome.HELD
         if update.update_id and any(u.update_id == update.update_id for _, u in self.received):
             return Outcome.DUPLICATE
         self.received.append((department_id, update))
@@ -182,6 +185,19 @@ async def test_a_reply_done_arrives_with_its_note_and_message_id(tmp_path: Path)
         )
         assert update.update_id == reply["Message-ID"]
         assert department.spec.ours(update.status) == "resolved"
+
+
+async def test_a_reply_or_a_link_before_the_work_order_is_recorded_is_held_202_not_refused(tmp_path: Path) -> None:
+    async with email_department(tmp_path) as department:
+        opened = await department.connector.open_work_order(a_request(), str(uuid.uuid4()))
+        department.recorder.not_recorded_yet = True
+        original = find_work_order(department.folder, opened.external_id)
+        reply = compose_reply(original, "done: painted over")
+        posted = await post_reply_async(department.client, department.bridge_url, department.secret, reply)
+        assert posted.status_code == 202 and '"held"' in posted.answer, posted.answer
+        links = dict(LINK.findall(original.text))
+        pressed = await department.client.post(links["in progress"])
+        assert pressed.status_code == 202 and "Received" in pressed.text
 
 
 async def test_duplicate_and_refer_carry_what_they_point_at(tmp_path: Path) -> None:

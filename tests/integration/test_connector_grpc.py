@@ -61,16 +61,16 @@ def unique(name: str) -> str:
 class RecordedUpdates:
     """The bridge's RecordUpdate as far as these tests need it: what reached it, in order. A work order the
     feed never carried is unknown, as the real recorder finds no row for it; `not_yet` ones are sent but not
-    recorded (the bridge still opening them)."""
+    recorded (the bridge still opening them): held, as the real recorder holds them."""
 
     outbox: GrpcOutbox
     received: list[tuple[str, ExternalUpdate]] = field(default_factory=list)
     not_yet: set[str] = field(default_factory=set)
 
     async def __call__(self, department_id: str, update: ExternalUpdate) -> Outcome:
-        if update.external_id in self.not_yet or not await self.outbox.sent_work_order(
-            department_id, update.external_id
-        ):
+        if update.external_id in self.not_yet:
+            return Outcome.HELD
+        if not await self.outbox.sent_work_order(department_id, update.external_id):
             return Outcome.UNKNOWN_WORK_ORDER
         if any(d == department_id and u == update for d, u in self.received):
             return Outcome.DUPLICATE
@@ -372,9 +372,14 @@ async def test_hostile_reports_are_refused_field_by_field_and_record_nothing(eng
             never = await refused(stub.ReportStatus(a_report(water, "WO-NEVER-SENT"), metadata=call_metadata(key)))
             assert never.code() == grpc.StatusCode.NOT_FOUND and "never sent" in (never.details() or "")
             bridge.recorder.not_yet.add(sent)
-            early = await refused(stub.ReportStatus(a_report(water, sent), metadata=call_metadata(key)))
-            assert early.code() == grpc.StatusCode.UNAVAILABLE and "again in a few seconds" in (early.details() or "")
+            early = await stub.ReportStatus(a_report(water, sent), metadata=call_metadata(key))
+            assert early.outcome == work_orders_pb2.ReportStatusResponse.OUTCOME_HELD, "kept, not refused"
             bridge.recorder.not_yet.clear()
+            ahead = a_report(water, sent)
+            ahead.changed_at.FromDatetime(datetime.now(UTC) + timedelta(days=2))
+            too_far = await refused(stub.ReportStatus(ahead, metadata=call_metadata(key)))
+            assert too_far.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "changed_at" in [f for f, _ in field_violations(too_far)]
             for raw_method in ("ReportStatus", "WorkOrders", "Acknowledge"):
                 garbage = await refused(raw_call(channel, raw_method, key, b"\x0a\x05\xff\xfe\xfd\xfc\xfb"))
                 assert garbage.code() == grpc.StatusCode.INVALID_ARGUMENT, raw_method

@@ -20,7 +20,7 @@ from services.workorder_bridge.connector import ConnectorContext, ExternalUpdate
 from services.workorder_bridge.kinds import BUILDERS
 from services.workorder_bridge.kinds.rest_webhook import RestWebhookConnector
 from services.workorder_bridge.main import BridgeSettings
-from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
+from services.workorder_bridge.webhook import WEBHOOK_PATH, WebhookSecrets, create_webhook_app
 from tests.conftest import eventually
 from tests.connector_contract import ConnectorContract, a_request
 
@@ -108,7 +108,7 @@ class RestWebhookDepartment:
 @pytest.fixture
 async def bridge() -> AsyncIterator[tuple[Served, ArrivedAtTheBridge]]:
     arrived = ArrivedAtTheBridge()
-    served = Served(create_webhook_app(arrived, SECRET))
+    served = Served(create_webhook_app(arrived, WebhookSecrets(SECRET)))
     await served.start()
     yield served, arrived
     await served.stop()

@@ -496,7 +496,18 @@ async def test_a_parked_work_order_their_system_opens_as_the_case_moves_on_is_ca
         handling = asyncio.create_task(bridge(moved))
 
         async def waiting_for_the_retry() -> bool:
-            return bool(await scalar(engine, "SELECT count(*) FROM pg_locks WHERE NOT granted"))
+            # only a wait on a parked row counts (another test's lock waits do not): a backend that holds the
+            # tuple lock of a pending_work_orders row and waits for the transaction holding that row, or queues
+            # behind one that does
+            return bool(
+                await scalar(
+                    engine,
+                    "SELECT count(*) FROM pg_locks w WHERE NOT w.granted AND ("
+                    " w.relation = 'workorder_bridge.pending_work_orders'::regclass"
+                    " OR (w.locktype = 'transactionid' AND EXISTS (SELECT 1 FROM pg_locks t WHERE t.pid = w.pid"
+                    "   AND t.locktype = 'tuple' AND t.relation = 'workorder_bridge.pending_work_orders'::regclass)))",
+                )
+            )
 
         await eventually(waiting_for_the_retry, timeout=10, what="the canceller to wait for the parked opening")
     streets.gate.set()
@@ -614,6 +625,36 @@ async def test_the_poller_records_each_update_once_and_moves_its_cursor_only_aft
     assert await scalar(engine, cursor, d=city.streets) == "3"
 
 
+async def test_polled_updates_of_another_departments_work_orders_or_too_far_ahead_are_skipped(
+    engine: AsyncEngine, bridge: Bridge, city: City
+) -> None:
+    department = f"sanitation-{uuid4().hex[:8]}"
+    city.specs[department] = ConnectorSpec(kind="open311", endpoint="http://other.test")
+    city.systems[department] = SystemDouble()
+
+    def double(context: ConnectorContext) -> DoubleConnector:
+        return DoubleConnector(context.department_id, "open311", city.systems[context.department_id])
+
+    departments = DepartmentSystems(
+        builder_from({"open311": double}, lambda d, s: ConnectorContext(d, s, None, None, "", ""), None),
+        {department: city.specs[department]},
+    )
+    connector = departments.for_department(department)
+    city.systems[department].log.append(ExternalUpdate("WO-1", "fixed", NOW))
+    answers = [Outcome.UNKNOWN_WORK_ORDER, Outcome.TOO_FAR_AHEAD]
+
+    async def record(department_id: str, update: ExternalUpdate) -> Outcome:
+        return answers.pop(0)
+
+    poller = Poller(engine, departments.polled(), record, bridge.health)
+    cursor = "SELECT cursor FROM workorder_bridge.poll_cursors WHERE department_id = :d"
+    assert await poller.poll_once(connector) == 1, "another department's, on a system they share: skipped"
+    assert await scalar(engine, cursor, d=department) == "1"
+    city.systems[department].log.append(ExternalUpdate("WO-2", "fixed", NOW))
+    assert await poller.poll_once(connector) == 1, "refused as too far ahead: skipped, logged, polling goes on"
+    assert await scalar(engine, cursor, d=department) == "2"
+
+
 async def test_a_department_whose_poll_fails_holds_up_no_other(engine: AsyncEngine, bridge: Bridge, city: City) -> None:
     other = f"sanitation-{uuid4().hex[:8]}"
     city.specs[other] = ConnectorSpec(kind="open311", endpoint="http://other.test", poll_seconds=0.05)
@@ -632,7 +673,7 @@ async def test_a_department_whose_poll_fails_holds_up_no_other(engine: AsyncEngi
 
     async def record(department_id: str, update: ExternalUpdate) -> Outcome:
         seen.append((department_id, update.external_id))
-        return Outcome.UNKNOWN_WORK_ORDER
+        return Outcome.HELD  # as the recorder answers for a work order it has not recorded: the cursor moves on
 
     poller = Poller(engine, departments.polled(), record, bridge.health)
     stop = asyncio.Event()

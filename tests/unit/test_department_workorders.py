@@ -210,7 +210,9 @@ async def test_the_crew_moves_the_work_order_along_and_calls_back_signed(
         assert url == "http://bridge.test/webhooks/work-orders"
         timestamp = headers["X-Civicflow-Timestamp"]
         signed = f"{timestamp}.".encode() + body
-        expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+        # signed with the department's own secret (derived from the bridge's), never the bridge's secret itself
+        own = hmac.new(SECRET.encode(), b"webhook:streets", hashlib.sha256).hexdigest()
+        expected = "sha256=" + hmac.new(own.encode(), signed, hashlib.sha256).hexdigest()
         assert headers["X-Civicflow-Signature"] == expected
     shown = (await client.get(f"/departments/streets/work-orders/{opened['id']}")).json()
     assert shown["status"] == "resolved"

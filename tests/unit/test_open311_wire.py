@@ -106,6 +106,44 @@ def test_every_update_is_handed_on_exactly_once(feed: list[tuple[str, datetime, 
     assert sorted(handed) == sorted(key for key, _, _ in feed)
 
 
+@settings(max_examples=300)
+@given(
+    st.lists(st.integers(0, 600), max_size=20),
+    st.lists(st.sampled_from([3600, 86_400 * 400, 86_400 * 365 * 70]), min_size=1, max_size=3),
+    st.integers(2, 6),
+)
+def test_an_update_stamped_far_ahead_cannot_stall_polling(ordinary: list[int], ahead: list[int], polls: int) -> None:
+    """A server that stamps one update 2099 (or an hour ahead): the cursor goes no further than each poll's end, so
+    every poll still reaches back to now, and an update made after the odd one is handed on all the same."""
+    catch_up = timedelta(minutes=5)
+    feed = [(f"o{n}", T0 + timedelta(seconds=s)) for n, s in enumerate(ordinary)]
+    feed += [(f"ahead{n}", T0 + timedelta(seconds=s)) for n, s in enumerate(ahead)]
+    cursor, handed = Cursor.load(None).dump(), []
+    for poll in range(polls):
+        now = T0 + timedelta(minutes=10 * (poll + 1))
+        later = (f"later{poll}", now - timedelta(seconds=30))  # made since the last poll, at an ordinary time
+        feed.append(later)
+        state = Cursor.load(cursor)
+        start = state.window_start(now, catch_up)
+        end = max(now, start)
+        assert start <= now - catch_up, "each poll reaches back from now, never from the future"
+        shown = [(key, at, key) for key, at in feed if at >= start]  # a lax server: everything after start
+        fresh, following = state.take(shown, start, catch_up, end)
+        assert following.at is not None and following.at <= end
+        assert later[0] in fresh or later[0] in handed
+        handed += fresh
+        cursor = following.dump()
+    assert len(handed) == len(set(handed)), "nothing handed on twice"
+
+
+def test_a_cursor_stored_ahead_of_the_clock_polls_from_now_again() -> None:
+    stalled = Cursor(datetime(2099, 1, 1, tzinfo=UTC), {"ahead": datetime(2099, 1, 1, tzinfo=UTC)})
+    start = stalled.window_start(T0, timedelta(minutes=5))
+    assert start == T0 - timedelta(minutes=5)
+    fresh, following = stalled.take([("new", T0 - timedelta(minutes=1), "new")], start, timedelta(minutes=5), T0)
+    assert fresh == ["new"] and following.at == T0
+
+
 def test_a_cursor_forgets_beyond_its_bound_but_never_the_latest_instant() -> None:
     many = [(f"u{n}", T0 - timedelta(seconds=n % 50), n) for n in range(MAX_SEEN + 500)]
     _, following = Cursor().take(many, T0 - timedelta(hours=1), timedelta(hours=1))

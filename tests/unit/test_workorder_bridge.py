@@ -20,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from civicflow.department_systems import ConnectorSpec, MissingSecret, SecretRef
+from civicflow.department_systems import ConnectorSpec, MissingSecret, SecretRef, department_webhook_secret
 from civicflow.events import (
     CaseReopened,
     CaseRerouted,
@@ -62,10 +62,11 @@ from services.workorder_bridge.domain import (
 from services.workorder_bridge.kinds import BUILDERS, rest_webhook
 from services.workorder_bridge.kinds.rest_webhook import RestWebhookConnector
 from services.workorder_bridge.main import BridgeSettings, bootstrap
-from services.workorder_bridge.webhook import MAX_BODY_BYTES, create_webhook_app
+from services.workorder_bridge.webhook import MAX_BODY_BYTES, WebhookSecrets, create_webhook_app
 from tests.factories import recorded as stored
 
 SECRET = "unit-test-webhook-secret-7Qm2"
+STREETS_SECRET = department_webhook_secret(SECRET, "streets")  # what streets' system signs its reports with
 NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
@@ -451,10 +452,10 @@ class FakeRecorder:
 
 
 def webhook_app(recorder: FakeRecorder, now: float = SENT_AT) -> Any:
-    return create_webhook_app(recorder, SECRET, 300, clock=lambda: now)
+    return create_webhook_app(recorder, WebhookSecrets(SECRET), 300, clock=lambda: now)
 
 
-def signed(body: bytes, at: int = SENT_AT, secret: str = SECRET) -> dict[str, str]:
+def signed(body: bytes, at: int = SENT_AT, secret: str = STREETS_SECRET) -> dict[str, str]:
     return {"X-Civicflow-Timestamp": str(at), "X-Civicflow-Signature": sign(secret, body, at)}
 
 
@@ -518,7 +519,7 @@ async def test_a_report_signed_with_another_secret_is_401() -> None:
 async def test_a_report_signed_without_the_timestamp_as_before_is_401_saying_the_timestamp_is_missing() -> None:
     recorder = FakeRecorder()
     body = json.dumps(report()).encode()
-    old_style = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    old_style = "sha256=" + hmac.new(STREETS_SECRET.encode(), body, hashlib.sha256).hexdigest()
 
     response = await post_webhook(recorder, body, {"X-Civicflow-Signature": old_style})
 
@@ -617,7 +618,10 @@ async def test_whatever_a_timestamp_header_holds_it_is_accepted_only_when_it_is_
 ) -> None:
     recorder = FakeRecorder()
     body = json.dumps(report()).encode()
-    headers = {"X-Civicflow-Timestamp": timestamp, "X-Civicflow-Signature": sign(SECRET, body, timestamp.strip())}
+    headers = {
+        "X-Civicflow-Timestamp": timestamp,
+        "X-Civicflow-Signature": sign(STREETS_SECRET, body, timestamp.strip()),
+    }
 
     response = await post_webhook(recorder, body, headers)
 
@@ -823,6 +827,9 @@ async def test_the_connector_says_whether_trying_again_can_help(
         (httpx.Response(204), None),
         (httpx.Response(409, json={"error": "resolved already"}), CannotCancel),
         (httpx.Response(404), CannotCancel),
+        # read and refused: the department is told by its channel, never parked as if its system were down
+        (httpx.Response(400), WorkOrderRefused),
+        (httpx.Response(422), WorkOrderRefused),
         (httpx.Response(503), DepartmentUnavailable),
         (httpx.ConnectError("refused"), DepartmentUnavailable),
     ],
@@ -908,7 +915,8 @@ async def test_the_sample_department_and_the_bridges_webhook_agree_end_to_end() 
     """The sample system's signed, timestamped callbacks go through the real webhook app to the recorder."""
     recorder = FakeRecorder()
     bridge = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_webhook_app(recorder, SECRET)), base_url="http://bridge.test"
+        transport=httpx.ASGITransport(app=create_webhook_app(recorder, WebhookSecrets(SECRET))),
+        base_url="http://bridge.test",
     )
 
     async def deliver(url: str, body: bytes, headers: Mapping[str, str]) -> int:

@@ -229,7 +229,8 @@ class Open311Connector:
         start = state.window_start(now, catch_up)
         learnt = self._no_updates_endpoint_at
         ask = learnt is None or now - learnt >= RECHECK_UPDATES_ENDPOINT
-        found = await self._updates_endpoint(start, max(now, start)) if ask else None
+        end = max(now, start)
+        found = await self._updates_endpoint(start, end) if ask else None
         if found is None:
             if ask:
                 self._no_updates_endpoint_at = now
@@ -240,7 +241,7 @@ class Open311Connector:
             found = await self._requests_now()
         else:
             self._no_updates_endpoint_at = None
-        fresh, following = state.take(((k, u.changed_at, u) for k, u in found), start, catch_up)
+        fresh, following = state.take(((k, u.changed_at, u) for k, u in found), start, catch_up, end)
         return UpdatesPage(updates=fresh, cursor=following.dump())
 
     async def _updates_endpoint(self, start: datetime, end: datetime) -> list[tuple[str, ExternalUpdate]] | None:

@@ -224,15 +224,23 @@ class Cursor:
         )
 
     def window_start(self, now: datetime, catch_up: timedelta) -> datetime:
-        """Where a poll reaches back to: catch_up before the cursor (late arrivals), or before now on a first poll."""
-        return (self.at or now) - catch_up
+        """Where a poll reaches back to: catch_up before the cursor (late arrivals), or before now on a first poll.
+        Never from after now: a cursor stored ahead of the clock (one update stamped 2099, before cursors were
+        capped) would otherwise ask for nothing but the future, for ever."""
+        return min(self.at or now, now) - catch_up
 
     def take(
-        self, found: Iterable[tuple[str, datetime, T]], start: datetime, catch_up: timedelta
+        self,
+        found: Iterable[tuple[str, datetime, T]],
+        start: datetime,
+        catch_up: timedelta,
+        end: datetime | None = None,
     ) -> tuple[list[T], Cursor]:
-        """Of what a poll from `start` found ((key, time, item), in any order), the items not handed on before,
-        oldest first, and the cursor to poll from next. Items before `start` are left out: an earlier poll handed
-        them on, or they came later than the catch-up window allows."""
+        """Of what a poll from `start` to `end` found ((key, time, item), in any order), the items not handed on
+        before, oldest first, and the cursor to poll from next. Items before `start` are left out: an earlier poll
+        handed them on, or they came later than the catch-up window allows. Items stamped after `end` are handed on
+        (the recorder refuses one far ahead), but the cursor goes no further than `end`: one update stamped 2099
+        cannot make every later poll ask for the future."""
         handed_on: dict[str, datetime] = {}
         fresh: list[T] = []
         for key, moment, item in sorted(found, key=lambda entry: entry[1]):
@@ -240,16 +248,25 @@ class Cursor:
                 continue
             handed_on[key] = moment
             fresh.append(item)
-        return fresh, self.after(handed_on.items(), start, catch_up)
+        return fresh, self.after(handed_on.items(), start, catch_up, end)
 
-    def after(self, handed_on: Iterable[tuple[str, datetime]], polled_from: datetime, catch_up: timedelta) -> Cursor:
-        """The next cursor: the latest time seen (on a first poll that saw nothing, where it reached back to, so
-        the next one reaches back from there), and the keys seen within the next poll's window, the newest
-        MAX_SEEN of them but always all at the latest instant."""
+    def after(
+        self,
+        handed_on: Iterable[tuple[str, datetime]],
+        polled_from: datetime,
+        catch_up: timedelta,
+        end: datetime | None = None,
+    ) -> Cursor:
+        """The next cursor: the latest time seen, at most `end` (on a first poll that saw nothing, where it reached
+        back to, so the next one reaches back from there), and the keys seen within the next poll's window, the
+        newest MAX_SEEN of them but always all at the latest instant. A key stamped ahead keeps its own time, so it
+        is remembered (not handed on again) until the window passes it."""
         seen = dict(self.seen)
         for key, moment in handed_on:
             seen[key] = moment
         at = max([*seen.values(), self.at or polled_from])
+        if end is not None:
+            at = min(at, end)
         start = at - catch_up
         kept = sorted(((t, k) for k, t in seen.items() if t >= start), reverse=True)
         newest = {k: t for t, k in kept[:MAX_SEEN]}

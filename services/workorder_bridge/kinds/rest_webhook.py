@@ -125,9 +125,9 @@ class RestWebhookConnector:
                 f" (HTTP {response.status_code}: finished already, or unknown to it)"
             )
         if response.status_code in REFUSALS:
-            raise ConnectorError(
-                f"{self.department_id}: {url} refused the cancellation with HTTP {response.status_code}"
-            )
+            # it read the cancellation and will not make it: asking again will not help, so the department is told
+            # by its channel (cancellation.py), never parked as if its system were down
+            raise WorkOrderRefused(self.department_id, response.status_code)
         raise self._unavailable(url, response.status_code)
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage:
