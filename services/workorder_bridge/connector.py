@@ -2,7 +2,7 @@
 
 `Connector` is the contract every kind meets (rest_webhook, open311, grpc, email; the city file says which a
 department uses, civicflow/department_systems.py). One instance serves one department. The contract test
-class every kind runs is tests/contract/connector_contract.py."""
+class every kind runs is tests/connector_contract.py."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ class CannotCancel(ConnectorError):
     instead, and the case records that it was told."""
 
 
+class CannotRead(ConnectorError):
+    """This kind of system cannot be asked how one work order stands now (it only receives, or only pushes):
+    reconciliation (services/workorder_bridge/reconcile.py) skips its departments."""
+
+
 @dataclass(frozen=True)
 class ExternalUpdate:
     """One status update from a department's system, in its own words: `status` is theirs (mapped to ours by
@@ -91,6 +96,9 @@ class Connector(Protocol):
       has no way; DepartmentUnavailable: try later.
     - updates_since: the updates a poll finds after `cursor` (None: from the catch-up window); push kinds, whose
       updates arrive at the bridge's endpoints, return an empty page.
+    - read_work_order: the work order as their system shows it now, as an update in their words (changed_at: their
+      last change), for reconciling a work order with no news for too long; None when their system does not know
+      it (lost, never there); DepartmentUnavailable when it cannot tell now; CannotRead where the kind has no way.
     - health: a cheap call that says whether their system answers.
     """
 
@@ -102,6 +110,8 @@ class Connector(Protocol):
     async def cancel_work_order(self, external_id: str, reason: str, idempotency_key: str) -> None: ...
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage: ...
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None: ...
 
     async def health(self) -> Health: ...
 

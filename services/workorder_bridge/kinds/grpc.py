@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from civicflow.db import make_engine
 from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.connector import (
+    CannotRead,
     Connector,
     ConnectorContext,
+    ExternalUpdate,
     Health,
     OpenedWorkOrder,
     UpdatesPage,
@@ -86,6 +88,13 @@ class GrpcConnector:
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage:
         return UpdatesPage(updates=[], cursor=cursor)  # pushed to ReportStatus; nothing to poll
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
+        """Nothing to ask: the outbox knows only what we sent (and whether it was acknowledged), not how the job
+        stands in their system; their client reports that to ReportStatus or not at all."""
+        raise CannotRead(
+            f"{self.department_id}: a grpc department's work orders cannot be read back (it pulls; we never call it)"
+        )
 
     async def health(self) -> Health:
         try:
