@@ -253,6 +253,11 @@ class WorkOrderOpener:
         await record(tx, self._store, opened)
         log.info("work order opened as the case moved on; its cancellation follows", department_id=row.department_id)
 
+    async def open_for(self, event: RecordedEvent, stream: Sequence[RecordedEvent]) -> OpenedWorkOrder:
+        """Open the routing decision's work order in its department's system under the decision's key, as the
+        policy does: for reconciliation (reconcile.py) opening again a work order their system lost."""
+        return await self._open(event, stream)
+
     async def _open(self, event: RecordedEvent, stream: Sequence[RecordedEvent]) -> OpenedWorkOrder:
         routed = event.data
         assert isinstance(routed, RoutingDecision)
