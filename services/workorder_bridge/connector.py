@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.domain import WorkOrderRequest
@@ -116,6 +116,17 @@ class Connector(Protocol):
     async def health(self) -> Health: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class FindsByKey(Protocol):
+    """A kind that can look up, cheaply and without opening anything, the work order our key opened (grpc: its
+    outbox; open311: the key attribute search). The opener uses it for a routing decision it finds replaced on a
+    replay: a work order opened under that decision's key before a crash is then cancelled, not left open. The
+    rest_webhook protocol has no such look-up (POSTing the key again would open one where none exists), nor has
+    an inbox (email)."""
+
+    async def find_by_key(self, idempotency_key: str) -> OpenedWorkOrder | None: ...
 
 
 @dataclass(frozen=True)

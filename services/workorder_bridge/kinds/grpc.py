@@ -82,6 +82,11 @@ class GrpcConnector:
         )
         return OpenedWorkOrder(external_id=message.external_id, status="open")
 
+    async def find_by_key(self, idempotency_key: str) -> OpenedWorkOrder | None:
+        """The work order our key put on the department's feed, if any (connector.FindsByKey)."""
+        message = await self._outbox.work_order_by_key(self.department_id, idempotency_key)
+        return None if message is None else OpenedWorkOrder(external_id=message.external_id, status="open")
+
     async def cancel_work_order(self, external_id: str, reason: str, idempotency_key: str) -> None:
         """On the feed once per work order, however often or with whatever key it is asked again."""
         await self._outbox.put(self.department_id, "cancellation", idempotency_key, external_id, {"reason": reason})

@@ -155,6 +155,13 @@ class Open311Connector:
             form[f"attribute[{self.spec.key_attribute}]"] = key
         return form
 
+    async def find_by_key(self, idempotency_key: str) -> OpenedWorkOrder | None:
+        """The request our key opened, where this server can be searched by it (connector.FindsByKey); None when
+        it shows none, or the connector is set not to search (`key_attribute` null or `lookup_by_key: false`)."""
+        if not (self.spec.key_attribute and self.spec.lookup_by_key):
+            return None
+        return await self._find_by_key(idempotency_key)
+
     async def _find_by_key(self, key: str) -> OpenedWorkOrder | None:
         """The request our key opened before, if their system shows one echoing the key; None when it shows none
         (or cannot search). A server that ignores the search lists other requests: only one echoing our key is

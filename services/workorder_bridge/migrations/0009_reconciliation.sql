@@ -18,6 +18,8 @@ ALTER TABLE workorder_bridge.work_orders ADD COLUMN reopened_as text;
 ALTER TABLE workorder_bridge.work_orders DROP CONSTRAINT work_orders_opened_by_event_key;
 CREATE UNIQUE INDEX work_orders_opened_by_event
     ON workorder_bridge.work_orders (opened_by_event) WHERE reopened_as IS NULL;
+-- the opener asks whether a routing decision's work order is known (opener.py, a decision found replaced)
+CREATE INDEX work_orders_decision ON workorder_bridge.work_orders (opened_by_event);
 
 -- A work order their system lost is done with: nothing cancels it later (their system would not know it), and
 -- it is not read back again. how = lost, with the reconciliation's event as the cause.
