@@ -60,6 +60,7 @@ from services.workorder_bridge.updates import their_words
 log = structlog.get_logger(__name__)
 
 BATCH = 20  # work orders claimed at a time: small, so a slow department holds few rows
+RECORD_ATTEMPTS = 5
 
 
 class Departments(Protocol):
@@ -206,7 +207,7 @@ class Reconciler:
                     continue
                 tried.add((row.department_id, row.external_id))
                 with structlog.contextvars.bound_contextvars(case_id=str(row.case_id)):
-                    await self._one(row, done)
+                    await self._one(row, now, done)
             if not fresh:
                 return done
 
@@ -244,7 +245,7 @@ class Reconciler:
         async with self._engine.begin() as tx:
             await tx.execute(_READ, {"d": row.department_id, "x": row.external_id, "outcome": outcome})
 
-    async def _one(self, row: Row[Any], done: Reconciled) -> None:
+    async def _one(self, row: Row[Any], now: datetime, done: Reconciled) -> None:
         department_id = row.department_id
         if department_id in done.departments_down or department_id in self._unreadable:
             await self._give_back(row, done)
@@ -286,7 +287,7 @@ class Reconciler:
             self._down(connector, f"it said it does not know a work order, but is down: {checked.detail}", done)
             await self._give_back(row, done)
             return
-        await self._lost_there(row, decision, stream, done)
+        await self._lost_there(row, decision, stream, now, done)
 
     def _down(self, connector: Connector, error: str, done: Reconciled) -> None:
         self._health.failure(connector, error)
@@ -313,7 +314,7 @@ class Reconciler:
             await self._note(row, "unchanged")
 
     async def _lost_there(
-        self, row: Row[Any], decision: RecordedEvent, stream: Sequence[RecordedEvent], done: Reconciled
+        self, row: Row[Any], decision: RecordedEvent, stream: Sequence[RecordedEvent], now: datetime, done: Reconciled
     ) -> None:
         """Their system does not know the work order: open it again under the same key, or send the case to the
         department's supervisor queue when that cannot work."""
@@ -335,26 +336,34 @@ class Reconciler:
         else:
             if opened.external_id == row.external_id:
                 reason = "its system still holds our key for the work order it lost, so it cannot be opened again there"
-        try:
-            if reason is None:
-                await self._record_reopened(row, decision, stream, opened.external_id)
-                done.reopened += 1
-                log.info("lost work order opened again", department_id=department_id, external_id=opened.external_id)
-            else:
-                await self._record_lost(row, decision, stream, reason)
-                done.lost += 1
-                log.warning("lost work order cannot be opened again; sent to the supervisor queue", reason=reason)
-        except ConcurrencyConflict:
-            # The case changed since it was read: read again next pass (the same key finds what was opened).
-            await self._give_back(row, done)
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                if reason is None:
+                    await self._record_reopened(row, decision, opened.external_id, now)
+                    done.reopened += 1
+                    log.info("lost work order opened again", department_id=department_id)
+                else:
+                    await self._record_lost(row, decision, reason)
+                    done.lost += 1
+                    log.warning("lost work order cannot be opened again; sent to the supervisor queue", reason=reason)
+                return
+            except ConcurrencyConflict:
+                # another event reached the case between our read and our append: decide again on it
+                if attempt == RECORD_ATTEMPTS:
+                    await self._give_back(row, done)  # the same key finds what was opened, next pass
 
-    async def _record_reopened(
-        self, row: Row[Any], decision: RecordedEvent, stream: Sequence[RecordedEvent], new_id: str
-    ) -> None:
+    async def _record_reopened(self, row: Row[Any], decision: RecordedEvent, new_id: str, now: datetime) -> None:
+        """WorkOrderReopenedThere and the new number, the old one done with, the read noted: one transaction. Their
+        system has the work order again whatever the case did meanwhile, so it is recorded all the same; if a later
+        decision replaced this one meanwhile, the new work order's cancellation is parked (due now) as well, since
+        the canceller, having seen only the lost number, cannot know it."""
+        from services.workorder_bridge.cancellation import park_cancellation, reason_to_cancel
+
         key = {"d": row.department_id, "x": row.external_id}
         async with self._engine.begin() as tx:
             if not await self._still_ours(tx, key):
                 return
+            stream = await self._store.read_stream(tx, row.case_id)
             event = WorkOrderReopenedThere(
                 department_id=row.department_id, old_external_id=row.external_id, external_id=new_id
             )
@@ -375,24 +384,33 @@ class Reconciler:
             )
             await tx.execute(_MARK_LOST, {**key, "c": row.case_id, "e": recorded.event_id})
             await tx.execute(_READ, {**key, "outcome": "reopened"})
+            if standing_decision(stream, decision.event_id) is None:
+                cause = next(e for e in stream if e.version > decision.version and reason_to_cancel(e) is not None)
+                why = "opened again after its department lost it, as the case moved on"
+                parked = park_cancellation(cause, row.department_id, new_id, reason_to_cancel(cause) or "", now, why)
+                await tx.execute(parked.sql, parked.params)
 
-    async def _record_lost(
-        self, row: Row[Any], decision: RecordedEvent, stream: Sequence[RecordedEvent], reason: str
-    ) -> None:
+    async def _record_lost(self, row: Row[Any], decision: RecordedEvent, reason: str) -> None:
+        """WorkOrderLost (the case to the supervisor queue), the number done with, the read noted: one transaction;
+        if a later decision replaced this one meanwhile, the case has moved on and only the number is done with."""
         key = {"d": row.department_id, "x": row.external_id}
         async with self._engine.begin() as tx:
             if not await self._still_ours(tx, key):
                 return
-            event = WorkOrderLost(
-                department_id=row.department_id,
-                external_id=row.external_id,
-                queue=self.queue_of(row.department_id),
-                reason=reason,
-            )
-            [recorded] = await self._store.append(
-                tx, row.case_id, stream[-1].version, [event], decision.caused(SERVICE)
-            )
-            await tx.execute(_MARK_LOST, {**key, "c": row.case_id, "e": recorded.event_id})
+            stream = await self._store.read_stream(tx, row.case_id)
+            cause = decision.event_id
+            if standing_decision(stream, decision.event_id) is not None:
+                event = WorkOrderLost(
+                    department_id=row.department_id,
+                    external_id=row.external_id,
+                    queue=self.queue_of(row.department_id),
+                    reason=reason,
+                )
+                [recorded] = await self._store.append(
+                    tx, row.case_id, stream[-1].version, [event], decision.caused(SERVICE)
+                )
+                cause = recorded.event_id
+            await tx.execute(_MARK_LOST, {**key, "c": row.case_id, "e": cause})
             await tx.execute(_READ, {**key, "outcome": "lost"})
 
     @staticmethod

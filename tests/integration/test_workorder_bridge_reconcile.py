@@ -11,7 +11,7 @@ due; the session's other work orders are in departments this test's bridge canno
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from civicflow.backoff import Backoff
 from civicflow.department_systems import ConnectorSpec
 from civicflow.events import (
+    CaseRerouted,
     CaseResolved,
     CaseRouted,
     CaseSubmitted,
@@ -416,5 +417,63 @@ async def test_a_department_that_does_not_answer_is_left_for_the_next_pass(engin
         # the next pass, at the same moment, reaches it: the finished job is recorded
         await bridge.reconciler.reconcile_due(now)
         assert any(isinstance(e.data, CaseResolved) for e in await bridge.stream(decision.case_id))
+    finally:
+        await bridge.aclose()
+
+
+class RerouteWhileOpening:
+    """The real opener, and the case rerouted while the department opens the lost work order again (the race the
+    reconciler must not lose a work order to)."""
+
+    def __init__(self, bridge: Bridge, elsewhere: str) -> None:
+        self._bridge = bridge
+        self._elsewhere = elsewhere
+        self.rerouted: RecordedEvent | None = None
+
+    async def open_for(self, event: RecordedEvent, stream: Sequence[RecordedEvent]) -> OpenedWorkOrder:
+        opened = await self._bridge.opener.open_for(event, stream)
+        assert isinstance(event.data, CaseRouted)
+        moved = CaseRerouted(
+            **event.data.model_copy(update={"department_id": self._elsewhere}).model_dump(),
+            reason="recategorised",
+            previous_department_id=event.data.department_id,
+        )
+        async with self._bridge.engine.begin() as tx:
+            [self.rerouted] = await STORE.append(
+                tx, event.case_id, None, [moved], EventMetadata(correlation_id=uuid7(), actor="test")
+            )
+        return opened
+
+
+async def test_a_work_order_opened_again_as_the_case_moves_on_is_recorded_and_its_cancellation_parked(
+    engine: AsyncEngine, system: Served
+) -> None:
+    department = a_department()
+    bridge = Bridge(engine, system.url, {department: DEAD_CALLBACK})
+    try:
+        decision, lost_id = await bridge.routed_and_opened(department)
+        await bridge.lose_there(department, lost_id)
+        racing = RerouteWhileOpening(bridge, a_department())
+        reconciler = Reconciler(engine, STORE, bridge.systems, bridge.recorder, racing)
+
+        await reconciler.reconcile_due(an_hour_on())
+
+        [reopened] = [
+            e.data for e in await bridge.stream(decision.case_id) if isinstance(e.data, WorkOrderReopenedThere)
+        ]
+        assert racing.rerouted is not None
+        async with engine.connect() as conn:
+            parked = (
+                await conn.execute(
+                    text(
+                        "SELECT external_id, caused_by_event FROM workorder_bridge.pending_cancellations"
+                        " WHERE department_id = :d"
+                    ),
+                    {"d": department},
+                )
+            ).all()
+        assert [(p.external_id, p.caused_by_event) for p in parked] == [
+            (reopened.external_id, racing.rerouted.event_id)
+        ], "the work order opened again is cancelled, since the case moved on"
     finally:
         await bridge.aclose()
