@@ -207,7 +207,10 @@ class Reconciler:
                     continue
                 tried.add((row.department_id, row.external_id))
                 with structlog.contextvars.bound_contextvars(case_id=str(row.case_id)):
-                    await self._one(row, now, done)
+                    try:
+                        await self._one(row, now, done)
+                    except Exception as exc:  # ours (recording, the database): this one waits an interval, alone
+                        log.error("work order not reconciled; read again next interval", error=describe_error(exc))
             if not fresh:
                 return done
 
