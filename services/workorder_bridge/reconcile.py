@@ -387,6 +387,9 @@ class Reconciler:
             )
             await tx.execute(_MARK_LOST, {**key, "c": row.case_id, "e": recorded.event_id})
             await tx.execute(_READ, {**key, "outcome": "reopened"})
+            # just opened, so not quiet: its first read is an interval from now
+            await tx.execute(_CLAIM, {"d": row.department_id, "x": new_id, "at": now})
+            await tx.execute(_READ, {"d": row.department_id, "x": new_id, "outcome": "opened_again"})
             if standing_decision(stream, decision.event_id) is None:
                 cause = next(e for e in stream if e.version > decision.version and reason_to_cancel(e) is not None)
                 why = "opened again after its department lost it, as the case moved on"

@@ -267,7 +267,7 @@ async def test_a_work_order_the_department_lost_is_opened_again_under_the_same_k
 
         now = an_hour_on()
         done = await bridge.reconciler.reconcile_due(now)
-        assert done.reopened >= 1
+        assert (done.read, done.reopened) == (1, 1), "the new work order is not read in the pass that opened it"
 
         [reopened] = [
             e.data for e in await bridge.stream(decision.case_id) if isinstance(e.data, WorkOrderReopenedThere)

@@ -5,7 +5,8 @@ CREATE TABLE workorder_bridge.work_order_reads (
     department_id text        NOT NULL,
     external_id   text        NOT NULL,
     read_at       timestamptz NOT NULL,
-    -- what the last read found: claimed (being read), unchanged, updated, reopened, lost, not_needed
+    -- what the last read found: claimed (being read), unchanged, updated:<outcome>, reopened, lost, not_needed,
+    -- case_unreadable; opened_again for a work order opened again (its first read is an interval later)
     outcome       text        NOT NULL,
     PRIMARY KEY (department_id, external_id),
     FOREIGN KEY (department_id, external_id) REFERENCES workorder_bridge.work_orders (department_id, external_id)
