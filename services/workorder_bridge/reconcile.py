@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import structlog
 import yaml
+from prometheus_client import Counter
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -61,6 +62,12 @@ log = structlog.get_logger(__name__)
 
 BATCH = 20  # work orders claimed at a time: small, so a slow department holds few rows
 RECORD_ATTEMPTS = 5
+RECONCILED = Counter(
+    "civicflow_workorders_reconciled",
+    "Quiet work orders read back from their departments' systems, by what was found: updated (news recorded),"
+    " unchanged, reopened (lost, opened again), lost (to the supervisor queue), unavailable (read next pass).",
+    ["department", "outcome"],
+)
 
 
 class Departments(Protocol):
@@ -245,6 +252,7 @@ class Reconciler:
                 await tx.execute(_GIVE_BACK, {**key, "at": row.read_at, "outcome": row.outcome})
 
     async def _note(self, row: Row[Any], outcome: str) -> None:
+        RECONCILED.labels(row.department_id, outcome.partition(":")[0]).inc()
         async with self._engine.begin() as tx:
             await tx.execute(_READ, {"d": row.department_id, "x": row.external_id, "outcome": outcome})
 
@@ -276,6 +284,7 @@ class Reconciler:
             await self._give_back(row, done)
             return
         except Exception as exc:  # DepartmentUnavailable, or their answer broke the connector: next pass
+            RECONCILED.labels(department_id, "unavailable").inc()
             self._down(connector, describe_error(exc), done)
             await self._give_back(row, done)
             return
@@ -343,10 +352,12 @@ class Reconciler:
             try:
                 if reason is None:
                     await self._record_reopened(row, decision, opened.external_id, now)
+                    RECONCILED.labels(department_id, "reopened").inc()
                     done.reopened += 1
                     log.info("lost work order opened again", department_id=department_id)
                 else:
                     await self._record_lost(row, decision, reason)
+                    RECONCILED.labels(department_id, "lost").inc()
                     done.lost += 1
                     log.warning("lost work order cannot be opened again; sent to the supervisor queue", reason=reason)
                 return
