@@ -40,6 +40,8 @@ from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.unit_of_work import UnitOfWork, in_order
 from samples.department_workorders.app import SampleDepartmentSettings, create_app
+from samples.open311_department.app import SampleOpen311Settings
+from samples.open311_department.app import create_app as create_open311_app
 from services.query.projection import CaseRecord, TimelineEntry, apply
 from services.workorder_bridge.connector import (
     CannotRead,
@@ -52,12 +54,14 @@ from services.workorder_bridge.connector import (
 from services.workorder_bridge.connectors import DepartmentSystems
 from services.workorder_bridge.domain import WorkOrderRequest
 from services.workorder_bridge.health import HealthBook
+from services.workorder_bridge.kinds.open311 import Open311Connector
 from services.workorder_bridge.kinds.rest_webhook import RestWebhookConnector
 from services.workorder_bridge.opener import WorkOrderOpener
 from services.workorder_bridge.reconcile import Reconciler
 from services.workorder_bridge.updates import UpdateRecorder
 from services.workorder_bridge.webhook import WEBHOOK_PATH, create_webhook_app
 from tests.conftest import eventually
+from tests.integration.test_connector_open311 import serve
 from tests.integration.test_connector_rest_webhook import Served
 
 pytestmark = pytest.mark.integration
@@ -65,6 +69,7 @@ STORE = PostgresEventStore()
 SECRET = "reconcile-test-webhook-secret-9Qz2"
 DEAD_CALLBACK = "http://127.0.0.1:9/webhooks/work-orders"  # nothing listens: every callback is lost
 INTERVAL_MINUTES = 1.0
+OPEN311_KEY = "reconcile-test-open311-key-not-a-secret"
 
 
 class NotOurs:
@@ -477,3 +482,74 @@ async def test_a_work_order_opened_again_as_the_case_moves_on_is_recorded_and_it
         ], "the work order opened again is cancelled, since the case moved on"
     finally:
         await bridge.aclose()
+
+
+async def test_a_request_an_open311_system_lost_is_posted_again_with_our_key(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The same with the open311 kind: GET requests/{id} answers 404, the key search finds nothing, so the
+    connector posts the request again with attribute[civicflow_key] = the routing event's id."""
+    key_file = tmp_path / "open311.key"
+    key_file.write_text(OPEN311_KEY)
+    sample = create_open311_app(
+        SampleOpen311Settings(state_dir=tmp_path, open311_api_key=OPEN311_KEY, sample_open311_step_seconds=0)
+    )
+    url, stop = await serve(sample)
+    department = a_department()
+    spec = ConnectorSpec.model_validate(
+        {
+            "kind": "open311",
+            "endpoint": url,
+            "credentials": {"file": str(key_file)},
+            "jurisdiction_id": "sample-city",
+            "services": {"POTHOLE": "4"},
+            "reconcile_after_minutes": INTERVAL_MINUTES,
+        }
+    )
+    connector = Open311Connector(department, spec)
+    systems = DepartmentSystems(lambda d, s: connector if d == department else NotOurs(d), {department: spec})
+    recorder = UpdateRecorder(engine, STORE, systems.specs())
+    opener = WorkOrderOpener(engine, STORE, systems, DEAD_CALLBACK, Backoff(5.0, 300.0))
+    reconciler = Reconciler(engine, STORE, systems, recorder, opener)
+    try:
+        case_id = uuid7()
+        submitted = CaseSubmitted(
+            tracking_number=f"O-{case_id.hex[-6:]}",
+            service_code="POTHOLE",
+            description="a hole",
+            location=Location(address="1 Main St"),
+            submitted_at=datetime.now(UTC),
+        )
+        routed = CaseRouted(
+            department_id=department,
+            department_name="Streets",
+            priority="normal",
+            due_at=datetime.now(UTC) + timedelta(days=2),
+            rule_id="r",
+            rule_set_version="v1",
+        )
+        async with engine.begin() as tx:
+            [_, decision] = await STORE.append(
+                tx, case_id, 0, [submitted, routed], EventMetadata(correlation_id=uuid7(), actor="test")
+            )
+        await UnitOfWork(engine, "workorder_bridge", STORE).run([decision], in_order({"CaseRouted": opener}))
+        async with engine.connect() as conn:
+            [opened] = [e.data for e in await STORE.read_stream(conn, case_id) if isinstance(e.data, WorkOrderOpened)]
+        # their system loses the request, and with it what its key search would find (the sample's own memory)
+        store = sample.state.store
+        lost = store.requests.pop(opened.external_id)
+        store._by_key.pop(lost.key)
+
+        done = await reconciler.reconcile_due(an_hour_on())
+
+        assert (done.read, done.reopened) == (1, 1)
+        async with engine.connect() as conn:
+            stream = await STORE.read_stream(conn, case_id)
+        [reopened] = [e.data for e in stream if isinstance(e.data, WorkOrderReopenedThere)]
+        assert reopened.old_external_id == opened.external_id
+        again = store.requests[reopened.external_id]
+        assert again.key == str(decision.event_id), "posted again under the same key"
+        assert len([r for r in store.requests.values() if r.key == str(decision.event_id)]) == 1
+    finally:
+        await connector.aclose()
+        await stop()
