@@ -19,11 +19,11 @@ no status news (its latest status_updates row, else its opening) for longer than
   left for the next pass; a kind that cannot be read (CannotRead: grpc, email) is skipped from then on.
 
 Rows are claimed in small batches (FOR UPDATE SKIP LOCKED, the claim written to `work_order_reads` before
-anyone is called), so replicas share the work and a work order is read at most once per interval. Each effect
-is recorded with the read's bookkeeping in one transaction, and reopening sends the same key, so a crash
+anyone is called), so replicas share the work and a work order is read at most once per interval. A reopening
+or a loss is recorded with the read's outcome in one transaction, and reopening sends the same key, so a crash
 between their answer and our commit repeats nothing: the next read finds the number lost again and the same
-key finds the work order opened the first time. A crash after the claim only delays that work order's read by
-an interval.
+key finds the work order opened the first time. News is recorded by RecordUpdate, once however often it is
+handed on. A crash after the claim only delays that work order's read by an interval.
 """
 
 from __future__ import annotations
