@@ -43,6 +43,7 @@ from civicflow.logging import configure_logging
 from civicflow.sandbox import scratch_database
 from civicflow.unit_of_work import UnitOfWork, in_order
 from services.workorder_bridge.connector import (
+    CannotRead,
     Connector,
     ConnectorContext,
     ExternalUpdate,
@@ -115,6 +116,9 @@ class NoWork:
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage:
         return UpdatesPage([], cursor)
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
+        raise CannotRead("the benchmark's system keeps nothing to read back")
 
     async def health(self) -> Health:
         return Health(True, "answers")

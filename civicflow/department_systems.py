@@ -195,6 +195,9 @@ class ConnectorSpec(_Strict):
     # grpc: the client's key id that may report for this department
     key_id: str | None = None
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # every kind: a work order with no status news for this long is read back from their system (reconciliation,
+    # services/workorder_bridge/reconcile.py), and read again no sooner; kinds that cannot be read are skipped
+    reconcile_after_minutes: float = Field(default=120.0, gt=0, le=525_600)
     # open311: how often updates are polled, how far back each poll reaches again, and the GeoReport details
     poll_seconds: float = Field(default=30.0, ge=0.05, le=86_400)
     catch_up_minutes: float = Field(default=60.0, ge=0, le=10_080)

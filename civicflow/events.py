@@ -329,6 +329,33 @@ class WorkOrderCancelled(CaseEvent):
 
 
 @catalogued
+class WorkOrderReopenedThere(CaseEvent):
+    """The department's system no longer knew the work order (it lost it), so the bridge opened it again there
+    under the same key, and their system gave it a new number: the case's updates come under external_id now
+    (bridge, reconciliation)."""
+
+    event_type: ClassVar[str] = "WorkOrderReopenedThere"
+
+    department_id: str
+    old_external_id: str
+    external_id: str
+
+
+@catalogued
+class WorkOrderLost(CaseEvent):
+    """The department's system no longer knows the work order and it could not be opened there again (their
+    system refused, or still holds our key for the work order it lost): the case waits in the department's
+    supervisor queue for a person to take it up (bridge, reconciliation)."""
+
+    event_type: ClassVar[str] = "WorkOrderLost"
+
+    department_id: str
+    external_id: str
+    queue: str = Field(description="The supervisor queue the case is in: the department's on-call queue, if any.")
+    reason: str = Field(description="Why it could not be opened again, in words (never personal data).")
+
+
+@catalogued
 class CaseResolved(CaseEvent):
     """The department finished the work; resolution says what was done (bridge)."""
 

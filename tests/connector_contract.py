@@ -20,6 +20,7 @@ import pytest
 from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.connector import (
     CannotCancel,
+    CannotRead,
     Connector,
     DepartmentUnavailable,
     ExternalUpdate,
@@ -111,6 +112,30 @@ class ConnectorContract:
         await department.connector.cancel_work_order(opened.external_id, "the case went to another department", key)
         await department.connector.cancel_work_order(opened.external_id, "the case went to another department", key)
         assert await department.cancelled_there(opened.external_id)
+
+    async def test_a_status_change_there_reads_back(self, department: DepartmentUnderTest) -> None:
+        """Reconciliation's read (services/workorder_bridge/reconcile.py): the work order as it stands there."""
+        opened = await department.connector.open_work_order(a_request(), str(uuid.uuid4()))
+        try:
+            before = await department.connector.read_work_order(opened.external_id)
+        except CannotRead:
+            pytest.skip(f"a {department.connector.kind} department's work orders cannot be read back")
+        assert before is not None and before.external_id == opened.external_id
+        await department.change_status(opened.external_id, department.spec.theirs("in_progress"), note="crew on site")
+
+        async def moved() -> ExternalUpdate | None:
+            found = await department.connector.read_work_order(opened.external_id)
+            return found if found is not None and department.spec.ours(found.status) == "in_progress" else None
+
+        shown = await eventually(moved, timeout=30, what="the change to show when read back")
+        assert shown.changed_at >= before.changed_at and shown.changed_at.tzinfo is not None
+
+    async def test_a_work_order_their_system_does_not_know_reads_none(self, department: DepartmentUnderTest) -> None:
+        try:
+            found = await department.connector.read_work_order(f"NOT-THERE-{uuid.uuid4().hex[:10]}")
+        except CannotRead:
+            pytest.skip(f"a {department.connector.kind} department's work orders cannot be read back")
+        assert found is None, "a work order their system does not know reads None: lost, not unavailable"
 
     async def test_health_says_up_then_down_and_an_outage_is_unavailable_not_refused(
         self, department: DepartmentUnderTest

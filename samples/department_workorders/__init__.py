@@ -12,6 +12,9 @@ orders in. It speaks REST with signed webhooks, the way many department systems 
 - ``POST /departments/{department_id}/work-orders/{id}/status`` with ``{"status", "note", "refers_to"}``
   moves it by hand to any status, as staff would (or ``python -m samples.department_workorders set-status
   DEPARTMENT WORK_ORDER STATUS --note …``);
+- ``POST /departments/{department_id}/work-orders/{id}/lose[?keep_key=true]`` makes it forget the work order and
+  the key that opened it, as a system that lost data would (to show civicflow reading it back and opening it
+  again); ``GET …/work-orders/{id}`` then answers 404;
 - ``GET /healthz`` answers while it runs;
 - a simulated crew moves each new work order open -> in_progress -> resolved (or not_our_responsibility,
   for the departments and services CIVICFLOW_SAMPLE_DEPT_TURNS_DOWN names), and each change is POSTed to the

@@ -334,6 +334,20 @@ def create_app(
         crews.set_by_hand(work_order, change.status, change.note, change.refers_to)
         return JSONResponse(work_order.as_json())
 
+    async def lose_work_order(request: Request) -> JSONResponse:
+        """SAMPLE only, to show reconciliation: the system forgets the work order (its crew stops, nothing is
+        called back) and the idempotency key that opened it, unless `?keep_key=true`."""
+        work_order = store.get(request.path_params["department_id"], request.path_params["work_order_id"])
+        if work_order is None:
+            return _error(404, "no such work order in this department")
+        keep_key = request.query_params.get("keep_key", "false").lower()
+        if keep_key not in ("true", "false"):
+            return _error(400, "keep_key is true or false")
+        crews.recall(work_order)
+        store.lose(work_order, keep_key=keep_key == "true")
+        log.warning("work order lost on purpose", work_order=work_order.id, keep_key=keep_key)
+        return JSONResponse({"lost": work_order.id, "key_kept": keep_key == "true"})
+
     async def health(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "work_orders": len(store)})
 
@@ -357,6 +371,7 @@ def create_app(
                 "/departments/{department_id}/work-orders/{work_order_id}/cancel", cancel_work_order, methods=["POST"]
             ),
             Route("/departments/{department_id}/work-orders/{work_order_id}/status", set_status, methods=["POST"]),
+            Route("/departments/{department_id}/work-orders/{work_order_id}/lose", lose_work_order, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
         ],
         lifespan=lifespan,

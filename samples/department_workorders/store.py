@@ -126,6 +126,16 @@ class WorkOrderStore:
     def of_department(self, department_id: str) -> list[WorkOrder]:
         return [w for (d, _), w in self._by_id.items() if d == department_id]
 
+    def lose(self, work_order: WorkOrder, *, keep_key: bool = False) -> None:
+        """Forget the work order, as a system that lost data would (for showing civicflow's reconciliation): its
+        idempotency key too unless `keep_key`, so the same key opens a new one; kept, the key still finds the
+        lost work order's id, which it no longer shows."""
+        self._by_id.pop((work_order.department_id, work_order.id), None)
+        if not keep_key:
+            for key, (_, kept) in list(self._by_key.items()):
+                if kept is work_order:
+                    del self._by_key[key]
+
     def move(self, work_order: WorkOrder, status: str, note: str | None, refers_to: str | None = None) -> None:
         work_order.status = status
         work_order.note = note

@@ -28,9 +28,11 @@ from civicflow.events import (
     SurveyAnswered,
     SurveySent,
     WorkOrderCancelled,
+    WorkOrderLost,
     WorkOrderOpened,
     WorkOrderReferred,
     WorkOrderRejected,
+    WorkOrderReopenedThere,
     WorkOrderStatusChanged,
     WorkOrderSyncFailed,
 )
@@ -150,6 +152,17 @@ def apply(record: CaseRecord | None, event: RecordedEvent) -> tuple[CaseRecord, 
     elif isinstance(data, WorkOrderOpened):
         changes.update(status="work_order_open", work_order_id=data.external_id)
         stage, detail = "work_order_opened", f"work order {data.external_id} opened"
+    elif isinstance(data, WorkOrderReopenedThere):  # their system lost it; the same work order, a new number
+        changes["work_order_id"] = data.external_id
+        who = base.department_name or data.department_id
+        stage = "work_order_reopened_there"
+        detail = f"{who}'s system lost work order {data.old_external_id}; opened again there as {data.external_id}"
+    elif isinstance(data, WorkOrderLost):  # a person takes it up: the view says where it waits
+        if base.status != "resolved":
+            changes["status"] = "supervisor_queue"
+        who = base.department_name or data.department_id
+        stage = "work_order_lost"
+        detail = f"{who} lost the work order {data.external_id}; sent to its supervisor queue {data.queue}"
     elif isinstance(data, WorkOrderSyncFailed):
         stage = "work_order_waiting"
         detail = (

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.domain import WorkOrderRequest
@@ -49,6 +49,11 @@ class WorkOrderRefused(ConnectorError):
 class CannotCancel(ConnectorError):
     """This kind of system has no way to cancel a work order: the bridge tells the department by its channel
     instead, and the case records that it was told."""
+
+
+class CannotRead(ConnectorError):
+    """This kind of system cannot be asked how one work order stands now (it only receives, or only pushes):
+    reconciliation (services/workorder_bridge/reconcile.py) skips its departments."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ class Connector(Protocol):
       has no way; DepartmentUnavailable: try later.
     - updates_since: the updates a poll finds after `cursor` (None: from the catch-up window); push kinds, whose
       updates arrive at the bridge's endpoints, return an empty page.
+    - read_work_order: the work order as their system shows it now, as an update in their words (changed_at: their
+      last change), for reconciling a work order with no news for too long; None when their system does not know
+      it (lost, never there); DepartmentUnavailable when it cannot tell now; CannotRead where the kind has no way.
     - health: a cheap call that says whether their system answers.
     """
 
@@ -103,9 +111,22 @@ class Connector(Protocol):
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage: ...
 
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None: ...
+
     async def health(self) -> Health: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class FindsByKey(Protocol):
+    """A kind that can look up, cheaply and without opening anything, the work order our key opened (grpc: its
+    outbox; open311: the key attribute search). The opener uses it for a routing decision it finds replaced on a
+    replay: a work order opened under that decision's key before a crash is then cancelled, not left open. The
+    rest_webhook protocol has no such look-up (POSTing the key again would open one where none exists), nor has
+    an inbox (email)."""
+
+    async def find_by_key(self, idempotency_key: str) -> OpenedWorkOrder | None: ...
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from services.workorder_bridge.connector import (
     Connector,
     ConnectorContext,
     DepartmentUnavailable,
+    ExternalUpdate,
     Health,
     OpenedWorkOrder,
     UpdatesPage,
@@ -176,6 +177,9 @@ class MisconfiguredConnector:
         raise self._unavailable()
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage:
+        raise self._unavailable()
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
         raise self._unavailable()
 
     async def health(self) -> Health:

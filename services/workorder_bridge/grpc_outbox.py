@@ -115,6 +115,11 @@ class GrpcOutbox:
         ).first()
         return None if row is None else _message(row)
 
+    async def work_order_by_key(self, department_id: str, idempotency_key: str) -> FeedMessage | None:
+        """The work order message our key wrote on the department's feed, if any."""
+        async with self._engine.connect() as conn:
+            return await self._existing(conn, department_id, "work_order", idempotency_key, "")
+
     async def messages_after(self, department_id: str, sequence: int, limit: int = 100) -> list[FeedMessage]:
         async with self._engine.connect() as conn:
             rows = await conn.execute(

@@ -33,6 +33,7 @@ from services.workorder_bridge.kinds.open311 import Open311Connector
 from services.workorder_bridge.mailer import mail_department
 from services.workorder_bridge.opener import SERVICE, WorkOrderOpener
 from services.workorder_bridge.poller import Poller, open_work_orders_of
+from services.workorder_bridge.reconcile import Reconciler, supervisor_queues
 from services.workorder_bridge.updates import UpdateRecorder
 from services.workorder_bridge.webhook import WEBHOOK_PATH, WebhookSecrets, create_webhook_app
 
@@ -55,6 +56,9 @@ class BridgeSettings(KernelSettings):
     workorder_retry_first_seconds: float = 5.0
     workorder_retry_max_seconds: float = 300.0
     workorder_retry_scan_seconds: float = 1.0
+    # how often quiet work orders are looked for and read back from their systems (reconcile.py; each department's
+    # reconcile_after_minutes says when a work order is quiet)
+    workorder_reconcile_scan_seconds: float = Field(default=60.0, gt=0)
     # every department's system is asked whether it answers this often (departments status, the up metric);
     # what calls find is written to the health table every flush seconds
     workorder_health_scan_seconds: float = 30.0
@@ -148,6 +152,8 @@ def bootstrap(
     )
     recorder = record_update or held
     poller = Poller(engine, systems.polled(), recorder, health)
+    queues = supervisor_queues(settings.city_file)
+    reconciler = Reconciler(engine, store, systems, recorder, opener, queues, health)
     for department_id in systems.departments():
         connector = systems.for_department(department_id)
         if isinstance(connector, Open311Connector):  # read by id where their system has no updates feed
@@ -166,6 +172,11 @@ def bootstrap(
         periodically(scan, lambda: opener.retry_due(datetime.now(UTC)), "retrying parked work orders"),
         periodically(scan, lambda: canceller.retry_due(datetime.now(UTC)), "retrying parked cancellations"),
         periodically(settings.workorder_held_scan_seconds, held.apply_held, "applying held status updates"),
+        periodically(
+            settings.workorder_reconcile_scan_seconds,
+            lambda: reconciler.reconcile_due(datetime.now(UTC)),
+            "reading back quiet work orders",
+        ),
         periodically(settings.workorder_health_scan_seconds, probe, "probing departments' systems"),
         periodically(settings.workorder_health_flush_seconds, keep_health, "recording departments' health"),
         poller.run,

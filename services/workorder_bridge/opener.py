@@ -39,6 +39,7 @@ from civicflow.unit_of_work import Decision, Reads, Statement, record
 from services.workorder_bridge.connector import (
     Connector,
     DepartmentUnavailable,
+    FindsByKey,
     OpenedWorkOrder,
     WorkOrderRefused,
 )
@@ -81,6 +82,12 @@ _RECORD_WORK_ORDER = text(
 _REMEMBER_OPENED = text(
     "UPDATE workorder_bridge.pending_work_orders SET opened_external_id = :x"
     " WHERE case_id = :c AND routed_event_id = :e"
+)
+# A work order the bridge knows for a routing decision: recorded, or remembered on its parked row.
+_KNOWN_FOR_DECISION = text(
+    "SELECT 1 FROM workorder_bridge.work_orders WHERE opened_by_event = :e"
+    " UNION ALL SELECT 1 FROM workorder_bridge.pending_work_orders"
+    " WHERE routed_event_id = :e AND opened_external_id IS NOT NULL"
 )
 _PARK = text(
     "INSERT INTO workorder_bridge.pending_work_orders"
@@ -127,7 +134,15 @@ class WorkOrderOpener:
             return Decision()
         if standing_decision(stream, event.event_id) is None:  # we are behind: a later decision is coming
             self._replaced(event)
-            return Decision()
+            try:
+                return await self._cancel_what_it_opened(reads.tx, event, stream)
+            except Exception as exc:  # their system down for the look-up: a known gap (docs/DESIGN.md)
+                log.warning(
+                    "could not look up a work order the replaced decision may have opened; not cancelled",
+                    department_id=event.data.department_id,
+                    error=describe_error(exc),
+                )
+                return Decision()
         try:
             opened = await self._open(event, stream)
         except DepartmentUnavailable as exc:
@@ -193,6 +208,9 @@ class WorkOrderOpener:
             if row.opened_external_id is not None:
                 await self._opened_too_late(tx, row, stream)
                 return 0
+            # an earlier try may have opened it before a crash: looked up (a failure postpones the row), cancelled
+            decided = next(e for e in stream if e.event_id == row.routed_event_id)
+            await record(tx, self._store, await self._cancel_what_it_opened(tx, decided, stream))
             await tx.execute(_FORGET_PENDING, {"c": row.case_id})
             log.info("parked work order dropped: a later routing decision replaced it", department_id=row.department_id)
             return 0
@@ -223,6 +241,39 @@ class WorkOrderOpener:
         )
         return 1
 
+    async def _cancel_what_it_opened(
+        self, tx: AsyncConnection, event: RecordedEvent, stream: Sequence[RecordedEvent]
+    ) -> Decision:
+        """A decision found replaced (a replay, a parked retry) may have had its work order opened in the
+        department's system before a crash kept us from recording it. Where the kind can look our key up cheaply
+        (connector.FindsByKey), a work order found is parked for cancellation (due now) with the replacing event
+        as the cause; recorded ones are the canceller's already. rest_webhook and email cannot look up: a known
+        gap (docs/DESIGN.md)."""
+        from services.workorder_bridge.cancellation import park_cancellation, reason_to_cancel
+
+        routed = event.data
+        assert isinstance(routed, RoutingDecision)
+        connector = self._departments.for_department(routed.department_id)
+        if not isinstance(connector, FindsByKey):
+            return Decision()
+        known = await tx.execute(_KNOWN_FOR_DECISION, {"e": event.event_id})
+        if known.first() is not None:
+            return Decision()  # recorded (or remembered on a parked row): the canceller sees it
+        found = await connector.find_by_key(str(event.event_id))
+        if found is None:
+            return Decision()
+        cause = next(e for e in stream if e.version > event.version and reason_to_cancel(e) is not None)
+        log.warning(
+            "a replaced decision's work order was opened before it could be recorded; its cancellation follows",
+            department_id=routed.department_id,
+            external_id=found.external_id,
+        )
+        reason = reason_to_cancel(cause) or ""
+        why = "opened under a routing decision replaced before it was recorded"
+        return Decision(
+            writes=[park_cancellation(cause, routed.department_id, found.external_id, reason, self._clock(), why)]
+        )
+
     async def _opened_too_late(self, tx: AsyncConnection, row: Row[Any], stream: Sequence[RecordedEvent]) -> None:
         """A parked work order their system opened just as a later decision replaced it: record it, and park its
         cancellation (due now) with the replacing event as the cause, for the canceller's retry to make; unless
@@ -252,6 +303,11 @@ class WorkOrderOpener:
         )
         await record(tx, self._store, opened)
         log.info("work order opened as the case moved on; its cancellation follows", department_id=row.department_id)
+
+    async def open_for(self, event: RecordedEvent, stream: Sequence[RecordedEvent]) -> OpenedWorkOrder:
+        """Open the routing decision's work order in its department's system under the decision's key, as the
+        policy does: for reconciliation (reconcile.py) opening again a work order their system lost."""
+        return await self._open(event, stream)
 
     async def _open(self, event: RecordedEvent, stream: Sequence[RecordedEvent]) -> OpenedWorkOrder:
         routed = event.data
@@ -311,6 +367,8 @@ class WorkOrderOpener:
         routed = event.data
         assert isinstance(routed, RoutingDecision)
         forget = Statement(_FORGET_PENDING_DECISION, {"c": event.case_id, "e": event.event_id})
+        # Replaced meanwhile: nothing to cancel, since a system that refuses holds no work order under our key (an
+        # idempotent one answers a key it knows with its work order; open311 looks the key up before posting).
         if standing_decision(stream, event.event_id) is None:
             self._replaced(event)
             return Decision(writes=[forget])

@@ -114,7 +114,13 @@ class Poller:
 FINISHED = frozenset({"resolved", "closed", "duplicate", "not_our_responsibility", "cancelled", "internal_referral"})
 OPEN_WORK_ORDERS_READ = 500  # the newest open ones; more than this open at once are read by their updates feed
 
+
 # Their latest status is compared as department_systems.their_status_key does (case, spaces and hyphens aside).
+def finished_statuses(spec: ConnectorSpec) -> list[str]:
+    """Their statuses (as their_status_key compares them) that the department's mapping makes finished."""
+    return sorted(theirs for theirs, ours in spec.reverse().items() if ours in FINISHED)
+
+
 _OPEN_WORK_ORDERS = text(
     "SELECT w.external_id FROM workorder_bridge.work_orders w"
     " LEFT JOIN LATERAL (SELECT s.status FROM workorder_bridge.status_updates s"
@@ -133,7 +139,7 @@ def open_work_orders_of(
 ) -> Callable[[], Awaitable[list[str]]]:
     """The department's work orders still open as far as the bridge knows (not cancelled, and their latest status
     not one its mapping makes finished): what a polled system without an updates feed is asked about."""
-    finished = sorted(theirs for theirs, ours in spec.reverse().items() if ours in FINISHED)
+    finished = finished_statuses(spec)
 
     async def read() -> list[str]:
         async with engine.connect() as conn:

@@ -28,8 +28,10 @@ import yaml
 from civicflow.department_systems import ConnectorSpec
 from civicflow.notes import resident_text
 from services.workorder_bridge.connector import (
+    CannotRead,
     ConnectorContext,
     ConnectorError,
+    ExternalUpdate,
     Health,
     OpenedWorkOrder,
     UpdatesPage,
@@ -231,6 +233,10 @@ class EmailConnector:
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage:
         return UpdatesPage(updates=[], cursor=cursor)  # replies and link clicks are pushed to email_http.py
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
+        """An inbox cannot be asked how a job stands: what the department has not replied, the bridge cannot know."""
+        raise CannotRead(f"{self.department_id}: an email department's work orders cannot be read back")
 
     async def health(self) -> Health:
         problem = await self._mailer.answers()

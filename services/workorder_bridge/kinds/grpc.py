@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from civicflow.db import make_engine
 from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.connector import (
+    CannotRead,
     Connector,
     ConnectorContext,
+    ExternalUpdate,
     Health,
     OpenedWorkOrder,
     UpdatesPage,
@@ -80,12 +82,24 @@ class GrpcConnector:
         )
         return OpenedWorkOrder(external_id=message.external_id, status="open")
 
+    async def find_by_key(self, idempotency_key: str) -> OpenedWorkOrder | None:
+        """The work order our key put on the department's feed, if any (connector.FindsByKey)."""
+        message = await self._outbox.work_order_by_key(self.department_id, idempotency_key)
+        return None if message is None else OpenedWorkOrder(external_id=message.external_id, status="open")
+
     async def cancel_work_order(self, external_id: str, reason: str, idempotency_key: str) -> None:
         """On the feed once per work order, however often or with whatever key it is asked again."""
         await self._outbox.put(self.department_id, "cancellation", idempotency_key, external_id, {"reason": reason})
 
     async def updates_since(self, cursor: str | None) -> UpdatesPage:
         return UpdatesPage(updates=[], cursor=cursor)  # pushed to ReportStatus; nothing to poll
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
+        """Nothing to ask: the outbox knows only what we sent (and whether it was acknowledged), not how the job
+        stands in their system; their client reports that to ReportStatus or not at all."""
+        raise CannotRead(
+            f"{self.department_id}: a grpc department's work orders cannot be read back (it pulls; we never call it)"
+        )
 
     async def health(self) -> Health:
         try:

@@ -32,6 +32,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -153,6 +154,13 @@ class Open311Connector:
         if self.spec.key_attribute:
             form[f"attribute[{self.spec.key_attribute}]"] = key
         return form
+
+    async def find_by_key(self, idempotency_key: str) -> OpenedWorkOrder | None:
+        """The request our key opened, where this server can be searched by it (connector.FindsByKey); None when
+        it shows none, or the connector is set not to search (`key_attribute` null or `lookup_by_key: false`)."""
+        if not (self.spec.key_attribute and self.spec.lookup_by_key):
+            return None
+        return await self._find_by_key(idempotency_key)
 
     async def _find_by_key(self, key: str) -> OpenedWorkOrder | None:
         """The request our key opened before, if their system shows one echoing the key; None when it shows none
@@ -330,9 +338,11 @@ class Open311Connector:
 
     async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
         """The work order as their system shows it now (GET requests/{id}), as an update in their words, for the
-        bridge's reconciliation of a work order with no news for too long; None when their system does not know
-        it (404, or an answer without it). Not part of the contract yet: the bridge may call it where it exists."""
-        status, body = await self._call("GET", f"requests/{external_id}.{self._fmt}", params=self._jurisdiction())
+        bridge's reconciliation of a work order with no news for too long (reconcile.py); None when their system
+        does not know it (404, or an answer that lists no request with that id). A request it lists without a
+        status or a time is not a lost one: DepartmentUnavailable, so nothing is opened again on a bad answer."""
+        path = f"requests/{quote(external_id, safe='')}.{self._fmt}"
+        status, body = await self._call("GET", path, params=self._jurisdiction())
         if status == 404:
             return None
         self._raise_unless_ok(status, "requests")
@@ -340,7 +350,12 @@ class Open311Connector:
             if identifier(record, "service_request_id") != external_id:
                 continue
             moment = text(record, "updated_datetime", 64) or text(record, "requested_datetime", 64)
-            return self._update(record, moment, from_request=True)
+            update = self._update(record, moment, from_request=True)
+            if update is None:
+                raise DepartmentUnavailable(
+                    f"{self.department_id}: {self._url('requests')} showed the request without a status or a time"
+                )
+            return update
         return None
 
     # -- health ---------------------------------------------------------------------------------------------

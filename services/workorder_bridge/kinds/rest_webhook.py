@@ -7,6 +7,8 @@ Its protocol (samples/department_workorders is a real one to try it against):
   (the connector's `services`) and only the attributes the connector maps, under their field names;
 - ``POST {endpoint}/departments/{department_id}/work-orders/{id}/cancel`` with ``Idempotency-Key`` and
   ``{"reason": …}``: cancels it (200, however often asked);
+- ``GET {endpoint}/departments/{department_id}/work-orders/{id}``: the work order as it stands (status, note,
+  refers_to, updated_at), 404 when their system does not know it: read back when no news came for too long;
 - ``GET {endpoint}/healthz``: answers 200 while the system is up;
 - status changes come back to the bridge's webhook (services/workorder_bridge/webhook.py), signed over a
   timestamp and the body, so `updates_since` has nothing to poll.
@@ -18,6 +20,7 @@ bearer token sent with every call.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -31,6 +34,7 @@ from services.workorder_bridge.connector import (
     ConnectorContext,
     ConnectorError,
     DepartmentUnavailable,
+    ExternalUpdate,
     Health,
     OpenedWorkOrder,
     UpdatesPage,
@@ -133,6 +137,36 @@ class RestWebhookConnector:
     async def updates_since(self, cursor: str | None) -> UpdatesPage:
         """Nothing to poll: their system posts each change to our webhook."""
         return UpdatesPage(updates=[], cursor=cursor)
+
+    async def read_work_order(self, external_id: str) -> ExternalUpdate | None:
+        """The work order as their system shows it now (GET …/work-orders/{id}); None on 404, which this protocol
+        answers for a work order it does not know (not for a wrong address: the department's base path answers
+        404 for no other reason while healthz answers)."""
+        url = f"{self._work_orders}/{quote(external_id, safe='')}"
+        try:
+            response = await self._client.get(url, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise DepartmentUnavailable(f"{self.department_id}: {url} did not answer ({type(exc).__name__})") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._unavailable(url, response.status_code)
+        try:
+            shown = response.json()
+            status = shown["status"]
+            changed_at = datetime.fromisoformat(shown["updated_at"])
+            note, refers_to = shown.get("note"), shown.get("refers_to")
+            if not isinstance(status, str) or not status or changed_at.tzinfo is None:
+                raise ValueError("no status, or a time without a zone")
+            if not isinstance(note, str | None) or not isinstance(refers_to, str | None):
+                raise ValueError("note or refers_to is not text")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DepartmentUnavailable(
+                f"{self.department_id}: {url} answered with no readable work order ({type(exc).__name__})"
+            ) from exc
+        return ExternalUpdate(
+            external_id=external_id, status=status, changed_at=changed_at, note=note, refers_to=refers_to
+        )
 
     async def health(self) -> Health:
         url = f"{self._endpoint}/healthz"
