@@ -94,6 +94,18 @@ def in_order(policies: Mapping[str, Policy]) -> BatchPolicy:
     return decide
 
 
+def together(*policies: Policy) -> Policy:
+    """One event's several policies, one after another, as one (in_order stages their appends together)."""
+
+    async def decide(event: RecordedEvent, reads: Reads) -> Decision:
+        decision = Decision()
+        for policy in policies:
+            decision.add(await policy(event, reads))
+        return decision
+
+    return decide
+
+
 class ClaimedMeanwhile(Exception):
     """Another consumer of the same group (a rebalance) recorded some of the batch's events while this one
     decided them; the batch is handled again one event at a time, and those are then skipped."""

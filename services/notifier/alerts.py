@@ -46,7 +46,7 @@ from civicflow.events import (
 )
 from civicflow.eventstore import EventStore, StreamAppend
 from civicflow.ids import uuid7
-from civicflow.unit_of_work import Decision, Policy, Reads
+from civicflow.unit_of_work import Decision, Reads
 from services.notifier.inbound import Ack
 from services.notifier.telephony import Telephony, TelephonyRefused
 from services.notifier.texting import CLOCK_SKEW, PROVIDER_SECONDS, body_digest, number_digest
@@ -131,18 +131,6 @@ def no_alert_answer(code: int | None) -> str:
     if code is None:
         return "311: there is no alert to this phone to take."
     return f"311: there is no alert {code} to this phone; reply ACK and the code in the alert."
-
-
-def together(*policies: Policy) -> Policy:
-    """One event's policies, one after another, as one (in_order stages their appends together)."""
-
-    async def decide(event: RecordedEvent, reads: Reads) -> Decision:
-        decision = Decision()
-        for policy in policies:
-            decision.add(await policy(event, reads))
-        return decision
-
-    return decide
 
 
 # --- alerting ------------------------------------------------------------------------------------------

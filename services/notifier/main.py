@@ -49,9 +49,9 @@ from civicflow.pii import ContactVault, load_master_key
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import shared_secret
 from civicflow.settings import KernelSettings
-from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
+from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order, together
 from civicflow.v1 import notifier_pb2, notifier_pb2_grpc
-from services.notifier.alerts import ALERTING_EVENTS, Acknowledgements, StaffAlerts, together
+from services.notifier.alerts import ALERTING_EVENTS, Acknowledgements, StaffAlerts
 from services.notifier.call_outcomes import CallOutcomes
 from services.notifier.calls import CallDelivery, CallMenu, MailFallback
 from services.notifier.deferred_texts import DeferredTexts

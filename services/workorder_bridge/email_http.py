@@ -41,6 +41,7 @@ from services.workorder_bridge.email_links import (
 from services.workorder_bridge.email_replies import ReplyUnreadable, read_reply, when_sent
 from services.workorder_bridge.kinds.email import NoStatus, answer_words, department_link_key, read_answer
 from services.workorder_bridge.mailer import department_tag
+from services.workorder_bridge.webhook import BodyTooLarge, read_limited
 
 log = structlog.get_logger(__name__)
 
@@ -111,19 +112,6 @@ def _error(status_code: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to be longer than limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def email_routes(
     departments: EmailDepartments,
     record: RecordUpdate,
@@ -133,8 +121,9 @@ def email_routes(
     """The routes to add to the bridge's HTTP app (services/workorder_bridge/main.py)."""
 
     async def receive_reply(request: Request) -> Response:
-        body = await _read_limited(request, MAX_REPLY_BYTES)
-        if body is None:
+        try:
+            body = await read_limited(request, MAX_REPLY_BYTES)
+        except BodyTooLarge:
             return _error(
                 413, f"the message is larger than {MAX_REPLY_BYTES} bytes; send the reply without attachments"
             )

@@ -14,14 +14,14 @@ from civicflow.backoff import Backoff
 from civicflow.consumer import CaseEventConsumer, Reactions
 from civicflow.db import make_engine
 from civicflow.department_systems import MissingSecret
-from civicflow.events import CaseNeedsTriage, CaseRerouted, CaseResolved, CaseRouted, RecordedEvent
+from civicflow.events import CaseNeedsTriage, CaseRerouted, CaseResolved, CaseRouted
 from civicflow.eventstore import PostgresEventStore
 from civicflow.http_server import InProcessHttpServer
 from civicflow.logging import configure_logging
 from civicflow.runtime import ServiceProcess, Task, periodically, serve
 from civicflow.secrets import UnsafeSecret, shared_secret
 from civicflow.settings import KernelSettings
-from civicflow.unit_of_work import Decision, Policy, Reads, UnitOfWork, in_order
+from civicflow.unit_of_work import Policy, UnitOfWork, in_order, together
 from services.workorder_bridge.cancellation import TellDepartment, WorkOrderCanceller
 from services.workorder_bridge.connector import RecordUpdate
 from services.workorder_bridge.connectors import CityFileUnreadable, DepartmentSystems, systems_from_city
@@ -103,18 +103,6 @@ class BridgeSettings(KernelSettings):
         return self.public_url + WEBHOOK_PATH
 
 
-def one_after_another(*policies: Policy) -> Policy:
-    """Several policies for one event type, their decisions recorded together."""
-
-    async def decide(event: RecordedEvent, reads: Reads) -> Decision:
-        decision = Decision()
-        for policy in policies:
-            decision.add(await policy(event, reads))
-        return decision
-
-    return decide
-
-
 def close_on_stop(departments: DepartmentSystems) -> Task:
     async def task(stop: asyncio.Event) -> None:
         try:
@@ -183,7 +171,7 @@ def bootstrap(
     ]
     policies: dict[str, Policy] = {
         CaseRouted.event_type: opener,
-        CaseRerouted.event_type: one_after_another(opener, canceller),
+        CaseRerouted.event_type: together(opener, canceller),
         CaseNeedsTriage.event_type: canceller,
         CaseResolved.event_type: canceller,
     }

@@ -33,8 +33,8 @@ from civicflow.events import (
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault, ResidentContact, load_master_key
-from civicflow.unit_of_work import UnitOfWork, in_order
-from services.notifier.alerts import Acknowledgements, StaffAlerts, together
+from civicflow.unit_of_work import UnitOfWork, in_order, together
+from services.notifier.alerts import Acknowledgements, StaffAlerts
 from services.notifier.domain import MessageTemplates
 from services.notifier.inbound_texts import InboundTexts, StatusReports
 from services.notifier.main import NotificationHandler

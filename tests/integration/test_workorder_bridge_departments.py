@@ -43,7 +43,7 @@ from civicflow.events import (
 from civicflow.eventstore import PostgresEventStore
 from civicflow.ids import uuid7
 from civicflow.settings import KernelSettings
-from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order
+from civicflow.unit_of_work import Decision, Reads, UnitOfWork, in_order, together
 from services.workorder_bridge.cancellation import WorkOrderCanceller
 from services.workorder_bridge.connector import (
     CannotCancel,
@@ -58,7 +58,7 @@ from services.workorder_bridge.connector import (
 from services.workorder_bridge.connectors import DepartmentSystems, builder_from
 from services.workorder_bridge.domain import WorkOrderRequest
 from services.workorder_bridge.health import HealthBook, refresh_gauges
-from services.workorder_bridge.main import BridgeSettings, one_after_another
+from services.workorder_bridge.main import BridgeSettings
 from services.workorder_bridge.opener import WorkOrderOpener
 from services.workorder_bridge.poller import Poller
 from services.workorder_bridge.updates import UpdateRecorder
@@ -194,7 +194,7 @@ class Bridge:
         )
         self.policies = {
             "CaseRouted": self.opener,
-            "CaseRerouted": one_after_another(self.opener, self.canceller),
+            "CaseRerouted": together(self.opener, self.canceller),
             "CaseNeedsTriage": self.canceller,
             "CaseResolved": self.canceller,
         }
