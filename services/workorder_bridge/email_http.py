@@ -20,15 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
-import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from civicflow.department_systems import ConnectorSpec, connector_specs
+from civicflow.department_systems import ConnectorSpec
 from services.workorder_bridge.connector import ExternalUpdate, Outcome, RecordUpdate
 from services.workorder_bridge.email_links import (
     LINKS_PATH,
@@ -98,14 +96,6 @@ class EmailDepartments:
 
     def with_inbox(self, sender: str) -> list[str]:
         return [d for d in self.specs if self.inbox_of(d) == sender]
-
-
-def email_departments(city_file: Path, signing_secret: str) -> EmailDepartments:
-    """The city file's email departments; an email department whose link key is a credential that is not set
-    raises MissingSecret naming the reference."""
-    raw: Any = yaml.safe_load(city_file.read_text())
-    specs = connector_specs(raw.get("departments") if isinstance(raw, dict) else None)
-    return EmailDepartments.of(specs, signing_secret, city_file.parent)
 
 
 def _error(status_code: int, message: str) -> JSONResponse:

@@ -14,18 +14,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import grpc
 import structlog
-import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicflow.access import CALLER
 from civicflow.apikeys import department_scope
 from civicflow.codes import CODE
-from civicflow.department_systems import OUR_STATUSES, ConnectorSpec, connector_specs
+from civicflow.department_systems import OUR_STATUSES, ConnectorSpec
 from civicflow.grpc_errors import abort_with, invalid_argument
 from civicflow.v1 import work_orders_pb2, work_orders_pb2_grpc
 from services.workorder_bridge.connector import ExternalUpdate, Outcome, RecordUpdate
@@ -70,13 +67,6 @@ class FeedTiming:
     poll_seconds: float = 0.2
     redeliver_seconds: float = 30.0
     heartbeat_seconds: float = 20.0
-
-
-def grpc_departments(city_file: Path) -> dict[str, ConnectorSpec]:
-    """The city file's departments on the grpc connector (the router has checked the file in full)."""
-    raw: Any = yaml.safe_load(city_file.read_text())
-    departments = raw.get("departments") if isinstance(raw, dict) else None
-    return {d: spec for d, spec in connector_specs(departments).items() if spec.kind == "grpc"}
 
 
 def _text_problem(value: str, limit: int, *, lines: bool = False) -> str | None:

@@ -25,8 +25,8 @@ from civicflow.unit_of_work import Policy, UnitOfWork, in_order, together
 from services.workorder_bridge.cancellation import TellDepartment, WorkOrderCanceller
 from services.workorder_bridge.connector import RecordUpdate
 from services.workorder_bridge.connectors import CityFileUnreadable, DepartmentSystems, systems_from_city
-from services.workorder_bridge.email_http import email_departments, email_routes
-from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, grpc_departments, servicer_entry
+from services.workorder_bridge.email_http import EmailDepartments, email_routes
+from services.workorder_bridge.grpc_api import FeedTiming, WorkOrderSyncServicer, servicer_entry
 from services.workorder_bridge.grpc_outbox import GrpcOutbox
 from services.workorder_bridge.health import HealthBook, refresh_gauges
 from services.workorder_bridge.kinds.open311 import Open311Connector
@@ -127,7 +127,7 @@ def bootstrap(
     systems = departments
     tasks: list[Task] = [close_on_stop(systems)]
     health = HealthBook()
-    emailed = email_departments(settings.city_file, secret)
+    emailed = EmailDepartments.of(systems.specs(), secret, settings.city_file.parent)
     backoff = Backoff(settings.workorder_retry_first_seconds, settings.workorder_retry_max_seconds)
     opener = WorkOrderOpener(engine, store, systems, settings.callback_url, backoff, health=health)
     canceller = WorkOrderCanceller(engine, store, systems, tell or mail_department(settings), backoff, health=health)
@@ -179,7 +179,7 @@ def bootstrap(
     consumer = CaseEventConsumer(SERVICE, settings, reactions)
     webhook_secrets = WebhookSecrets(secret, systems.specs(), settings.city_file.parent)
     webhooks = create_webhook_app(recorder, webhook_secrets, settings.webhook_tolerance_seconds)
-    on_grpc = grpc_departments(settings.city_file)
+    on_grpc = {d: spec for d, spec in systems.specs().items() if spec.kind == "grpc"}
     timing = FeedTiming(
         settings.workorder_grpc_poll_seconds,
         settings.workorder_grpc_redeliver_seconds,
