@@ -15,10 +15,13 @@ from civicflow.events import CaseEvent, NotificationDelivered, NotificationFaile
 from civicflow.eventstore import EventStore
 from civicflow.pii import ContactVault
 from services.notifier.call_retries import FINAL, UNANSWERED, fallback_for, next_call_at, outcome_of
-from services.notifier.calls import deferred_row
+from services.notifier.calls import deferred_row, take_report
 from services.notifier.domain import stage_facts
 from services.notifier.quiet_hours import QuietHours
 from services.notifier.texting import NOTIFICATIONS, number_digest, opted_out
+
+# a call's own delivery row (a 'voice' row that falls back to a text or an email is not a call)
+_CALLS = "channel = 'voice' AND falls_back_to IS NULL"
 
 log = structlog.get_logger(__name__)
 
@@ -53,24 +56,11 @@ class CallOutcomes:
         """False when no text or call of ours has that sid."""
         async with self._engine.begin() as tx:
             # Only the first final status of a call acts: a repeated callback finds it already final.
-            row = (
-                await tx.execute(
-                    text(
-                        "UPDATE notifier.deliveries SET provider_status = :st, provider_error = :err"
-                        " WHERE provider_sid = :sid AND channel = 'voice' AND falls_back_to IS NULL"
-                        " AND coalesce(provider_status, '') <> ALL(:final)"
-                        " RETURNING case_id, stage, attempt, caused_by"
-                    ),
-                    {"st": status, "err": error_code, "sid": sid, "final": sorted(FINAL)},
-                )
-            ).first()
+            row = await take_report(tx, sid, status, error_code, _CALLS, FINAL)
             if row is None:
                 known = (
                     await tx.execute(
-                        text(
-                            "SELECT 1 FROM notifier.deliveries WHERE provider_sid = :sid AND channel = 'voice'"
-                            " AND falls_back_to IS NULL"
-                        ),
+                        text(f"SELECT 1 FROM notifier.deliveries WHERE provider_sid = :sid AND ({_CALLS})"),
                         {"sid": sid},
                     )
                 ).first()

@@ -303,6 +303,23 @@ def _decided(event: RecordedEvent, outcome: CaseEvent, remember: Statement) -> D
     return Decision(appends=[StreamAppend(event.case_id, None, [outcome], event.caused(ACTOR))], writes=[remember])
 
 
+async def take_report(
+    tx: AsyncConnection, sid: str, status: str, error_code: int | None, rows: str, final: frozenset[str]
+) -> Any:
+    """Keep the provider's status on the delivery row of `sid` among `rows` (an SQL condition on
+    notifier.deliveries) unless that row already holds a final one: the row (case_id, stage, attempt, caused_by)
+    when this report moved it, else None (no such row, or a repeated or late callback that finds it final)."""
+    found = await tx.execute(
+        text(
+            "UPDATE notifier.deliveries SET provider_status = :st, provider_error = :err"
+            f" WHERE provider_sid = :sid AND ({rows}) AND coalesce(provider_status, '') <> ALL(:final)"
+            " RETURNING case_id, stage, attempt, caused_by"
+        ),
+        {"st": status, "err": error_code, "sid": sid, "final": sorted(final)},
+    )
+    return found.first()
+
+
 def deferred_row(
     case_id: UUID, stage: str, attempt: int, caused_by: UUID, not_before: datetime, falls_back_to: str | None = None
 ) -> Statement:

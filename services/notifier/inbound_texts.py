@@ -25,7 +25,7 @@ from civicflow.eventstore import ConcurrencyConflict, EventStore
 from civicflow.ids import uuid7
 from civicflow.pii import ContactVault
 from services.notifier.alerts import alert_status
-from services.notifier.calls import deferred_row
+from services.notifier.calls import deferred_row, take_report
 from services.notifier.domain import stage_facts
 from services.notifier.inbound import (
     Ack,
@@ -200,17 +200,7 @@ class StatusReports:
     async def _record_once(self, sid: str, status: str, error_code: int | None) -> bool:
         async with self._engine.begin() as tx:
             # only a report before the final one moves the row: a repeated or late callback finds it final
-            row = (
-                await tx.execute(
-                    text(
-                        "UPDATE notifier.deliveries SET provider_status = :st, provider_error = :err"
-                        " WHERE provider_sid = :sid AND (channel = 'sms' OR falls_back_to = 'sms')"
-                        " AND coalesce(provider_status, '') <> ALL(:final)"
-                        " RETURNING case_id, stage, attempt, caused_by"
-                    ),
-                    {"st": status, "err": error_code, "sid": sid, "final": sorted(FINAL)},
-                )
-            ).first()
+            row = await take_report(tx, sid, status, error_code, "channel = 'sms' OR falls_back_to = 'sms'", FINAL)
             if row is None:
                 known = (
                     await tx.execute(text("SELECT 1 FROM notifier.deliveries WHERE provider_sid = :sid"), {"sid": sid})
