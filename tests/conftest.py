@@ -6,13 +6,17 @@ Each test session gets its own database and its own topics, so runs never see ea
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 from uuid import uuid4
 
 import pytest
+import uvicorn
+from starlette.types import ASGIApp
 
 from civicflow.infra import Infrastructure, provide
 from civicflow.sandbox import scratch_database
@@ -59,3 +63,21 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+@contextmanager
+def served_in_thread(app: ASGIApp, port: int, timeout: float = 20) -> Iterator[None]:
+    """An ASGI app served by uvicorn on 127.0.0.1:port in a thread of its own, for tests that are not async (a
+    CLI under test runs its own event loop): started (waited for under a deadline), then stopped."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, f"the server on port {port} did not start"
+        time.sleep(0.05)  # a thread's flag: polled under the deadline above
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)

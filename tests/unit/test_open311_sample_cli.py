@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from civicflow.infra import free_ports
 from samples.open311_department.app import SampleOpen311Settings, create_app
 from samples.open311_department.cli import open311_app
+from tests.conftest import served_in_thread
 
 KEY = "unit-test-open311-cli-key-8Hd2"
 
@@ -23,18 +21,10 @@ KEY = "unit-test-open311-cli-key-8Hd2"
 def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
     (port,) = free_ports(1)
     settings = SampleOpen311Settings(state_dir=tmp_path, open311_api_key=KEY, sample_open311_step_seconds=0)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the sample did not start"
-        time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("CIVICFLOW_SAMPLE_OPEN311_URL", url)
-    yield url, tmp_path
-    server.should_exit = True
-    thread.join(10)
+    with served_in_thread(create_app(settings), port):
+        yield url, tmp_path
 
 
 def test_staff_move_a_request_and_see_it(sample: tuple[str, Path]) -> None:

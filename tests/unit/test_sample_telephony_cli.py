@@ -3,13 +3,10 @@ answers texts in TwiML."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,21 +17,11 @@ from civicflow.infra import free_ports
 from samples.telephony.app import create_app
 from samples.telephony.cli import phone_app
 from samples.telephony.provider import SampleTelephonySettings
+from tests.conftest import served_in_thread
 
 SID = "AC" + "8" * 32
 TOKEN = "cli-telephony-token-for-tests-only"
 RESIDENT = "+15555550142"  # fictional (555-01xx)
-
-
-def _serve_in_thread(app: Starlette, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "a test server did not start"
-        time.sleep(0.05)
-    return server, thread
 
 
 def _city() -> Starlette:
@@ -59,14 +46,8 @@ def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    servers = [
-        _serve_in_thread(create_app(SampleTelephonySettings()), phone_port),
-        _serve_in_thread(_city(), city_port),
-    ]
-    yield tmp_path / "phone"
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+    with served_in_thread(create_app(SampleTelephonySettings()), phone_port), served_in_thread(_city(), city_port):
+        yield tmp_path / "phone"
 
 
 def test_a_resident_texts_the_city_and_reads_its_answer_then_lists_the_texts(running: Path) -> None:
