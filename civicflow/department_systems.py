@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ConnectorKind = Literal["rest_webhook", "open311", "grpc", "email"]
 CONNECTOR_KINDS: tuple[ConnectorKind, ...] = ("rest_webhook", "open311", "grpc", "email")
@@ -317,12 +317,17 @@ def department_webhook_secret(signing_secret: str, department_id: str) -> str:
 
 def connector_specs(departments: Any) -> dict[str, ConnectorSpec]:
     """Each department's connector from the city file's `departments` (the default, rest_webhook at the city's
-    work-order base URL, where a department names none); ValueError naming the department when one is wrong."""
+    work-order base URL, where a department names none); ValueError naming the department and the field when one
+    is wrong, never the value written there (a credential written inline must not reach a log or a terminal)."""
     found: dict[str, ConnectorSpec] = {}
     for department_id, definition in departments.items() if isinstance(departments, dict) else ():
         raw = definition.get("connector") if isinstance(definition, dict) else None
         try:
             found[str(department_id)] = DEFAULT_CONNECTOR if raw is None else ConnectorSpec.model_validate(raw)
-        except ValueError as exc:
-            raise ValueError(f"departments.{department_id}.connector: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors(include_input=False)
+            )
+            raise ValueError(f"departments.{department_id}.connector: {problems}") from None
     return found

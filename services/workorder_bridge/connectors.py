@@ -18,9 +18,8 @@ from typing import Any, Protocol
 
 import structlog
 import yaml
-from pydantic import ValidationError
 
-from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec
+from civicflow.department_systems import DEFAULT_CONNECTOR, ConnectorSpec, connector_specs
 from services.workorder_bridge.connector import (
     Connector,
     ConnectorContext,
@@ -53,28 +52,18 @@ class CityFileUnreadable(ValueError):
 
 
 def read_connector_specs(city_file: Path) -> dict[str, ConnectorSpec]:
-    """Each department's connector as the city file gives it (the default where it names none), as
-    department_systems.connector_specs reads it; a wrong one is refused naming the department and the field,
-    never the value written there (a credential written inline must not reach a log or a terminal)."""
+    """Each department's connector as the city file gives it (department_systems.connector_specs);
+    CityFileUnreadable naming the file, the department and the field, never the value written there."""
     try:
         raw: Any = yaml.safe_load(city_file.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise CityFileUnreadable(f"{city_file}: cannot be read ({type(exc).__name__})") from exc
     if not isinstance(raw, dict):
         raise CityFileUnreadable(f"{city_file}: not a city file (expected a mapping at the top)")
-    departments = raw.get("departments") or {}
-    found: dict[str, ConnectorSpec] = {}
-    for department_id, definition in departments.items() if isinstance(departments, dict) else ():
-        given = definition.get("connector") if isinstance(definition, dict) else None
-        try:
-            found[str(department_id)] = DEFAULT_CONNECTOR if given is None else ConnectorSpec.model_validate(given)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
-                for e in exc.errors(include_input=False)
-            )
-            raise CityFileUnreadable(f"{city_file}: departments.{department_id}.connector: {problems}") from None
-    return found
+    try:
+        return connector_specs(raw.get("departments") or {})
+    except ValueError as exc:
+        raise CityFileUnreadable(f"{city_file}: {exc}") from None
 
 
 class DepartmentSystems:
